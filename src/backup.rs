@@ -1,0 +1,107 @@
+//! The backup run: what happens, in what order. Data movement lives in
+//! `mysql` and `store`; this module holds the lock, names the set, and writes
+//! the manifest last so that only a finished run produces a set.
+
+use crate::catalog::{new_set_id, Catalog, CatalogError, Manifest, FORMAT_VERSION};
+use crate::config::Config;
+use crate::exit::{Classify, ExitCode};
+use crate::mysql::dump::{self, DumpOptions, Progress};
+use crate::mysql::{Endpoint, MysqlError};
+use crate::store::Store;
+use chrono::Utc;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Mysql(#[from] MysqlError),
+}
+
+impl Classify for BackupError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            BackupError::Catalog(e) => e.exit_code(),
+            BackupError::Mysql(e) => e.exit_code(),
+        }
+    }
+    fn metric_label(&self) -> &'static str {
+        match self {
+            BackupError::Catalog(e) => e.metric_label(),
+            BackupError::Mysql(e) => e.metric_label(),
+        }
+    }
+}
+
+/// Runs one backup of the configured site and returns the committed manifest.
+pub async fn run(
+    cfg: &Config,
+    store: Arc<Store>,
+    schedule: &str,
+    progress: Progress,
+) -> Result<Manifest, BackupError> {
+    let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+    let mut lock = catalog.lock(cfg.backup.lock_ttl_seconds, "backup").await?;
+    lock.keep_alive(store.clone(), cfg.backup.lock_ttl_seconds);
+    let result = run_locked(cfg, &catalog, store.clone(), schedule, progress).await;
+    if let Err(e) = lock.release(&store).await {
+        tracing::warn!(error = %e, "could not release the backup lock; it expires on its own");
+    }
+    result
+}
+
+async fn run_locked(
+    cfg: &Config,
+    catalog: &Catalog<'_>,
+    store: Arc<Store>,
+    schedule: &str,
+    progress: Progress,
+) -> Result<Manifest, BackupError> {
+    let started_at = Utc::now();
+    let set_id = new_set_id(started_at);
+    let set_key = catalog.key(&set_id, "");
+    tracing::info!(set = %set_id, site = %cfg.site, store = %store.describe(), "backup started");
+    let endpoint = Endpoint::from_config(&cfg.database);
+    let opts = DumpOptions {
+        connections: cfg.database.connections,
+        chunk_bytes: cfg.backup.chunk_bytes,
+        compression_level: cfg.backup.compression_level,
+    };
+    let dumped = match dump::snapshot(&endpoint, &cfg.database.name, &opts, store.clone(), &set_key, progress).await {
+        Ok(d) => d,
+        Err(e) => {
+            discard_partial(&store, &set_key).await;
+            return Err(e.into());
+        }
+    };
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        set_id: set_id.clone(),
+        site: cfg.site.clone(),
+        schedule: schedule.to_string(),
+        started_at,
+        finished_at: Utc::now(),
+        wpdr_version: env!("CARGO_PKG_VERSION").to_string(),
+        artifacts: dumped.artifacts,
+        database: Some(dumped.section),
+    };
+    catalog.commit(&manifest).await?;
+    tracing::info!(set = %set_id, bytes = manifest.total_bytes(), "backup committed");
+    Ok(manifest)
+}
+
+/// Removes what a failed run wrote. Best effort: a run killed outright leaves
+/// its files for `prune`, and they are invisible without a manifest anyway.
+async fn discard_partial(store: &Store, set_key: &str) {
+    match store.list(set_key).await {
+        Ok(objs) => {
+            for o in objs {
+                if let Err(e) = store.delete(&o.key).await {
+                    tracing::warn!(key = %o.key, error = %e, "could not remove a partial artifact");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not list partial artifacts"),
+    }
+}

@@ -1,0 +1,101 @@
+//! The backup-set format. `manifest.json` is written last and is the commit.
+//! `format_version` changes whenever a reader of the old version would
+//! misread a new set; readers refuse versions they do not know.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub set_id: String,
+    pub site: String,
+    /// Which schedule took the set (`manual` for a CLI run).
+    pub schedule: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub wpdr_version: String,
+    /// Every file of the set except the manifest, with size and SHA-256.
+    pub artifacts: Vec<Artifact>,
+    pub database: Option<DatabaseSection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Artifact {
+    /// Relative to the set's directory, e.g. `db/2-data-0003-000001-wp_posts.sql.zst`.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DatabaseSection {
+    pub server_version: String,
+    /// Name of the database that was backed up (a restore may choose another).
+    pub database: String,
+    /// `host:port` of the server read from; never credentials.
+    pub source: String,
+    pub default_charset: String,
+    pub default_collation: String,
+    pub consistency: Consistency,
+    pub binlog: Option<BinlogPosition>,
+    pub gtid_binlog_pos: Option<String>,
+    /// The largest SQL statement in any artifact: a restore target needs a
+    /// `max_allowed_packet` at least this large.
+    pub max_statement_bytes: u64,
+    pub tables: Vec<TableEntry>,
+    /// Views, routines, triggers and events: created after the data, in this order.
+    pub objects: Vec<SchemaObject>,
+    /// Total uncompressed SQL bytes written.
+    pub raw_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Consistency {
+    /// `backup-stage-block-commit`, `flush-tables-with-read-lock` or `single-connection`.
+    pub method: String,
+    pub connections: usize,
+    /// How long commits were held still while the workers opened their snapshots.
+    pub commits_blocked_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BinlogPosition {
+    pub file: String,
+    pub position: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TableEntry {
+    pub name: String,
+    pub engine: String,
+    /// Columns whose values are stored (generated columns are schema only).
+    pub columns: Vec<String>,
+    pub primary_key: Vec<String>,
+    pub rows: u64,
+    /// Order-independent content checksum of the stored columns, computed while
+    /// reading inside the snapshot; see `mysql::checksum`.
+    pub checksum: String,
+    pub schema_artifact: String,
+    pub data_artifacts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SchemaObject {
+    /// `view`, `function`, `procedure`, `trigger` or `event`.
+    pub kind: String,
+    pub name: String,
+    pub artifact: String,
+}
+
+impl Manifest {
+    pub fn artifact(&self, path: &str) -> Option<&Artifact> {
+        self.artifacts.iter().find(|a| a.path == path)
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.artifacts.iter().map(|a| a.size).sum()
+    }
+}

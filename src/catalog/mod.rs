@@ -1,0 +1,375 @@
+//! Backup sets: ids, manifests, listing, the per-site lock and verification.
+//!
+//! Layout in the store: `<prefix>/<site>/sets/<set-id>/` holds a set's
+//! artifacts and, once complete, its `manifest.json`. A directory without a
+//! manifest is an interrupted run: never listed, shown or restored.
+
+mod lock;
+pub mod manifest;
+
+pub use lock::{LockGuard, LockInfo};
+pub use manifest::*;
+
+use crate::exit::{Classify, ExitCode};
+use crate::store::{hash_object, Store, StoreError};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("backup set '{id}' does not exist for site '{site}'. Run `wpdr sets list` to see the sets there are.")]
+    SetNotFound { id: String, site: String },
+    #[error("backup set '{id}' is incomplete (its run was interrupted before the manifest was written) and cannot be used. Pick another from `wpdr sets list`.")]
+    SetIncomplete { id: String },
+    #[error("site '{site}' has no complete backup set yet. Run `wpdr backup` first.")]
+    NoSets { site: String },
+    #[error("the manifest of set '{id}' is unreadable: {detail}. The set cannot be trusted; use an earlier one.")]
+    ManifestInvalid { id: String, detail: String },
+    #[error("set '{id}' uses format version {found}, and this wpdr reads only up to {supported}. Upgrade wpdr to restore it.")]
+    UnsupportedFormat { id: String, found: u32, supported: u32 },
+    #[error("another backup of site '{site}' is running: {holder}. Wait for it, or if it is dead, the lock expires at {expires_at}.")]
+    Locked {
+        site: String,
+        holder: String,
+        expires_at: DateTime<Utc>,
+    },
+    #[error("'{id}' is not a valid set id (expected e.g. 20261125T192224Z-3fa1 or 'latest')")]
+    BadSetId { id: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Classify for CatalogError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            CatalogError::SetNotFound { .. }
+            | CatalogError::SetIncomplete { .. }
+            | CatalogError::NoSets { .. }
+            | CatalogError::BadSetId { .. } => ExitCode::SetNotFound,
+            CatalogError::ManifestInvalid { .. } | CatalogError::UnsupportedFormat { .. } => {
+                ExitCode::Integrity
+            }
+            CatalogError::Locked { .. } => ExitCode::Locked,
+            CatalogError::Store(e) => e.exit_code(),
+        }
+    }
+    fn metric_label(&self) -> &'static str {
+        match self {
+            CatalogError::SetNotFound { .. } | CatalogError::NoSets { .. } => "set_not_found",
+            CatalogError::SetIncomplete { .. } => "set_incomplete",
+            CatalogError::ManifestInvalid { .. } => "manifest_invalid",
+            CatalogError::UnsupportedFormat { .. } => "unsupported_format",
+            CatalogError::Locked { .. } => "locked",
+            CatalogError::BadSetId { .. } => "bad_set_id",
+            CatalogError::Store(e) => e.metric_label(),
+        }
+    }
+}
+
+/// A new set id: UTC time to the second (so ids sort by time) and a random
+/// suffix (so two runs in one second cannot collide).
+pub fn new_set_id(now: DateTime<Utc>) -> String {
+    format!(
+        "{}-{:04x}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
+    )
+}
+
+/// Checks the shape of a set id before it is used in a store key.
+pub fn valid_set_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    bytes.len() == 21
+        && bytes[8] == b'T'
+        && bytes[15] == b'Z'
+        && bytes[16] == b'-'
+        && bytes[..8].iter().all(u8::is_ascii_digit)
+        && bytes[9..15].iter().all(u8::is_ascii_digit)
+        && bytes[17..].iter().all(|b| b.is_ascii_hexdigit())
+}
+
+/// One line of `sets list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetSummary {
+    pub id: String,
+    pub schedule: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub bytes: u64,
+    pub artifacts: usize,
+    pub tables: usize,
+    pub rows: u64,
+}
+
+impl From<&Manifest> for SetSummary {
+    fn from(m: &Manifest) -> Self {
+        SetSummary {
+            id: m.set_id.clone(),
+            schedule: m.schedule.clone(),
+            started_at: m.started_at,
+            finished_at: m.finished_at,
+            bytes: m.total_bytes(),
+            artifacts: m.artifacts.len(),
+            tables: m.database.as_ref().map_or(0, |d| d.tables.len()),
+            rows: m
+                .database
+                .as_ref()
+                .map_or(0, |d| d.tables.iter().map(|t| t.rows).sum()),
+        }
+    }
+}
+
+/// What `verify` found for one artifact.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ArtifactProblem {
+    Missing { path: String },
+    SizeMismatch { path: String, expected: u64, found: u64 },
+    ChecksumMismatch { path: String, expected: String, found: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub set_id: String,
+    pub artifacts_checked: usize,
+    pub bytes_checked: u64,
+    pub problems: Vec<ArtifactProblem>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+pub struct Catalog<'a> {
+    store: &'a Store,
+    site: String,
+    site_prefix: String,
+}
+
+impl<'a> Catalog<'a> {
+    pub fn new(store: &'a Store, site: &str, site_prefix: &str) -> Self {
+        Catalog {
+            store,
+            site: site.to_string(),
+            site_prefix: site_prefix.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    pub fn sets_prefix(&self) -> String {
+        format!("{}/sets/", self.site_prefix)
+    }
+
+    /// The store key of a file inside a set.
+    pub fn key(&self, set_id: &str, path: &str) -> String {
+        format!("{}{set_id}/{path}", self.sets_prefix())
+    }
+
+    fn lock_key(&self) -> String {
+        format!("{}/lock.json", self.site_prefix)
+    }
+
+    /// Takes the per-site backup lock; see [`lock`] for how a dead holder is detected.
+    pub async fn lock(&self, ttl_seconds: u64, purpose: &str) -> Result<LockGuard, CatalogError> {
+        lock::acquire(self.store, &self.lock_key(), &self.site, ttl_seconds, purpose).await
+    }
+
+    /// Ids of every set directory, complete or not, oldest first.
+    async fn set_dirs(&self) -> Result<Vec<String>, CatalogError> {
+        let prefix = self.sets_prefix();
+        let dirs = self.store.list_dirs(&prefix).await?;
+        let mut ids: Vec<String> = dirs
+            .iter()
+            .filter_map(|d| d.strip_prefix(&prefix))
+            .map(|d| d.trim_end_matches('/').to_string())
+            .filter(|d| valid_set_id(d))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Complete sets, newest first. A set without a manifest is skipped.
+    pub async fn list(&self) -> Result<Vec<Manifest>, CatalogError> {
+        let mut out = Vec::new();
+        for id in self.set_dirs().await?.into_iter().rev() {
+            match self.load(&id).await {
+                Ok(m) => out.push(m),
+                Err(CatalogError::SetIncomplete { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ids of set directories that never got a manifest (interrupted runs).
+    pub async fn incomplete(&self) -> Result<Vec<String>, CatalogError> {
+        let mut out = Vec::new();
+        for id in self.set_dirs().await? {
+            if self.store.head(&self.key(&id, "manifest.json")).await?.is_none() {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolves `latest` or an id to a complete set's manifest.
+    pub async fn resolve(&self, id: &str) -> Result<Manifest, CatalogError> {
+        if id == "latest" {
+            return self
+                .list()
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| CatalogError::NoSets {
+                    site: self.site.clone(),
+                });
+        }
+        if !valid_set_id(id) {
+            return Err(CatalogError::BadSetId { id: id.to_string() });
+        }
+        self.load(id).await
+    }
+
+    pub async fn load(&self, id: &str) -> Result<Manifest, CatalogError> {
+        let key = self.key(id, "manifest.json");
+        let bytes = match self.store.get_bytes(&key).await {
+            Ok(b) => b,
+            Err(StoreError::NotFound { .. }) => {
+                let any = self.store.list(&self.key(id, "")).await?;
+                return Err(if any.is_empty() {
+                    CatalogError::SetNotFound {
+                        id: id.to_string(),
+                        site: self.site.clone(),
+                    }
+                } else {
+                    CatalogError::SetIncomplete { id: id.to_string() }
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        #[derive(serde::Deserialize)]
+        struct VersionOnly {
+            format_version: u32,
+        }
+        let v: VersionOnly =
+            serde_json::from_slice(&bytes).map_err(|e| CatalogError::ManifestInvalid {
+                id: id.to_string(),
+                detail: e.to_string(),
+            })?;
+        if v.format_version > FORMAT_VERSION {
+            return Err(CatalogError::UnsupportedFormat {
+                id: id.to_string(),
+                found: v.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let m: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| CatalogError::ManifestInvalid {
+                id: id.to_string(),
+                detail: e.to_string(),
+            })?;
+        if m.set_id != id {
+            return Err(CatalogError::ManifestInvalid {
+                id: id.to_string(),
+                detail: format!("it names set '{}'", m.set_id),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Writes the manifest: the last write of a backup, which makes the set exist.
+    pub async fn commit(&self, manifest: &Manifest) -> Result<(), CatalogError> {
+        let json = serde_json::to_vec_pretty(manifest).map_err(|e| CatalogError::ManifestInvalid {
+            id: manifest.set_id.clone(),
+            detail: e.to_string(),
+        })?;
+        self.store
+            .put_bytes(&self.key(&manifest.set_id, "manifest.json"), Bytes::from(json))
+            .await?;
+        Ok(())
+    }
+
+    /// Re-reads every artifact and compares size and SHA-256 with the manifest.
+    pub async fn verify(
+        &self,
+        manifest: &Manifest,
+        progress: &dyn Fn(u64),
+    ) -> Result<VerifyReport, CatalogError> {
+        let mut problems = Vec::new();
+        let mut bytes_checked = 0u64;
+        for a in &manifest.artifacts {
+            let key = self.key(&manifest.set_id, &a.path);
+            match hash_object(self.store, &key).await {
+                Ok((size, sha)) => {
+                    bytes_checked += size;
+                    progress(size);
+                    if size != a.size {
+                        problems.push(ArtifactProblem::SizeMismatch {
+                            path: a.path.clone(),
+                            expected: a.size,
+                            found: size,
+                        });
+                    } else if sha != a.sha256 {
+                        problems.push(ArtifactProblem::ChecksumMismatch {
+                            path: a.path.clone(),
+                            expected: a.sha256.clone(),
+                            found: sha,
+                        });
+                    }
+                }
+                Err(StoreError::NotFound { .. }) => problems.push(ArtifactProblem::Missing {
+                    path: a.path.clone(),
+                }),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(VerifyReport {
+            set_id: manifest.set_id.clone(),
+            artifacts_checked: manifest.artifacts.len(),
+            bytes_checked,
+            problems,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn new_ids_are_valid_and_sort_by_time() {
+        let a = new_set_id("2026-01-02T03:04:05Z".parse().unwrap());
+        let b = new_set_id("2026-01-02T03:04:06Z".parse().unwrap());
+        assert!(valid_set_id(&a) && valid_set_id(&b), "{a} {b}");
+        assert!(a < b);
+    }
+
+    #[test]
+    fn bad_ids_are_rejected() {
+        for bad in ["", "latest", "../../etc", "20261125T192224Z-zzzz", "20261125T192224Z-3fa1/x"] {
+            assert!(!valid_set_id(bad), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn ids_sort_like_their_times(a in 0i64..4_000_000_000, b in 0i64..4_000_000_000) {
+            let ta = DateTime::from_timestamp(a, 0).unwrap();
+            let tb = DateTime::from_timestamp(b, 0).unwrap();
+            let (ia, ib) = (new_set_id(ta), new_set_id(tb));
+            if a < b { prop_assert!(ia < ib); }
+            prop_assert!(valid_set_id(&ia));
+        }
+    }
+}

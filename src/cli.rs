@@ -1,0 +1,104 @@
+//! The command tree.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "wpdr", version, about = "Backup and disaster recovery for WordPress on Kubernetes")]
+pub struct Cli {
+    /// Configuration file (YAML). Every setting can also come from WPDR_* environment variables.
+    #[arg(long, short = 'c', global = true, env = "WPDR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Output format for results on stdout.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Log format on stderr (json is the default when stderr is not a terminal).
+    #[arg(long, global = true, value_enum, env = "WPDR_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Only warnings and errors in the log, and no progress bars.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// More detail in the log (-v debug, -vv trace).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take one backup set of the site (database snapshot; media and cluster objects as they land).
+    Backup(BackupArgs),
+    /// List and inspect backup sets.
+    #[command(subcommand)]
+    Sets(SetsCommand),
+    /// Re-read every artifact of a set and check its size and SHA-256.
+    Verify {
+        /// Set id, or `latest`.
+        set: String,
+    },
+    /// Restore parts of a set.
+    #[command(subcommand)]
+    Restore(RestoreCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Schedule name recorded in the manifest.
+    #[arg(long, default_value = "manual")]
+    pub schedule: String,
+    /// Show what would be backed up, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetsCommand {
+    /// Complete sets, newest first.
+    List,
+    /// What a set holds: artifacts, sizes, binlog position, tables.
+    Show {
+        /// Set id, or `latest`.
+        set: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RestoreCommand {
+    /// Load a set's database into a server and check it against the manifest.
+    Db(RestoreDbArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreDbArgs {
+    /// Set id, or `latest`.
+    pub set: String,
+    /// Target server: mysql://user@host:port[/database]. The password may be in the URL
+    /// or, better, in WPDR_TARGET_PASSWORD.
+    #[arg(long)]
+    pub target: String,
+    /// Database name to restore into (default: from the URL, else the original name).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Drop and recreate the target database if it already holds objects.
+    #[arg(long)]
+    pub force: bool,
+    /// Parallel load connections (default: database.connections from the config).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Show what would be restored and check the target, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}

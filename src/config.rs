@@ -1,0 +1,649 @@
+//! `wpdr.yaml` + environment -> one typed, validated [`Config`].
+//!
+//! Every setting has a YAML path and an environment variable; the environment
+//! wins, so a Kubernetes Secret or ConfigMap can override a file baked into an
+//! image. Credentials are read from `*_file` settings (Secrets mounted as files)
+//! or from the environment, and are held as [`Secret`] from the moment they are read.
+
+use crate::exit::{Classify, ExitCode};
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}. Check the path given to --config.")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}. Fix the YAML; unknown keys are rejected so typos are caught.")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {field} (env {env}): {problem}")]
+    Invalid {
+        field: &'static str,
+        env: &'static str,
+        problem: String,
+    },
+    #[error("config: {field}: cannot read credential file {path}: {source}")]
+    CredentialFile {
+        field: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Classify for ConfigError {
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::Config
+    }
+    fn metric_label(&self) -> &'static str {
+        "config"
+    }
+}
+
+/// The file format. Everything optional here; defaults and checks live in [`Config::resolve`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    site: Option<String>,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    backup: RawBackup,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    path: Option<PathBuf>,
+    prefix: Option<String>,
+    bucket: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    path_style: Option<bool>,
+    access_key_id: Option<String>,
+    access_key_id_file: Option<PathBuf>,
+    secret_access_key_file: Option<PathBuf>,
+    part_size: Option<ByteSize>,
+    parts_in_flight: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    host: Option<String>,
+    port: Option<u16>,
+    socket: Option<PathBuf>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    name: Option<String>,
+    connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackup {
+    chunk_size: Option<ByteSize>,
+    compression_level: Option<i32>,
+    lock_ttl_seconds: Option<u64>,
+}
+
+/// A byte count written as an integer or with a unit: `67108864`, `64MiB`, `8 MB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("'{text}' is not a size (use e.g. 64MiB)"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            other => return Err(format!("unknown size unit '{other}' in '{text}'")),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("'{text}' is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            N(u64),
+            S(String),
+        }
+        match Either::deserialize(d)? {
+            Either::N(n) => Ok(ByteSize(n)),
+            Either::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Where backup sets live.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// A local directory (or a mounted volume): the embedded default.
+    Local { path: PathBuf, prefix: String },
+    S3(S3Config),
+}
+
+impl StoreConfig {
+    pub fn prefix(&self) -> &str {
+        match self {
+            StoreConfig::Local { prefix, .. } => prefix,
+            StoreConfig::S3(s3) => &s3.prefix,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub path_style: bool,
+    /// Static keys; `None` means the AWS default chain (env, web identity, IMDS).
+    pub credentials: Option<S3Credentials>,
+    pub part_size: usize,
+    pub parts_in_flight: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub host: String,
+    pub port: u16,
+    pub socket: Option<PathBuf>,
+    pub user: String,
+    pub password: Secret,
+    pub name: String,
+    pub connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    pub chunk_bytes: u64,
+    pub compression_level: i32,
+    pub lock_ttl_seconds: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub site: String,
+    pub store: StoreConfig,
+    pub database: DatabaseConfig,
+    pub backup: BackupConfig,
+}
+
+/// Source of environment variables; a map in tests, the process environment otherwise.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+fn invalid(field: &'static str, env: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        env,
+        problem: problem.into(),
+    }
+}
+
+/// Reads a setting: the environment first, then the file.
+fn pick<T: Clone>(
+    env: &dyn Env,
+    name: &'static str,
+    field: &'static str,
+    file: &Option<T>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    match env.var(name) {
+        Some(v) => parse(&v).map(Some).map_err(|p| invalid(field, name, p)),
+        None => Ok(file.clone()),
+    }
+}
+
+fn as_string(v: &str) -> Result<String, String> {
+    Ok(v.to_string())
+}
+
+fn as_number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("'{v}' is not a valid number"))
+}
+
+fn as_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("'{v}' is not true or false")),
+    }
+}
+
+fn read_credential(field: &'static str, path: &Path) -> Result<Secret, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| Secret::new(s.trim_end_matches(['\n', '\r'])))
+        .map_err(|source| ConfigError::CredentialFile {
+            field,
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// A site name becomes a path segment in the store: keep it to safe characters.
+fn check_name(field: &'static str, env: &'static str, v: &str) -> Result<(), ConfigError> {
+    let ok = !v.is_empty()
+        && v.len() <= 63
+        && v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !v.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            env,
+            format!("'{v}' must be 1-63 characters of letters, digits, '-', '_' or '.'"),
+        ))
+    }
+}
+
+fn normalise_prefix(p: &str) -> String {
+    p.trim_matches('/').to_string()
+}
+
+impl Config {
+    /// Loads the optional file, applies the environment and validates.
+    pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
+        let raw = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                if text.trim().is_empty() {
+                    RawConfig::default()
+                } else {
+                    serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+                        path: p.to_path_buf(),
+                        message: e.to_string(),
+                    })?
+                }
+            }
+            None => RawConfig::default(),
+        };
+        Self::resolve(raw, env)
+    }
+
+    /// Parses YAML text (for tests and embedded configs).
+    pub fn from_yaml(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string(),
+        })?;
+        Self::resolve(raw, env)
+    }
+
+    fn resolve(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
+        let site = pick(env, "WPDR_SITE", "site", &raw.site, as_string)?
+            .unwrap_or_else(|| "default".into());
+        check_name("site", "WPDR_SITE", &site)?;
+
+        let store = Self::resolve_store(&raw.store, env)?;
+        let database = Self::resolve_database(&raw.database, env)?;
+
+        let b = &raw.backup;
+        let chunk_bytes = pick(env, "WPDR_CHUNK_SIZE", "backup.chunk_size", &b.chunk_size, ByteSize::parse)?
+            .map(|s| s.0)
+            .unwrap_or(64 << 20);
+        if !(1 << 20..=4 << 30).contains(&chunk_bytes) {
+            return Err(invalid(
+                "backup.chunk_size",
+                "WPDR_CHUNK_SIZE",
+                format!("{chunk_bytes} bytes is outside 1MiB..4GiB"),
+            ));
+        }
+        let compression_level = pick(
+            env,
+            "WPDR_COMPRESSION_LEVEL",
+            "backup.compression_level",
+            &b.compression_level,
+            as_number,
+        )?
+        .unwrap_or(3);
+        if !(1..=19).contains(&compression_level) {
+            return Err(invalid(
+                "backup.compression_level",
+                "WPDR_COMPRESSION_LEVEL",
+                format!("{compression_level} is outside 1..19"),
+            ));
+        }
+        let lock_ttl_seconds = pick(
+            env,
+            "WPDR_LOCK_TTL_SECONDS",
+            "backup.lock_ttl_seconds",
+            &b.lock_ttl_seconds,
+            as_number,
+        )?
+        .unwrap_or(120);
+        if !(5..=86_400).contains(&lock_ttl_seconds) {
+            return Err(invalid(
+                "backup.lock_ttl_seconds",
+                "WPDR_LOCK_TTL_SECONDS",
+                format!("{lock_ttl_seconds} is outside 5..86400"),
+            ));
+        }
+        Ok(Config {
+            site,
+            store,
+            database,
+            backup: BackupConfig {
+                chunk_bytes,
+                compression_level,
+                lock_ttl_seconds,
+            },
+        })
+    }
+
+    fn resolve_store(s: &RawStore, env: &dyn Env) -> Result<StoreConfig, ConfigError> {
+        let kind = pick(env, "WPDR_STORE_TYPE", "store.type", &s.kind, as_string)?
+            .unwrap_or_else(|| "local".into());
+        let prefix = normalise_prefix(
+            &pick(env, "WPDR_STORE_PREFIX", "store.prefix", &s.prefix, as_string)?
+                .unwrap_or_else(|| "wpdr".into()),
+        );
+        match kind.as_str() {
+            "local" => {
+                let path = pick(env, "WPDR_STORE_PATH", "store.path", &s.path, |v| {
+                    Ok(PathBuf::from(v))
+                })?
+                .unwrap_or_else(|| PathBuf::from("wpdr-backups"));
+                Ok(StoreConfig::Local { path, prefix })
+            }
+            "s3" => {
+                let bucket = pick(env, "WPDR_S3_BUCKET", "store.bucket", &s.bucket, as_string)?
+                    .ok_or_else(|| {
+                        invalid("store.bucket", "WPDR_S3_BUCKET", "required when store.type is s3")
+                    })?;
+                let endpoint =
+                    pick(env, "WPDR_S3_ENDPOINT", "store.endpoint", &s.endpoint, as_string)?;
+                if let Some(e) = &endpoint {
+                    let parsed = url::Url::parse(e).map_err(|err| {
+                        invalid("store.endpoint", "WPDR_S3_ENDPOINT", format!("'{e}' is not a URL: {err}"))
+                    })?;
+                    if !matches!(parsed.scheme(), "http" | "https") {
+                        return Err(invalid(
+                            "store.endpoint",
+                            "WPDR_S3_ENDPOINT",
+                            format!("'{e}' must start with http:// or https://"),
+                        ));
+                    }
+                }
+                let region = pick(env, "WPDR_S3_REGION", "store.region", &s.region, as_string)?
+                    .unwrap_or_else(|| "us-east-1".into());
+                let path_style = pick(env, "WPDR_S3_PATH_STYLE", "store.path_style", &s.path_style, as_bool)?
+                    .unwrap_or(endpoint.is_some());
+                let key_id = match pick(env, "WPDR_S3_ACCESS_KEY_ID", "store.access_key_id", &s.access_key_id, as_string)? {
+                    Some(k) => Some(k),
+                    None => match &s.access_key_id_file {
+                        Some(p) => Some(read_credential("store.access_key_id_file", p)?.expose().to_string()),
+                        None => None,
+                    },
+                };
+                let secret = match env.var("WPDR_S3_SECRET_ACCESS_KEY") {
+                    Some(v) => Some(Secret::new(v)),
+                    None => {
+                        let file = pick(
+                            env,
+                            "WPDR_S3_SECRET_ACCESS_KEY_FILE",
+                            "store.secret_access_key_file",
+                            &s.secret_access_key_file,
+                            |v| Ok(PathBuf::from(v)),
+                        )?;
+                        match file {
+                            Some(p) => Some(read_credential("store.secret_access_key_file", &p)?),
+                            None => None,
+                        }
+                    }
+                };
+                let credentials = match (key_id, secret) {
+                    (Some(access_key_id), Some(secret_access_key)) => Some(S3Credentials {
+                        access_key_id,
+                        secret_access_key,
+                    }),
+                    (None, None) => None,
+                    (Some(_), None) => {
+                        return Err(invalid(
+                            "store.secret_access_key_file",
+                            "WPDR_S3_SECRET_ACCESS_KEY",
+                            "an access key id is set but no secret key: set both, or neither to use the default AWS chain",
+                        ))
+                    }
+                    (None, Some(_)) => {
+                        return Err(invalid(
+                            "store.access_key_id",
+                            "WPDR_S3_ACCESS_KEY_ID",
+                            "a secret key is set but no access key id: set both, or neither",
+                        ))
+                    }
+                };
+                let part_size = pick(env, "WPDR_S3_PART_SIZE", "store.part_size", &s.part_size, ByteSize::parse)?
+                    .map(|b| b.0)
+                    .unwrap_or(8 << 20);
+                if !(5 << 20..=512 << 20).contains(&part_size) {
+                    return Err(invalid(
+                        "store.part_size",
+                        "WPDR_S3_PART_SIZE",
+                        format!("{part_size} bytes is outside 5MiB..512MiB (S3's minimum part is 5MiB)"),
+                    ));
+                }
+                let parts_in_flight = pick(env, "WPDR_S3_PARTS_IN_FLIGHT", "store.parts_in_flight", &s.parts_in_flight, as_number)?
+                    .unwrap_or(2);
+                if !(1..=16).contains(&parts_in_flight) {
+                    return Err(invalid(
+                        "store.parts_in_flight",
+                        "WPDR_S3_PARTS_IN_FLIGHT",
+                        format!("{parts_in_flight} is outside 1..16"),
+                    ));
+                }
+                Ok(StoreConfig::S3(S3Config {
+                    bucket,
+                    prefix,
+                    endpoint,
+                    region,
+                    path_style,
+                    credentials,
+                    part_size: part_size as usize,
+                    parts_in_flight,
+                }))
+            }
+            other => Err(invalid(
+                "store.type",
+                "WPDR_STORE_TYPE",
+                format!("'{other}' is not a store type; use 'local' or 's3'"),
+            )),
+        }
+    }
+
+    fn resolve_database(d: &RawDatabase, env: &dyn Env) -> Result<DatabaseConfig, ConfigError> {
+        let host = pick(env, "WPDR_DB_HOST", "database.host", &d.host, as_string)?
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let port = pick(env, "WPDR_DB_PORT", "database.port", &d.port, as_number)?.unwrap_or(3306);
+        if port == 0 {
+            return Err(invalid("database.port", "WPDR_DB_PORT", "0 is not a port"));
+        }
+        let socket = pick(env, "WPDR_DB_SOCKET", "database.socket", &d.socket, |v| Ok(PathBuf::from(v)))?;
+        let user = pick(env, "WPDR_DB_USER", "database.user", &d.user, as_string)?
+            .unwrap_or_else(|| "root".into());
+        let password = match env.var("WPDR_DB_PASSWORD") {
+            Some(p) => Secret::new(p),
+            None => {
+                let file = pick(env, "WPDR_DB_PASSWORD_FILE", "database.password_file", &d.password_file, |v| {
+                    Ok(PathBuf::from(v))
+                })?;
+                match file {
+                    Some(p) => read_credential("database.password_file", &p)?,
+                    None => Secret::default(),
+                }
+            }
+        };
+        let name = pick(env, "WPDR_DB_NAME", "database.name", &d.name, as_string)?
+            .unwrap_or_else(|| "wordpress".into());
+        if name.is_empty() || name.len() > 64 {
+            return Err(invalid("database.name", "WPDR_DB_NAME", "must be 1-64 characters"));
+        }
+        let connections = pick(env, "WPDR_DB_CONNECTIONS", "database.connections", &d.connections, as_number)?
+            .unwrap_or(2);
+        if !(1..=32).contains(&connections) {
+            return Err(invalid(
+                "database.connections",
+                "WPDR_DB_CONNECTIONS",
+                format!("{connections} is outside 1..32"),
+            ));
+        }
+        Ok(DatabaseConfig {
+            host,
+            port,
+            socket,
+            user,
+            password,
+            name,
+            connections,
+        })
+    }
+
+    /// Where this site's sets live inside the store.
+    pub fn site_prefix(&self) -> String {
+        let p = self.store.prefix();
+        if p.is_empty() {
+            self.site.clone()
+        } else {
+            format!("{p}/{}", self.site)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_a_local_store_and_local_database() {
+        let c = Config::from_yaml("{}", &env(&[])).unwrap();
+        assert!(matches!(c.store, StoreConfig::Local { .. }));
+        assert_eq!(c.database.port, 3306);
+        assert_eq!(c.database.connections, 2);
+        assert_eq!(c.site_prefix(), "wpdr/default");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let c = Config::from_yaml(
+            "site: a\ndatabase:\n  port: 3307\n",
+            &env(&[("WPDR_SITE", "b"), ("WPDR_DB_PORT", "3310")]),
+        )
+        .unwrap();
+        assert_eq!(c.site, "b");
+        assert_eq!(c.database.port, 3310);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_key_named() {
+        let err = Config::from_yaml("databse:\n  port: 1\n", &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("databse"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field_and_env() {
+        let err = Config::from_yaml("database:\n  connections: 0\n", &env(&[])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("database.connections") && msg.contains("WPDR_DB_CONNECTIONS"), "{msg}");
+        let err = Config::from_yaml("{}", &env(&[("WPDR_DB_PORT", "x")])).unwrap_err();
+        assert!(err.to_string().contains("database.port"));
+        let err = Config::from_yaml("store:\n  type: s3\n", &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("store.bucket"));
+        let err = Config::from_yaml("site: 'a/b'\n", &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("site"));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let c = Config::from_yaml(
+            "store:\n  type: s3\n  bucket: b\n  access_key_id: GKabc\n",
+            &env(&[("WPDR_S3_SECRET_ACCESS_KEY", "topsecretkey"), ("WPDR_DB_PASSWORD", "dbpass123")]),
+        )
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("topsecretkey") && !dbg.contains("dbpass123"), "{dbg}");
+    }
+
+    #[test]
+    fn credential_files_are_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "s3cret\n").unwrap();
+        let c = Config::from_yaml(
+            &format!("database:\n  password_file: {}\n", p.display()),
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.database.password.expose(), "s3cret");
+        let err = Config::from_yaml("database:\n  password_file: /nonexistent/pw\n", &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("database.password_file"));
+    }
+
+    #[test]
+    fn byte_sizes_parse() {
+        assert_eq!(ByteSize::parse("64MiB").unwrap().0, 64 << 20);
+        assert_eq!(ByteSize::parse("1000").unwrap().0, 1000);
+        assert!(ByteSize::parse("12 parsecs").is_err());
+    }
+}

@@ -1,0 +1,50 @@
+//! Exit codes: one per kind of failure, so scripts and CronJobs can tell
+//! "the database is down" from "the backup is corrupt" without parsing text.
+
+/// Process exit codes. Stable: documented in the README; never renumber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    Ok = 0,
+    /// An unexpected failure (a bug, or a fault with no better category).
+    Internal = 1,
+    /// Command-line usage error (clap's own code).
+    Usage = 2,
+    /// The configuration file or environment is invalid.
+    Config = 3,
+    /// The database server cannot be reached.
+    DatabaseUnreachable = 4,
+    /// The database refused our credentials or privileges.
+    DatabaseAuth = 5,
+    /// The backup store cannot be reached, or its bucket/directory is missing.
+    StoreUnavailable = 6,
+    /// The named backup set does not exist (or is incomplete).
+    SetNotFound = 7,
+    /// An artifact is missing, truncated or altered.
+    Integrity = 8,
+    /// Another backup of this site holds the lock.
+    Locked = 9,
+    /// The restore target already holds data and `--force` was not given.
+    TargetNotEmpty = 10,
+    /// A restore finished but does not match the set's row counts/checksums.
+    RestoreMismatch = 11,
+    /// A database statement failed during backup or restore.
+    Database = 12,
+    /// The store refused our credentials.
+    StoreAuth = 13,
+    /// Interrupted by a signal.
+    Interrupted = 130,
+}
+
+impl ExitCode {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Implemented by every module's error enum: which exit code it maps to and a
+/// short, stable label a dashboard can count failures by.
+pub trait Classify {
+    fn exit_code(&self) -> ExitCode;
+    fn metric_label(&self) -> &'static str;
+}

@@ -1,0 +1,15 @@
+//! wpdr: backup and disaster recovery for WordPress on Kubernetes.
+//!
+//! The crate is split by the part of the system each module owns. Data-plane
+//! modules (`store`, `mysql`) move bytes and rows; control-plane modules
+//! (`catalog`, `backup`, `restore`) decide what to do and in what order.
+
+pub mod backup;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod mysql;
+pub mod restore;
+pub mod secret;
+pub mod store;

@@ -1,0 +1,362 @@
+//! The `wpdr` binary: parse, set up logging, dispatch, map errors to exit codes.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use wpdr::catalog::{Catalog, CatalogError, Manifest, SetSummary};
+use wpdr::cli::{Cli, Command, LogFormat, OutputFormat, RestoreCommand, SetsCommand};
+use wpdr::config::{Config, ConfigError, ProcessEnv};
+use wpdr::exit::{Classify, ExitCode};
+use wpdr::mysql::load::LoadOptions;
+use wpdr::mysql::{Endpoint, MysqlError};
+use wpdr::store::{Store, StoreError};
+
+fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::from(if e.use_stderr() { ExitCode::Usage.code() } else { 0 });
+        }
+    };
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(ExitCode::Internal.code());
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => std::process::ExitCode::from(code.code()),
+        Err(e) => {
+            let code = classify(&e);
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(code.code())
+        }
+    }
+}
+
+/// Finds the most specific classified error in the chain.
+fn classify(e: &anyhow::Error) -> ExitCode {
+    for cause in e.chain() {
+        if let Some(x) = cause.downcast_ref::<ConfigError>() {
+            return x.exit_code();
+        }
+        if let Some(x) = cause.downcast_ref::<StoreError>() {
+            return x.exit_code();
+        }
+        if let Some(x) = cause.downcast_ref::<CatalogError>() {
+            return x.exit_code();
+        }
+        if let Some(x) = cause.downcast_ref::<MysqlError>() {
+            return x.exit_code();
+        }
+        if let Some(x) = cause.downcast_ref::<wpdr::backup::BackupError>() {
+            return x.exit_code();
+        }
+        if let Some(x) = cause.downcast_ref::<wpdr::restore::RestoreError>() {
+            return x.exit_code();
+        }
+    }
+    ExitCode::Internal
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = if cli.quiet {
+        "warn"
+    } else {
+        match cli.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_env("WPDR_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},aws_config=warn,aws_smithy_runtime=warn,mysql_async=warn")));
+    let json = match cli.log_format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Text) => false,
+        None => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_target(false).init();
+    }
+}
+
+fn progress_bar(cli: &Cli, total: u64, what: &str) -> ProgressBar {
+    if cli.quiet || cli.output == OutputFormat::Json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+async fn open(cli: &Cli) -> Result<(Config, Arc<Store>)> {
+    let cfg = Config::load(cli.config.as_deref(), &ProcessEnv)?;
+    let store = Store::open(&cfg.store).await?;
+    Ok((cfg, Arc::new(store)))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Backup(args) => {
+            let (cfg, store) = open(&cli).await?;
+            if args.dry_run {
+                return backup_dry_run(&cli, &cfg).await;
+            }
+            let pb = progress_bar(&cli, 0, "backup");
+            pb.set_length(0);
+            let pb2 = pb.clone();
+            let progress: wpdr::mysql::dump::Progress = Arc::new(move |n| pb2.inc(n));
+            let manifest = wpdr::backup::run(&cfg, store.clone(), &args.schedule, progress).await?;
+            pb.finish_and_clear();
+            if cli.output == OutputFormat::Json {
+                print_json(&SetSummary::from(&manifest))?;
+            } else {
+                print_show(&manifest);
+            }
+            Ok(ExitCode::Ok)
+        }
+        Command::Sets(SetsCommand::List) => {
+            let (cfg, store) = open(&cli).await?;
+            let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+            let sets = catalog.list().await?;
+            let summaries: Vec<SetSummary> = sets.iter().map(SetSummary::from).collect();
+            if cli.output == OutputFormat::Json {
+                print_json(&summaries)?;
+            } else if summaries.is_empty() {
+                println!("no complete backup sets for site '{}' in {}", cfg.site, store.describe());
+            } else {
+                println!("{:<22} {:<10} {:<20} {:>9} {:>10} {:>7} {:>12}", "SET", "SCHEDULE", "FINISHED (UTC)", "DURATION", "SIZE", "TABLES", "ROWS");
+                for s in &summaries {
+                    println!(
+                        "{:<22} {:<10} {:<20} {:>8}s {:>10} {:>7} {:>12}",
+                        s.id,
+                        s.schedule,
+                        s.finished_at.format("%Y-%m-%d %H:%M:%S"),
+                        (s.finished_at - s.started_at).num_seconds(),
+                        human_bytes(s.bytes),
+                        s.tables,
+                        s.rows
+                    );
+                }
+            }
+            Ok(ExitCode::Ok)
+        }
+        Command::Sets(SetsCommand::Show { set }) => {
+            let (cfg, store) = open(&cli).await?;
+            let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+            let m = catalog.resolve(set).await?;
+            if cli.output == OutputFormat::Json {
+                print_json(&m)?;
+            } else {
+                print_show(&m);
+            }
+            Ok(ExitCode::Ok)
+        }
+        Command::Verify { set } => {
+            let (cfg, store) = open(&cli).await?;
+            let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+            let m = catalog.resolve(set).await?;
+            let pb = progress_bar(&cli, m.total_bytes(), "verify");
+            let report = catalog.verify(&m, &|n| pb.inc(n)).await?;
+            pb.finish_and_clear();
+            if cli.output == OutputFormat::Json {
+                print_json(&report)?;
+            } else {
+                for p in &report.problems {
+                    println!("BAD  {}", describe_problem(p));
+                }
+                println!(
+                    "{}: {} artifacts, {} checked, {} problem(s)",
+                    report.set_id,
+                    report.artifacts_checked,
+                    human_bytes(report.bytes_checked),
+                    report.problems.len()
+                );
+            }
+            Ok(if report.ok() { ExitCode::Ok } else { ExitCode::Integrity })
+        }
+        Command::Restore(RestoreCommand::Db(args)) => restore_db(&cli, args).await,
+    }
+}
+
+fn describe_problem(p: &wpdr::catalog::ArtifactProblem) -> String {
+    use wpdr::catalog::ArtifactProblem::*;
+    match p {
+        Missing { path } => format!("{path}: missing from the store"),
+        SizeMismatch { path, expected, found } => {
+            format!("{path}: size {found} bytes, manifest says {expected} (truncated or replaced)")
+        }
+        ChecksumMismatch { path, expected, found } => {
+            format!("{path}: SHA-256 {found}, manifest says {expected} (altered or corrupt)")
+        }
+    }
+}
+
+fn print_show(m: &Manifest) {
+    println!("set        {}", m.set_id);
+    println!("site       {}", m.site);
+    println!("schedule   {}", m.schedule);
+    println!("started    {}", m.started_at);
+    println!("finished   {} ({:.1}s)", m.finished_at, (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0);
+    println!("format     v{}, wpdr {}", m.format_version, m.wpdr_version);
+    println!("size       {} in {} artifacts", human_bytes(m.total_bytes()), m.artifacts.len());
+    if let Some(db) = &m.database {
+        println!("database   {} on {} ({})", db.database, db.source, db.server_version);
+        println!(
+            "snapshot   {} over {} connection(s), commits held {:.1} ms",
+            db.consistency.method, db.consistency.connections, db.consistency.commits_blocked_ms
+        );
+        match &db.binlog {
+            Some(b) => println!("binlog     {}:{}", b.file, b.position),
+            None => println!("binlog     (binary log off)"),
+        }
+        println!("gtid       {}", db.gtid_binlog_pos.as_deref().unwrap_or("(none)"));
+        println!("raw sql    {}", human_bytes(db.raw_bytes));
+        println!();
+        println!("{:<40} {:>12} {:>7}  {}", "TABLE", "ROWS", "CHUNKS", "CHECKSUM");
+        for t in &db.tables {
+            println!("{:<40} {:>12} {:>7}  {}", t.name, t.rows, t.data_artifacts.len(), t.checksum);
+        }
+        if !db.objects.is_empty() {
+            println!();
+            for o in &db.objects {
+                println!("{:<10} {}", o.kind, o.name);
+            }
+        }
+    }
+}
+
+async fn backup_dry_run(cli: &Cli, cfg: &Config) -> Result<ExitCode> {
+    let endpoint = Endpoint::from_config(&cfg.database);
+    let mut conn = endpoint.connect(Some(&cfg.database.name)).await?;
+    let version = wpdr::mysql::server_version(&mut conn).await?;
+    let tables = wpdr::mysql::dump::plan_tables(&mut conn, &cfg.database.name).await?;
+    if cli.output == OutputFormat::Json {
+        print_json(&serde_json::json!({
+            "dry_run": true,
+            "site": cfg.site,
+            "server_version": version,
+            "database": cfg.database.name,
+            "tables": tables,
+        }))?;
+    } else {
+        println!("dry run: would back up database '{}' ({version}) of site '{}' with {} connection(s):", cfg.database.name, cfg.site, cfg.database.connections);
+        for t in &tables {
+            println!("  {:<40} ~{:>10}  key: {}", t.name, human_bytes(t.estimated_bytes), t.split_by.as_deref().unwrap_or("(single stream)"));
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+async fn restore_db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<ExitCode> {
+    let (cfg, store) = open(cli).await?;
+    let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+    let manifest = catalog.resolve(&args.set).await?;
+    let (target, url_db) = Endpoint::from_url(&args.target, std::env::var("WPDR_TARGET_PASSWORD").ok())
+        .map_err(|e| ConfigError::Invalid { field: "--target", env: "-", problem: e })?;
+    let section = manifest
+        .database
+        .as_ref()
+        .context("this set holds no database snapshot")?;
+    let database = args
+        .database
+        .clone()
+        .or(url_db)
+        .unwrap_or_else(|| section.database.clone());
+    let opts = LoadOptions {
+        connections: args.connections.unwrap_or(cfg.database.connections).clamp(1, 32),
+        force: args.force,
+    };
+    if args.dry_run {
+        let mut conn = target.connect(None).await?;
+        let contents = wpdr::mysql::load::describe_contents(&mut conn, &database).await?;
+        let plan = serde_json::json!({
+            "dry_run": true,
+            "set": manifest.set_id,
+            "target": target.display(),
+            "database": database,
+            "target_contents": contents,
+            "would_drop_existing": contents.is_some() && args.force,
+            "refused_without_force": contents.is_some() && !args.force,
+            "tables": section.tables.len(),
+            "rows": section.tables.iter().map(|t| t.rows).sum::<u64>(),
+            "objects": section.objects.len(),
+            "bytes": manifest.total_bytes(),
+        });
+        if cli.output == OutputFormat::Json {
+            print_json(&plan)?;
+        } else {
+            println!("dry run: would restore set {} into database '{}' on {}", manifest.set_id, database, target.display());
+            println!("  {} tables, {} rows, {} views/routines/triggers/events, {} compressed", section.tables.len(), plan["rows"], section.objects.len(), human_bytes(manifest.total_bytes()));
+            match &contents {
+                None => println!("  target is empty: ok"),
+                Some(c) if args.force => println!("  target holds {c}: --force would DROP and recreate it"),
+                Some(c) => println!("  target holds {c}: the restore would be refused (use --force or another --database)"),
+            }
+        }
+        return Ok(ExitCode::Ok);
+    }
+    let pb = progress_bar(cli, manifest.total_bytes(), "restore db");
+    let pb2 = pb.clone();
+    let started = std::time::Instant::now();
+    let report = wpdr::restore::restore_db(&catalog, store.clone(), &manifest, &target, &database, &opts, Arc::new(move |n| pb2.inc(n))).await?;
+    pb.finish_and_clear();
+    let bad = report.mismatches();
+    if cli.output == OutputFormat::Json {
+        print_json(&serde_json::json!({
+            "set": manifest.set_id,
+            "database": report.database,
+            "target": target.display(),
+            "seconds": started.elapsed().as_secs_f64(),
+            "statements": report.statements,
+            "tables": report.tables,
+            "mismatches": bad.len(),
+            "ok": bad.is_empty(),
+        }))?;
+    } else {
+        for t in &bad {
+            println!(
+                "MISMATCH {}: rows {} (expected {}), checksum {} (expected {})",
+                t.table, t.found_rows, t.expected_rows, t.found_checksum, t.expected_checksum
+            );
+        }
+        println!(
+            "restored set {} into '{}' on {} in {:.1}s: {} tables, {} rows, {} objects; {}",
+            manifest.set_id,
+            report.database,
+            target.display(),
+            started.elapsed().as_secs_f64(),
+            report.tables.len(),
+            report.tables.iter().map(|t| t.found_rows).sum::<u64>(),
+            report.objects_created,
+            if bad.is_empty() { "every table matches the manifest (rows + checksum)".to_string() } else { format!("{} table(s) DIFFER", bad.len()) }
+        );
+    }
+    Ok(if bad.is_empty() { ExitCode::Ok } else { ExitCode::RestoreMismatch })
+}

@@ -1,0 +1,327 @@
+//! Loads a set's database artifacts into a server and proves the result.
+//!
+//! Order: tables (schema), then data chunks in parallel over N connections
+//! with foreign-key and unique checks off (the artifacts say so) and binary
+//! logging off when the user may, then routines, views, triggers and events.
+//! Last, every table is re-read and its row count and content checksum are
+//! compared with the manifest.
+
+use super::checksum::TableChecksum;
+use super::pipeline::StatementReader;
+use super::sql::quote_ident;
+use super::{exec, query_err, Endpoint, MysqlError};
+use crate::catalog::{DatabaseSection, TableEntry};
+use crate::store::Store;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Value};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub connections: usize,
+    /// Drop and recreate a target database that already holds objects.
+    pub force: bool,
+}
+
+/// Called with compressed bytes of artifacts as they are loaded.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TableCheck {
+    pub table: String,
+    pub expected_rows: u64,
+    pub found_rows: u64,
+    pub expected_checksum: String,
+    pub found_checksum: String,
+}
+
+impl TableCheck {
+    pub fn ok(&self) -> bool {
+        self.expected_rows == self.found_rows && self.expected_checksum == self.found_checksum
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub database: String,
+    pub statements: u64,
+    pub tables: Vec<TableCheck>,
+    pub objects_created: usize,
+}
+
+impl LoadReport {
+    pub fn mismatches(&self) -> Vec<&TableCheck> {
+        self.tables.iter().filter(|t| !t.ok()).collect()
+    }
+}
+
+/// What is already in a database: counts of tables, views and routines.
+pub async fn describe_contents(conn: &mut Conn, db: &str) -> Result<Option<String>, MysqlError> {
+    let tables: Option<u64> = conn
+        .exec_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?", (db,))
+        .await
+        .map_err(|e| query_err("inspecting the target", e))?;
+    let routines: Option<u64> = conn
+        .exec_first("SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?", (db,))
+        .await
+        .map_err(|e| query_err("inspecting the target", e))?;
+    let (t, r) = (tables.unwrap_or(0), routines.unwrap_or(0));
+    Ok(if t + r == 0 {
+        None
+    } else {
+        Some(format!("{t} tables/views, {r} routines"))
+    })
+}
+
+/// Runs the artifacts in `paths` over the connections, each artifact on one connection.
+async fn run_artifacts(
+    conns: Vec<Conn>,
+    paths: Vec<String>,
+    store: Arc<Store>,
+    set_key: &str,
+    progress: Progress,
+) -> Result<(Vec<Conn>, u64), MysqlError> {
+    let queue = Arc::new(Mutex::new(VecDeque::from(paths)));
+    let mut handles = Vec::new();
+    for mut conn in conns {
+        let queue = queue.clone();
+        let store = store.clone();
+        let set_key = set_key.to_string();
+        let progress = progress.clone();
+        handles.push(tokio::spawn(async move {
+            let mut statements = 0u64;
+            loop {
+                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let Some(path) = next else { break };
+                let res = async {
+                    let mut reader =
+                        StatementReader::open(&store, &format!("{set_key}{path}"), &path).await?;
+                    run_statements(&mut conn, &mut reader, &path, &progress).await
+                }
+                .await;
+                match res {
+                    Ok(n) => statements += n,
+                    Err(e) => {
+                        if let Ok(mut q) = queue.lock() {
+                            q.clear();
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            Ok((conn, statements))
+        }));
+    }
+    let mut conns = Vec::new();
+    let mut total = 0;
+    let mut first_err = None;
+    for h in handles {
+        match h.await {
+            Ok(Ok((c, n))) => {
+                conns.push(c);
+                total += n;
+            }
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(MysqlError::Query {
+                    doing: "a load worker".into(),
+                    detail: e.to_string(),
+                });
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok((conns, total)),
+    }
+}
+
+async fn run_statements(
+    conn: &mut Conn,
+    reader: &mut StatementReader,
+    path: &str,
+    progress: &Progress,
+) -> Result<u64, MysqlError> {
+    let mut n = 0u64;
+    let mut reported = 0u64;
+    while let Some(stmt) = reader.next().await? {
+        conn.query_drop(stmt.as_slice()).await.map_err(|e| {
+            let preview: String = String::from_utf8_lossy(&stmt[..stmt.len().min(120)]).into_owned();
+            query_err(format!("loading {path} (statement {}: {preview}…)", n + 1), e)
+        })?;
+        n += 1;
+        if reader.compressed_read > reported {
+            progress(reader.compressed_read - reported);
+            reported = reader.compressed_read;
+        }
+    }
+    Ok(n)
+}
+
+async fn open_loaders(endpoint: &Endpoint, db: &str, n: usize) -> Result<Vec<Conn>, MysqlError> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let mut c = endpoint.connect(Some(db)).await?;
+        // Keep a restore out of the binary log when allowed (replicas are seeded separately).
+        if c.query_drop("SET SESSION sql_log_bin = 0").await.is_err() {
+            tracing::debug!("cannot disable binary logging for the load session; continuing with it on");
+        }
+        conns.push(c);
+    }
+    Ok(conns)
+}
+
+/// Loads `section` from the set under `set_key` into database `target_db`.
+pub async fn load(
+    endpoint: &Endpoint,
+    target_db: &str,
+    section: &DatabaseSection,
+    store: Arc<Store>,
+    set_key: &str,
+    opts: &LoadOptions,
+    progress: Progress,
+) -> Result<LoadReport, MysqlError> {
+    let mut control = endpoint.connect(None).await?;
+    let packet: Option<u64> = control
+        .query_first("SELECT @@global.max_allowed_packet")
+        .await
+        .map_err(|e| query_err("reading max_allowed_packet", e))?;
+    let need = section.max_statement_bytes + 4096;
+    if let Some(have) = packet {
+        if have < need {
+            return Err(MysqlError::PacketTooSmall {
+                have,
+                need,
+                need_rounded: need.div_ceil(1 << 20) << 20,
+            });
+        }
+    }
+    if let Some(what) = describe_contents(&mut control, target_db).await? {
+        if !opts.force {
+            return Err(MysqlError::TargetNotEmpty {
+                name: target_db.to_string(),
+                target: endpoint.display(),
+                what,
+            });
+        }
+        tracing::warn!(database = target_db, %what, "--force: dropping the target database");
+        exec(&mut control, &format!("DROP DATABASE {}", quote_ident(target_db))).await?;
+    }
+    let mut create = format!("CREATE DATABASE IF NOT EXISTS {}", quote_ident(target_db));
+    if !section.default_charset.is_empty() {
+        create.push_str(&format!(" CHARACTER SET {}", section.default_charset));
+    }
+    if !section.default_collation.is_empty() {
+        create.push_str(&format!(" COLLATE {}", section.default_collation));
+    }
+    exec(&mut control, &create).await?;
+    let _ = control.disconnect().await;
+
+    let conns = open_loaders(endpoint, target_db, opts.connections).await?;
+    let schema: Vec<String> = section.tables.iter().map(|t| t.schema_artifact.clone()).collect();
+    let (conns, s1) = run_artifacts(conns, schema, store.clone(), set_key, progress.clone()).await?;
+
+    // Data: the largest tables' chunks first so the tail is short.
+    let mut data: Vec<(u64, String)> = Vec::new();
+    for t in &section.tables {
+        for p in &t.data_artifacts {
+            data.push((t.rows, p.clone()));
+        }
+    }
+    data.sort_by(|a, b| b.0.cmp(&a.0));
+    let data = data.into_iter().map(|d| d.1).collect();
+    let (mut conns, s2) = run_artifacts(conns, data, store.clone(), set_key, progress.clone()).await?;
+
+    // Schema objects in their fixed order, on one connection.
+    let mut object_paths: Vec<String> = section.objects.iter().map(|o| o.artifact.clone()).collect();
+    object_paths.sort();
+    object_paths.dedup();
+    let mut s3 = 0;
+    if let Some(first) = conns.pop() {
+        let (mut back, n) = run_artifacts(vec![first], object_paths, store, set_key, progress).await?;
+        conns.append(&mut back);
+        s3 = n;
+    }
+
+    let tables = verify_tables(conns, &section.tables).await?;
+    Ok(LoadReport {
+        database: target_db.to_string(),
+        statements: s1 + s2 + s3,
+        tables,
+        objects_created: section.objects.len(),
+    })
+}
+
+/// Re-reads every table and computes the same row count and checksum as the dump.
+pub async fn verify_tables(conns: Vec<Conn>, tables: &[TableEntry]) -> Result<Vec<TableCheck>, MysqlError> {
+    let queue = Arc::new(Mutex::new(tables.iter().cloned().enumerate().collect::<VecDeque<_>>()));
+    let mut handles = Vec::new();
+    for mut conn in conns {
+        let queue = queue.clone();
+        handles.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let Some((i, t)) = next else { break };
+                let sum = table_checksum(&mut conn, &t).await?;
+                out.push((
+                    i,
+                    TableCheck {
+                        table: t.name.clone(),
+                        expected_rows: t.rows,
+                        found_rows: sum.rows,
+                        expected_checksum: t.checksum.clone(),
+                        found_checksum: sum.hex(),
+                    },
+                ));
+            }
+            let _ = conn.disconnect().await;
+            Ok::<_, MysqlError>(out)
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        match h.await {
+            Ok(r) => all.extend(r?),
+            Err(e) => {
+                return Err(MysqlError::Query {
+                    doing: "verifying tables".into(),
+                    detail: e.to_string(),
+                })
+            }
+        }
+    }
+    all.sort_by_key(|x| x.0);
+    Ok(all.into_iter().map(|x| x.1).collect())
+}
+
+/// Row count and content checksum of one table, as the dump computes them.
+pub async fn table_checksum(conn: &mut Conn, t: &TableEntry) -> Result<TableChecksum, MysqlError> {
+    let mut sum = TableChecksum::default();
+    let cols = t.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(",");
+    let query = if cols.is_empty() {
+        format!("SELECT 1 FROM {}", quote_ident(&t.name))
+    } else {
+        format!("SELECT {cols} FROM {}", quote_ident(&t.name))
+    };
+    let mut result = conn
+        .query_iter(query.as_str())
+        .await
+        .map_err(|e| query_err(format!("re-reading {}", t.name), e))?;
+    let width = if cols.is_empty() { 0 } else { t.columns.len() };
+    while let Some(row) = result
+        .next()
+        .await
+        .map_err(|e| query_err(format!("re-reading {}", t.name), e))?
+    {
+        sum.add_row((0..width).map(|i| match row.as_ref(i) {
+            Some(Value::Bytes(b)) => Some(b.as_slice()),
+            _ => None,
+        }));
+    }
+    Ok(sum)
+}

@@ -1,0 +1,257 @@
+//! The database path: a consistent, parallel logical snapshot into a set, and
+//! a parallel load from a set into a fresh server, both verified by per-table
+//! row counts and content checksums.
+
+pub mod checksum;
+pub mod dump;
+pub mod load;
+pub mod pipeline;
+pub mod sql;
+
+use crate::exit::{Classify, ExitCode};
+use crate::secret::Secret;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MysqlError {
+    #[error("cannot connect to the database at {target}: {detail}. Check database.host/port (WPDR_DB_HOST/WPDR_DB_PORT) and that the server is running.")]
+    Unreachable { target: String, detail: String },
+    #[error("the database at {target} refused user '{user}': {detail}. Check database.user and the password (WPDR_DB_PASSWORD or database.password_file).")]
+    AuthFailed {
+        target: String,
+        user: String,
+        detail: String,
+    },
+    #[error("database '{name}' does not exist on {target}. Check database.name (WPDR_DB_NAME).")]
+    UnknownDatabase { name: String, target: String },
+    #[error("user '{user}' lacks a privilege wpdr needs: {detail}")]
+    Privilege { user: String, detail: String },
+    #[error("database error while {doing}: {detail}")]
+    Query { doing: String, detail: String },
+    #[error("restore target database '{name}' on {target} is not empty ({what}). Restore into an empty database, pick another with --database, or pass --force to drop and recreate it.")]
+    TargetNotEmpty {
+        name: String,
+        target: String,
+        what: String,
+    },
+    #[error("the target's max_allowed_packet is {have} bytes but the set holds a statement of {need} bytes. Raise it on the target (SET GLOBAL max_allowed_packet={need_rounded}; or --max-allowed-packet in the server config) and rerun.")]
+    PacketTooSmall {
+        have: u64,
+        need: u64,
+        need_rounded: u64,
+    },
+    #[error("artifact {path} is unreadable: {detail}. Run `wpdr verify` on the set.")]
+    Artifact { path: String, detail: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("compression failed for {path}: {detail}")]
+    Compression { path: String, detail: String },
+}
+
+impl Classify for MysqlError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            MysqlError::Unreachable { .. } => ExitCode::DatabaseUnreachable,
+            MysqlError::AuthFailed { .. } | MysqlError::Privilege { .. } => ExitCode::DatabaseAuth,
+            MysqlError::UnknownDatabase { .. } => ExitCode::DatabaseUnreachable,
+            MysqlError::Query { .. } | MysqlError::PacketTooSmall { .. } => ExitCode::Database,
+            MysqlError::TargetNotEmpty { .. } => ExitCode::TargetNotEmpty,
+            MysqlError::Artifact { .. } => ExitCode::Integrity,
+            MysqlError::Store(e) => e.exit_code(),
+            MysqlError::Compression { .. } => ExitCode::Internal,
+        }
+    }
+    fn metric_label(&self) -> &'static str {
+        match self {
+            MysqlError::Unreachable { .. } => "db_unreachable",
+            MysqlError::AuthFailed { .. } => "db_auth",
+            MysqlError::UnknownDatabase { .. } => "db_unknown_database",
+            MysqlError::Privilege { .. } => "db_privilege",
+            MysqlError::Query { .. } => "db_query",
+            MysqlError::TargetNotEmpty { .. } => "target_not_empty",
+            MysqlError::PacketTooSmall { .. } => "db_packet_too_small",
+            MysqlError::Artifact { .. } => "artifact",
+            MysqlError::Store(e) => e.metric_label(),
+            MysqlError::Compression { .. } => "compression",
+        }
+    }
+}
+
+/// Where and how to connect. Built from config or from a `mysql://` URL.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub socket: Option<std::path::PathBuf>,
+    pub user: String,
+    pub password: Secret,
+}
+
+impl Endpoint {
+    pub fn from_config(c: &crate::config::DatabaseConfig) -> Self {
+        Endpoint {
+            host: c.host.clone(),
+            port: c.port,
+            socket: c.socket.clone(),
+            user: c.user.clone(),
+            password: c.password.clone(),
+        }
+    }
+
+    /// Parses `mysql://user[:password]@host[:port][/database]`; returns the database too.
+    /// The password may also come from `WPDR_TARGET_PASSWORD` so it stays off the command line.
+    pub fn from_url(text: &str, env_password: Option<String>) -> Result<(Self, Option<String>), String> {
+        let u = url::Url::parse(text).map_err(|e| format!("not a URL ({e}); expected mysql://user@host:port/database"))?;
+        if !matches!(u.scheme(), "mysql" | "mariadb") {
+            return Err(format!("scheme '{}' is not mysql:// or mariadb://", u.scheme()));
+        }
+        let host = u.host_str().ok_or("the URL has no host")?.to_string();
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| "the URL has invalid percent-encoding".to_string())
+        };
+        let user = if u.username().is_empty() {
+            "root".to_string()
+        } else {
+            decode(u.username())?
+        };
+        let password = match (u.password(), env_password) {
+            (Some(p), _) => Secret::new(decode(p)?),
+            (None, Some(p)) => Secret::new(p),
+            (None, None) => Secret::default(),
+        };
+        let db = u.path().trim_start_matches('/');
+        let db = if db.is_empty() { None } else { Some(decode(db)?) };
+        Ok((
+            Endpoint {
+                host,
+                port: u.port().unwrap_or(3306),
+                socket: None,
+                user,
+                password,
+            },
+            db,
+        ))
+    }
+
+    /// `host:port` for messages and manifests (never credentials).
+    pub fn display(&self) -> String {
+        match &self.socket {
+            Some(s) => format!("socket {}", s.display()),
+            None => format!("{}:{}", self.host, self.port),
+        }
+    }
+
+    fn opts(&self, database: Option<&str>) -> OptsBuilder {
+        let mut b = OptsBuilder::default()
+            .ip_or_hostname(self.host.clone())
+            .tcp_port(self.port)
+            .user(Some(self.user.clone()))
+            .pass(if self.password.is_empty() {
+                None
+            } else {
+                Some(self.password.expose().to_string())
+            })
+            .db_name(database.map(str::to_string))
+            .prefer_socket(false)
+            .max_allowed_packet(Some(1 << 30))
+            .stmt_cache_size(0)
+            .wait_timeout(Some(28_800))
+            .init(vec!["SET NAMES utf8mb4", "SET time_zone = '+00:00'"]);
+        if let Some(s) = &self.socket {
+            b = b.socket(Some(s.to_string_lossy().into_owned()));
+        }
+        b
+    }
+
+    pub async fn connect(&self, database: Option<&str>) -> Result<Conn, MysqlError> {
+        let fut = Conn::new(self.opts(database));
+        let conn = match tokio::time::timeout(std::time::Duration::from_secs(15), fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(MysqlError::Unreachable {
+                    target: self.display(),
+                    detail: "no answer within 15 s".into(),
+                })
+            }
+        };
+        conn.map_err(|e| self.classify_connect(e, database))
+    }
+
+    fn classify_connect(&self, e: mysql_async::Error, database: Option<&str>) -> MysqlError {
+        match &e {
+            mysql_async::Error::Server(se) => match se.code {
+                1045 | 1044 | 1698 => MysqlError::AuthFailed {
+                    target: self.display(),
+                    user: self.user.clone(),
+                    detail: se.message.clone(),
+                },
+                1049 => MysqlError::UnknownDatabase {
+                    name: database.unwrap_or_default().to_string(),
+                    target: self.display(),
+                },
+                _ => MysqlError::Unreachable {
+                    target: self.display(),
+                    detail: se.message.clone(),
+                },
+            },
+            _ => MysqlError::Unreachable {
+                target: self.display(),
+                detail: e.to_string(),
+            },
+        }
+    }
+}
+
+/// Wraps a driver error with what we were doing.
+pub(crate) fn query_err(doing: impl Into<String>, e: mysql_async::Error) -> MysqlError {
+    let doing = doing.into();
+    match &e {
+        mysql_async::Error::Server(se) if matches!(se.code, 1227 | 1142 | 1044 | 1143) => {
+            MysqlError::Privilege {
+                user: String::new(),
+                detail: format!("{doing}: {}", se.message),
+            }
+        }
+        _ => MysqlError::Query {
+            doing,
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// Runs a statement, naming it in the error.
+pub(crate) async fn exec(conn: &mut Conn, sql: &str) -> Result<(), MysqlError> {
+    conn.query_drop(sql).await.map_err(|e| query_err(sql, e))
+}
+
+/// The server's version string, e.g. `10.11.19-MariaDB-0+deb12u1`.
+pub async fn server_version(conn: &mut Conn) -> Result<String, MysqlError> {
+    let v: Option<String> = conn
+        .query_first("SELECT VERSION()")
+        .await
+        .map_err(|e| query_err("reading the server version", e))?;
+    Ok(v.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_target_urls_without_leaking_password() {
+        let (e, db) = Endpoint::from_url("mysql://wp:p%40ss@db.example:3307/site2", None).unwrap();
+        assert_eq!((e.host.as_str(), e.port, e.user.as_str()), ("db.example", 3307, "wp"));
+        assert_eq!(e.password.expose(), "p@ss");
+        assert_eq!(db.as_deref(), Some("site2"));
+        assert!(!format!("{e:?}").contains("p@ss"));
+        assert!(!e.display().contains("p@ss"));
+        let (e, db) = Endpoint::from_url("mysql://127.0.0.1", Some("envpw".into())).unwrap();
+        assert_eq!((e.port, e.user.as_str(), e.password.expose()), (3306, "root", "envpw"));
+        assert!(db.is_none());
+        assert!(Endpoint::from_url("postgres://x", None).is_err());
+    }
+}

@@ -1,0 +1,261 @@
+//! Object storage for backup sets: one interface, two backends.
+//!
+//! * [`LocalStore`]: a directory (a mounted volume, or the embedded default).
+//! * [`S3Store`]: any S3-compatible service through aws-sdk-s3.
+//!
+//! Writes go through [`ObjectWriter`], which streams with bounded memory,
+//! hashes with SHA-256 as bytes pass, and makes an object visible only when it
+//! is finished (rename for local files, multipart completion for S3), so a
+//! killed writer never leaves a complete-looking object behind.
+
+mod local;
+mod s3;
+
+pub use local::LocalStore;
+pub use s3::S3Store;
+
+use crate::config::StoreConfig;
+use crate::exit::{Classify, ExitCode};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {key} does not exist in the store")]
+    NotFound { key: String },
+    #[error("bucket '{bucket}' does not exist. Create it (or fix store.bucket / WPDR_S3_BUCKET).")]
+    BucketMissing { bucket: String },
+    #[error("the store refused access to bucket '{bucket}': {detail}. Check the S3 access key and its permissions on the bucket.")]
+    AccessDenied { bucket: String, detail: String },
+    #[error("cannot reach the S3 endpoint {endpoint}: {detail}. Check store.endpoint and that the service is up; retries were exhausted.")]
+    Unreachable { endpoint: String, detail: String },
+    #[error("store directory {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("S3 {op} of {key} failed: {detail}")]
+    S3 {
+        op: &'static str,
+        key: String,
+        detail: String,
+    },
+}
+
+impl Classify for StoreError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            StoreError::AccessDenied { .. } => ExitCode::StoreAuth,
+            StoreError::NotFound { .. } => ExitCode::Integrity,
+            _ => ExitCode::StoreUnavailable,
+        }
+    }
+    fn metric_label(&self) -> &'static str {
+        match self {
+            StoreError::NotFound { .. } => "store_not_found",
+            StoreError::BucketMissing { .. } => "store_bucket_missing",
+            StoreError::AccessDenied { .. } => "store_access_denied",
+            StoreError::Unreachable { .. } => "store_unreachable",
+            StoreError::Io { .. } => "store_io",
+            StoreError::S3 { .. } => "store_s3",
+        }
+    }
+}
+
+/// What a listing returns for one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+}
+
+/// What a finished write produced: the facts a manifest records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The store a command works against.
+pub enum Store {
+    Local(LocalStore),
+    S3(S3Store),
+}
+
+impl Store {
+    /// Opens the configured store and checks that it is there and usable.
+    pub async fn open(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        match cfg {
+            StoreConfig::Local { path, .. } => Ok(Store::Local(LocalStore::open(path).await?)),
+            StoreConfig::S3(s3) => Ok(Store::S3(S3Store::open(s3).await?)),
+        }
+    }
+
+    /// Human description, never with credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Local(l) => format!("local directory {}", l.root().display()),
+            Store::S3(s) => s.describe(),
+        }
+    }
+
+    pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<Written, StoreError> {
+        let mut w = self.writer(key);
+        w.write(&data).await?;
+        w.finish().await
+    }
+
+    /// Creates `key` only if nothing is there; returns false when it already exists.
+    pub async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool, StoreError> {
+        match self {
+            Store::Local(l) => l.put_if_absent(key, data).await,
+            Store::S3(s) => s.put_if_absent(key, data).await,
+        }
+    }
+
+    pub async fn get_bytes(&self, key: &str) -> Result<Bytes, StoreError> {
+        let mut r = self.reader(key).await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = r.next_chunk().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Opens `key` for streaming reads.
+    pub async fn reader(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        match self {
+            Store::Local(l) => Ok(ObjectReader::Local(l.reader(key).await?)),
+            Store::S3(s) => Ok(ObjectReader::S3(s.reader(key).await?)),
+        }
+    }
+
+    /// Every object under `prefix`, sorted by key. Paginates for S3.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let mut v = match self {
+            Store::Local(l) => l.list(prefix).await?,
+            Store::S3(s) => s.list(prefix, None).await?.0,
+        };
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(v)
+    }
+
+    /// The immediate "sub-directories" of `prefix` (which must end in '/').
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut v = match self {
+            Store::Local(l) => l.list_dirs(prefix).await?,
+            Store::S3(s) => s.list(prefix, Some("/")).await?.1,
+        };
+        v.sort();
+        Ok(v)
+    }
+
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        match self {
+            Store::Local(l) => l.head(key).await,
+            Store::S3(s) => s.head(key).await,
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Local(l) => l.delete(key).await,
+            Store::S3(s) => s.delete(key).await,
+        }
+    }
+
+    pub fn writer(&self, key: &str) -> ObjectWriter {
+        match self {
+            Store::Local(l) => ObjectWriter::new(key, WriterBackend::Local(l.writer(key))),
+            Store::S3(s) => ObjectWriter::new(key, WriterBackend::S3(s.writer(key))),
+        }
+    }
+}
+
+/// A streaming read of one object.
+pub enum ObjectReader {
+    Local(local::LocalReader),
+    S3(s3::S3Reader),
+}
+
+impl ObjectReader {
+    /// The next piece of the object, `None` at the end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, StoreError> {
+        match self {
+            ObjectReader::Local(r) => r.next_chunk().await,
+            ObjectReader::S3(r) => r.next_chunk().await,
+        }
+    }
+}
+
+enum WriterBackend {
+    Local(local::LocalWriter),
+    S3(s3::S3Writer),
+}
+
+/// Streams one object into the store, hashing as it goes. Nothing is visible
+/// under `key` until [`ObjectWriter::finish`] returns; dropping or aborting
+/// the writer leaves no object (for S3 the multipart upload is aborted).
+pub struct ObjectWriter {
+    key: String,
+    hasher: Sha256,
+    size: u64,
+    backend: WriterBackend,
+}
+
+impl ObjectWriter {
+    fn new(key: &str, backend: WriterBackend) -> Self {
+        ObjectWriter {
+            key: key.to_string(),
+            hasher: Sha256::new(),
+            size: 0,
+            backend,
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.hasher.update(data);
+        self.size += data.len() as u64;
+        match &mut self.backend {
+            WriterBackend::Local(w) => w.write(data).await,
+            WriterBackend::S3(w) => w.write(data).await,
+        }
+    }
+
+    pub async fn finish(self) -> Result<Written, StoreError> {
+        let sha256 = hex::encode(self.hasher.finalize());
+        match self.backend {
+            WriterBackend::Local(w) => w.finish().await?,
+            WriterBackend::S3(w) => w.finish().await?,
+        }
+        Ok(Written {
+            key: self.key,
+            size: self.size,
+            sha256,
+        })
+    }
+
+    pub async fn abort(self) {
+        match self.backend {
+            WriterBackend::Local(w) => w.abort().await,
+            WriterBackend::S3(w) => w.abort().await,
+        }
+    }
+}
+
+/// SHA-256 and size of a whole object, read as a stream.
+pub async fn hash_object(store: &Store, key: &str) -> Result<(u64, String), StoreError> {
+    let mut r = store.reader(key).await?;
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    while let Some(c) = r.next_chunk().await? {
+        n += c.len() as u64;
+        h.update(&c);
+    }
+    Ok((n, hex::encode(h.finalize())))
+}
