@@ -68,7 +68,16 @@ async fn run_locked(
         chunk_bytes: cfg.backup.chunk_bytes,
         compression_level: cfg.backup.compression_level,
     };
-    let dumped = match dump::snapshot(&endpoint, &cfg.database.name, &opts, store.clone(), &set_key, progress).await {
+    let dumped = match dump::snapshot(
+        &endpoint,
+        &cfg.database.name,
+        &opts,
+        store.clone(),
+        &set_key,
+        progress,
+    )
+    .await
+    {
         Ok(d) => d,
         Err(e) => {
             discard_partial(&store, &set_key).await;

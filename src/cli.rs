@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "wpdr", version, about = "Backup and disaster recovery for WordPress on Kubernetes")]
+#[command(
+    name = "wpdr",
+    version,
+    about = "Backup and disaster recovery for WordPress on Kubernetes"
+)]
 pub struct Cli {
     /// Configuration file (YAML). Every setting can also come from WPDR_* environment variables.
     #[arg(long, short = 'c', global = true, env = "WPDR_CONFIG")]

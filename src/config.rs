@@ -101,9 +101,7 @@ pub struct ByteSize(pub u64);
 impl ByteSize {
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
-        let split = t
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(t.len());
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let n: u64 = num
             .parse()
@@ -143,7 +141,10 @@ impl<'de> Deserialize<'de> for ByteSize {
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
     /// A local directory (or a mounted volume): the embedded default.
-    Local { path: PathBuf, prefix: String },
+    Local {
+        path: PathBuf,
+        prefix: String,
+    },
     S3(S3Config),
 }
 
@@ -274,8 +275,7 @@ fn read_credential(field: &'static str, path: &Path) -> Result<Secret, ConfigErr
 fn check_name(field: &'static str, env: &'static str, v: &str) -> Result<(), ConfigError> {
     let ok = !v.is_empty()
         && v.len() <= 63
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && !v.starts_with('.');
     if ok {
@@ -334,9 +334,15 @@ impl Config {
         let database = Self::resolve_database(&raw.database, env)?;
 
         let b = &raw.backup;
-        let chunk_bytes = pick(env, "WPDR_CHUNK_SIZE", "backup.chunk_size", &b.chunk_size, ByteSize::parse)?
-            .map(|s| s.0)
-            .unwrap_or(64 << 20);
+        let chunk_bytes = pick(
+            env,
+            "WPDR_CHUNK_SIZE",
+            "backup.chunk_size",
+            &b.chunk_size,
+            ByteSize::parse,
+        )?
+        .map(|s| s.0)
+        .unwrap_or(64 << 20);
         if !(1 << 20..=4 << 30).contains(&chunk_bytes) {
             return Err(invalid(
                 "backup.chunk_size",
@@ -390,8 +396,14 @@ impl Config {
         let kind = pick(env, "WPDR_STORE_TYPE", "store.type", &s.kind, as_string)?
             .unwrap_or_else(|| "local".into());
         let prefix = normalise_prefix(
-            &pick(env, "WPDR_STORE_PREFIX", "store.prefix", &s.prefix, as_string)?
-                .unwrap_or_else(|| "wpdr".into()),
+            &pick(
+                env,
+                "WPDR_STORE_PREFIX",
+                "store.prefix",
+                &s.prefix,
+                as_string,
+            )?
+            .unwrap_or_else(|| "wpdr".into()),
         );
         match kind.as_str() {
             "local" => {
@@ -404,13 +416,26 @@ impl Config {
             "s3" => {
                 let bucket = pick(env, "WPDR_S3_BUCKET", "store.bucket", &s.bucket, as_string)?
                     .ok_or_else(|| {
-                        invalid("store.bucket", "WPDR_S3_BUCKET", "required when store.type is s3")
+                        invalid(
+                            "store.bucket",
+                            "WPDR_S3_BUCKET",
+                            "required when store.type is s3",
+                        )
                     })?;
-                let endpoint =
-                    pick(env, "WPDR_S3_ENDPOINT", "store.endpoint", &s.endpoint, as_string)?;
+                let endpoint = pick(
+                    env,
+                    "WPDR_S3_ENDPOINT",
+                    "store.endpoint",
+                    &s.endpoint,
+                    as_string,
+                )?;
                 if let Some(e) = &endpoint {
                     let parsed = url::Url::parse(e).map_err(|err| {
-                        invalid("store.endpoint", "WPDR_S3_ENDPOINT", format!("'{e}' is not a URL: {err}"))
+                        invalid(
+                            "store.endpoint",
+                            "WPDR_S3_ENDPOINT",
+                            format!("'{e}' is not a URL: {err}"),
+                        )
                     })?;
                     if !matches!(parsed.scheme(), "http" | "https") {
                         return Err(invalid(
@@ -422,12 +447,28 @@ impl Config {
                 }
                 let region = pick(env, "WPDR_S3_REGION", "store.region", &s.region, as_string)?
                     .unwrap_or_else(|| "us-east-1".into());
-                let path_style = pick(env, "WPDR_S3_PATH_STYLE", "store.path_style", &s.path_style, as_bool)?
-                    .unwrap_or(endpoint.is_some());
-                let key_id = match pick(env, "WPDR_S3_ACCESS_KEY_ID", "store.access_key_id", &s.access_key_id, as_string)? {
+                let path_style = pick(
+                    env,
+                    "WPDR_S3_PATH_STYLE",
+                    "store.path_style",
+                    &s.path_style,
+                    as_bool,
+                )?
+                .unwrap_or(endpoint.is_some());
+                let key_id = match pick(
+                    env,
+                    "WPDR_S3_ACCESS_KEY_ID",
+                    "store.access_key_id",
+                    &s.access_key_id,
+                    as_string,
+                )? {
                     Some(k) => Some(k),
                     None => match &s.access_key_id_file {
-                        Some(p) => Some(read_credential("store.access_key_id_file", p)?.expose().to_string()),
+                        Some(p) => Some(
+                            read_credential("store.access_key_id_file", p)?
+                                .expose()
+                                .to_string(),
+                        ),
                         None => None,
                     },
                 };
@@ -468,18 +509,32 @@ impl Config {
                         ))
                     }
                 };
-                let part_size = pick(env, "WPDR_S3_PART_SIZE", "store.part_size", &s.part_size, ByteSize::parse)?
-                    .map(|b| b.0)
-                    .unwrap_or(8 << 20);
+                let part_size = pick(
+                    env,
+                    "WPDR_S3_PART_SIZE",
+                    "store.part_size",
+                    &s.part_size,
+                    ByteSize::parse,
+                )?
+                .map(|b| b.0)
+                .unwrap_or(8 << 20);
                 if !(5 << 20..=512 << 20).contains(&part_size) {
                     return Err(invalid(
                         "store.part_size",
                         "WPDR_S3_PART_SIZE",
-                        format!("{part_size} bytes is outside 5MiB..512MiB (S3's minimum part is 5MiB)"),
+                        format!(
+                            "{part_size} bytes is outside 5MiB..512MiB (S3's minimum part is 5MiB)"
+                        ),
                     ));
                 }
-                let parts_in_flight = pick(env, "WPDR_S3_PARTS_IN_FLIGHT", "store.parts_in_flight", &s.parts_in_flight, as_number)?
-                    .unwrap_or(2);
+                let parts_in_flight = pick(
+                    env,
+                    "WPDR_S3_PARTS_IN_FLIGHT",
+                    "store.parts_in_flight",
+                    &s.parts_in_flight,
+                    as_number,
+                )?
+                .unwrap_or(2);
                 if !(1..=16).contains(&parts_in_flight) {
                     return Err(invalid(
                         "store.parts_in_flight",
@@ -513,15 +568,21 @@ impl Config {
         if port == 0 {
             return Err(invalid("database.port", "WPDR_DB_PORT", "0 is not a port"));
         }
-        let socket = pick(env, "WPDR_DB_SOCKET", "database.socket", &d.socket, |v| Ok(PathBuf::from(v)))?;
+        let socket = pick(env, "WPDR_DB_SOCKET", "database.socket", &d.socket, |v| {
+            Ok(PathBuf::from(v))
+        })?;
         let user = pick(env, "WPDR_DB_USER", "database.user", &d.user, as_string)?
             .unwrap_or_else(|| "root".into());
         let password = match env.var("WPDR_DB_PASSWORD") {
             Some(p) => Secret::new(p),
             None => {
-                let file = pick(env, "WPDR_DB_PASSWORD_FILE", "database.password_file", &d.password_file, |v| {
-                    Ok(PathBuf::from(v))
-                })?;
+                let file = pick(
+                    env,
+                    "WPDR_DB_PASSWORD_FILE",
+                    "database.password_file",
+                    &d.password_file,
+                    |v| Ok(PathBuf::from(v)),
+                )?;
                 match file {
                     Some(p) => read_credential("database.password_file", &p)?,
                     None => Secret::default(),
@@ -531,10 +592,20 @@ impl Config {
         let name = pick(env, "WPDR_DB_NAME", "database.name", &d.name, as_string)?
             .unwrap_or_else(|| "wordpress".into());
         if name.is_empty() || name.len() > 64 {
-            return Err(invalid("database.name", "WPDR_DB_NAME", "must be 1-64 characters"));
+            return Err(invalid(
+                "database.name",
+                "WPDR_DB_NAME",
+                "must be 1-64 characters",
+            ));
         }
-        let connections = pick(env, "WPDR_DB_CONNECTIONS", "database.connections", &d.connections, as_number)?
-            .unwrap_or(2);
+        let connections = pick(
+            env,
+            "WPDR_DB_CONNECTIONS",
+            "database.connections",
+            &d.connections,
+            as_number,
+        )?
+        .unwrap_or(2);
         if !(1..=32).contains(&connections) {
             return Err(invalid(
                 "database.connections",
@@ -605,7 +676,10 @@ mod tests {
     fn invalid_values_name_the_field_and_env() {
         let err = Config::from_yaml("database:\n  connections: 0\n", &env(&[])).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("database.connections") && msg.contains("WPDR_DB_CONNECTIONS"), "{msg}");
+        assert!(
+            msg.contains("database.connections") && msg.contains("WPDR_DB_CONNECTIONS"),
+            "{msg}"
+        );
         let err = Config::from_yaml("{}", &env(&[("WPDR_DB_PORT", "x")])).unwrap_err();
         assert!(err.to_string().contains("database.port"));
         let err = Config::from_yaml("store:\n  type: s3\n", &env(&[])).unwrap_err();
@@ -618,11 +692,17 @@ mod tests {
     fn secrets_never_show_in_debug() {
         let c = Config::from_yaml(
             "store:\n  type: s3\n  bucket: b\n  access_key_id: GKabc\n",
-            &env(&[("WPDR_S3_SECRET_ACCESS_KEY", "topsecretkey"), ("WPDR_DB_PASSWORD", "dbpass123")]),
+            &env(&[
+                ("WPDR_S3_SECRET_ACCESS_KEY", "topsecretkey"),
+                ("WPDR_DB_PASSWORD", "dbpass123"),
+            ]),
         )
         .unwrap();
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("topsecretkey") && !dbg.contains("dbpass123"), "{dbg}");
+        assert!(
+            !dbg.contains("topsecretkey") && !dbg.contains("dbpass123"),
+            "{dbg}"
+        );
     }
 
     #[test]
@@ -636,7 +716,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.database.password.expose(), "s3cret");
-        let err = Config::from_yaml("database:\n  password_file: /nonexistent/pw\n", &env(&[])).unwrap_err();
+        let err = Config::from_yaml("database:\n  password_file: /nonexistent/pw\n", &env(&[]))
+            .unwrap_err();
         assert!(err.to_string().contains("database.password_file"));
     }
 

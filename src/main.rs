@@ -18,11 +18,18 @@ fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return std::process::ExitCode::from(if e.use_stderr() { ExitCode::Usage.code() } else { 0 });
+            return std::process::ExitCode::from(if e.use_stderr() {
+                ExitCode::Usage.code()
+            } else {
+                0
+            });
         }
     };
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -75,8 +82,11 @@ fn init_logging(cli: &Cli) {
             _ => "trace",
         }
     };
-    let filter = EnvFilter::try_from_env("WPDR_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default},aws_config=warn,aws_smithy_runtime=warn,mysql_async=warn")));
+    let filter = EnvFilter::try_from_env("WPDR_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{default},aws_config=warn,aws_smithy_runtime=warn,mysql_async=warn"
+        ))
+    });
     let json = match cli.log_format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
@@ -98,9 +108,11 @@ fn progress_bar(cli: &Cli, total: u64, what: &str) -> ProgressBar {
     }
     let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
@@ -149,9 +161,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if cli.output == OutputFormat::Json {
                 print_json(&summaries)?;
             } else if summaries.is_empty() {
-                println!("no complete backup sets for site '{}' in {}", cfg.site, store.describe());
+                println!(
+                    "no complete backup sets for site '{}' in {}",
+                    cfg.site,
+                    store.describe()
+                );
             } else {
-                println!("{:<22} {:<10} {:<20} {:>9} {:>10} {:>7} {:>12}", "SET", "SCHEDULE", "FINISHED (UTC)", "DURATION", "SIZE", "TABLES", "ROWS");
+                println!(
+                    "{:<22} {:<10} {:<20} {:>9} {:>10} {:>7} {:>12}",
+                    "SET", "SCHEDULE", "FINISHED (UTC)", "DURATION", "SIZE", "TABLES", "ROWS"
+                );
                 for s in &summaries {
                     println!(
                         "{:<22} {:<10} {:<20} {:>8}s {:>10} {:>7} {:>12}",
@@ -199,7 +218,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     report.problems.len()
                 );
             }
-            Ok(if report.ok() { ExitCode::Ok } else { ExitCode::Integrity })
+            Ok(if report.ok() {
+                ExitCode::Ok
+            } else {
+                ExitCode::Integrity
+            })
         }
         Command::Restore(RestoreCommand::Db(args)) => restore_db(&cli, args).await,
     }
@@ -209,10 +232,18 @@ fn describe_problem(p: &wpdr::catalog::ArtifactProblem) -> String {
     use wpdr::catalog::ArtifactProblem::*;
     match p {
         Missing { path } => format!("{path}: missing from the store"),
-        SizeMismatch { path, expected, found } => {
+        SizeMismatch {
+            path,
+            expected,
+            found,
+        } => {
             format!("{path}: size {found} bytes, manifest says {expected} (truncated or replaced)")
         }
-        ChecksumMismatch { path, expected, found } => {
+        ChecksumMismatch {
+            path,
+            expected,
+            found,
+        } => {
             format!("{path}: SHA-256 {found}, manifest says {expected} (altered or corrupt)")
         }
     }
@@ -223,11 +254,22 @@ fn print_show(m: &Manifest) {
     println!("site       {}", m.site);
     println!("schedule   {}", m.schedule);
     println!("started    {}", m.started_at);
-    println!("finished   {} ({:.1}s)", m.finished_at, (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0);
+    println!(
+        "finished   {} ({:.1}s)",
+        m.finished_at,
+        (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0
+    );
     println!("format     v{}, wpdr {}", m.format_version, m.wpdr_version);
-    println!("size       {} in {} artifacts", human_bytes(m.total_bytes()), m.artifacts.len());
+    println!(
+        "size       {} in {} artifacts",
+        human_bytes(m.total_bytes()),
+        m.artifacts.len()
+    );
     if let Some(db) = &m.database {
-        println!("database   {} on {} ({})", db.database, db.source, db.server_version);
+        println!(
+            "database   {} on {} ({})",
+            db.database, db.source, db.server_version
+        );
         println!(
             "snapshot   {} over {} connection(s), commits held {:.1} ms",
             db.consistency.method, db.consistency.connections, db.consistency.commits_blocked_ms
@@ -236,12 +278,21 @@ fn print_show(m: &Manifest) {
             Some(b) => println!("binlog     {}:{}", b.file, b.position),
             None => println!("binlog     (binary log off)"),
         }
-        println!("gtid       {}", db.gtid_binlog_pos.as_deref().unwrap_or("(none)"));
+        println!(
+            "gtid       {}",
+            db.gtid_binlog_pos.as_deref().unwrap_or("(none)")
+        );
         println!("raw sql    {}", human_bytes(db.raw_bytes));
         println!();
-        println!("{:<40} {:>12} {:>7}  {}", "TABLE", "ROWS", "CHUNKS", "CHECKSUM");
+        println!("{:<40} {:>12} {:>7}  CHECKSUM", "TABLE", "ROWS", "CHUNKS");
         for t in &db.tables {
-            println!("{:<40} {:>12} {:>7}  {}", t.name, t.rows, t.data_artifacts.len(), t.checksum);
+            println!(
+                "{:<40} {:>12} {:>7}  {}",
+                t.name,
+                t.rows,
+                t.data_artifacts.len(),
+                t.checksum
+            );
         }
         if !db.objects.is_empty() {
             println!();
@@ -266,9 +317,17 @@ async fn backup_dry_run(cli: &Cli, cfg: &Config) -> Result<ExitCode> {
             "tables": tables,
         }))?;
     } else {
-        println!("dry run: would back up database '{}' ({version}) of site '{}' with {} connection(s):", cfg.database.name, cfg.site, cfg.database.connections);
+        println!(
+            "dry run: would back up database '{}' ({version}) of site '{}' with {} connection(s):",
+            cfg.database.name, cfg.site, cfg.database.connections
+        );
         for t in &tables {
-            println!("  {:<40} ~{:>10}  key: {}", t.name, human_bytes(t.estimated_bytes), t.split_by.as_deref().unwrap_or("(single stream)"));
+            println!(
+                "  {:<40} ~{:>10}  key: {}",
+                t.name,
+                human_bytes(t.estimated_bytes),
+                t.split_by.as_deref().unwrap_or("(single stream)")
+            );
         }
     }
     Ok(ExitCode::Ok)
@@ -278,8 +337,14 @@ async fn restore_db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<ExitCo
     let (cfg, store) = open(cli).await?;
     let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
     let manifest = catalog.resolve(&args.set).await?;
-    let (target, url_db) = Endpoint::from_url(&args.target, std::env::var("WPDR_TARGET_PASSWORD").ok())
-        .map_err(|e| ConfigError::Invalid { field: "--target", env: "-", problem: e })?;
+    let (target, url_db) =
+        Endpoint::from_url(&args.target, std::env::var("WPDR_TARGET_PASSWORD").ok()).map_err(
+            |e| ConfigError::Invalid {
+                field: "--target",
+                env: "-",
+                problem: e,
+            },
+        )?;
     let section = manifest
         .database
         .as_ref()
@@ -290,7 +355,10 @@ async fn restore_db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<ExitCo
         .or(url_db)
         .unwrap_or_else(|| section.database.clone());
     let opts = LoadOptions {
-        connections: args.connections.unwrap_or(cfg.database.connections).clamp(1, 32),
+        connections: args
+            .connections
+            .unwrap_or(cfg.database.connections)
+            .clamp(1, 32),
         force: args.force,
     };
     if args.dry_run {
@@ -312,8 +380,19 @@ async fn restore_db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<ExitCo
         if cli.output == OutputFormat::Json {
             print_json(&plan)?;
         } else {
-            println!("dry run: would restore set {} into database '{}' on {}", manifest.set_id, database, target.display());
-            println!("  {} tables, {} rows, {} views/routines/triggers/events, {} compressed", section.tables.len(), plan["rows"], section.objects.len(), human_bytes(manifest.total_bytes()));
+            println!(
+                "dry run: would restore set {} into database '{}' on {}",
+                manifest.set_id,
+                database,
+                target.display()
+            );
+            println!(
+                "  {} tables, {} rows, {} views/routines/triggers/events, {} compressed",
+                section.tables.len(),
+                plan["rows"],
+                section.objects.len(),
+                human_bytes(manifest.total_bytes())
+            );
             match &contents {
                 None => println!("  target is empty: ok"),
                 Some(c) if args.force => println!("  target holds {c}: --force would DROP and recreate it"),
@@ -325,7 +404,16 @@ async fn restore_db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<ExitCo
     let pb = progress_bar(cli, manifest.total_bytes(), "restore db");
     let pb2 = pb.clone();
     let started = std::time::Instant::now();
-    let report = wpdr::restore::restore_db(&catalog, store.clone(), &manifest, &target, &database, &opts, Arc::new(move |n| pb2.inc(n))).await?;
+    let report = wpdr::restore::restore_db(
+        &catalog,
+        store.clone(),
+        &manifest,
+        &target,
+        &database,
+        &opts,
+        Arc::new(move |n| pb2.inc(n)),
+    )
+    .await?;
     pb.finish_and_clear();
     let bad = report.mismatches();
     if cli.output == OutputFormat::Json {
@@ -355,8 +443,16 @@ async fn restore_db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<ExitCo
             report.tables.len(),
             report.tables.iter().map(|t| t.found_rows).sum::<u64>(),
             report.objects_created,
-            if bad.is_empty() { "every table matches the manifest (rows + checksum)".to_string() } else { format!("{} table(s) DIFFER", bad.len()) }
+            if bad.is_empty() {
+                "every table matches the manifest (rows + checksum)".to_string()
+            } else {
+                format!("{} table(s) DIFFER", bad.len())
+            }
         );
     }
-    Ok(if bad.is_empty() { ExitCode::Ok } else { ExitCode::RestoreMismatch })
+    Ok(if bad.is_empty() {
+        ExitCode::Ok
+    } else {
+        ExitCode::RestoreMismatch
+    })
 }

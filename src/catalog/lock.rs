@@ -206,11 +206,15 @@ mod tests {
     async fn second_holder_is_refused_and_stale_lock_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::Local(LocalStore::open(dir.path()).await.unwrap());
-        let g = acquire(&store, "s/lock.json", "s", 60, "backup").await.unwrap();
+        let g = acquire(&store, "s/lock.json", "s", 60, "backup")
+            .await
+            .unwrap();
         let err = acquire(&store, "s/lock.json", "s", 60, "backup").await;
         assert!(matches!(err, Err(CatalogError::Locked { .. })));
         g.release(&store).await.unwrap();
-        let g2 = acquire(&store, "s/lock.json", "s", 60, "backup").await.unwrap();
+        let g2 = acquire(&store, "s/lock.json", "s", 60, "backup")
+            .await
+            .unwrap();
         drop(g2); // not released: the lock stays, held by our live pid
 
         // An expired lock from a process elsewhere is taken over.
@@ -223,10 +227,15 @@ mod tests {
             expires_at: Utc::now() - ChronoDuration::seconds(1),
         };
         store
-            .put_bytes("s/lock.json", Bytes::from(serde_json::to_vec(&stale).unwrap()))
+            .put_bytes(
+                "s/lock.json",
+                Bytes::from(serde_json::to_vec(&stale).unwrap()),
+            )
             .await
             .unwrap();
-        acquire(&store, "s/lock.json", "s", 60, "backup").await.unwrap();
+        acquire(&store, "s/lock.json", "s", 60, "backup")
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -245,9 +254,14 @@ mod tests {
             expires_at: Utc::now() + ChronoDuration::seconds(600),
         };
         store
-            .put_bytes("s/lock.json", Bytes::from(serde_json::to_vec(&dead).unwrap()))
+            .put_bytes(
+                "s/lock.json",
+                Bytes::from(serde_json::to_vec(&dead).unwrap()),
+            )
             .await
             .unwrap();
-        acquire(&store, "s/lock.json", "s", 60, "backup").await.unwrap();
+        acquire(&store, "s/lock.json", "s", 60, "backup")
+            .await
+            .unwrap();
     }
 }

@@ -27,7 +27,11 @@ pub enum CatalogError {
     #[error("the manifest of set '{id}' is unreadable: {detail}. The set cannot be trusted; use an earlier one.")]
     ManifestInvalid { id: String, detail: String },
     #[error("set '{id}' uses format version {found}, and this wpdr reads only up to {supported}. Upgrade wpdr to restore it.")]
-    UnsupportedFormat { id: String, found: u32, supported: u32 },
+    UnsupportedFormat {
+        id: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("another backup of site '{site}' is running: {holder}. Wait for it, or if it is dead, the lock expires at {expires_at}.")]
     Locked {
         site: String,
@@ -124,9 +128,19 @@ impl From<&Manifest> for SetSummary {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ArtifactProblem {
-    Missing { path: String },
-    SizeMismatch { path: String, expected: u64, found: u64 },
-    ChecksumMismatch { path: String, expected: String, found: String },
+    Missing {
+        path: String,
+    },
+    SizeMismatch {
+        path: String,
+        expected: u64,
+        found: u64,
+    },
+    ChecksumMismatch {
+        path: String,
+        expected: String,
+        found: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -181,7 +195,14 @@ impl<'a> Catalog<'a> {
 
     /// Takes the per-site backup lock; see [`lock`] for how a dead holder is detected.
     pub async fn lock(&self, ttl_seconds: u64, purpose: &str) -> Result<LockGuard, CatalogError> {
-        lock::acquire(self.store, &self.lock_key(), &self.site, ttl_seconds, purpose).await
+        lock::acquire(
+            self.store,
+            &self.lock_key(),
+            &self.site,
+            ttl_seconds,
+            purpose,
+        )
+        .await
     }
 
     /// Ids of every set directory, complete or not, oldest first.
@@ -215,7 +236,12 @@ impl<'a> Catalog<'a> {
     pub async fn incomplete(&self) -> Result<Vec<String>, CatalogError> {
         let mut out = Vec::new();
         for id in self.set_dirs().await? {
-            if self.store.head(&self.key(&id, "manifest.json")).await?.is_none() {
+            if self
+                .store
+                .head(&self.key(&id, "manifest.json"))
+                .await?
+                .is_none()
+            {
                 out.push(id);
             }
         }
@@ -289,12 +315,16 @@ impl<'a> Catalog<'a> {
 
     /// Writes the manifest: the last write of a backup, which makes the set exist.
     pub async fn commit(&self, manifest: &Manifest) -> Result<(), CatalogError> {
-        let json = serde_json::to_vec_pretty(manifest).map_err(|e| CatalogError::ManifestInvalid {
-            id: manifest.set_id.clone(),
-            detail: e.to_string(),
-        })?;
+        let json =
+            serde_json::to_vec_pretty(manifest).map_err(|e| CatalogError::ManifestInvalid {
+                id: manifest.set_id.clone(),
+                detail: e.to_string(),
+            })?;
         self.store
-            .put_bytes(&self.key(&manifest.set_id, "manifest.json"), Bytes::from(json))
+            .put_bytes(
+                &self.key(&manifest.set_id, "manifest.json"),
+                Bytes::from(json),
+            )
             .await?;
         Ok(())
     }
@@ -357,7 +387,13 @@ mod tests {
 
     #[test]
     fn bad_ids_are_rejected() {
-        for bad in ["", "latest", "../../etc", "20261125T192224Z-zzzz", "20261125T192224Z-3fa1/x"] {
+        for bad in [
+            "",
+            "latest",
+            "../../etc",
+            "20261125T192224Z-zzzz",
+            "20261125T192224Z-3fa1/x",
+        ] {
             assert!(!valid_set_id(bad), "{bad}");
         }
     }

@@ -66,13 +66,26 @@ enum Literal {
 fn literal_kind(t: ColumnType, charset: u16) -> Literal {
     use ColumnType::*;
     match t {
-        MYSQL_TYPE_DECIMAL | MYSQL_TYPE_NEWDECIMAL | MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT
-        | MYSQL_TYPE_LONG | MYSQL_TYPE_LONGLONG | MYSQL_TYPE_INT24 | MYSQL_TYPE_FLOAT
-        | MYSQL_TYPE_DOUBLE | MYSQL_TYPE_YEAR => Literal::Number,
+        MYSQL_TYPE_DECIMAL
+        | MYSQL_TYPE_NEWDECIMAL
+        | MYSQL_TYPE_TINY
+        | MYSQL_TYPE_SHORT
+        | MYSQL_TYPE_LONG
+        | MYSQL_TYPE_LONGLONG
+        | MYSQL_TYPE_INT24
+        | MYSQL_TYPE_FLOAT
+        | MYSQL_TYPE_DOUBLE
+        | MYSQL_TYPE_YEAR => Literal::Number,
         MYSQL_TYPE_BIT => Literal::Bits,
-        MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE | MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2
-        | MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 | MYSQL_TYPE_TIMESTAMP
-        | MYSQL_TYPE_TIMESTAMP2 | MYSQL_TYPE_JSON => Literal::Text,
+        MYSQL_TYPE_DATE
+        | MYSQL_TYPE_NEWDATE
+        | MYSQL_TYPE_TIME
+        | MYSQL_TYPE_TIME2
+        | MYSQL_TYPE_DATETIME
+        | MYSQL_TYPE_DATETIME2
+        | MYSQL_TYPE_TIMESTAMP
+        | MYSQL_TYPE_TIMESTAMP2
+        | MYSQL_TYPE_JSON => Literal::Text,
         _ if charset == 63 => Literal::Binary,
         _ => Literal::Text,
     }
@@ -301,7 +314,13 @@ pub(crate) fn strip_definer(stmt: &str) -> String {
 fn slug(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(48)
         .collect();
     if s.is_empty() {
@@ -336,7 +355,11 @@ struct Snapshot {
 }
 
 async fn start_snapshot(conn: &mut Conn) -> Result<(), MysqlError> {
-    exec(conn, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").await?;
+    exec(
+        conn,
+        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    )
+    .await?;
     exec(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT").await
 }
 
@@ -349,7 +372,9 @@ async fn master_status(conn: &mut Conn) -> Result<Option<BinlogPosition>, MysqlE
         let file: Option<String> = r.get(0);
         let pos: Option<u64> = r.get(1);
         match (file, pos) {
-            (Some(file), Some(position)) if !file.is_empty() => Some(BinlogPosition { file, position }),
+            (Some(file), Some(position)) if !file.is_empty() => {
+                Some(BinlogPosition { file, position })
+            }
             _ => None,
         }
     }))
@@ -358,7 +383,7 @@ async fn master_status(conn: &mut Conn) -> Result<Option<BinlogPosition>, MysqlE
 /// Opens the workers' snapshots at one shared point; see the module docs.
 async fn open_snapshots(
     control: &mut Conn,
-    workers: &mut Vec<Conn>,
+    workers: &mut [Conn],
     mariadb: bool,
 ) -> Result<Snapshot, MysqlError> {
     if workers.len() == 1 {
@@ -368,18 +393,26 @@ async fn open_snapshots(
             .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
             .await
             .map_err(|e| query_err("reading the snapshot's binlog position", e))?;
-        let file = rows.iter().find(|r| r.0.eq_ignore_ascii_case("Binlog_snapshot_file")).map(|r| r.1.clone());
+        let file = rows
+            .iter()
+            .find(|r| r.0.eq_ignore_ascii_case("Binlog_snapshot_file"))
+            .map(|r| r.1.clone());
         let pos = rows
             .iter()
             .find(|r| r.0.eq_ignore_ascii_case("Binlog_snapshot_position"))
             .and_then(|r| r.1.parse::<u64>().ok());
         let binlog = match (file, pos) {
-            (Some(file), Some(position)) if !file.is_empty() => Some(BinlogPosition { file, position }),
+            (Some(file), Some(position)) if !file.is_empty() => {
+                Some(BinlogPosition { file, position })
+            }
             _ => None,
         };
         let gtid = match &binlog {
             Some(b) if mariadb => control
-                .exec_first::<Option<String>, _, _>("SELECT BINLOG_GTID_POS(?, ?)", (b.file.clone(), b.position))
+                .exec_first::<Option<String>, _, _>(
+                    "SELECT BINLOG_GTID_POS(?, ?)",
+                    (b.file.clone(), b.position),
+                )
                 .await
                 .map_err(|e| query_err("BINLOG_GTID_POS", e))?
                 .flatten(),
@@ -394,9 +427,17 @@ async fn open_snapshots(
     }
     exec(control, "SET SESSION lock_wait_timeout = 60").await?;
     let (method, lock, unlock) = if mariadb {
-        ("backup-stage-block-commit", "BACKUP STAGE START", "BACKUP STAGE END")
+        (
+            "backup-stage-block-commit",
+            "BACKUP STAGE START",
+            "BACKUP STAGE END",
+        )
     } else {
-        ("flush-tables-with-read-lock", "FLUSH TABLES WITH READ LOCK", "UNLOCK TABLES")
+        (
+            "flush-tables-with-read-lock",
+            "FLUSH TABLES WITH READ LOCK",
+            "UNLOCK TABLES",
+        )
     };
     exec(control, lock).await?;
     let held = Instant::now();
@@ -495,7 +536,16 @@ pub async fn snapshot(
             create
         );
         let path = format!("db/1-schema-{:04}-{}.sql.zst", i + 1, slug(&t.name));
-        artifacts.push(put_compressed(&store, set_key, &path, text.as_bytes(), opts.compression_level).await?);
+        artifacts.push(
+            put_compressed(
+                &store,
+                set_key,
+                &path,
+                text.as_bytes(),
+                opts.compression_level,
+            )
+            .await?,
+        );
         schema_paths.push(path);
     }
 
@@ -549,7 +599,7 @@ pub async fn snapshot(
             }),
         }
     }
-    tasks.sort_by(|a, b| b.weight.cmp(&a.weight));
+    tasks.sort_by_key(|t| std::cmp::Reverse(t.weight));
     let queue = Arc::new(Mutex::new(VecDeque::from(tasks)));
     let tables_arc = Arc::new(tables.clone());
 
@@ -570,7 +620,17 @@ pub async fn snapshot(
                     Err(_) => None,
                 };
                 let Some(task) = task else { break };
-                match dump_chunk(&mut conn, &tables[task.table], &task, &store, &set_key, level, &progress).await {
+                match dump_chunk(
+                    &mut conn,
+                    &tables[task.table],
+                    &task,
+                    &store,
+                    &set_key,
+                    level,
+                    &progress,
+                )
+                .await
+                {
                     Ok(r) => results.push(r),
                     Err(e) => {
                         // Stop the other workers early: nothing more to gain.
@@ -608,8 +668,14 @@ pub async fn snapshot(
     }
 
     // Schema objects, created after the data on restore.
-    let (objects, object_artifacts) =
-        dump_objects(&mut control, database, &store, set_key, opts.compression_level).await?;
+    let (objects, object_artifacts) = dump_objects(
+        &mut control,
+        database,
+        &store,
+        set_key,
+        opts.compression_level,
+    )
+    .await?;
     artifacts.extend(object_artifacts);
 
     let charset: Option<(String, String)> = control
@@ -720,7 +786,12 @@ async fn dump_chunk(
         task.chunk,
         slug(&table.name)
     );
-    let mut writer = ArtifactWriter::start(store.clone(), format!("{set_key}{path}"), path.clone(), level);
+    let mut writer = ArtifactWriter::start(
+        store.clone(),
+        format!("{set_key}{path}"),
+        path.clone(),
+        level,
+    );
     let outcome = write_chunk(conn, table, task, &mut writer, progress).await;
     match outcome {
         Ok((sum, max_statement)) => {
@@ -817,7 +888,12 @@ async fn write_chunk(
                 statement_start = None;
                 if block.len() >= BLOCK_BYTES {
                     let n = block.len() as u64;
-                    writer.write(std::mem::replace(&mut block, Vec::with_capacity(BLOCK_BYTES + STATEMENT_BYTES))).await?;
+                    writer
+                        .write(std::mem::replace(
+                            &mut block,
+                            Vec::with_capacity(BLOCK_BYTES + STATEMENT_BYTES),
+                        ))
+                        .await?;
                     progress(n);
                 }
             }
@@ -894,7 +970,10 @@ async fn dump_objects(
     let mut routine_text = String::from(header);
     for (name, kind) in &routines {
         let show = format!("SHOW CREATE {} {}", kind, quote_ident(name));
-        let row: Option<Row> = conn.query_first(&show).await.map_err(|e| query_err(&show, e))?;
+        let row: Option<Row> = conn
+            .query_first(&show)
+            .await
+            .map_err(|e| query_err(&show, e))?;
         let Some(row) = row else { continue };
         let sql_mode: String = row.get(1).unwrap_or_default();
         let create: Option<String> = row.get(2);
@@ -911,13 +990,20 @@ async fn dump_objects(
             quote_ident(name),
             strip_definer(&create)
         ));
-        objects.push((kind.to_ascii_lowercase(), name.clone(), "db/3-routines.sql.zst"));
+        objects.push((
+            kind.to_ascii_lowercase(),
+            name.clone(),
+            "db/3-routines.sql.zst",
+        ));
     }
 
     let mut view_defs = Vec::new();
     for name in &views {
         let show = format!("SHOW CREATE VIEW {}", quote_ident(name));
-        let row: Option<Row> = conn.query_first(&show).await.map_err(|e| query_err(&show, e))?;
+        let row: Option<Row> = conn
+            .query_first(&show)
+            .await
+            .map_err(|e| query_err(&show, e))?;
         if let Some(def) = row.and_then(|r| r.get::<String, _>(1)) {
             view_defs.push((name.clone(), strip_definer(&def)));
         }
@@ -934,7 +1020,10 @@ async fn dump_objects(
     let mut trigger_text = String::from(header);
     for name in &triggers {
         let show = format!("SHOW CREATE TRIGGER {}", quote_ident(name));
-        let row: Option<Row> = conn.query_first(&show).await.map_err(|e| query_err(&show, e))?;
+        let row: Option<Row> = conn
+            .query_first(&show)
+            .await
+            .map_err(|e| query_err(&show, e))?;
         let Some(row) = row else { continue };
         let sql_mode: String = row.get(1).unwrap_or_default();
         let create: String = row.get(2).unwrap_or_default();
@@ -950,7 +1039,10 @@ async fn dump_objects(
     let mut event_text = String::from(header);
     for name in &events {
         let show = format!("SHOW CREATE EVENT {}", quote_ident(name));
-        let row: Option<Row> = conn.query_first(&show).await.map_err(|e| query_err(&show, e))?;
+        let row: Option<Row> = conn
+            .query_first(&show)
+            .await
+            .map_err(|e| query_err(&show, e))?;
         let Some(row) = row else { continue };
         let sql_mode: String = row.get(1).unwrap_or_default();
         let create: String = row.get(3).unwrap_or_default();
@@ -996,10 +1088,15 @@ mod tests {
             "CREATE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v` AS select 1"
         );
         assert_eq!(
-            strip_definer("CREATE DEFINER=`we``ird`@`%` TRIGGER t BEFORE INSERT ON x FOR EACH ROW SET @a=1"),
+            strip_definer(
+                "CREATE DEFINER=`we``ird`@`%` TRIGGER t BEFORE INSERT ON x FOR EACH ROW SET @a=1"
+            ),
             "CREATE TRIGGER t BEFORE INSERT ON x FOR EACH ROW SET @a=1"
         );
-        assert_eq!(strip_definer("CREATE VIEW v AS select 1"), "CREATE VIEW v AS select 1");
+        assert_eq!(
+            strip_definer("CREATE VIEW v AS select 1"),
+            "CREATE VIEW v AS select 1"
+        );
     }
 
     #[test]
@@ -1014,14 +1111,28 @@ mod tests {
     #[test]
     fn literals_by_column_type() {
         let mut out = Vec::new();
-        push_value(&mut out, Literal::Binary, Some(&Value::Bytes(vec![0, b'\'', 200])));
+        push_value(
+            &mut out,
+            Literal::Binary,
+            Some(&Value::Bytes(vec![0, b'\'', 200])),
+        );
         assert_eq!(out, b"_binary'\\0\\'\xc8'");
         out.clear();
-        push_value(&mut out, Literal::Number, Some(&Value::Bytes(b"-1.50".to_vec())));
+        push_value(
+            &mut out,
+            Literal::Number,
+            Some(&Value::Bytes(b"-1.50".to_vec())),
+        );
         push_value(&mut out, Literal::Text, None);
         assert_eq!(out, b"-1.50NULL");
-        assert_eq!(literal_kind(ColumnType::MYSQL_TYPE_BLOB, 63), Literal::Binary);
+        assert_eq!(
+            literal_kind(ColumnType::MYSQL_TYPE_BLOB, 63),
+            Literal::Binary
+        );
         assert_eq!(literal_kind(ColumnType::MYSQL_TYPE_BLOB, 45), Literal::Text);
-        assert_eq!(literal_kind(ColumnType::MYSQL_TYPE_DATETIME, 63), Literal::Text);
+        assert_eq!(
+            literal_kind(ColumnType::MYSQL_TYPE_DATETIME, 63),
+            Literal::Text
+        );
     }
 }

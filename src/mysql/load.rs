@@ -60,11 +60,17 @@ impl LoadReport {
 /// What is already in a database: counts of tables, views and routines.
 pub async fn describe_contents(conn: &mut Conn, db: &str) -> Result<Option<String>, MysqlError> {
     let tables: Option<u64> = conn
-        .exec_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?", (db,))
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
+            (db,),
+        )
         .await
         .map_err(|e| query_err("inspecting the target", e))?;
     let routines: Option<u64> = conn
-        .exec_first("SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?", (db,))
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?",
+            (db,),
+        )
         .await
         .map_err(|e| query_err("inspecting the target", e))?;
     let (t, r) = (tables.unwrap_or(0), routines.unwrap_or(0));
@@ -150,8 +156,12 @@ async fn run_statements(
     let mut reported = 0u64;
     while let Some(stmt) = reader.next().await? {
         conn.query_drop(stmt.as_slice()).await.map_err(|e| {
-            let preview: String = String::from_utf8_lossy(&stmt[..stmt.len().min(120)]).into_owned();
-            query_err(format!("loading {path} (statement {}: {preview}…)", n + 1), e)
+            let preview: String =
+                String::from_utf8_lossy(&stmt[..stmt.len().min(120)]).into_owned();
+            query_err(
+                format!("loading {path} (statement {}: {preview}…)", n + 1),
+                e,
+            )
         })?;
         n += 1;
         if reader.compressed_read > reported {
@@ -168,7 +178,9 @@ async fn open_loaders(endpoint: &Endpoint, db: &str, n: usize) -> Result<Vec<Con
         let mut c = endpoint.connect(Some(db)).await?;
         // Keep a restore out of the binary log when allowed (replicas are seeded separately).
         if c.query_drop("SET SESSION sql_log_bin = 0").await.is_err() {
-            tracing::debug!("cannot disable binary logging for the load session; continuing with it on");
+            tracing::debug!(
+                "cannot disable binary logging for the load session; continuing with it on"
+            );
         }
         conns.push(c);
     }
@@ -209,7 +221,11 @@ pub async fn load(
             });
         }
         tracing::warn!(database = target_db, %what, "--force: dropping the target database");
-        exec(&mut control, &format!("DROP DATABASE {}", quote_ident(target_db))).await?;
+        exec(
+            &mut control,
+            &format!("DROP DATABASE {}", quote_ident(target_db)),
+        )
+        .await?;
     }
     let mut create = format!("CREATE DATABASE IF NOT EXISTS {}", quote_ident(target_db));
     if !section.default_charset.is_empty() {
@@ -222,8 +238,13 @@ pub async fn load(
     let _ = control.disconnect().await;
 
     let conns = open_loaders(endpoint, target_db, opts.connections).await?;
-    let schema: Vec<String> = section.tables.iter().map(|t| t.schema_artifact.clone()).collect();
-    let (conns, s1) = run_artifacts(conns, schema, store.clone(), set_key, progress.clone()).await?;
+    let schema: Vec<String> = section
+        .tables
+        .iter()
+        .map(|t| t.schema_artifact.clone())
+        .collect();
+    let (conns, s1) =
+        run_artifacts(conns, schema, store.clone(), set_key, progress.clone()).await?;
 
     // Data: the largest tables' chunks first so the tail is short.
     let mut data: Vec<(u64, String)> = Vec::new();
@@ -232,17 +253,20 @@ pub async fn load(
             data.push((t.rows, p.clone()));
         }
     }
-    data.sort_by(|a, b| b.0.cmp(&a.0));
+    data.sort_by_key(|d| std::cmp::Reverse(d.0));
     let data = data.into_iter().map(|d| d.1).collect();
-    let (mut conns, s2) = run_artifacts(conns, data, store.clone(), set_key, progress.clone()).await?;
+    let (mut conns, s2) =
+        run_artifacts(conns, data, store.clone(), set_key, progress.clone()).await?;
 
     // Schema objects in their fixed order, on one connection.
-    let mut object_paths: Vec<String> = section.objects.iter().map(|o| o.artifact.clone()).collect();
+    let mut object_paths: Vec<String> =
+        section.objects.iter().map(|o| o.artifact.clone()).collect();
     object_paths.sort();
     object_paths.dedup();
     let mut s3 = 0;
     if let Some(first) = conns.pop() {
-        let (mut back, n) = run_artifacts(vec![first], object_paths, store, set_key, progress).await?;
+        let (mut back, n) =
+            run_artifacts(vec![first], object_paths, store, set_key, progress).await?;
         conns.append(&mut back);
         s3 = n;
     }
@@ -257,8 +281,13 @@ pub async fn load(
 }
 
 /// Re-reads every table and computes the same row count and checksum as the dump.
-pub async fn verify_tables(conns: Vec<Conn>, tables: &[TableEntry]) -> Result<Vec<TableCheck>, MysqlError> {
-    let queue = Arc::new(Mutex::new(tables.iter().cloned().enumerate().collect::<VecDeque<_>>()));
+pub async fn verify_tables(
+    conns: Vec<Conn>,
+    tables: &[TableEntry],
+) -> Result<Vec<TableCheck>, MysqlError> {
+    let queue = Arc::new(Mutex::new(
+        tables.iter().cloned().enumerate().collect::<VecDeque<_>>(),
+    ));
     let mut handles = Vec::new();
     for mut conn in conns {
         let queue = queue.clone();
@@ -302,7 +331,12 @@ pub async fn verify_tables(conns: Vec<Conn>, tables: &[TableEntry]) -> Result<Ve
 /// Row count and content checksum of one table, as the dump computes them.
 pub async fn table_checksum(conn: &mut Conn, t: &TableEntry) -> Result<TableChecksum, MysqlError> {
     let mut sum = TableChecksum::default();
-    let cols = t.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(",");
+    let cols = t
+        .columns
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(",");
     let query = if cols.is_empty() {
         format!("SELECT 1 FROM {}", quote_ident(&t.name))
     } else {

@@ -101,10 +101,17 @@ impl Endpoint {
 
     /// Parses `mysql://user[:password]@host[:port][/database]`; returns the database too.
     /// The password may also come from `WPDR_TARGET_PASSWORD` so it stays off the command line.
-    pub fn from_url(text: &str, env_password: Option<String>) -> Result<(Self, Option<String>), String> {
-        let u = url::Url::parse(text).map_err(|e| format!("not a URL ({e}); expected mysql://user@host:port/database"))?;
+    pub fn from_url(
+        text: &str,
+        env_password: Option<String>,
+    ) -> Result<(Self, Option<String>), String> {
+        let u = url::Url::parse(text)
+            .map_err(|e| format!("not a URL ({e}); expected mysql://user@host:port/database"))?;
         if !matches!(u.scheme(), "mysql" | "mariadb") {
-            return Err(format!("scheme '{}' is not mysql:// or mariadb://", u.scheme()));
+            return Err(format!(
+                "scheme '{}' is not mysql:// or mariadb://",
+                u.scheme()
+            ));
         }
         let host = u.host_str().ok_or("the URL has no host")?.to_string();
         let decode = |s: &str| {
@@ -124,7 +131,11 @@ impl Endpoint {
             (None, None) => Secret::default(),
         };
         let db = u.path().trim_start_matches('/');
-        let db = if db.is_empty() { None } else { Some(decode(db)?) };
+        let db = if db.is_empty() {
+            None
+        } else {
+            Some(decode(db)?)
+        };
         Ok((
             Endpoint {
                 host,
@@ -244,13 +255,19 @@ mod tests {
     #[test]
     fn parses_target_urls_without_leaking_password() {
         let (e, db) = Endpoint::from_url("mysql://wp:p%40ss@db.example:3307/site2", None).unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.user.as_str()), ("db.example", 3307, "wp"));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.user.as_str()),
+            ("db.example", 3307, "wp")
+        );
         assert_eq!(e.password.expose(), "p@ss");
         assert_eq!(db.as_deref(), Some("site2"));
         assert!(!format!("{e:?}").contains("p@ss"));
         assert!(!e.display().contains("p@ss"));
         let (e, db) = Endpoint::from_url("mysql://127.0.0.1", Some("envpw".into())).unwrap();
-        assert_eq!((e.port, e.user.as_str(), e.password.expose()), (3306, "root", "envpw"));
+        assert_eq!(
+            (e.port, e.user.as_str(), e.password.expose()),
+            (3306, "root", "envpw")
+        );
         assert!(db.is_none());
         assert!(Endpoint::from_url("postgres://x", None).is_err());
     }

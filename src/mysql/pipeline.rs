@@ -38,9 +38,8 @@ impl ArtifactWriter {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
         let (ctx, mut crx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
         let compressor = tokio::task::spawn_blocking(move || {
-            let mut enc =
-                zstd::stream::write::Encoder::new(Vec::with_capacity(BLOCK_BYTES), level)
-                    .map_err(|e| e.to_string())?;
+            let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(BLOCK_BYTES), level)
+                .map_err(|e| e.to_string())?;
             while let Some(block) = rx.blocking_recv() {
                 enc.write_all(&block).map_err(|e| e.to_string())?;
                 if enc.get_ref().len() >= BLOCK_BYTES / 2 {
@@ -204,13 +203,12 @@ impl StatementReader {
                     let mut input = InBuffer::around(&chunk);
                     loop {
                         let mut output = OutBuffer::around(&mut self.out[..]);
-                        let hint = self
-                            .decoder
-                            .run(&mut input, &mut output)
-                            .map_err(|e| MysqlError::Artifact {
+                        let hint = self.decoder.run(&mut input, &mut output).map_err(|e| {
+                            MysqlError::Artifact {
                                 path: self.path.clone(),
                                 detail: format!("zstd: {e}"),
-                            })?;
+                            }
+                        })?;
                         self.last_hint = hint;
                         let n = output.pos();
                         self.splitter.push(&self.out[..n]);

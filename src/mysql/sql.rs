@@ -71,8 +71,14 @@ fn delimiter_command(line: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end.max(start)]
 }
 
@@ -80,7 +86,9 @@ fn trim(b: &[u8]) -> &[u8] {
 fn strip_leading_comments(mut b: &[u8]) -> &[u8] {
     loop {
         b = trim(b);
-        if b.starts_with(b"#") || (b.starts_with(b"--") && b.len() > 2 && b[2].is_ascii_whitespace()) {
+        if b.starts_with(b"#")
+            || (b.starts_with(b"--") && b.len() > 2 && b[2].is_ascii_whitespace())
+        {
             match b.iter().position(|&c| c == b'\n') {
                 Some(i) => b = &b[i + 1..],
                 None => return &[],
@@ -211,8 +219,7 @@ impl Splitter {
                         let next = self.pos + self.delimiter.len();
                         return Some(self.take(end, next));
                     }
-                    if self.delimiter.len() > 1
-                        && self.delimiter.starts_with(&self.buf[self.pos..])
+                    if self.delimiter.len() > 1 && self.delimiter.starts_with(&self.buf[self.pos..])
                     {
                         return None; // a delimiter may be split across pushes
                     }
@@ -331,7 +338,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn strs(v: Vec<Vec<u8>>) -> Vec<String> {
-        v.into_iter().map(|s| String::from_utf8(s).unwrap()).collect()
+        v.into_iter()
+            .map(|s| String::from_utf8(s).unwrap())
+            .collect()
     }
 
     #[test]
@@ -370,7 +379,10 @@ mod tests {
         let text = br"INSERT INTO t VALUES ('it\'s; fine', 'a\\'); SELECT 'x''y;';";
         assert_eq!(
             strs(split_all(text).unwrap()),
-            vec![r"INSERT INTO t VALUES ('it\'s; fine', 'a\\')", "SELECT 'x''y;'"]
+            vec![
+                r"INSERT INTO t VALUES ('it\'s; fine', 'a\\')",
+                "SELECT 'x''y;'"
+            ]
         );
     }
 

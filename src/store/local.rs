@@ -158,10 +158,7 @@ impl LocalStore {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            final_path.with_file_name(format!(
-                "{name}{TEMP_MARK}{:016x}",
-                rand::random::<u64>()
-            ))
+            final_path.with_file_name(format!("{name}{TEMP_MARK}{:016x}", rand::random::<u64>()))
         };
         LocalWriter {
             final_path,
@@ -227,10 +224,7 @@ impl LocalWriter {
         let temp = self.temp.clone();
         let f = self.open().await?;
         f.flush().await.map_err(|e| io_err(&temp, e))?;
-        f.get_ref()
-            .sync_all()
-            .await
-            .map_err(|e| io_err(&temp, e))?;
+        f.get_ref().sync_all().await.map_err(|e| io_err(&temp, e))?;
         self.file = None;
         tokio::fs::rename(&self.temp, &self.final_path)
             .await

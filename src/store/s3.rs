@@ -32,7 +32,13 @@ pub struct S3Store {
 }
 
 /// Maps an SDK failure to a store error a person can act on.
-fn classify<E, R>(err: SdkError<E, R>, op: &'static str, bucket: &str, endpoint: &str, key: &str) -> StoreError
+fn classify<E, R>(
+    err: SdkError<E, R>,
+    op: &'static str,
+    bucket: &str,
+    endpoint: &str,
+    key: &str,
+) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
@@ -341,7 +347,8 @@ impl S3Reader {
                 Ok(None) => match self.total {
                     Some(t) if t > self.offset => {
                         // The body ended early: resume from where it stopped.
-                        self.resume(format!("body ended at {} of {t} bytes", self.offset)).await?;
+                        self.resume(format!("body ended at {} of {t} bytes", self.offset))
+                            .await?;
                     }
                     _ => return Ok(None),
                 },

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, property and integration tests against the real
+# services from scripts/dev-services.sh (which must have run; a missing service fails).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export WPDR_DEV_DIR="${WPDR_DEV_DIR:-/tmp/wpdr-dev}"
+if [ ! -f "$WPDR_DEV_DIR/env" ]; then
+  echo "test services are not running: run scripts/dev-services.sh first" >&2
+  exit 1
+fi
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+# Integration tests start their own MariaDB servers; two at a time fit 2 cores.
+cargo test --all-targets -- --test-threads="${WPDR_TEST_THREADS:-2}"

@@ -1,0 +1,354 @@
+//! Shared test harness: the real services started by `scripts/dev-services.sh`,
+//! fresh MariaDB servers on free ports, and helpers to run the `wpdr` binary.
+#![allow(dead_code)]
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Values from `$WPDR_DEV_DIR/env`. A missing file is a failure, never a skip.
+pub struct Services {
+    vars: HashMap<String, String>,
+}
+
+impl Services {
+    pub fn get() -> Services {
+        let dir = std::env::var("WPDR_DEV_DIR").unwrap_or_else(|_| "/tmp/wpdr-dev".into());
+        let path = Path::new(&dir).join("env");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "test services are not running ({}: {e}). Start them with scripts/dev-services.sh",
+                path.display()
+            )
+        });
+        let mut vars = HashMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("export ") {
+                if let Some((k, v)) = rest.split_once('=') {
+                    vars.insert(k.to_string(), v.trim_matches('"').to_string());
+                }
+            }
+        }
+        Services { vars }
+    }
+
+    pub fn var(&self, k: &str) -> String {
+        self.vars
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| panic!("{k} missing from the dev-services env file"))
+    }
+
+    pub fn db_port(&self) -> u16 {
+        self.var("WPDR_TEST_DB_PORT").parse().unwrap()
+    }
+
+    /// Connection to the shared dev MariaDB (root-equivalent test user).
+    pub async fn admin(&self, db: Option<&str>) -> Conn {
+        connect(
+            self.db_port(),
+            &self.var("WPDR_TEST_DB_USER"),
+            &self.var("WPDR_TEST_DB_PASSWORD"),
+            db,
+        )
+        .await
+    }
+
+    /// A new, empty database on the dev server with a unique name.
+    pub async fn fresh_database(&self, stem: &str) -> String {
+        let name = format!("{stem}_{:08x}", rand::random::<u32>());
+        let mut c = self.admin(None).await;
+        c.query_drop(format!(
+            "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        ))
+        .await
+        .unwrap();
+        name
+    }
+
+    /// A config file for a site whose sets live under a unique prefix in Garage.
+    pub fn s3_config(&self, dir: &Path, database: &str, extra: &str) -> PathBuf {
+        let prefix = format!("test-{:08x}", rand::random::<u32>());
+        let yaml = format!(
+            "site: testsite\nstore:\n  type: s3\n  bucket: {}\n  prefix: {prefix}\n  endpoint: {}\n  region: {}\n  access_key_id: {}\ndatabase:\n  host: 127.0.0.1\n  port: {}\n  user: {}\n  name: {database}\n{extra}",
+            self.var("WPDR_TEST_S3_BUCKET"),
+            self.var("WPDR_TEST_S3_ENDPOINT"),
+            self.var("WPDR_TEST_S3_REGION"),
+            self.var("WPDR_TEST_S3_ACCESS_KEY_ID"),
+            self.db_port(),
+            self.var("WPDR_TEST_DB_USER"),
+        );
+        let p = dir.join("wpdr.yaml");
+        std::fs::write(&p, yaml).unwrap();
+        p
+    }
+
+    /// A config with a local-directory store at `dir/store`.
+    pub fn local_config(&self, dir: &Path, database: &str, extra: &str) -> PathBuf {
+        let yaml = format!(
+            "site: testsite\nstore:\n  type: local\n  path: {}\ndatabase:\n  host: 127.0.0.1\n  port: {}\n  user: {}\n  name: {database}\n{extra}",
+            dir.join("store").display(),
+            self.db_port(),
+            self.var("WPDR_TEST_DB_USER"),
+        );
+        let p = dir.join("wpdr.yaml");
+        std::fs::write(&p, yaml).unwrap();
+        p
+    }
+
+    /// Environment for the wpdr binary: secrets as env, never in files or args.
+    pub fn secret_env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "WPDR_S3_SECRET_ACCESS_KEY".into(),
+                self.var("WPDR_TEST_S3_SECRET_ACCESS_KEY"),
+            ),
+            ("WPDR_DB_PASSWORD".into(), self.var("WPDR_TEST_DB_PASSWORD")),
+            ("WPDR_LOG_FORMAT".into(), "json".into()),
+        ]
+    }
+
+    /// Runs `wpdr` with the given config and arguments.
+    pub fn wpdr(&self, config: &Path, args: &[&str]) -> Output {
+        self.wpdr_cmd(config, args).output().unwrap()
+    }
+
+    pub fn wpdr_cmd(&self, config: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wpdr"));
+        cmd.arg("--config").arg(config).args(args);
+        for (k, v) in self.secret_env() {
+            cmd.env(k, v);
+        }
+        cmd.env_remove("WPDR_CONFIG");
+        cmd
+    }
+}
+
+pub async fn connect(port: u16, user: &str, password: &str, db: Option<&str>) -> Conn {
+    let opts = OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some(user))
+        .pass(Some(password))
+        .db_name(db)
+        .prefer_socket(false)
+        .max_allowed_packet(Some(1 << 30))
+        .init(vec!["SET NAMES utf8mb4", "SET time_zone='+00:00'"]);
+    Conn::new(opts)
+        .await
+        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A MariaDB server of the test's own: own port, data dir and binary log. Killed on drop.
+pub struct MariaDb {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+pub const TEST_USER: &str = "wpdr";
+pub const TEST_PASSWORD: &str = "target-pw";
+
+impl MariaDb {
+    pub fn start(extra_args: &[&str]) -> MariaDb {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let user = whoami();
+        let st = Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--user={user}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mariadb-install-db failed");
+        let port = free_port();
+        let sock = dir.path().join("s.sock");
+        let child = Command::new("/usr/sbin/mariadbd")
+            .arg("--no-defaults")
+            .arg(format!("--user={user}"))
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--socket={}", sock.display()))
+            .arg(format!(
+                "--log-error={}",
+                dir.path().join("error.log").display()
+            ))
+            .arg(format!("--log-bin={}", data.join("binlog").display()))
+            .arg("--server-id=77")
+            .arg("--innodb-buffer-pool-size=128M")
+            .arg("--skip-name-resolve")
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = Command::new("mariadb")
+                .args(["--no-defaults", "-uroot"])
+                .arg(format!("--socket={}", sock.display()))
+                .args(["-e", &format!(
+                    "CREATE USER IF NOT EXISTS '{TEST_USER}'@'%' IDENTIFIED BY '{TEST_PASSWORD}'; GRANT ALL ON *.* TO '{TEST_USER}'@'%' WITH GRANT OPTION;"
+                )])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "MariaDB on port {port} did not start: {}",
+                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        MariaDb { port, dir, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://{TEST_USER}@127.0.0.1:{}", self.port)
+    }
+
+    pub async fn conn(&self, db: Option<&str>) -> Conn {
+        connect(self.port, TEST_USER, TEST_PASSWORD, db).await
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn whoami() -> String {
+    String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success, printing both streams if not.
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "wpdr failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    let s = ok(o);
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Every row of a table, ordered by all columns, as raw text-protocol bytes:
+/// an independent comparison that does not use wpdr's checksum.
+pub async fn table_rows(conn: &mut Conn, table: &str) -> Vec<Vec<Option<Vec<u8>>>> {
+    let cols: Vec<String> = conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            (table,),
+        )
+        .await
+        .unwrap();
+    let list = cols
+        .iter()
+        .map(|c| format!("`{}`", c.replace('`', "``")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let order = (1..=cols.len())
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let rows: Vec<mysql_async::Row> = conn
+        .query(format!(
+            "SELECT {list} FROM `{}` ORDER BY {order}",
+            table.replace('`', "``")
+        ))
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| match r.as_ref(i) {
+                    Some(mysql_async::Value::Bytes(b)) => Some(b.clone()),
+                    Some(mysql_async::Value::NULL) | None => None,
+                    Some(other) => Some(other.as_sql(false).into_bytes()),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Table names of the current database, sorted.
+pub async fn tables(conn: &mut Conn) -> Vec<String> {
+    let mut t: Vec<String> = conn
+        .query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE='BASE TABLE'")
+        .await
+        .unwrap();
+    t.sort();
+    t
+}
+
+/// Asserts that two databases hold the same tables, schemas and rows.
+pub async fn assert_same_database(a: &mut Conn, b: &mut Conn) {
+    let ta = tables(a).await;
+    let tb = tables(b).await;
+    assert_eq!(ta, tb, "table lists differ");
+    for t in &ta {
+        let ca: (String, String) = a
+            .query_first(format!("SHOW CREATE TABLE `{}`", t.replace('`', "``")))
+            .await
+            .unwrap()
+            .unwrap();
+        let cb: (String, String) = b
+            .query_first(format!("SHOW CREATE TABLE `{}`", t.replace('`', "``")))
+            .await
+            .unwrap()
+            .unwrap();
+        let strip = |s: &str| {
+            s.split_whitespace()
+                .filter(|w| !w.starts_with("AUTO_INCREMENT="))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(strip(&ca.1), strip(&cb.1), "schema of {t} differs");
+        let ra = table_rows(a, t).await;
+        let rb = table_rows(b, t).await;
+        assert_eq!(ra.len(), rb.len(), "row count of {t} differs");
+        assert!(ra == rb, "rows of {t} differ");
+    }
+}
