@@ -53,6 +53,15 @@ pub async fn restore_db(
         })?;
     let set_key = catalog.key(&manifest.set_id, "");
     tracing::info!(set = %manifest.set_id, target = %target.display(), database, "database restore started");
-    let report = load::load(target, database, section, store, &set_key, opts, progress).await?;
+    let report = load::load(
+        target,
+        database,
+        section,
+        &manifest.artifacts,
+        store,
+        &set_key,
+        opts,
+        progress,
+    ).await?;
     Ok(report)
 }

@@ -102,6 +102,19 @@ impl LockGuard {
                     _ = stop.notified() => return,
                     _ = tokio::time::sleep(every) => {}
                 }
+                // Renew only while the lock is still ours: after a long stall
+                // another run may have taken it over, and must not be clobbered.
+                match read_lock(&store, &key).await {
+                    Ok(Some(Some(current))) if current.token == info.token => {}
+                    Ok(_) => {
+                        tracing::error!("the backup lock was taken over by another run; this run's set will not be trusted by it");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the backup lock to renew it");
+                        continue;
+                    }
+                }
                 info.expires_at = Utc::now() + ChronoDuration::seconds(ttl_seconds as i64);
                 match serde_json::to_vec(&info) {
                     Ok(body) => {
@@ -128,6 +141,20 @@ impl Drop for LockGuard {
     }
 }
 
+/// How long an S3 writer waits before reading its lock back. S3-compatible
+/// stores do not all honour `If-None-Match` (Garage ignores it), so two runs
+/// that both found no lock may both write one; after this pause the last
+/// write is visible to both and only its writer goes on.
+const S3_SETTLE: Duration = Duration::from_millis(750);
+
+async fn read_lock(store: &Store, key: &str) -> Result<Option<Option<LockInfo>>, StoreError> {
+    match store.get_bytes(key).await {
+        Ok(b) => Ok(Some(serde_json::from_slice::<LockInfo>(&b).ok())),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 pub(super) async fn acquire(
     store: &Store,
     key: &str,
@@ -138,6 +165,26 @@ pub(super) async fn acquire(
     let host = this_host();
     for _attempt in 0..3 {
         let now = Utc::now();
+        // Look first: a live holder is reported whether or not the store
+        // supports conditional writes.
+        match read_lock(store, key).await? {
+            Some(Some(holder)) if !holder.is_stale(now, &host) => {
+                return Err(CatalogError::Locked {
+                    site: site.to_string(),
+                    holder: holder.describe(),
+                    expires_at: holder.expires_at,
+                });
+            }
+            Some(Some(holder)) => {
+                tracing::warn!(holder = %holder.describe(), "taking over a stale backup lock");
+                store.delete(key).await?;
+            }
+            Some(None) => {
+                tracing::warn!(%key, "removing an unreadable backup lock");
+                store.delete(key).await?;
+            }
+            None => {}
+        }
         let info = LockInfo {
             token: format!("{:032x}", rand::random::<u128>()),
             host: host.clone(),
@@ -151,12 +198,14 @@ pub(super) async fn acquire(
             key: key.to_string(),
             detail: e.to_string(),
         })?;
-        if store.put_if_absent(key, Bytes::from(body)).await? {
-            // Read back: a store that ignores conditional writes would let two
-            // writers both "win"; the last one to write keeps the lock.
-            let back = store.get_bytes(key).await?;
-            let holder: Option<LockInfo> = serde_json::from_slice(&back).ok();
-            if holder.as_ref().map(|h| &h.token) == Some(&info.token) {
+        if !store.put_if_absent(key, Bytes::from(body)).await? {
+            continue;
+        }
+        if matches!(store, Store::S3(_)) {
+            tokio::time::sleep(S3_SETTLE).await;
+        }
+        if let Some(Some(holder)) = read_lock(store, key).await? {
+            if holder.token == info.token {
                 return Ok(LockGuard {
                     info,
                     key: key.to_string(),
@@ -165,36 +214,21 @@ pub(super) async fn acquire(
                     released: false,
                 });
             }
-            continue;
-        }
-        let current = match store.get_bytes(key).await {
-            Ok(b) => serde_json::from_slice::<LockInfo>(&b).ok(),
-            Err(StoreError::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        match current {
-            Some(holder) if !holder.is_stale(now, &host) => {
-                return Err(CatalogError::Locked {
-                    site: site.to_string(),
-                    holder: holder.describe(),
-                    expires_at: holder.expires_at,
-                });
-            }
-            Some(holder) => {
-                tracing::warn!(holder = %holder.describe(), "taking over a stale backup lock");
-                store.delete(key).await?;
-            }
-            None => {
-                tracing::warn!(%key, "removing an unreadable backup lock");
-                store.delete(key).await?;
-            }
         }
     }
-    Err(CatalogError::Locked {
-        site: site.to_string(),
-        holder: "a competing run (the lock changed hands while we tried)".into(),
-        expires_at: Utc::now(),
-    })
+    // Lost every race: report whoever holds it now.
+    match read_lock(store, key).await? {
+        Some(Some(holder)) => Err(CatalogError::Locked {
+            site: site.to_string(),
+            holder: holder.describe(),
+            expires_at: holder.expires_at,
+        }),
+        _ => Err(CatalogError::Locked {
+            site: site.to_string(),
+            holder: "a competing run (the lock changed hands while we tried)".into(),
+            expires_at: Utc::now(),
+        }),
+    }
 }
 
 #[cfg(test)]

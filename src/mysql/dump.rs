@@ -762,7 +762,7 @@ async fn put_compressed(
     text: &[u8],
     level: i32,
 ) -> Result<Written, MysqlError> {
-    let z = zstd::bulk::compress(text, level).map_err(|e| MysqlError::Compression {
+    let z = super::pipeline::compress(text, level).map_err(|e| MysqlError::Compression {
         path: path.to_string(),
         detail: e.to_string(),
     })?;

@@ -10,7 +10,7 @@ use super::checksum::TableChecksum;
 use super::pipeline::StatementReader;
 use super::sql::quote_ident;
 use super::{exec, query_err, Endpoint, MysqlError};
-use crate::catalog::{DatabaseSection, TableEntry};
+use crate::catalog::{Artifact, DatabaseSection, TableEntry};
 use crate::store::Store;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
@@ -84,7 +84,7 @@ pub async fn describe_contents(conn: &mut Conn, db: &str) -> Result<Option<Strin
 /// Runs the artifacts in `paths` over the connections, each artifact on one connection.
 async fn run_artifacts(
     conns: Vec<Conn>,
-    paths: Vec<String>,
+    paths: Vec<(String, Option<(u64, String)>)>,
     store: Arc<Store>,
     set_key: &str,
     progress: Progress,
@@ -100,10 +100,11 @@ async fn run_artifacts(
             let mut statements = 0u64;
             loop {
                 let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                let Some(path) = next else { break };
+                let Some((path, expected)) = next else { break };
                 let res = async {
                     let mut reader =
-                        StatementReader::open(&store, &format!("{set_key}{path}"), &path).await?;
+                        StatementReader::open(&store, &format!("{set_key}{path}"), &path, expected)
+                            .await?;
                     run_statements(&mut conn, &mut reader, &path, &progress).await
                 }
                 .await;
@@ -188,10 +189,13 @@ async fn open_loaders(endpoint: &Endpoint, db: &str, n: usize) -> Result<Vec<Con
 }
 
 /// Loads `section` from the set under `set_key` into database `target_db`.
+/// `artifacts` gives each artifact's size and SHA-256, checked while loading.
+#[allow(clippy::too_many_arguments)]
 pub async fn load(
     endpoint: &Endpoint,
     target_db: &str,
     section: &DatabaseSection,
+    artifacts: &[Artifact],
     store: Arc<Store>,
     set_key: &str,
     opts: &LoadOptions,
@@ -238,10 +242,16 @@ pub async fn load(
     let _ = control.disconnect().await;
 
     let conns = open_loaders(endpoint, target_db, opts.connections).await?;
-    let schema: Vec<String> = section
+    let by_path: std::collections::HashMap<&str, &Artifact> =
+        artifacts.iter().map(|a| (a.path.as_str(), a)).collect();
+    let expect = |p: &str| {
+        let a = by_path.get(p);
+        (p.to_string(), a.map(|a| (a.size, a.sha256.clone())))
+    };
+    let schema = section
         .tables
         .iter()
-        .map(|t| t.schema_artifact.clone())
+        .map(|t| expect(&t.schema_artifact))
         .collect();
     let (conns, s1) =
         run_artifacts(conns, schema, store.clone(), set_key, progress.clone()).await?;
@@ -254,7 +264,7 @@ pub async fn load(
         }
     }
     data.sort_by_key(|d| std::cmp::Reverse(d.0));
-    let data = data.into_iter().map(|d| d.1).collect();
+    let data = data.into_iter().map(|d| expect(&d.1)).collect();
     let (mut conns, s2) =
         run_artifacts(conns, data, store.clone(), set_key, progress.clone()).await?;
 
@@ -265,6 +275,7 @@ pub async fn load(
     object_paths.dedup();
     let mut s3 = 0;
     if let Some(first) = conns.pop() {
+        let object_paths = object_paths.iter().map(|p| expect(p)).collect();
         let (mut back, n) =
             run_artifacts(vec![first], object_paths, store, set_key, progress).await?;
         conns.append(&mut back);

@@ -13,6 +13,7 @@ use super::sql::Splitter;
 use super::MysqlError;
 use crate::store::{ObjectReader, ObjectWriter, Store, StoreError, Written};
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -149,7 +150,17 @@ impl ArtifactWriter {
     }
 }
 
-/// Reads a zstd artifact from the store as a stream of SQL statements.
+/// Compresses a small artifact in one go, with the frame checksum on.
+pub fn compress(text: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(text.len() / 3 + 64), level)?;
+    enc.include_checksum(true)?;
+    enc.write_all(text)?;
+    enc.finish()
+}
+
+/// Reads a zstd artifact from the store as a stream of SQL statements. When
+/// the manifest's size and SHA-256 are given, the stored bytes are checked
+/// against them as they stream, and a difference fails the read at its end.
 pub struct StatementReader {
     path: String,
     reader: ObjectReader,
@@ -160,10 +171,17 @@ pub struct StatementReader {
     last_hint: usize,
     /// Compressed bytes read so far (for progress).
     pub compressed_read: u64,
+    expected: Option<(u64, String)>,
+    hasher: Sha256,
 }
 
 impl StatementReader {
-    pub async fn open(store: &Store, key: &str, path: &str) -> Result<Self, MysqlError> {
+    pub async fn open(
+        store: &Store,
+        key: &str,
+        path: &str,
+        expected: Option<(u64, String)>,
+    ) -> Result<Self, MysqlError> {
         let reader = store.reader(key).await?;
         let decoder = Decoder::new().map_err(|e| MysqlError::Artifact {
             path: path.to_string(),
@@ -178,6 +196,8 @@ impl StatementReader {
             ended: false,
             last_hint: 1,
             compressed_read: 0,
+            expected,
+            hasher: Sha256::new(),
         })
     }
 
@@ -200,6 +220,7 @@ impl StatementReader {
             match self.reader.next_chunk().await? {
                 Some(chunk) => {
                     self.compressed_read += chunk.len() as u64;
+                    self.hasher.update(&chunk);
                     let mut input = InBuffer::around(&chunk);
                     loop {
                         let mut output = OutBuffer::around(&mut self.out[..]);
@@ -218,6 +239,15 @@ impl StatementReader {
                     }
                 }
                 None => {
+                    if let Some((size, sha)) = self.expected.take() {
+                        let found = hex::encode(std::mem::take(&mut self.hasher).finalize());
+                        if size != self.compressed_read || sha != found {
+                            return Err(self.bad(format!(
+                                "{} bytes with SHA-256 {found}, but the manifest says {size} bytes with {sha}: the artifact was truncated or altered",
+                                self.compressed_read
+                            )));
+                        }
+                    }
                     // zstd reports 0 exactly when a frame is complete.
                     if self.last_hint != 0 {
                         return Err(self.bad(
