@@ -98,7 +98,10 @@ fn init_logging(cli: &Cli) {
     if json {
         builder.json().init();
     } else {
-        builder.with_target(false).init();
+        builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
     }
 }
 

@@ -62,6 +62,7 @@ pub async fn restore_db(
         &set_key,
         opts,
         progress,
-    ).await?;
+    )
+    .await?;
     Ok(report)
 }

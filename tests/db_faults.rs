@@ -12,7 +12,9 @@ use std::time::Duration;
 async fn small_site(svc: &Services, rows: u32) -> String {
     let db = svc.fresh_database("faults").await;
     let mut c = svc.admin(Some(&db)).await;
-    c.query_drop("CREATE TABLE wp_posts (ID INT PRIMARY KEY, post_content LONGTEXT)").await.unwrap();
+    c.query_drop("CREATE TABLE wp_posts (ID INT PRIMARY KEY, post_content LONGTEXT)")
+        .await
+        .unwrap();
     c.query_drop(format!(
         "INSERT INTO wp_posts SELECT seq, REPEAT(CONCAT(SHA2(seq, 512), 'x'), 30) FROM seq_1_to_{rows}"
     ))
@@ -38,12 +40,18 @@ async fn kill_9_at_many_points_never_yields_a_complete_looking_set() {
     let dir = tempfile::tempdir().unwrap();
     // Small chunks and S3 multipart so a kill lands mid-upload as well as mid-read.
     let cfg = svc.s3_config(dir.path(), &db, "backup:\n  chunk_size: 1MiB\n");
-    let first = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"].as_str().unwrap().to_string();
+    let first = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let delays_ms = [5u64, 20, 50, 80, 120, 180, 250, 350, 500, 700, 1000];
     let mut killed_mid_run = 0;
     for d in delays_ms {
-        let mut child = svc.wpdr_cmd(&cfg, &["--output", "json", "backup"]).spawn().unwrap();
+        let mut child = svc
+            .wpdr_cmd(&cfg, &["--output", "json", "backup"])
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(d));
         let finished = child.try_wait().unwrap().is_some();
         if !finished {
@@ -55,12 +63,23 @@ async fn kill_9_at_many_points_never_yields_a_complete_looking_set() {
         // Only complete sets are listed, and each of them verifies.
         for id in set_ids(&svc, &cfg) {
             let v = svc.wpdr(&cfg, &["--output", "json", "verify", &id]);
-            assert!(v.status.success(), "set {id} listed but does not verify after a kill at {d} ms: {}", stdout(&v));
+            assert!(
+                v.status.success(),
+                "set {id} listed but does not verify after a kill at {d} ms: {}",
+                stdout(&v)
+            );
         }
     }
-    assert!(killed_mid_run >= 5, "too few kills landed mid-run ({killed_mid_run}); the backup is too quick for this test");
+    assert!(
+        killed_mid_run >= 5,
+        "too few kills landed mid-run ({killed_mid_run}); the backup is too quick for this test"
+    );
     let v = svc.wpdr(&cfg, &["verify", &first]);
-    assert!(v.status.success(), "the first set must still verify: {}", stdout(&v));
+    assert!(
+        v.status.success(),
+        "the first set must still verify: {}",
+        stdout(&v)
+    );
 
     // The killed runs' directories exist but are not sets: show refuses them clearly.
     let store_dirs = list_set_dirs(&svc, &cfg).await;
@@ -73,16 +92,23 @@ async fn kill_9_at_many_points_never_yields_a_complete_looking_set() {
     }
 
     // The next backup succeeds at once: the dead holder's lock is recognised.
-    let next = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"].as_str().unwrap().to_string();
+    let next = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(svc.wpdr(&cfg, &["verify", &next]).status.success());
     assert_eq!(set_ids(&svc, &cfg)[0], next, "newest first");
 }
 
 /// Set directories present in the store, complete or not (read via a helper config's listing).
 async fn list_set_dirs(svc: &Services, cfg: &std::path::Path) -> Vec<String> {
-    let config = wpdr::config::Config::load(Some(cfg), &std::collections::HashMap::from([
-        ("WPDR_S3_SECRET_ACCESS_KEY".to_string(), svc.var("WPDR_TEST_S3_SECRET_ACCESS_KEY")),
-    ]))
+    let config = wpdr::config::Config::load(
+        Some(cfg),
+        &std::collections::HashMap::from([(
+            "WPDR_S3_SECRET_ACCESS_KEY".to_string(),
+            svc.var("WPDR_TEST_S3_SECRET_ACCESS_KEY"),
+        )]),
+    )
     .unwrap();
     let store = wpdr::store::Store::open(&config.store).await.unwrap();
     let prefix = format!("{}/sets/", config.site_prefix());
@@ -91,7 +117,11 @@ async fn list_set_dirs(svc: &Services, cfg: &std::path::Path) -> Vec<String> {
         .await
         .unwrap()
         .into_iter()
-        .map(|d| d.trim_start_matches(&prefix).trim_end_matches('/').to_string())
+        .map(|d| {
+            d.trim_start_matches(&prefix)
+                .trim_end_matches('/')
+                .to_string()
+        })
         .collect()
 }
 
@@ -130,34 +160,64 @@ async fn bad_input_and_broken_services_get_distinct_exit_codes() {
     let cfg = svc.s3_config(dir.path(), &db, "");
 
     // Unreachable database: 4.
-    let o = svc.wpdr_cmd(&cfg, &["backup"]).env("WPDR_DB_PORT", free_port().to_string()).output().unwrap();
+    let o = svc
+        .wpdr_cmd(&cfg, &["backup"])
+        .env("WPDR_DB_PORT", free_port().to_string())
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("cannot connect to the database"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot connect to the database"),
+        "{}",
+        stderr(&o)
+    );
 
     // Wrong password: 5, and the password never appears.
-    let o = svc.wpdr_cmd(&cfg, &["backup"]).env("WPDR_DB_PASSWORD", "wrong-password-xyz").output().unwrap();
+    let o = svc
+        .wpdr_cmd(&cfg, &["backup"])
+        .env("WPDR_DB_PASSWORD", "wrong-password-xyz")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert!(stderr(&o).contains("refused user"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("wrong-password-xyz"));
 
     // Unknown database: 4 with the name.
-    let o = svc.wpdr_cmd(&cfg, &["backup"]).env("WPDR_DB_NAME", "no_such_db_here").output().unwrap();
+    let o = svc
+        .wpdr_cmd(&cfg, &["backup"])
+        .env("WPDR_DB_NAME", "no_such_db_here")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("no_such_db_here"), "{}", stderr(&o));
 
     // Missing bucket: 6.
-    let o = svc.wpdr_cmd(&cfg, &["sets", "list"]).env("WPDR_S3_BUCKET", "no-such-bucket-wpdr").output().unwrap();
+    let o = svc
+        .wpdr_cmd(&cfg, &["sets", "list"])
+        .env("WPDR_S3_BUCKET", "no-such-bucket-wpdr")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
     assert!(stderr(&o).contains("no-such-bucket-wpdr"), "{}", stderr(&o));
 
     // Wrong S3 secret: 13, and the secret never appears.
-    let o = svc.wpdr_cmd(&cfg, &["sets", "list"]).env("WPDR_S3_SECRET_ACCESS_KEY", "0000000000000000000000000000000000000000000000000000000000000000").output().unwrap();
+    let o = svc
+        .wpdr_cmd(&cfg, &["sets", "list"])
+        .env(
+            "WPDR_S3_SECRET_ACCESS_KEY",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        )
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(13), "{}", stderr(&o));
 
     // S3 endpoint down: 6.
     let o = svc
         .wpdr_cmd(&cfg, &["sets", "list"])
-        .env("WPDR_S3_ENDPOINT", format!("http://127.0.0.1:{}", free_port()))
+        .env(
+            "WPDR_S3_ENDPOINT",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
@@ -171,7 +231,11 @@ async fn bad_input_and_broken_services_get_distinct_exit_codes() {
     std::fs::write(&bad, "database:\n  connections: 0\n").unwrap();
     let o = svc.wpdr(&bad, &["sets", "list"]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(stderr(&o).contains("database.connections"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("database.connections"),
+        "{}",
+        stderr(&o)
+    );
     let o = svc.wpdr(&dir.path().join("missing.yaml"), &["sets", "list"]);
     assert_eq!(o.status.code(), Some(3));
 
@@ -196,13 +260,24 @@ async fn truncated_or_altered_artifacts_are_named_by_verify_and_stop_a_restore()
     let db = small_site(&svc, 3000).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = svc.local_config(dir.path(), &db, "backup:\n  chunk_size: 1MiB\n");
-    let good = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"].as_str().unwrap().to_string();
-    let bad = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"].as_str().unwrap().to_string();
+    let good = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bad = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let set_dir = dir.path().join("store/wpdr/testsite/sets").join(&bad);
     let mut data: Vec<_> = std::fs::read_dir(set_dir.join("db"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("2-data"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("2-data")
+        })
         .collect();
     data.sort();
     // Truncate one data artifact.
@@ -213,10 +288,25 @@ async fn truncated_or_altered_artifacts_are_named_by_verify_and_stop_a_restore()
 
     let o = svc.wpdr(&cfg, &["verify", &bad]);
     assert_eq!(o.status.code(), Some(8), "{}", stdout(&o));
-    assert!(stdout(&o).contains(&victim_name) && stdout(&o).contains("truncated"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&victim_name) && stdout(&o).contains("truncated"),
+        "{}",
+        stdout(&o)
+    );
     let target = MariaDb::start(&[]);
     let o = svc
-        .wpdr_cmd(&cfg, &["restore", "db", &bad, "--target", &target.url(), "--database", "t1"])
+        .wpdr_cmd(
+            &cfg,
+            &[
+                "restore",
+                "db",
+                &bad,
+                "--target",
+                &target.url(),
+                "--database",
+                "t1",
+            ],
+        )
         .env("WPDR_TARGET_PASSWORD", TEST_PASSWORD)
         .output()
         .unwrap();
@@ -231,9 +321,23 @@ async fn truncated_or_altered_artifacts_are_named_by_verify_and_stop_a_restore()
     std::fs::write(victim, &altered).unwrap();
     let v = json_any(&svc.wpdr(&cfg, &["--output", "json", "verify", &bad]));
     assert_eq!(v["problems"][0]["status"], "checksum_mismatch");
-    assert!(v["problems"][0]["path"].as_str().unwrap().ends_with(&victim_name));
+    assert!(v["problems"][0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with(&victim_name));
     let o = svc
-        .wpdr_cmd(&cfg, &["restore", "db", &bad, "--target", &target.url(), "--database", "t2"])
+        .wpdr_cmd(
+            &cfg,
+            &[
+                "restore",
+                "db",
+                &bad,
+                "--target",
+                &target.url(),
+                "--database",
+                "t2",
+            ],
+        )
         .env("WPDR_TARGET_PASSWORD", TEST_PASSWORD)
         .output()
         .unwrap();
@@ -245,7 +349,20 @@ async fn truncated_or_altered_artifacts_are_named_by_verify_and_stop_a_restore()
     assert_eq!(v["problems"][0]["status"], "missing");
     assert!(svc.wpdr(&cfg, &["verify", &good]).status.success());
     let o = svc
-        .wpdr_cmd(&cfg, &["--output", "json", "restore", "db", &good, "--target", &target.url(), "--database", "t3"])
+        .wpdr_cmd(
+            &cfg,
+            &[
+                "--output",
+                "json",
+                "restore",
+                "db",
+                &good,
+                "--target",
+                &target.url(),
+                "--database",
+                "t3",
+            ],
+        )
         .env("WPDR_TARGET_PASSWORD", TEST_PASSWORD)
         .output()
         .unwrap();
@@ -262,11 +379,18 @@ async fn restore_checks_the_target_packet_size_first() {
     let svc = Services::get();
     let db = svc.fresh_database("packet").await;
     let mut c = svc.admin(Some(&db)).await;
-    c.query_drop("CREATE TABLE big (id INT PRIMARY KEY, b LONGBLOB)").await.unwrap();
-    c.query_drop("INSERT INTO big VALUES (1, REPEAT('x', 3000000))").await.unwrap();
+    c.query_drop("CREATE TABLE big (id INT PRIMARY KEY, b LONGBLOB)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO big VALUES (1, REPEAT('x', 3000000))")
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = svc.local_config(dir.path(), &db, "");
-    let set = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"].as_str().unwrap().to_string();
+    let set = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let target = MariaDb::start(&["--max-allowed-packet=1M"]);
     let o = svc
         .wpdr_cmd(&cfg, &["restore", "db", &set, "--target", &target.url()])

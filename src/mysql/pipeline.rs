@@ -152,7 +152,8 @@ impl ArtifactWriter {
 
 /// Compresses a small artifact in one go, with the frame checksum on.
 pub fn compress(text: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
-    let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(text.len() / 3 + 64), level)?;
+    let mut enc =
+        zstd::stream::write::Encoder::new(Vec::with_capacity(text.len() / 3 + 64), level)?;
     enc.include_checksum(true)?;
     enc.write_all(text)?;
     enc.finish()
