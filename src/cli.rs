@@ -105,4 +105,8 @@ pub struct RestoreDbArgs {
     /// Show what would be restored and check the target, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Keep secondary indexes in the CREATE TABLE during the load (slower;
+    /// by default they are built by sorting after the data is in).
+    #[arg(long)]
+    pub no_defer_indexes: bool,
 }

@@ -363,6 +363,7 @@ async fn restore_db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<ExitCo
             .unwrap_or(cfg.database.connections)
             .clamp(1, 32),
         force: args.force,
+        defer_indexes: !args.no_defer_indexes,
     };
     if args.dry_run {
         let mut conn = target.connect(None).await?;

@@ -23,6 +23,9 @@ pub struct LoadOptions {
     pub connections: usize,
     /// Drop and recreate a target database that already holds objects.
     pub force: bool,
+    /// Create plain secondary indexes after the data (a sorted bulk build)
+    /// instead of maintaining them row by row during the load.
+    pub defer_indexes: bool,
 }
 
 /// Called with compressed bytes of artifacts as they are loaded.
@@ -81,6 +84,9 @@ pub async fn describe_contents(conn: &mut Conn, db: &str) -> Result<Option<Strin
     })
 }
 
+/// May rewrite a statement before it runs (used to defer secondary indexes).
+type StatementHook = Arc<dyn Fn(Vec<u8>) -> Vec<u8> + Send + Sync>;
+
 /// Runs the artifacts in `paths` over the connections, each artifact on one connection.
 async fn run_artifacts(
     conns: Vec<Conn>,
@@ -88,6 +94,7 @@ async fn run_artifacts(
     store: Arc<Store>,
     set_key: &str,
     progress: Progress,
+    hook: Option<StatementHook>,
 ) -> Result<(Vec<Conn>, u64), MysqlError> {
     let queue = Arc::new(Mutex::new(VecDeque::from(paths)));
     let mut handles = Vec::new();
@@ -96,6 +103,7 @@ async fn run_artifacts(
         let store = store.clone();
         let set_key = set_key.to_string();
         let progress = progress.clone();
+        let hook = hook.clone();
         handles.push(tokio::spawn(async move {
             let mut statements = 0u64;
             loop {
@@ -105,7 +113,7 @@ async fn run_artifacts(
                     let mut reader =
                         StatementReader::open(&store, &format!("{set_key}{path}"), &path, expected)
                             .await?;
-                    run_statements(&mut conn, &mut reader, &path, &progress).await
+                    run_statements(&mut conn, &mut reader, &path, &progress, hook.as_ref()).await
                 }
                 .await;
                 match res {
@@ -152,10 +160,15 @@ async fn run_statements(
     reader: &mut StatementReader,
     path: &str,
     progress: &Progress,
+    hook: Option<&StatementHook>,
 ) -> Result<u64, MysqlError> {
     let mut n = 0u64;
     let mut reported = 0u64;
     while let Some(stmt) = reader.next().await? {
+        let stmt = match hook {
+            Some(h) => h(stmt),
+            None => stmt,
+        };
         conn.query_drop(stmt.as_slice()).await.map_err(|e| {
             let preview: String =
                 String::from_utf8_lossy(&stmt[..stmt.len().min(120)]).into_owned();
@@ -253,8 +266,35 @@ pub async fn load(
         .iter()
         .map(|t| expect(&t.schema_artifact))
         .collect();
-    let (conns, s1) =
-        run_artifacts(conns, schema, store.clone(), set_key, progress.clone()).await?;
+    let deferred: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let hook: Option<StatementHook> = if opts.defer_indexes {
+        let deferred = deferred.clone();
+        Some(Arc::new(move |stmt: Vec<u8>| {
+            let Ok(text) = std::str::from_utf8(&stmt) else {
+                return stmt;
+            };
+            match defer_secondary_keys(text) {
+                Some((create, alter)) => {
+                    if let Ok(mut d) = deferred.lock() {
+                        d.push(alter);
+                    }
+                    create.into_bytes()
+                }
+                None => stmt,
+            }
+        }))
+    } else {
+        None
+    };
+    let (conns, s1) = run_artifacts(
+        conns,
+        schema,
+        store.clone(),
+        set_key,
+        progress.clone(),
+        hook,
+    )
+    .await?;
 
     // Data: the largest tables' chunks first so the tail is short.
     let mut data: Vec<(u64, String)> = Vec::new();
@@ -265,8 +305,12 @@ pub async fn load(
     }
     data.sort_by_key(|d| std::cmp::Reverse(d.0));
     let data = data.into_iter().map(|d| expect(&d.1)).collect();
-    let (mut conns, s2) =
-        run_artifacts(conns, data, store.clone(), set_key, progress.clone()).await?;
+    let (conns, s2) =
+        run_artifacts(conns, data, store.clone(), set_key, progress.clone(), None).await?;
+
+    // Secondary indexes, built by sorting now that the data is in.
+    let alters = deferred.lock().map(|d| d.clone()).unwrap_or_default();
+    let mut conns = run_sql(conns, alters).await?;
 
     // Schema objects in their fixed order, on one connection.
     let mut object_paths: Vec<String> =
@@ -277,7 +321,7 @@ pub async fn load(
     if let Some(first) = conns.pop() {
         let object_paths = object_paths.iter().map(|p| expect(p)).collect();
         let (mut back, n) =
-            run_artifacts(vec![first], object_paths, store, set_key, progress).await?;
+            run_artifacts(vec![first], object_paths, store, set_key, progress, None).await?;
         conns.append(&mut back);
         s3 = n;
     }
@@ -289,6 +333,96 @@ pub async fn load(
         tables,
         objects_created: section.objects.len(),
     })
+}
+
+/// Runs independent statements over the connections in parallel.
+async fn run_sql(conns: Vec<Conn>, statements: Vec<String>) -> Result<Vec<Conn>, MysqlError> {
+    let queue = Arc::new(Mutex::new(VecDeque::from(statements)));
+    let mut handles = Vec::new();
+    for mut conn in conns {
+        let queue = queue.clone();
+        handles.push(tokio::spawn(async move {
+            loop {
+                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let Some(sql) = next else { break };
+                exec(&mut conn, &sql).await?;
+            }
+            Ok::<_, MysqlError>(conn)
+        }));
+    }
+    let mut out = Vec::new();
+    for h in handles {
+        match h.await {
+            Ok(r) => out.push(r?),
+            Err(e) => {
+                return Err(MysqlError::Query {
+                    doing: "building indexes".into(),
+                    detail: e.to_string(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Splits the plain secondary indexes (`KEY ...` lines) off a `CREATE TABLE`
+/// as `SHOW CREATE TABLE` prints it, returning the reduced statement and the
+/// `ALTER TABLE ... ADD KEY ...` that restores them. Tables with foreign keys,
+/// full-text or spatial indexes, or anything unexpected are left whole.
+pub fn defer_secondary_keys(create: &str) -> Option<(String, String)> {
+    let body_start = create.find("CREATE TABLE `")?;
+    if body_start != 0 && !create[..body_start].trim().is_empty() {
+        return None;
+    }
+    if create.contains("FOREIGN KEY")
+        || create.contains("FULLTEXT KEY")
+        || create.contains("SPATIAL KEY")
+    {
+        return None;
+    }
+    let first_line = create.lines().next()?;
+    let name = first_line
+        .strip_prefix("CREATE TABLE ")?
+        .strip_suffix(" (")?;
+    let mut kept: Vec<&str> = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
+    let mut lines = create.lines();
+    kept.push(lines.next()?);
+    let mut tail: Vec<&str> = Vec::new();
+    for line in lines.by_ref() {
+        if line.starts_with(')') {
+            tail.push(line);
+            break;
+        }
+        if line.starts_with("  KEY `") {
+            keys.push(line.trim().trim_end_matches(',').to_string());
+        } else {
+            kept.push(line);
+        }
+    }
+    tail.extend(lines);
+    if keys.is_empty() || tail.is_empty() || kept.len() < 2 {
+        return None;
+    }
+    // The last definition must not end with a comma any more.
+    let last = kept.len() - 1;
+    let fixed_last = kept[last].trim_end_matches(',').to_string();
+    let mut out = String::with_capacity(create.len());
+    for l in &kept[..last] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push_str(&fixed_last);
+    out.push('\n');
+    out.push_str(&tail.join("\n"));
+    let alter = format!(
+        "ALTER TABLE {name} {}",
+        keys.iter()
+            .map(|k| format!("ADD {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Some((out, alter))
 }
 
 /// Re-reads every table and computes the same row count and checksum as the dump.
@@ -369,4 +503,20 @@ pub async fn table_checksum(conn: &mut Conn, t: &TableEntry) -> Result<TableChec
         }));
     }
     Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defers_plain_secondary_keys_only() {
+        let create = "CREATE TABLE `wp_postmeta` (\n  `meta_id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n  `meta_key` varchar(255) DEFAULT NULL,\n  PRIMARY KEY (`meta_id`),\n  UNIQUE KEY `u` (`meta_key`),\n  KEY `post_id` (`post_id`),\n  KEY `meta_key` (`meta_key`(191))\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+        let (c, a) = defer_secondary_keys(create).unwrap();
+        assert_eq!(c, "CREATE TABLE `wp_postmeta` (\n  `meta_id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n  `meta_key` varchar(255) DEFAULT NULL,\n  PRIMARY KEY (`meta_id`),\n  UNIQUE KEY `u` (`meta_key`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4");
+        assert_eq!(a, "ALTER TABLE `wp_postmeta` ADD KEY `post_id` (`post_id`), ADD KEY `meta_key` (`meta_key`(191))");
+        assert!(defer_secondary_keys("CREATE TABLE `c` (\n  `a` int,\n  KEY `a` (`a`),\n  CONSTRAINT `f` FOREIGN KEY (`a`) REFERENCES `p` (`id`)\n) ENGINE=InnoDB").is_none());
+        assert!(defer_secondary_keys("CREATE TABLE `t` (\n  `a` int\n) ENGINE=InnoDB").is_none());
+        assert!(defer_secondary_keys("DROP TABLE IF EXISTS `t`").is_none());
+    }
 }

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): wpdr against the tools a user would pick instead, on
+# the same WordPress-shaped data, in one run. Prints times, ratios and peak RSS.
+#
+#   bench/db.sh                 build the data set once (cached), then time everything
+#   BENCH_SCALE=0.1 bench/db.sh a tenth of the data, for a quick look
+#
+# Backup:  wpdr backup (local store)  vs  mariadb-dump --single-transaction | zstd -1  vs  mydumper -t 2
+# Restore: wpdr restore db            vs  zstd -dc | mariadb                          vs  myloader -t 2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+scripts/dev-services.sh
+source "${WPDR_DEV_DIR:-/tmp/wpdr-dev}/env"
+for pkg in mydumper time; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null; }
+done
+cargo build --release --quiet
+WPDR="$ROOT/target/release/wpdr"
+
+SCALE="${BENCH_SCALE:-1}"
+POSTS=$(python3 -c "print(int(100000*$SCALE))")
+META=$(python3 -c "print(int(3000000*$SCALE))")
+NARROW=$(python3 -c "print(int(10000000*$SCALE))")
+DB="bench_wp_${POSTS}"
+WORK="${BENCH_DIR:-/tmp/wpdr-bench}"
+rm -rf "$WORK/out"; mkdir -p "$WORK/out"
+M=(mariadb --no-defaults -h127.0.0.1 -P"$WPDR_TEST_DB_PORT" -u"$WPDR_TEST_DB_USER" -p"$WPDR_TEST_DB_PASSWORD")
+CONN=(-h127.0.0.1 -P"$WPDR_TEST_DB_PORT" -u"$WPDR_TEST_DB_USER" -p"$WPDR_TEST_DB_PASSWORD")
+
+have=$("${M[@]}" -N -e "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='$DB' AND TABLE_NAME='wp_narrow'" 2>/dev/null || echo 0)
+if [ "$have" != "1" ]; then
+  echo "== building $DB (posts=$POSTS postmeta=$META narrow=$NARROW); this is cached for later runs"
+  "${M[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci"
+  "${M[@]}" "$DB" <<SQL
+SET SESSION sql_log_bin = 0;
+CREATE TABLE wp_posts (
+  ID bigint(20) unsigned NOT NULL AUTO_INCREMENT, post_author bigint(20) unsigned NOT NULL DEFAULT 0,
+  post_date datetime NOT NULL DEFAULT '0000-00-00 00:00:00', post_date_gmt datetime NOT NULL DEFAULT '0000-00-00 00:00:00',
+  post_content longtext NOT NULL, post_title text NOT NULL, post_excerpt text NOT NULL,
+  post_status varchar(20) NOT NULL DEFAULT 'publish', comment_status varchar(20) NOT NULL DEFAULT 'open',
+  ping_status varchar(20) NOT NULL DEFAULT 'open', post_password varchar(255) NOT NULL DEFAULT '',
+  post_name varchar(200) NOT NULL DEFAULT '', to_ping text NOT NULL, pinged text NOT NULL,
+  post_modified datetime NOT NULL DEFAULT '0000-00-00 00:00:00', post_modified_gmt datetime NOT NULL DEFAULT '0000-00-00 00:00:00',
+  post_content_filtered longtext NOT NULL, post_parent bigint(20) unsigned NOT NULL DEFAULT 0,
+  guid varchar(255) NOT NULL DEFAULT '', menu_order int(11) NOT NULL DEFAULT 0,
+  post_type varchar(20) NOT NULL DEFAULT 'post', post_mime_type varchar(100) NOT NULL DEFAULT '',
+  comment_count bigint(20) NOT NULL DEFAULT 0,
+  PRIMARY KEY (ID), KEY post_name (post_name(191)), KEY type_status_date (post_type,post_status,post_date,ID),
+  KEY post_parent (post_parent), KEY post_author (post_author)
+) ENGINE=InnoDB;
+INSERT INTO wp_posts (post_author, post_date, post_date_gmt, post_content, post_title, post_excerpt, post_name, to_ping, pinged, post_modified, post_modified_gmt, post_content_filtered, guid, post_type)
+SELECT seq % 20 + 1, FROM_UNIXTIME(1600000000 + seq * 600), FROM_UNIXTIME(1600000000 + seq * 600),
+  CONCAT('<!-- wp:paragraph --><p>', REPEAT(CONCAT(SHA2(seq, 512), ' lorem ipsum dolor sit amet, ', MD5(seq * 7), ' ünïcødé ✓ '), 1 + seq % 40), '</p><!-- /wp:paragraph -->'),
+  CONCAT('Post number ', seq, ' ', MD5(seq)), '', CONCAT('post-', seq), '', '',
+  FROM_UNIXTIME(1600000000 + seq * 601), FROM_UNIXTIME(1600000000 + seq * 601), '',
+  CONCAT('https://example.com/?p=', seq), IF(seq % 10 = 0, 'attachment', 'post')
+FROM seq_1_to_${POSTS};
+CREATE TABLE wp_postmeta (
+  meta_id bigint(20) unsigned NOT NULL AUTO_INCREMENT, post_id bigint(20) unsigned NOT NULL DEFAULT 0,
+  meta_key varchar(255) DEFAULT NULL, meta_value longtext,
+  PRIMARY KEY (meta_id), KEY post_id (post_id), KEY meta_key (meta_key(191))
+) ENGINE=InnoDB;
+INSERT INTO wp_postmeta (post_id, meta_key, meta_value)
+SELECT seq % ${POSTS} + 1, ELT(1 + seq % 5, '_edit_lock', '_thumbnail_id', '_wp_attached_file', '_wp_attachment_metadata', 'custom_field'),
+  IF(seq % 5 = 3, CONCAT('a:3:{s:5:"width";i:', seq % 2000, ';s:6:"height";i:', seq % 1500, ';s:4:"file";s:40:"', MD5(seq), '.jpg', '";}'), CONCAT(seq, ':', MD5(seq)))
+FROM seq_1_to_${META};
+CREATE TABLE wp_narrow (id int unsigned NOT NULL PRIMARY KEY, a int NOT NULL, b int NOT NULL, KEY a (a)) ENGINE=InnoDB;
+INSERT INTO wp_narrow SELECT seq, seq % 1000, seq * 7 % 100003 FROM seq_1_to_${NARROW};
+ANALYZE TABLE wp_posts, wp_postmeta, wp_narrow;
+SQL
+fi
+"${M[@]}" -N -e "SELECT CONCAT('data set: ', ROUND(SUM(DATA_LENGTH)/1048576), ' MiB data + ', ROUND(SUM(INDEX_LENGTH)/1048576), ' MiB indexes in ', COUNT(*), ' tables') FROM information_schema.TABLES WHERE TABLE_SCHEMA='$DB'"
+
+# run NAME CMD... : times a command, records seconds and peak RSS (KiB) of the process tree's largest member.
+declare -A SECS RSS
+run() {
+  local name="$1"; shift
+  sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+  local start end
+  start=$(date +%s.%N)
+  /usr/bin/time -f "%M" -o "$WORK/out/$name.rss" bash -c "$*" >"$WORK/out/$name.log" 2>&1 || { echo "$name failed:"; tail -20 "$WORK/out/$name.log"; exit 1; }
+  end=$(date +%s.%N)
+  SECS[$name]=$(python3 -c "print(round($end - $start, 2))")
+  RSS[$name]=$(tail -1 "$WORK/out/$name.rss")
+  printf '  %-28s %8.2f s   peak RSS %6d MiB\n' "$name" "${SECS[$name]}" $(( ${RSS[$name]} / 1024 ))
+}
+
+cat >"$WORK/out/wpdr.yaml" <<YAML
+site: bench
+store:
+  type: local
+  path: $WORK/out/store
+database:
+  host: 127.0.0.1
+  port: $WPDR_TEST_DB_PORT
+  user: $WPDR_TEST_DB_USER
+  name: $DB
+  connections: 2
+YAML
+export WPDR_DB_PASSWORD="$WPDR_TEST_DB_PASSWORD" WPDR_TARGET_PASSWORD="$WPDR_TEST_DB_PASSWORD"
+
+echo "== backup"
+run wpdr_backup "$WPDR -q -c $WORK/out/wpdr.yaml backup"
+run mariadb_dump_zstd "mariadb-dump --no-defaults ${CONN[*]} --single-transaction --quick --routines --triggers --events $DB | zstd -1 -q -o $WORK/out/dump.sql.zst"
+run mydumper_t2 "mydumper -h 127.0.0.1 -P $WPDR_TEST_DB_PORT -u $WPDR_TEST_DB_USER -p $WPDR_TEST_DB_PASSWORD -B $DB -t 2 -o $WORK/out/mydumper"
+du -sh "$WORK/out/store" "$WORK/out/dump.sql.zst" "$WORK/out/mydumper" | sed 's/^/  size /'
+
+echo "== restore"
+for d in r_wpdr r_client r_myloader; do "${M[@]}" -e "DROP DATABASE IF EXISTS $d"; done
+run wpdr_restore "$WPDR -q -c $WORK/out/wpdr.yaml restore db latest --target mysql://$WPDR_TEST_DB_USER@127.0.0.1:$WPDR_TEST_DB_PORT --database r_wpdr"
+run mariadb_client_restore "${M[*]} -e 'CREATE DATABASE r_client' && zstd -dc $WORK/out/dump.sql.zst | ${M[*]} r_client"
+run myloader_t2 "myloader -h 127.0.0.1 -P $WPDR_TEST_DB_PORT -u $WPDR_TEST_DB_USER -p $WPDR_TEST_DB_PASSWORD -B r_myloader -t 2 -d $WORK/out/mydumper"
+for d in r_wpdr r_client r_myloader; do "${M[@]}" -e "DROP DATABASE IF EXISTS $d"; done
+
+ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
+echo "== ratios (higher = wpdr faster)"
+echo "  backup:  vs mariadb-dump|zstd $(ratio "${SECS[mariadb_dump_zstd]}" "${SECS[wpdr_backup]}")   vs mydumper -t2 $(ratio "${SECS[mydumper_t2]}" "${SECS[wpdr_backup]}")"
+echo "  restore: vs zstd|mariadb      $(ratio "${SECS[mariadb_client_restore]}" "${SECS[wpdr_restore]}")   vs myloader -t2 $(ratio "${SECS[myloader_t2]}" "${SECS[wpdr_restore]}")"
+echo "  wpdr peak RSS: backup $(( ${RSS[wpdr_backup]} / 1024 )) MiB, restore $(( ${RSS[wpdr_restore]} / 1024 )) MiB"
