@@ -144,7 +144,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 return backup_dry_run(&cli, &cfg).await;
             }
             let pb = progress_bar(&cli, 0, "backup");
-            pb.set_length(0);
+            // The size is known only inside the snapshot: count bytes without a total.
+            pb.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {msg} {bytes} of SQL written, {bytes_per_sec}, {elapsed}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            pb.enable_steady_tick(std::time::Duration::from_millis(200));
             let pb2 = pb.clone();
             let progress: wpdr::mysql::dump::Progress = Arc::new(move |n| pb2.inc(n));
             let manifest = wpdr::backup::run(&cfg, store.clone(), &args.schedule, progress).await?;

@@ -514,6 +514,7 @@ pub async fn snapshot(
         }
         Err(e) => return Err(e),
     };
+    let connections_used = workers.len();
     tracing::info!(
         method = snap.method,
         commits_blocked_ms = snap.blocked_ms,
@@ -740,7 +741,7 @@ pub async fn snapshot(
             default_collation,
             consistency: Consistency {
                 method: snap.method.to_string(),
-                connections: opts.connections.min(tables_arc.len().max(1)).max(1),
+                connections: connections_used,
                 commits_blocked_ms: snap.blocked_ms,
             },
             binlog: snap.binlog,

@@ -8,6 +8,7 @@
 
 use super::{ObjectMeta, StoreError};
 use crate::config::S3Config;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -32,8 +33,8 @@ pub struct S3Store {
 }
 
 /// Maps an SDK failure to a store error a person can act on.
-fn classify<E, R>(
-    err: SdkError<E, R>,
+fn classify<E>(
+    err: SdkError<E, HttpResponse>,
     op: &'static str,
     bucket: &str,
     endpoint: &str,
@@ -41,11 +42,9 @@ fn classify<E, R>(
 ) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     let status = match &err {
-        SdkError::ServiceError(se) => Some(raw_status(se.raw())),
-        SdkError::ResponseError(_) => None,
+        SdkError::ServiceError(se) => Some(se.raw().status().as_u16()),
         _ => None,
     };
     match &err {
@@ -88,18 +87,6 @@ where
             },
         },
     }
-}
-
-fn raw_status<R: std::fmt::Debug>(raw: &R) -> u16 {
-    // HttpResponse's status is only reachable through the concrete type; the Debug
-    // form is stable enough to read "status: StatusCode(404)" from, and we only
-    // use it to pick a message, never for control flow on the data path.
-    let text = format!("{raw:?}");
-    text.split("StatusCode(")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 impl S3Store {
@@ -161,10 +148,9 @@ impl S3Store {
         Ok(store)
     }
 
-    fn err<E, R>(&self, e: SdkError<E, R>, op: &'static str, key: &str) -> StoreError
+    fn err<E>(&self, e: SdkError<E, HttpResponse>, op: &'static str, key: &str) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug,
     {
         classify(e, op, &self.bucket, &self.endpoint, key)
     }
@@ -186,7 +172,7 @@ impl S3Store {
         match res {
             Ok(_) => Ok(true),
             Err(SdkError::ServiceError(se))
-                if matches!(raw_status(se.raw()), 412 | 409)
+                if matches!(se.raw().status().as_u16(), 412 | 409)
                     || se.err().code() == Some("PreconditionFailed") =>
             {
                 Ok(false)
