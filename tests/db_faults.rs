@@ -20,6 +20,16 @@ async fn small_site(svc: &Services, rows: u32) -> String {
     ))
     .await
     .unwrap();
+    if rows > 1000 {
+        // Incompressible uploads-like data: its artifact is large enough for S3
+        // multipart (5 MiB parts), so kills also land mid multipart upload.
+        c.query_drop("CREATE TABLE wp_blobs (id INT PRIMARY KEY, data LONGBLOB)").await.unwrap();
+        c.query_drop(
+            "INSERT INTO wp_blobs SELECT seq, CONCAT(RANDOM_BYTES(1024), RANDOM_BYTES(1024), RANDOM_BYTES(1024), RANDOM_BYTES(1024)) FROM seq_1_to_4000",
+        )
+        .await
+        .unwrap();
+    }
     c.query_drop("ANALYZE TABLE wp_posts").await.unwrap();
     db
 }
@@ -39,7 +49,7 @@ async fn kill_9_at_many_points_never_yields_a_complete_looking_set() {
     let db = small_site(&svc, 20_000).await;
     let dir = tempfile::tempdir().unwrap();
     // Small chunks and S3 multipart so a kill lands mid-upload as well as mid-read.
-    let cfg = svc.s3_config(dir.path(), &db, "backup:\n  chunk_size: 1MiB\n");
+    let cfg = svc.s3_config(dir.path(), &db, "backup:\n  chunk_size: 32MiB\n");
     let first = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"]
         .as_str()
         .unwrap()

@@ -14,7 +14,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use std::time::Duration;
@@ -396,6 +396,9 @@ impl S3Writer {
                 .create_multipart_upload()
                 .bucket(&self.store.bucket)
                 .key(&self.key)
+                // The SDK sends a CRC32 with every part; declaring it here makes the
+                // server keep and check it (Garage rejects the completion otherwise).
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
                 .send()
                 .await
                 .map_err(|e| self.store.err(e, "CreateMultipartUpload", &self.key))?;

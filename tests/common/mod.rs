@@ -73,7 +73,7 @@ impl Services {
     pub fn s3_config(&self, dir: &Path, database: &str, extra: &str) -> PathBuf {
         let prefix = format!("test-{:08x}", rand::random::<u32>());
         let yaml = format!(
-            "site: testsite\nstore:\n  type: s3\n  bucket: {}\n  prefix: {prefix}\n  endpoint: {}\n  region: {}\n  access_key_id: {}\ndatabase:\n  host: 127.0.0.1\n  port: {}\n  user: {}\n  name: {database}\n{extra}",
+            "site: testsite\nstore:\n  type: s3\n  bucket: {}\n  prefix: {prefix}\n  endpoint: {}\n  region: {}\n  access_key_id: {}\n  part_size: 5MiB\ndatabase:\n  host: 127.0.0.1\n  port: {}\n  user: {}\n  name: {database}\n{extra}",
             self.var("WPDR_TEST_S3_BUCKET"),
             self.var("WPDR_TEST_S3_ENDPOINT"),
             self.var("WPDR_TEST_S3_REGION"),
