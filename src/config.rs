@@ -357,7 +357,9 @@ impl Config {
             &b.compression_level,
             as_number,
         )?
-        .unwrap_or(3);
+        // Level 1: a backup competes for CPU with the live site and the
+        // database server; SQL text compresses well even at 1 (see BENCHMARKS.md).
+        .unwrap_or(1);
         if !(1..=19).contains(&compression_level) {
             return Err(invalid(
                 "backup.compression_level",

@@ -23,7 +23,9 @@ async fn small_site(svc: &Services, rows: u32) -> String {
     if rows > 1000 {
         // Incompressible uploads-like data: its artifact is large enough for S3
         // multipart (5 MiB parts), so kills also land mid multipart upload.
-        c.query_drop("CREATE TABLE wp_blobs (id INT PRIMARY KEY, data LONGBLOB)").await.unwrap();
+        c.query_drop("CREATE TABLE wp_blobs (id INT PRIMARY KEY, data LONGBLOB)")
+            .await
+            .unwrap();
         c.query_drop(
             "INSERT INTO wp_blobs SELECT seq, CONCAT(RANDOM_BYTES(1024), RANDOM_BYTES(1024), RANDOM_BYTES(1024), RANDOM_BYTES(1024)) FROM seq_1_to_4000",
         )

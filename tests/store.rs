@@ -10,10 +10,12 @@ use sha2::{Digest, Sha256};
 use wpdr::config::{Config, StoreConfig};
 use wpdr::store::{hash_object, Store, StoreError};
 
-async fn s3_store(svc: &Services, part_size: &str) -> (Store, String) {
+/// A store on Garage under a fresh prefix, with 5 MiB multipart parts.
+async fn s3_store(svc: &Services) -> (Store, String) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg_path = svc.s3_config(dir.path(), "unused", &format!("  \n"));
-    let text = std::fs::read_to_string(&cfg_path).unwrap().replace("store:\n", &format!("store:\n  part_size: {part_size}\n"));
+    let cfg_path = svc.s3_config(dir.path(), "unused", "");
+    let text = std::fs::read_to_string(&cfg_path).unwrap();
+    assert!(text.contains("part_size: 5MiB"));
     let env = std::collections::HashMap::from([(
         "WPDR_S3_SECRET_ACCESS_KEY".to_string(),
         svc.var("WPDR_TEST_S3_SECRET_ACCESS_KEY"),
@@ -25,7 +27,9 @@ async fn s3_store(svc: &Services, part_size: &str) -> (Store, String) {
 
 /// Deterministic, incompressible-ish bytes.
 fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             x ^= x << 13;
@@ -39,7 +43,7 @@ fn data(n: usize, seed: u64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_write_streams_and_hashes_what_it_stores() {
     let svc = Services::get();
-    let (store, prefix) = s3_store(&svc, "5MiB").await;
+    let (store, prefix) = s3_store(&svc).await;
     let key = format!("{prefix}/big.bin");
     let body = data(23 * 1024 * 1024 + 17, 1);
     let mut w = store.writer(&key);
@@ -59,7 +63,7 @@ async fn multipart_write_streams_and_hashes_what_it_stores() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborted_writes_leave_no_object() {
     let svc = Services::get();
-    let (store, prefix) = s3_store(&svc, "5MiB").await;
+    let (store, prefix) = s3_store(&svc).await;
     let key = format!("{prefix}/aborted.bin");
     let mut w = store.writer(&key);
     w.write(&data(12 * 1024 * 1024, 2)).await.unwrap(); // two parts in flight
@@ -70,19 +74,27 @@ async fn aborted_writes_leave_no_object() {
     w.write(&data(6 * 1024 * 1024, 3)).await.unwrap();
     drop(w);
     assert!(store.head(&key).await.unwrap().is_none());
-    assert!(matches!(store.get_bytes(&key).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        store.get_bytes(&key).await,
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_paginates_past_a_thousand_keys() {
     let svc = Services::get();
-    let (store, prefix) = s3_store(&svc, "5MiB").await;
+    let (store, prefix) = s3_store(&svc).await;
     let store = std::sync::Arc::new(store);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..1100u32 {
         let store = store.clone();
         let key = format!("{prefix}/many/{:05}/x", i);
-        tasks.spawn(async move { store.put_bytes(&key, Bytes::from(vec![1u8; (i % 7) as usize])).await.unwrap() });
+        tasks.spawn(async move {
+            store
+                .put_bytes(&key, Bytes::from(vec![1u8; (i % 7) as usize]))
+                .await
+                .unwrap()
+        });
         while tasks.len() > 32 {
             tasks.join_next().await;
         }
@@ -99,19 +111,40 @@ async fn listing_paginates_past_a_thousand_keys() {
 #[tokio::test]
 async fn local_store_hides_unfinished_writes_and_creates_exclusively() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreConfig::Local { path: dir.path().to_path_buf(), prefix: String::new() }).await.unwrap();
+    let store = Store::open(&StoreConfig::Local {
+        path: dir.path().to_path_buf(),
+        prefix: String::new(),
+    })
+    .await
+    .unwrap();
     let mut w = store.writer("a/b/obj");
     w.write(b"half").await.unwrap();
-    assert!(store.list("a/").await.unwrap().is_empty(), "a partial write must not be listed");
+    assert!(
+        store.list("a/").await.unwrap().is_empty(),
+        "a partial write must not be listed"
+    );
     let written = w.finish().await.unwrap();
     assert_eq!(written.size, 4);
     assert_eq!(store.list("a/").await.unwrap().len(), 1);
-    assert!(store.put_if_absent("a/lock", Bytes::from_static(b"1")).await.unwrap());
-    assert!(!store.put_if_absent("a/lock", Bytes::from_static(b"2")).await.unwrap());
-    assert_eq!(store.get_bytes("a/lock").await.unwrap(), Bytes::from_static(b"1"));
+    assert!(store
+        .put_if_absent("a/lock", Bytes::from_static(b"1"))
+        .await
+        .unwrap());
+    assert!(!store
+        .put_if_absent("a/lock", Bytes::from_static(b"2"))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_bytes("a/lock").await.unwrap(),
+        Bytes::from_static(b"1")
+    );
     let mut w = store.writer("a/gone");
     w.write(b"x").await.unwrap();
     w.abort().await;
     assert_eq!(store.list("a/").await.unwrap().len(), 2);
-    assert_eq!(std::fs::read_dir(dir.path().join("a")).unwrap().count(), 2, "no temporary file is left behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("a")).unwrap().count(),
+        2,
+        "no temporary file is left behind"
+    );
 }

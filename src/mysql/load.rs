@@ -52,6 +52,36 @@ pub struct LoadReport {
     pub statements: u64,
     pub tables: Vec<TableCheck>,
     pub objects_created: usize,
+    /// Wall time of each phase, in order: where a restore spends its time.
+    pub phases: Vec<Phase>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub name: &'static str,
+    pub seconds: f64,
+}
+
+/// Records phase durations as a restore goes.
+struct Phases {
+    list: Vec<Phase>,
+    at: std::time::Instant,
+}
+
+impl Phases {
+    fn new() -> Self {
+        Phases {
+            list: Vec::new(),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    fn done(&mut self, name: &'static str) {
+        let seconds = self.at.elapsed().as_secs_f64();
+        tracing::info!(phase = name, seconds, "restore phase done");
+        self.list.push(Phase { name, seconds });
+        self.at = std::time::Instant::now();
+    }
 }
 
 impl LoadReport {
@@ -254,6 +284,7 @@ pub async fn load(
     exec(&mut control, &create).await?;
     let _ = control.disconnect().await;
 
+    let mut phases = Phases::new();
     let conns = open_loaders(endpoint, target_db, opts.connections).await?;
     let by_path: std::collections::HashMap<&str, &Artifact> =
         artifacts.iter().map(|a| (a.path.as_str(), a)).collect();
@@ -307,10 +338,12 @@ pub async fn load(
     let data = data.into_iter().map(|d| expect(&d.1)).collect();
     let (conns, s2) =
         run_artifacts(conns, data, store.clone(), set_key, progress.clone(), None).await?;
+    phases.done("data");
 
     // Secondary indexes, built by sorting now that the data is in.
     let alters = deferred.lock().map(|d| d.clone()).unwrap_or_default();
     let mut conns = run_sql(conns, alters).await?;
+    phases.done("indexes");
 
     // Schema objects in their fixed order, on one connection.
     let mut object_paths: Vec<String> =
@@ -326,12 +359,15 @@ pub async fn load(
         s3 = n;
     }
 
+    phases.done("objects");
     let tables = verify_tables(conns, &section.tables).await?;
+    phases.done("verify");
     Ok(LoadReport {
         database: target_db.to_string(),
         statements: s1 + s2 + s3,
         tables,
         objects_created: section.objects.len(),
+        phases: phases.list,
     })
 }
 
