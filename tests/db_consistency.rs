@@ -133,24 +133,7 @@ async fn restored_database_matches_exactly_the_recorded_point() {
     );
 
     let target = MariaDb::start(&[]);
-    let out = svc
-        .wpdr_cmd(
-            &cfg,
-            &[
-                "--output",
-                "json",
-                "restore",
-                "db",
-                &set,
-                "--target",
-                &target.url(),
-                "--database",
-                "r",
-            ],
-        )
-        .env("WPDR_TARGET_PASSWORD", TEST_PASSWORD)
-        .output()
-        .unwrap();
+    let out = svc.restore_db(&cfg, &set, &target, "r", &[]);
     assert_eq!(json(&out)["ok"], true);
     let mut r = target.conn(Some("r")).await;
     let sum: Option<i64> = r

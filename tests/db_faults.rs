@@ -52,10 +52,7 @@ async fn kill_9_at_many_points_never_yields_a_complete_looking_set() {
     let dir = tempfile::tempdir().unwrap();
     // Small chunks and S3 multipart so a kill lands mid-upload as well as mid-read.
     let cfg = svc.s3_config(dir.path(), &db, "backup:\n  chunk_size: 32MiB\n");
-    let first = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = svc.backup(&cfg);
 
     let delays_ms = [5u64, 20, 50, 80, 120, 180, 250, 350, 500, 700, 1000];
     let mut killed_mid_run = 0;
@@ -104,10 +101,7 @@ async fn kill_9_at_many_points_never_yields_a_complete_looking_set() {
     }
 
     // The next backup succeeds at once: the dead holder's lock is recognised.
-    let next = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let next = svc.backup(&cfg);
     assert!(svc.wpdr(&cfg, &["verify", &next]).status.success());
     assert_eq!(set_ids(&svc, &cfg)[0], next, "newest first");
 }
@@ -272,14 +266,8 @@ async fn truncated_or_altered_artifacts_are_named_by_verify_and_stop_a_restore()
     let db = small_site(&svc, 3000).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = svc.local_config(dir.path(), &db, "backup:\n  chunk_size: 1MiB\n");
-    let good = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let bad = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let good = svc.backup(&cfg);
+    let bad = svc.backup(&cfg);
     let set_dir = dir.path().join("store/wpdr/testsite/sets").join(&bad);
     let mut data: Vec<_> = std::fs::read_dir(set_dir.join("db"))
         .unwrap()
@@ -306,22 +294,18 @@ async fn truncated_or_altered_artifacts_are_named_by_verify_and_stop_a_restore()
         stdout(&o)
     );
     let target = MariaDb::start(&[]);
-    let o = svc
-        .wpdr_cmd(
-            &cfg,
-            &[
-                "restore",
-                "db",
-                &bad,
-                "--target",
-                &target.url(),
-                "--database",
-                "t1",
-            ],
-        )
-        .env("WPDR_TARGET_PASSWORD", TEST_PASSWORD)
-        .output()
-        .unwrap();
+    let o = svc.wpdr_target(
+        &cfg,
+        &[
+            "restore",
+            "db",
+            &bad,
+            "--target",
+            &target.url(),
+            "--database",
+            "t1",
+        ],
+    );
     assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
     assert!(stderr(&o).contains(&victim_name), "{}", stderr(&o));
 
@@ -337,22 +321,18 @@ async fn truncated_or_altered_artifacts_are_named_by_verify_and_stop_a_restore()
         .as_str()
         .unwrap()
         .ends_with(&victim_name));
-    let o = svc
-        .wpdr_cmd(
-            &cfg,
-            &[
-                "restore",
-                "db",
-                &bad,
-                "--target",
-                &target.url(),
-                "--database",
-                "t2",
-            ],
-        )
-        .env("WPDR_TARGET_PASSWORD", TEST_PASSWORD)
-        .output()
-        .unwrap();
+    let o = svc.wpdr_target(
+        &cfg,
+        &[
+            "restore",
+            "db",
+            &bad,
+            "--target",
+            &target.url(),
+            "--database",
+            "t2",
+        ],
+    );
     assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
 
     // A missing artifact is named too; the earlier set is untouched and restores.
@@ -360,24 +340,7 @@ async fn truncated_or_altered_artifacts_are_named_by_verify_and_stop_a_restore()
     let v = json_any(&svc.wpdr(&cfg, &["--output", "json", "verify", &bad]));
     assert_eq!(v["problems"][0]["status"], "missing");
     assert!(svc.wpdr(&cfg, &["verify", &good]).status.success());
-    let o = svc
-        .wpdr_cmd(
-            &cfg,
-            &[
-                "--output",
-                "json",
-                "restore",
-                "db",
-                &good,
-                "--target",
-                &target.url(),
-                "--database",
-                "t3",
-            ],
-        )
-        .env("WPDR_TARGET_PASSWORD", TEST_PASSWORD)
-        .output()
-        .unwrap();
+    let o = svc.restore_db(&cfg, &good, &target, "t3", &[]);
     assert_eq!(json(&o)["ok"], true);
 }
 
@@ -399,16 +362,9 @@ async fn restore_checks_the_target_packet_size_first() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = svc.local_config(dir.path(), &db, "");
-    let set = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let set = svc.backup(&cfg);
     let target = MariaDb::start(&["--max-allowed-packet=1M"]);
-    let o = svc
-        .wpdr_cmd(&cfg, &["restore", "db", &set, "--target", &target.url()])
-        .env("WPDR_TARGET_PASSWORD", TEST_PASSWORD)
-        .output()
-        .unwrap();
+    let o = svc.wpdr_target(&cfg, &["restore", "db", &set, "--target", &target.url()]);
     assert_eq!(o.status.code(), Some(12), "{}", stderr(&o));
     assert!(stderr(&o).contains("max_allowed_packet"), "{}", stderr(&o));
 }

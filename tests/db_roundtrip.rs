@@ -170,24 +170,7 @@ async fn every_value_round_trips_through_s3_into_a_fresh_server() {
 
     // Restore into a fresh server (1G packets for the 32 MiB row).
     let target = MariaDb::start(&["--max-allowed-packet=1G"]);
-    let out = svc
-        .wpdr_cmd(
-            &cfg,
-            &[
-                "--output",
-                "json",
-                "restore",
-                "db",
-                &set,
-                "--target",
-                &target.url(),
-                "--database",
-                "restored",
-            ],
-        )
-        .env("WPDR_TARGET_PASSWORD", TEST_PASSWORD)
-        .output()
-        .unwrap();
+    let out = svc.restore_db(&cfg, &set, &target, "restored", &[]);
     let report = json(&out);
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["mismatches"], 0);
@@ -229,44 +212,22 @@ async fn every_value_round_trips_through_s3_into_a_fresh_server() {
         .is_err());
 
     // A second restore into the same database is refused without --force...
-    let out = svc
-        .wpdr_cmd(
-            &cfg,
-            &[
-                "restore",
-                "db",
-                &set,
-                "--target",
-                &target.url(),
-                "--database",
-                "restored",
-            ],
-        )
-        .env("WPDR_TARGET_PASSWORD", TEST_PASSWORD)
-        .output()
-        .unwrap();
+    let out = svc.wpdr_target(
+        &cfg,
+        &[
+            "restore",
+            "db",
+            &set,
+            "--target",
+            &target.url(),
+            "--database",
+            "restored",
+        ],
+    );
     assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
     assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
     // ...and with --force replaces it exactly (the row inserted above is gone).
-    let out = svc
-        .wpdr_cmd(
-            &cfg,
-            &[
-                "--output",
-                "json",
-                "restore",
-                "db",
-                &set,
-                "--target",
-                &target.url(),
-                "--database",
-                "restored",
-                "--force",
-            ],
-        )
-        .env("WPDR_TARGET_PASSWORD", TEST_PASSWORD)
-        .output()
-        .unwrap();
+    let out = svc.restore_db(&cfg, &set, &target, "restored", &["--force"]);
     assert_eq!(json(&out)["ok"], true);
     let mut dst = target.conn(Some("restored")).await;
     assert_same_database(&mut src, &mut dst).await;
@@ -280,10 +241,7 @@ async fn a_set_restores_with_only_zstd_and_the_mariadb_client() {
     create_edge_cases(&mut src).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = svc.local_config(dir.path(), &db, "backup:\n  chunk_size: 1MiB\n");
-    let set = json(&svc.wpdr(&cfg, &["--output", "json", "backup"]))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let set = svc.backup(&cfg);
     let set_dir = dir.path().join("store/wpdr/testsite/sets").join(&set);
 
     let target = MariaDb::start(&["--max-allowed-packet=1G"]);

@@ -927,6 +927,35 @@ fn order_views(mut views: Vec<(String, String)>) -> Vec<(String, String)> {
     ordered
 }
 
+/// `SHOW CREATE <kind>` of a routine, trigger or event as a `;;`-delimited
+/// block that recreates it under the `sql_mode` it was created with.
+/// `body_column` is where the statement is in the SHOW output.
+async fn object_block(
+    conn: &mut Conn,
+    kind: &str,
+    name: &str,
+    body_column: usize,
+) -> Result<Option<String>, MysqlError> {
+    let show = format!("SHOW CREATE {kind} {}", quote_ident(name));
+    let row: Option<Row> = conn
+        .query_first(&show)
+        .await
+        .map_err(|e| query_err(&show, e))?;
+    let Some(row) = row else { return Ok(None) };
+    let sql_mode: String = row.get(1).unwrap_or_default();
+    let Some(create) = row.get::<Option<String>, _>(body_column).flatten() else {
+        return Err(MysqlError::Privilege {
+            user: String::new(),
+            detail: format!("{show} returned no body; the backup user needs SELECT on mysql.proc (or to be the object's definer)"),
+        });
+    };
+    Ok(Some(format!(
+        "SET SESSION sql_mode='{sql_mode}' ;;\nDROP {kind} IF EXISTS {} ;;\n{} ;;\n",
+        quote_ident(name),
+        strip_definer(&create)
+    )))
+}
+
 async fn dump_objects(
     conn: &mut Conn,
     db: &str,
@@ -970,32 +999,14 @@ async fn dump_objects(
 
     let mut routine_text = String::from(header);
     for (name, kind) in &routines {
-        let show = format!("SHOW CREATE {} {}", kind, quote_ident(name));
-        let row: Option<Row> = conn
-            .query_first(&show)
-            .await
-            .map_err(|e| query_err(&show, e))?;
-        let Some(row) = row else { continue };
-        let sql_mode: String = row.get(1).unwrap_or_default();
-        let create: Option<String> = row.get(2);
-        let Some(create) = create else {
-            return Err(MysqlError::Privilege {
-                user: String::new(),
-                detail: format!("{show} returned no body; the backup user needs SELECT on mysql.proc or to be the routine's definer"),
-            });
-        };
-        routine_text.push_str(&format!(
-            "SET SESSION sql_mode='{}' ;;\nDROP {} IF EXISTS {} ;;\n{} ;;\n",
-            sql_mode,
-            kind,
-            quote_ident(name),
-            strip_definer(&create)
-        ));
-        objects.push((
-            kind.to_ascii_lowercase(),
-            name.clone(),
-            "db/3-routines.sql.zst",
-        ));
+        if let Some(block) = object_block(conn, kind, name, 2).await? {
+            routine_text.push_str(&block);
+            objects.push((
+                kind.to_ascii_lowercase(),
+                name.clone(),
+                "db/3-routines.sql.zst",
+            ));
+        }
     }
 
     let mut view_defs = Vec::new();
@@ -1020,40 +1031,18 @@ async fn dump_objects(
 
     let mut trigger_text = String::from(header);
     for name in &triggers {
-        let show = format!("SHOW CREATE TRIGGER {}", quote_ident(name));
-        let row: Option<Row> = conn
-            .query_first(&show)
-            .await
-            .map_err(|e| query_err(&show, e))?;
-        let Some(row) = row else { continue };
-        let sql_mode: String = row.get(1).unwrap_or_default();
-        let create: String = row.get(2).unwrap_or_default();
-        trigger_text.push_str(&format!(
-            "SET SESSION sql_mode='{}' ;;\nDROP TRIGGER IF EXISTS {} ;;\n{} ;;\n",
-            sql_mode,
-            quote_ident(name),
-            strip_definer(&create)
-        ));
-        objects.push(("trigger".into(), name.clone(), "db/5-triggers.sql.zst"));
+        if let Some(block) = object_block(conn, "TRIGGER", name, 2).await? {
+            trigger_text.push_str(&block);
+            objects.push(("trigger".into(), name.clone(), "db/5-triggers.sql.zst"));
+        }
     }
 
     let mut event_text = String::from(header);
     for name in &events {
-        let show = format!("SHOW CREATE EVENT {}", quote_ident(name));
-        let row: Option<Row> = conn
-            .query_first(&show)
-            .await
-            .map_err(|e| query_err(&show, e))?;
-        let Some(row) = row else { continue };
-        let sql_mode: String = row.get(1).unwrap_or_default();
-        let create: String = row.get(3).unwrap_or_default();
-        event_text.push_str(&format!(
-            "SET SESSION sql_mode='{}' ;;\nDROP EVENT IF EXISTS {} ;;\n{} ;;\n",
-            sql_mode,
-            quote_ident(name),
-            strip_definer(&create)
-        ));
-        objects.push(("event".into(), name.clone(), "db/6-events.sql.zst"));
+        if let Some(block) = object_block(conn, "EVENT", name, 3).await? {
+            event_text.push_str(&block);
+            objects.push(("event".into(), name.clone(), "db/6-events.sql.zst"));
+        }
     }
 
     for (path, text, count) in [

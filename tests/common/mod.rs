@@ -116,6 +116,47 @@ impl Services {
         self.wpdr_cmd(config, args).output().unwrap()
     }
 
+    /// Runs `wpdr` with the restore target's password in the environment.
+    pub fn wpdr_target(&self, config: &Path, args: &[&str]) -> Output {
+        self.wpdr_cmd(config, args)
+            .env("WPDR_TARGET_PASSWORD", TEST_PASSWORD)
+            .output()
+            .unwrap()
+    }
+
+    /// Takes a backup and returns its set id.
+    pub fn backup(&self, config: &Path) -> String {
+        json(&self.wpdr(config, &["--output", "json", "backup"]))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// `wpdr --output json restore db SET --target TARGET --database DB EXTRA...`
+    pub fn restore_db(
+        &self,
+        config: &Path,
+        set: &str,
+        target: &MariaDb,
+        database: &str,
+        extra: &[&str],
+    ) -> Output {
+        let url = target.url();
+        let mut args = vec![
+            "--output",
+            "json",
+            "restore",
+            "db",
+            set,
+            "--target",
+            &url,
+            "--database",
+            database,
+        ];
+        args.extend_from_slice(extra);
+        self.wpdr_target(config, &args)
+    }
+
     pub fn wpdr_cmd(&self, config: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wpdr"));
         cmd.arg("--config").arg(config).args(args);
