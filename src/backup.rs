@@ -95,6 +95,27 @@ async fn run_locked(
         artifacts: dumped.artifacts,
         database: Some(dumped.section),
     };
+    // Every artifact must still be there: a run that stalled past its lock's
+    // expiry could have had its files removed by a prune meanwhile.
+    let present: std::collections::HashSet<String> = store
+        .list(&set_key)
+        .await
+        .map_err(CatalogError::from)?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    if let Some(missing) = manifest
+        .artifacts
+        .iter()
+        .find(|a| !present.contains(&catalog.key(&set_id, &a.path)))
+    {
+        return Err(BackupError::Catalog(CatalogError::SetIncomplete {
+            id: format!(
+                "{set_id} (artifact {} vanished before commit)",
+                missing.path
+            ),
+        }));
+    }
     catalog.commit(&manifest).await?;
     tracing::info!(set = %set_id, bytes = manifest.total_bytes(), "backup committed");
     Ok(manifest)

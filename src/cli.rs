@@ -56,6 +56,15 @@ pub enum Command {
     /// Restore parts of a set.
     #[command(subcommand)]
     Restore(RestoreCommand),
+    /// Apply the retention policy: delete sets no rule keeps, and the files of
+    /// interrupted runs older than the grace period.
+    Prune {
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The site's backup state: newest set and its age (RPO now), counts, lock.
+    Status,
 }
 
 #[derive(Debug, Args)]

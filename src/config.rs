@@ -54,6 +54,19 @@ struct RawConfig {
     database: RawDatabase,
     #[serde(default)]
     backup: RawBackup,
+    #[serde(default)]
+    retention: RawRetention,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    keep_last: Option<usize>,
+    keep_daily: Option<usize>,
+    keep_weekly: Option<usize>,
+    keep_monthly: Option<usize>,
+    keep_yearly: Option<usize>,
+    incomplete_grace_hours: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,11 +208,19 @@ pub struct BackupConfig {
 }
 
 #[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    pub policy: crate::catalog::retention::Policy,
+    /// Files of interrupted runs younger than this are left alone.
+    pub incomplete_grace_hours: i64,
+}
+
+#[derive(Debug, Clone)]
 pub struct Config {
     pub site: String,
     pub store: StoreConfig,
     pub database: DatabaseConfig,
     pub backup: BackupConfig,
+    pub retention: RetentionConfig,
 }
 
 /// Source of environment variables; a map in tests, the process environment otherwise.
@@ -382,6 +403,36 @@ impl Config {
                 format!("{lock_ttl_seconds} is outside 5..86400"),
             ));
         }
+        let r = &raw.retention;
+        let keep = |name: &'static str, field: &'static str, v: &Option<usize>| {
+            pick(env, name, field, v, as_number).map(|x| x.unwrap_or(0))
+        };
+        let policy = crate::catalog::retention::Policy {
+            keep_last: keep("WPDR_KEEP_LAST", "retention.keep_last", &r.keep_last)?,
+            keep_daily: keep("WPDR_KEEP_DAILY", "retention.keep_daily", &r.keep_daily)?,
+            keep_weekly: keep("WPDR_KEEP_WEEKLY", "retention.keep_weekly", &r.keep_weekly)?,
+            keep_monthly: keep(
+                "WPDR_KEEP_MONTHLY",
+                "retention.keep_monthly",
+                &r.keep_monthly,
+            )?,
+            keep_yearly: keep("WPDR_KEEP_YEARLY", "retention.keep_yearly", &r.keep_yearly)?,
+        };
+        let incomplete_grace_hours = pick(
+            env,
+            "WPDR_INCOMPLETE_GRACE_HOURS",
+            "retention.incomplete_grace_hours",
+            &r.incomplete_grace_hours,
+            as_number,
+        )?
+        .unwrap_or(24);
+        if incomplete_grace_hours < 0 {
+            return Err(invalid(
+                "retention.incomplete_grace_hours",
+                "WPDR_INCOMPLETE_GRACE_HOURS",
+                "must not be negative",
+            ));
+        }
         Ok(Config {
             site,
             store,
@@ -390,6 +441,10 @@ impl Config {
                 chunk_bytes,
                 compression_level,
                 lock_ttl_seconds,
+            },
+            retention: RetentionConfig {
+                policy,
+                incomplete_grace_hours,
             },
         })
     }

@@ -53,6 +53,8 @@ pub async fn restore_db(
         })?;
     let set_key = catalog.key(&manifest.set_id, "");
     tracing::info!(set = %manifest.set_id, target = %target.display(), database, "database restore started");
+    // Keep prune away from the set while it is read.
+    let pin = catalog.pin(&manifest.set_id, "restore db", 12).await?;
     let report = load::load(
         target,
         database,
@@ -63,6 +65,7 @@ pub async fn restore_db(
         opts,
         progress,
     )
-    .await?;
-    Ok(report)
+    .await;
+    pin.release(catalog).await;
+    Ok(report?)
 }

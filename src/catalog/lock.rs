@@ -155,6 +155,10 @@ async fn read_lock(store: &Store, key: &str) -> Result<Option<Option<LockInfo>>,
     }
 }
 
+pub(super) async fn current(store: &Store, key: &str) -> Result<Option<LockInfo>, StoreError> {
+    Ok(read_lock(store, key).await?.flatten())
+}
+
 pub(super) async fn acquire(
     store: &Store,
     key: &str,

@@ -6,6 +6,8 @@
 
 mod lock;
 pub mod manifest;
+pub mod prune;
+pub mod retention;
 
 pub use lock::{LockGuard, LockInfo};
 pub use manifest::*;
@@ -203,6 +205,11 @@ impl<'a> Catalog<'a> {
             purpose,
         )
         .await
+    }
+
+    /// Who holds the site's lock now, if anyone (expired locks included, marked by their time).
+    pub async fn lock_holder(&self) -> Result<Option<LockInfo>, CatalogError> {
+        Ok(lock::current(self.store, &self.lock_key()).await?)
     }
 
     /// Ids of every set directory, complete or not, oldest first.

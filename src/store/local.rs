@@ -151,6 +151,19 @@ impl LocalStore {
         Ok(out)
     }
 
+    /// Removes the directory a prefix names, with anything left in it.
+    pub async fn remove_dir(&self, prefix: &str) -> Result<(), StoreError> {
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        if dir == self.root {
+            return Ok(());
+        }
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&dir, e)),
+        }
+    }
+
     pub fn writer(&self, key: &str) -> LocalWriter {
         let final_path = self.path(key);
         let temp = {

@@ -165,6 +165,33 @@ impl Store {
         }
     }
 
+    /// Deletes everything under `prefix` (which must end in '/'), including, for
+    /// a local store, temporary files of writes that never finished. Returns
+    /// how many objects went.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+        let objects = self.list(prefix).await?;
+        for o in &objects {
+            self.delete(&o.key).await?;
+        }
+        if let Store::Local(l) = self {
+            l.remove_dir(prefix).await?;
+        }
+        Ok(objects.len())
+    }
+
+    /// Aborts multipart uploads under `prefix` started before `before`: the
+    /// parts a killed writer left behind (they are invisible but cost space).
+    pub async fn abort_stale_uploads(
+        &self,
+        prefix: &str,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, StoreError> {
+        match self {
+            Store::Local(_) => Ok(0),
+            Store::S3(s) => s.abort_stale_uploads(prefix, before).await,
+        }
+    }
+
     pub fn writer(&self, key: &str) -> ObjectWriter {
         match self {
             Store::Local(l) => ObjectWriter::new(key, WriterBackend::Local(l.writer(key))),

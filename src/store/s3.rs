@@ -259,6 +259,55 @@ impl S3Store {
         Ok((objects, dirs))
     }
 
+    pub async fn abort_stale_uploads(
+        &self,
+        prefix: &str,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, StoreError> {
+        let mut aborted = 0;
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| self.err(e, "ListMultipartUploads", prefix))?;
+            for u in out.uploads() {
+                let started = u
+                    .initiated()
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0));
+                let stale = started.is_some_and(|t| t < before);
+                if let (true, Some(key), Some(id)) = (stale, u.key(), u.upload_id()) {
+                    self.client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send()
+                        .await
+                        .map_err(|e| self.err(e, "AbortMultipartUpload", key))?;
+                    aborted += 1;
+                }
+            }
+            if out.is_truncated() == Some(true) {
+                key_marker = out.next_key_marker().map(str::to_string);
+                id_marker = out.next_upload_id_marker().map(str::to_string);
+                if key_marker.is_none() {
+                    break;
+                }
+            } else {
+                break;
+            }
+        }
+        Ok(aborted)
+    }
+
     pub async fn reader(&self, key: &str) -> Result<S3Reader, StoreError> {
         let mut r = S3Reader {
             store: self.clone(),
