@@ -41,6 +41,9 @@ pub struct Decision {
     pub reasons: Vec<&'static str>,
 }
 
+/// Maps a time to its calendar bucket (day, ISO week, month or year).
+type Bucket = fn(&DateTime<Utc>) -> (i32, u32);
+
 /// Decides for each set (any order in; newest first out).
 pub fn decide(sets: &[(String, DateTime<Utc>)], policy: &Policy) -> Vec<Decision> {
     let mut sorted: Vec<&(String, DateTime<Utc>)> = sets.iter().collect();
@@ -57,7 +60,7 @@ pub fn decide(sets: &[(String, DateTime<Utc>)], policy: &Policy) -> Vec<Decision
     for d in out.iter_mut().take(policy.keep_last) {
         d.reasons.push("last");
     }
-    let rules: [(&'static str, usize, fn(&DateTime<Utc>) -> (i32, u32)); 4] = [
+    let rules: [(&'static str, usize, Bucket); 4] = [
         ("daily", policy.keep_daily, |t| (t.year(), t.ordinal())),
         ("weekly", policy.keep_weekly, |t| {
             let w = t.iso_week();
