@@ -86,7 +86,7 @@ async fn prune_keeps_exactly_the_policy_and_never_a_referenced_artifact() {
     }
     // What the policy must keep, computed independently of wpdr.
     let mut newest_first = ids.clone();
-    newest_first.sort_by(|a, b| b.1.cmp(&a.1));
+    newest_first.sort_by_key(|x| std::cmp::Reverse(x.1));
     let mut expect: std::collections::BTreeSet<String> =
         newest_first.iter().take(2).map(|x| x.0.clone()).collect();
     let mut buckets = |key: &dyn Fn(&DateTime<Utc>) -> String, n: usize| {
