@@ -65,6 +65,21 @@ pub enum Command {
     },
     /// The site's backup state: newest set and its age (RPO now), counts, lock.
     Status,
+    /// Run the schedules of a directory (backups, prune, verification) until SIGTERM.
+    Daemon(DaemonArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Directory of schedule files (*.yaml).
+    #[arg(long, default_value = "schedules", env = "WPDR_SCHEDULES")]
+    pub schedules: PathBuf,
+    /// Address for /healthz, /readyz, /metrics and POST /run/<schedule>.
+    #[arg(long, default_value = "0.0.0.0:9464", env = "WPDR_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// After SIGTERM, how long running jobs may take to finish before they are abandoned.
+    #[arg(long, default_value_t = 300, env = "WPDR_GRACE_SECONDS")]
+    pub grace_seconds: u64,
 }
 
 #[derive(Debug, Args)]

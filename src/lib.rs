@@ -8,6 +8,7 @@ pub mod backup;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod exit;
 pub mod mysql;
 pub mod restore;

@@ -92,6 +92,9 @@ fn classify(e: &anyhow::Error) -> ExitCode {
         if let Some(x) = cause.downcast_ref::<wpdr::restore::RestoreError>() {
             return x.exit_code();
         }
+        if let Some(x) = cause.downcast_ref::<wpdr::daemon::DaemonError>() {
+            return x.exit_code();
+        }
     }
     ExitCode::Internal
 }
@@ -262,6 +265,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore(RestoreCommand::Db(args)) => restore_db(&cli, args).await,
         Command::Prune { dry_run } => prune(&cli, *dry_run).await,
         Command::Status => status(&cli).await,
+        Command::Daemon(args) => {
+            let (cfg, store) = open(&cli).await?;
+            wpdr::daemon::run(
+                cfg,
+                store,
+                wpdr::daemon::DaemonOptions {
+                    schedules_dir: args.schedules.clone(),
+                    listen: args.listen,
+                    grace: std::time::Duration::from_secs(args.grace_seconds),
+                },
+            )
+            .await?;
+            Ok(ExitCode::Ok)
+        }
     }
 }
 

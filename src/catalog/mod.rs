@@ -340,7 +340,7 @@ impl<'a> Catalog<'a> {
     pub async fn verify(
         &self,
         manifest: &Manifest,
-        progress: &dyn Fn(u64),
+        progress: &(dyn Fn(u64) + Sync),
     ) -> Result<VerifyReport, CatalogError> {
         let mut problems = Vec::new();
         let mut bytes_checked = 0u64;

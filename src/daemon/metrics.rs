@@ -1,0 +1,215 @@
+//! What the daemon exposes on `/metrics` (Prometheus text format).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobStats {
+    pub kind: String,
+    pub runs: u64,
+    pub successes: u64,
+    pub failures: BTreeMap<String, u64>,
+    pub skipped_overlap: u64,
+    pub running: bool,
+    pub last_start: Option<DateTime<Utc>>,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_duration_seconds: f64,
+    pub last_bytes: u64,
+    pub last_objects: u64,
+    pub next_run: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    jobs: Mutex<BTreeMap<String, JobStats>>,
+    newest_set: Mutex<Option<DateTime<Utc>>>,
+}
+
+fn ts(t: &Option<DateTime<Utc>>) -> f64 {
+    t.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0)
+}
+
+/// Escapes a label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    pub fn with_job<R>(&self, name: &str, f: impl FnOnce(&mut JobStats) -> R) -> R {
+        let mut jobs = match self.jobs.lock() {
+            Ok(j) => j,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(jobs.entry(name.to_string()).or_default())
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, JobStats> {
+        match self.jobs.lock() {
+            Ok(j) => j.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn set_newest_set(&self, started_at: Option<DateTime<Utc>>) {
+        if let Ok(mut n) = self.newest_set.lock() {
+            *n = started_at;
+        }
+    }
+
+    pub fn render(&self, now: DateTime<Utc>, shutting_down: bool) -> String {
+        let jobs = self.snapshot();
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        };
+        let per_job = |f: &dyn Fn(&JobStats) -> f64| -> Vec<(String, f64)> {
+            jobs.iter()
+                .map(|(n, s)| {
+                    (
+                        format!("job=\"{}\",kind=\"{}\"", label(n), label(&s.kind)),
+                        f(s),
+                    )
+                })
+                .collect()
+        };
+        family(
+            "wpdr_job_runs_total",
+            "counter",
+            "Runs started.",
+            per_job(&|s| s.runs as f64),
+        );
+        family(
+            "wpdr_job_successes_total",
+            "counter",
+            "Runs that succeeded.",
+            per_job(&|s| s.successes as f64),
+        );
+        let failures: Vec<(String, f64)> = jobs
+            .iter()
+            .flat_map(|(n, s)| {
+                s.failures.iter().map(move |(reason, c)| {
+                    (
+                        format!(
+                            "job=\"{}\",kind=\"{}\",reason=\"{}\"",
+                            label(n),
+                            label(&s.kind),
+                            label(reason)
+                        ),
+                        *c as f64,
+                    )
+                })
+            })
+            .collect();
+        family(
+            "wpdr_job_failures_total",
+            "counter",
+            "Failed runs by reason.",
+            failures,
+        );
+        family(
+            "wpdr_job_skipped_overlap_total",
+            "counter",
+            "Ticks skipped because the previous run was still going.",
+            per_job(&|s| s.skipped_overlap as f64),
+        );
+        family(
+            "wpdr_job_running",
+            "gauge",
+            "1 while a run is in progress.",
+            per_job(&|s| f64::from(u8::from(s.running))),
+        );
+        family(
+            "wpdr_job_last_start_timestamp_seconds",
+            "gauge",
+            "Start of the last run.",
+            per_job(&|s| ts(&s.last_start)),
+        );
+        family(
+            "wpdr_job_last_success_timestamp_seconds",
+            "gauge",
+            "End of the last successful run.",
+            per_job(&|s| ts(&s.last_success)),
+        );
+        family(
+            "wpdr_job_last_duration_seconds",
+            "gauge",
+            "Duration of the last run.",
+            per_job(&|s| s.last_duration_seconds),
+        );
+        family(
+            "wpdr_job_last_bytes",
+            "gauge",
+            "Bytes written (backup) or freed (prune) by the last successful run.",
+            per_job(&|s| s.last_bytes as f64),
+        );
+        family(
+            "wpdr_job_last_objects",
+            "gauge",
+            "Artifacts written, sets pruned or artifacts verified by the last successful run.",
+            per_job(&|s| s.last_objects as f64),
+        );
+        family(
+            "wpdr_job_next_run_timestamp_seconds",
+            "gauge",
+            "When the job runs next.",
+            per_job(&|s| ts(&s.next_run)),
+        );
+        let newest = match self.newest_set.lock() {
+            Ok(n) => *n,
+            Err(p) => *p.into_inner(),
+        };
+        family(
+            "wpdr_newest_set_timestamp_seconds",
+            "gauge",
+            "Start of the newest complete backup set (0: none).",
+            vec![(String::new(), ts(&newest))],
+        );
+        family(
+            "wpdr_newest_set_age_seconds",
+            "gauge",
+            "Age of the newest complete set: the data a restore now would lose (RPO now); -1 when there is none.",
+            vec![(String::new(), newest.map_or(-1.0, |t| (now - t).num_milliseconds() as f64 / 1000.0))],
+        );
+        family(
+            "wpdr_daemon_shutting_down",
+            "gauge",
+            "1 after SIGTERM while runs drain.",
+            vec![(String::new(), f64::from(u8::from(shutting_down)))],
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.with_job("nightly", |s| {
+            s.kind = "backup".into();
+            s.runs = 2;
+            s.successes = 1;
+            *s.failures.entry("db_unreachable".into()).or_default() += 1;
+        });
+        let now: DateTime<Utc> = "2026-11-25T12:00:00Z".parse().unwrap();
+        m.set_newest_set(Some("2026-11-25T11:00:00Z".parse().unwrap()));
+        let text = m.render(now, false);
+        assert!(
+            text.contains("wpdr_job_runs_total{job=\"nightly\",kind=\"backup\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("wpdr_job_failures_total{job=\"nightly\",kind=\"backup\",reason=\"db_unreachable\"} 1\n"));
+        assert!(text.contains("wpdr_newest_set_age_seconds{} 3600\n"));
+        assert!(text.contains("# TYPE wpdr_job_runs_total counter"));
+    }
+}

@@ -1,0 +1,441 @@
+//! `wpdr daemon`: runs the jobs of `schedules/` in-cluster.
+//!
+//! * tokio-cron-scheduler fires each schedule (time-zone aware);
+//! * a job never overlaps itself: a tick that finds it running is skipped and counted;
+//! * a run missed while the daemon was down runs once at start when the schedule says so
+//!   (last runs are kept in the store, so a restarted pod knows);
+//! * `/healthz`, `/readyz`, `/metrics` and `POST /run/<schedule>` on one port;
+//! * SIGTERM stops new runs, lets running ones finish within the grace period,
+//!   then abandons them (an abandoned backup never commits a manifest) and exits 0.
+
+mod http;
+pub mod metrics;
+pub mod schedule;
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::exit::{Classify, ExitCode};
+use crate::store::Store;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http::Response;
+use metrics::Metrics;
+use schedule::{JobKind, Schedule};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("schedule {file}: {problem}")]
+    Schedule { file: PathBuf, problem: String },
+    #[error("cannot listen on {addr}: {source}. Pick another --listen address.")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the scheduler failed: {0}")]
+    Scheduler(String),
+}
+
+impl Classify for DaemonError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            DaemonError::Schedule { .. } | DaemonError::Bind { .. } => ExitCode::Config,
+            DaemonError::Scheduler(_) => ExitCode::Internal,
+        }
+    }
+    fn metric_label(&self) -> &'static str {
+        match self {
+            DaemonError::Schedule { .. } => "schedule",
+            DaemonError::Bind { .. } => "bind",
+            DaemonError::Scheduler(_) => "scheduler",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub schedules_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub grace: Duration,
+}
+
+/// Last run of a schedule, kept in the store for missed-run detection.
+#[derive(Debug, Serialize, Deserialize)]
+struct LastRun {
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    ok: bool,
+}
+
+/// What a finished run reports for the metrics.
+struct Outcome {
+    bytes: u64,
+    objects: u64,
+}
+
+pub enum Trigger {
+    Started,
+    AlreadyRunning,
+    Unknown,
+    ShuttingDown,
+}
+
+struct Runner {
+    cfg: Config,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    schedules: HashMap<String, Schedule>,
+    running: Mutex<HashMap<String, JoinHandle<()>>>,
+    shutting_down: AtomicBool,
+    ready: AtomicBool,
+}
+
+impl Runner {
+    fn state_key(&self, name: &str) -> String {
+        format!("{}/daemon/{name}.json", self.cfg.site_prefix())
+    }
+
+    async fn last_run(&self, name: &str) -> Option<LastRun> {
+        let bytes = self.store.get_bytes(&self.state_key(name)).await.ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Starts a run of `name` unless one is going or the daemon is stopping.
+    fn trigger(self: &Arc<Self>, name: &str, why: &'static str) -> Trigger {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Trigger::ShuttingDown;
+        }
+        let Some(schedule) = self.schedules.get(name).cloned() else {
+            return Trigger::Unknown;
+        };
+        let mut running = match self.running.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        if running.get(name).is_some_and(|h| !h.is_finished()) {
+            self.metrics.with_job(name, |s| s.skipped_overlap += 1);
+            tracing::warn!(
+                job = name,
+                why,
+                "previous run still going; this tick is skipped"
+            );
+            return Trigger::AlreadyRunning;
+        }
+        let this = self.clone();
+        let handle = tokio::spawn(async move { this.run_once(schedule, why).await });
+        running.insert(name.to_string(), handle);
+        Trigger::Started
+    }
+
+    async fn run_once(self: Arc<Self>, schedule: Schedule, why: &'static str) {
+        let name = schedule.name.clone();
+        let started_at = Utc::now();
+        self.metrics.with_job(&name, |s| {
+            s.runs += 1;
+            s.running = true;
+            s.last_start = Some(started_at);
+        });
+        tracing::info!(job = %name, kind = schedule.job.as_str(), why, "run started");
+        let result = self.execute(&schedule).await;
+        let finished_at = Utc::now();
+        let seconds = (finished_at - started_at).num_milliseconds() as f64 / 1000.0;
+        let ok = result.is_ok();
+        self.metrics.with_job(&name, |s| {
+            s.running = false;
+            s.last_duration_seconds = seconds;
+            s.next_run = schedule.next_after(Utc::now());
+            match &result {
+                Ok(o) => {
+                    s.successes += 1;
+                    s.last_success = Some(finished_at);
+                    s.last_bytes = o.bytes;
+                    s.last_objects = o.objects;
+                }
+                Err((reason, _)) => *s.failures.entry(reason.to_string()).or_default() += 1,
+            }
+        });
+        match &result {
+            Ok(o) => {
+                tracing::info!(job = %name, seconds, bytes = o.bytes, objects = o.objects, "run succeeded")
+            }
+            Err((reason, message)) => {
+                tracing::error!(job = %name, seconds, reason, error = %message, "run failed")
+            }
+        }
+        let state = LastRun {
+            started_at,
+            finished_at,
+            ok,
+        };
+        if let Ok(body) = serde_json::to_vec(&state) {
+            if let Err(e) = self
+                .store
+                .put_bytes(&self.state_key(&name), Bytes::from(body))
+                .await
+            {
+                tracing::warn!(job = %name, error = %e, "could not record the run");
+            }
+        }
+        self.refresh_newest().await;
+    }
+
+    async fn execute(&self, schedule: &Schedule) -> Result<Outcome, (&'static str, String)> {
+        let fail = |e: &dyn Classify, msg: String| (e.metric_label(), msg);
+        let catalog = Catalog::new(&self.store, &self.cfg.site, &self.cfg.site_prefix());
+        match schedule.job {
+            JobKind::Backup => {
+                let m = crate::backup::run(
+                    &self.cfg,
+                    self.store.clone(),
+                    &schedule.name,
+                    Arc::new(|_| {}),
+                )
+                .await
+                .map_err(|e| fail(&e, e.to_string()))?;
+                Ok(Outcome {
+                    bytes: m.total_bytes(),
+                    objects: m.artifacts.len() as u64,
+                })
+            }
+            JobKind::Prune => {
+                if self.cfg.retention.policy.is_empty() {
+                    return Err(("config", "no retention policy configured".into()));
+                }
+                let r = catalog
+                    .prune(
+                        &self.cfg.retention.policy,
+                        chrono::Duration::hours(self.cfg.retention.incomplete_grace_hours),
+                        self.cfg.backup.lock_ttl_seconds,
+                        false,
+                    )
+                    .await
+                    .map_err(|e| fail(&e, e.to_string()))?;
+                Ok(Outcome {
+                    bytes: r.bytes_freed,
+                    objects: r.deleted.len() as u64,
+                })
+            }
+            JobKind::VerifyLatest => {
+                let m = catalog
+                    .resolve("latest")
+                    .await
+                    .map_err(|e| fail(&e, e.to_string()))?;
+                let r = catalog
+                    .verify(&m, &|_| {})
+                    .await
+                    .map_err(|e| fail(&e, e.to_string()))?;
+                if r.ok() {
+                    Ok(Outcome {
+                        bytes: r.bytes_checked,
+                        objects: r.artifacts_checked as u64,
+                    })
+                } else {
+                    Err((
+                        "integrity",
+                        format!("set {}: {} bad artifact(s)", m.set_id, r.problems.len()),
+                    ))
+                }
+            }
+        }
+    }
+
+    async fn refresh_newest(&self) {
+        let catalog = Catalog::new(&self.store, &self.cfg.site, &self.cfg.site_prefix());
+        match catalog.list().await {
+            Ok(sets) => {
+                self.metrics
+                    .set_newest_set(sets.first().map(|m| m.started_at));
+                self.ready.store(true, Ordering::SeqCst);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list sets");
+                self.ready.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+
+    async fn respond(self: Arc<Self>, method: String, path: String) -> Response {
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/healthz") => Response::text(200, "ok\n"),
+            ("GET", "/readyz") => {
+                if self.ready.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst) {
+                    Response::text(200, "ready\n")
+                } else {
+                    Response::text(503, "not ready\n")
+                }
+            }
+            ("GET", "/metrics") => Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: self
+                    .metrics
+                    .render(Utc::now(), self.shutting_down.load(Ordering::SeqCst)),
+            },
+            ("GET", "/jobs") => Response {
+                status: 200,
+                content_type: "application/json",
+                body: serde_json::to_string_pretty(&self.metrics.snapshot()).unwrap_or_default(),
+            },
+            ("POST", p) if p.starts_with("/run/") => {
+                match self.trigger(&p["/run/".len()..], "manual") {
+                    Trigger::Started => Response::text(202, "started\n"),
+                    Trigger::AlreadyRunning => Response::text(409, "already running\n"),
+                    Trigger::Unknown => Response::text(404, "no such schedule\n"),
+                    Trigger::ShuttingDown => Response::text(503, "shutting down\n"),
+                }
+            }
+            (_, "/healthz" | "/readyz" | "/metrics" | "/jobs") => {
+                Response::text(405, "method not allowed\n")
+            }
+            _ => Response::text(404, "not found\n"),
+        }
+    }
+
+    /// Waits for running jobs up to `grace`, then abandons what is left.
+    async fn drain(&self, grace: Duration) {
+        let handles: Vec<(String, JoinHandle<()>)> = match self.running.lock() {
+            Ok(mut r) => r.drain().collect(),
+            Err(p) => p.into_inner().drain().collect(),
+        };
+        let deadline = tokio::time::Instant::now() + grace;
+        for (name, mut h) in handles {
+            if h.is_finished() {
+                continue;
+            }
+            tracing::info!(job = %name, "waiting for the running job to finish");
+            match tokio::time::timeout_at(deadline, &mut h).await {
+                Ok(_) => tracing::info!(job = %name, "finished before shutdown"),
+                Err(_) => {
+                    // Dropping the run's futures aborts its uploads; the manifest,
+                    // written last, is never written, so no partial set appears.
+                    h.abort();
+                    let _ = h.await;
+                    tracing::warn!(job = %name, "abandoned at the end of the grace period; its set is incomplete and never listed");
+                }
+            }
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Returns once every run has drained.
+pub async fn run(cfg: Config, store: Arc<Store>, opts: DaemonOptions) -> Result<(), DaemonError> {
+    let schedules = Schedule::load_dir(&opts.schedules_dir)?;
+    if schedules.is_empty() {
+        return Err(DaemonError::Schedule {
+            file: opts.schedules_dir.clone(),
+            problem: "no enabled schedules (*.yaml) found".into(),
+        });
+    }
+    let metrics = Arc::new(Metrics::default());
+    let runner = Arc::new(Runner {
+        cfg,
+        store,
+        metrics: metrics.clone(),
+        schedules: schedules
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect(),
+        running: Mutex::new(HashMap::new()),
+        shutting_down: AtomicBool::new(false),
+        ready: AtomicBool::new(false),
+    });
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    let http_runner = runner.clone();
+    let server = tokio::spawn(http::serve(
+        listener,
+        Arc::new(move |m, p| http_runner.clone().respond(m, p)),
+    ));
+    runner.refresh_newest().await;
+
+    let mut scheduler = JobScheduler::new()
+        .await
+        .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+    let now = Utc::now();
+    for s in &schedules {
+        metrics.with_job(&s.name, |m| {
+            m.kind = s.job.as_str().to_string();
+            m.next_run = s.next_after(now);
+        });
+        let r = runner.clone();
+        let name = s.name.clone();
+        let job = Job::new_async_tz(s.cron.as_str(), s.timezone, move |_id, _sched| {
+            let r = r.clone();
+            let name = name.clone();
+            Box::pin(async move {
+                r.trigger(&name, "schedule");
+            })
+        })
+        .map_err(|e| DaemonError::Schedule {
+            file: s.file.clone(),
+            problem: format!("cron '{}': {e}", s.cron),
+        })?;
+        scheduler
+            .add(job)
+            .await
+            .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+        tracing::info!(job = %s.name, kind = s.job.as_str(), cron = %s.cron, timezone = %s.timezone, next = ?s.next_after(now), "scheduled");
+    }
+    for s in &schedules {
+        if s.run_missed_on_start {
+            let last = runner.last_run(&s.name).await.map(|l| l.started_at);
+            if s.missed(last, now) {
+                tracing::info!(job = %s.name, last = ?last, "a run was missed while the daemon was down; running it now");
+                runner.trigger(&s.name, "missed");
+            }
+        }
+    }
+    scheduler
+        .start()
+        .await
+        .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+    tracing::info!(listen = %opts.listen, schedules = schedules.len(), "daemon running");
+
+    wait_for_signal().await;
+    tracing::info!(
+        grace_seconds = opts.grace.as_secs(),
+        "shutdown requested: no new runs"
+    );
+    runner.shutting_down.store(true, Ordering::SeqCst);
+    if let Err(e) = scheduler.shutdown().await {
+        tracing::warn!(error = %e, "scheduler shutdown");
+    }
+    runner.drain(opts.grace).await;
+    server.abort();
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,226 @@
+//! Schedule files (`schedules/*.yaml`): what runs when.
+
+use chrono::{DateTime, Utc};
+use croner::parser::{CronParser, Seconds};
+use croner::Cron;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+use super::DaemonError;
+
+/// The jobs the daemon can run. Media sync and drills join as their issues land.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobKind {
+    Backup,
+    Prune,
+    VerifyLatest,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Backup => "backup",
+            JobKind::Prune => "prune",
+            JobKind::VerifyLatest => "verify-latest",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    name: String,
+    job: JobKind,
+    /// Six fields: second minute hour day-of-month month day-of-week.
+    cron: String,
+    #[serde(default = "utc")]
+    timezone: String,
+    #[serde(default)]
+    run_missed_on_start: bool,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub name: String,
+    pub job: JobKind,
+    pub cron: String,
+    pub timezone: chrono_tz::Tz,
+    pub run_missed_on_start: bool,
+    pub file: PathBuf,
+    parsed: Cron,
+}
+
+/// Parses a cron expression the way tokio-cron-scheduler does (seconds required).
+fn parse_cron(expr: &str) -> Result<Cron, String> {
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| {
+            format!(
+                "'{expr}' is not a cron expression with seconds (sec min hour dom month dow): {e}"
+            )
+        })
+}
+
+impl Schedule {
+    pub fn parse(file: &Path, text: &str) -> Result<Option<Schedule>, DaemonError> {
+        let bad = |problem: String| DaemonError::Schedule {
+            file: file.to_path_buf(),
+            problem,
+        };
+        let raw: RawSchedule = serde_yaml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        if !raw.enabled {
+            return Ok(None);
+        }
+        if raw.name.is_empty()
+            || !raw
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(bad(format!(
+                "name '{}' must be letters, digits, '-' or '_'",
+                raw.name
+            )));
+        }
+        let parsed = parse_cron(&raw.cron).map_err(bad)?;
+        let timezone: chrono_tz::Tz = raw.timezone.parse().map_err(|_| {
+            bad(format!(
+                "timezone '{}' is not an IANA zone like Europe/Berlin",
+                raw.timezone
+            ))
+        })?;
+        Ok(Some(Schedule {
+            name: raw.name,
+            job: raw.job,
+            cron: raw.cron,
+            timezone,
+            run_missed_on_start: raw.run_missed_on_start,
+            file: file.to_path_buf(),
+            parsed,
+        }))
+    }
+
+    /// Every enabled schedule in `dir` (`*.yaml` / `*.yml`), sorted by name; names must be unique.
+    pub fn load_dir(dir: &Path) -> Result<Vec<Schedule>, DaemonError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| DaemonError::Schedule {
+            file: dir.to_path_buf(),
+            problem: format!("cannot read the schedules directory: {e}"),
+        })?;
+        let mut out: Vec<Schedule> = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if !matches!(ext, "yaml" | "yml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(|e| DaemonError::Schedule {
+                file: path.clone(),
+                problem: e.to_string(),
+            })?;
+            if let Some(s) = Schedule::parse(&path, &text)? {
+                if let Some(other) = out.iter().find(|o| o.name == s.name) {
+                    return Err(DaemonError::Schedule {
+                        file: path.clone(),
+                        problem: format!(
+                            "name '{}' is also used by {}",
+                            s.name,
+                            other.file.display()
+                        ),
+                    });
+                }
+                out.push(s);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The first run time strictly after `after`.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.parsed
+            .find_next_occurrence(&after.with_timezone(&self.timezone), false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// Whether a run was due between the last run and `now` and did not happen.
+    pub fn missed(&self, last_run: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        match last_run {
+            None => true,
+            Some(last) => self.next_after(last).is_some_and(|due| due <= now),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sched(text: &str) -> Result<Option<Schedule>, DaemonError> {
+        Schedule::parse(Path::new("t.yaml"), text)
+    }
+
+    #[test]
+    fn parses_and_computes_next_runs_in_a_time_zone() {
+        let s = sched("name: nightly\njob: backup\ncron: \"0 30 2 * * *\"\ntimezone: Europe/Berlin\nrun_missed_on_start: true\n")
+            .unwrap()
+            .unwrap();
+        // 02:30 in Berlin in winter is 01:30 UTC.
+        let next = s
+            .next_after("2026-11-25T12:00:00Z".parse().unwrap())
+            .unwrap();
+        assert_eq!(next.to_rfc3339(), "2026-11-26T01:30:00+00:00");
+        assert!(s.missed(
+            Some("2026-11-24T01:30:00Z".parse().unwrap()),
+            "2026-11-25T12:00:00Z".parse().unwrap()
+        ));
+        assert!(!s.missed(
+            Some("2026-11-25T01:30:00Z".parse().unwrap()),
+            "2026-11-25T12:00:00Z".parse().unwrap()
+        ));
+        assert!(s.missed(None, Utc::now()));
+    }
+
+    #[test]
+    fn bad_schedules_name_the_problem() {
+        let e = sched("name: x\njob: backup\ncron: \"0 2 * * *\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cron") && e.contains("t.yaml"), "{e}");
+        let e = sched("name: x\njob: backup\ncron: \"0 0 2 * * *\"\ntimezone: Mars/Olympus\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Mars/Olympus"), "{e}");
+        let e = sched("name: x\njob: bakup\ncron: \"0 0 2 * * *\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bakup"), "{e}");
+        assert!(
+            sched("name: x\njob: prune\ncron: \"0 0 2 * * *\"\nenabled: false\n")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_shipped_schedules_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules");
+        let all = Schedule::load_dir(&dir).unwrap();
+        assert!(all.iter().any(|s| s.job == JobKind::Backup));
+        assert!(all.iter().any(|s| s.job == JobKind::Prune));
+    }
+}

@@ -1,0 +1,186 @@
+//! The daemon against the real services: a backup schedule firing every
+//! second never overlaps itself (an overlap would fail on the site lock), the
+//! metrics tell the truth, a manual trigger works, and SIGTERM drains cleanly.
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::Queryable;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {prefix} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_second_schedule_never_overlaps_and_sigterm_drains() {
+    let svc = Services::get();
+    let db = svc.fresh_database("daemon").await;
+    let mut c = svc.admin(Some(&db)).await;
+    c.query_drop("CREATE TABLE wp_posts (ID INT PRIMARY KEY, body LONGTEXT)")
+        .await
+        .unwrap();
+    // Large enough that one backup takes longer than a second.
+    c.query_drop("INSERT INTO wp_posts SELECT seq, REPEAT(SHA2(seq, 512), 60) FROM seq_1_to_20000")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = svc.s3_config(dir.path(), &db, "retention:\n  keep_last: 100\n");
+    let sched = dir.path().join("schedules");
+    std::fs::create_dir(&sched).unwrap();
+    std::fs::write(
+        sched.join("backup.yaml"),
+        "name: every-second\njob: backup\ncron: \"* * * * * *\"\nrun_missed_on_start: true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        sched.join("verify.yaml"),
+        "name: verify\njob: verify-latest\ncron: \"0 0 0 1 1 *\"\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = svc
+        .wpdr_cmd(
+            &cfg,
+            &[
+                "daemon",
+                "--schedules",
+                sched.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--grace-seconds",
+                "60",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http(port, "GET", "/healthz").0, 200);
+    // Let it run for a while with a tick every second.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, m) = http(port, "GET", "/metrics");
+        if metric(&m, "wpdr_job_successes_total{job=\"every-second\"") >= 3.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 3 backups in 60 s:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (_, m) = http(port, "GET", "/metrics");
+    assert!(
+        metric(&m, "wpdr_job_skipped_overlap_total{job=\"every-second\"") >= 1.0,
+        "backups take > 1 s, so ticks must have been skipped:\n{m}"
+    );
+    assert!(
+        !m.contains("reason=\"locked\""),
+        "a run overlapped another:\n{m}"
+    );
+    assert!(metric(&m, "wpdr_newest_set_age_seconds") >= 0.0);
+    assert_eq!(http(port, "GET", "/readyz").0, 200);
+    // A manual trigger of another schedule.
+    assert_eq!(http(port, "POST", "/run/verify").0, 202);
+    assert_eq!(http(port, "POST", "/run/nope").0, 404);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, m) = http(port, "GET", "/metrics");
+        if metric(&m, "wpdr_job_successes_total{job=\"verify\"") >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "manual verify did not succeed:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // SIGTERM: exits 0 after draining; everything listed is complete and verifies.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(status.success(), "daemon exit {status:?}\n{log}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(
+        log.contains("shutdown requested") && log.contains("daemon stopped"),
+        "{log}"
+    );
+    // JSON logs (stderr is not a terminal).
+    assert!(
+        log.lines()
+            .filter(|l| !l.is_empty())
+            .all(|l| l.starts_with('{')),
+        "{log}"
+    );
+    let sets = json(&svc.wpdr(&cfg, &["--output", "json", "sets", "list"]));
+    let ids: Vec<&str> = sets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.len() >= 3);
+    for id in ids {
+        assert!(svc.wpdr(&cfg, &["verify", id]).status.success(), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn bad_schedules_are_refused_with_the_file_named() {
+    let svc = Services::get();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = svc.s3_config(dir.path(), "unused", "");
+    let sched = dir.path().join("schedules");
+    std::fs::create_dir(&sched).unwrap();
+    std::fs::write(
+        sched.join("broken.yaml"),
+        "name: b\njob: backup\ncron: \"every night\"\n",
+    )
+    .unwrap();
+    let o = svc.wpdr(
+        &cfg,
+        &[
+            "daemon",
+            "--schedules",
+            sched.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("broken.yaml") && stderr(&o).contains("every night"),
+        "{}",
+        stderr(&o)
+    );
+}
