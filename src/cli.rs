@@ -80,6 +80,21 @@ pub struct DaemonArgs {
     /// After SIGTERM, how long running jobs may take to finish before they are abandoned.
     #[arg(long, default_value_t = 300, env = "WPDR_GRACE_SECONDS")]
     pub grace_seconds: u64,
+    /// Run jobs only while holding a coordination.k8s.io Lease (for several replicas).
+    #[arg(long, env = "WPDR_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Namespace of the Lease (in a pod: its own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the Lease (default: wpdr-<site>).
+    #[arg(long, env = "WPDR_LEASE_NAME")]
+    pub lease_name: Option<String>,
+    /// This replica's identity in the Lease (in a pod: its name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How long a Lease holds without renewal.
+    #[arg(long, default_value_t = 30, env = "WPDR_LEASE_SECONDS")]
+    pub lease_seconds: u64,
 }
 
 #[derive(Debug, Args)]

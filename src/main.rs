@@ -95,6 +95,9 @@ fn classify(e: &anyhow::Error) -> ExitCode {
         if let Some(x) = cause.downcast_ref::<wpdr::daemon::DaemonError>() {
             return x.exit_code();
         }
+        if let Some(x) = cause.downcast_ref::<wpdr::cluster::ClusterError>() {
+            return x.exit_code();
+        }
     }
     ExitCode::Internal
 }
@@ -267,6 +270,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status => status(&cli).await,
         Command::Daemon(args) => {
             let (cfg, store) = open(&cli).await?;
+            let leader = if args.leader_election {
+                let client = kube::Client::try_default()
+                    .await
+                    .map_err(|e| wpdr::cluster::ClusterError::Client(e.to_string()))?;
+                let identity = args.identity.clone().unwrap_or_else(|| {
+                    hostname::get()
+                        .map(|h| h.to_string_lossy().into_owned())
+                        .unwrap_or_else(|_| format!("wpdr-{}", std::process::id()))
+                });
+                Some(wpdr::cluster::lease::LeaderElector::new(
+                    client,
+                    &args.lease_namespace,
+                    &args
+                        .lease_name
+                        .clone()
+                        .unwrap_or_else(|| format!("wpdr-{}", cfg.site)),
+                    &identity,
+                    std::time::Duration::from_secs(args.lease_seconds.max(3)),
+                ))
+            } else {
+                None
+            };
             wpdr::daemon::run(
                 cfg,
                 store,
@@ -274,6 +299,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     schedules_dir: args.schedules.clone(),
                     listen: args.listen,
                     grace: std::time::Duration::from_secs(args.grace_seconds),
+                    leader,
                 },
             )
             .await?;

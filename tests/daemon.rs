@@ -184,3 +184,113 @@ async fn bad_schedules_are_refused_with_the_file_named() {
         stderr(&o)
     );
 }
+
+/// Two daemon replicas sharing one Lease (kube-fake-client) and the real store:
+/// only the leader runs jobs; when it shuts down, the other takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_runs_jobs() {
+    use std::collections::HashMap;
+    use wpdr::cluster::lease::LeaderElector;
+    use wpdr::daemon::{run_until, DaemonOptions};
+    let svc = Services::get();
+    let db = svc.fresh_database("leader").await;
+    let mut c = svc.admin(Some(&db)).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO t SELECT seq FROM seq_1_to_100")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = svc.s3_config(dir.path(), &db, "");
+    let env: HashMap<String, String> = svc.secret_env().into_iter().collect();
+    let cfg = wpdr::config::Config::load(Some(&cfg_path), &env).unwrap();
+    let store = std::sync::Arc::new(wpdr::store::Store::open(&cfg.store).await.unwrap());
+    let sched = dir.path().join("schedules");
+    std::fs::create_dir(&sched).unwrap();
+    std::fs::write(
+        sched.join("b.yaml"),
+        "name: every-second\njob: backup\ncron: \"* * * * * *\"\n",
+    )
+    .unwrap();
+    let kube = kube_fake_client::ClientBuilder::new()
+        .build()
+        .await
+        .unwrap();
+
+    let mut stops = Vec::new();
+    let mut ports = Vec::new();
+    let mut tasks = Vec::new();
+    for name in ["pod-a", "pod-b"] {
+        let port = free_port();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = DaemonOptions {
+            schedules_dir: sched.clone(),
+            listen: format!("127.0.0.1:{port}").parse().unwrap(),
+            grace: Duration::from_secs(30),
+            leader: Some(LeaderElector::new(
+                kube.clone(),
+                "wp",
+                "wpdr-test",
+                name,
+                Duration::from_secs(3),
+            )),
+        };
+        tasks.push(tokio::spawn(run_until(
+            cfg.clone(),
+            store.clone(),
+            opts,
+            async move {
+                let _ = rx.await;
+            },
+        )));
+        stops.push(tx);
+        ports.push(port);
+        // pod-a starts first and takes the Lease.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (pa, pb) = (ports[0], ports[1]);
+    let scrape = |port: u16| {
+        let (_, m) = http(port, "GET", "/metrics");
+        (
+            metric(&m, "wpdr_daemon_leader"),
+            metric(&m, "wpdr_job_runs_total{job=\"every-second\""),
+        )
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (a_leads, a_runs) = tokio::task::spawn_blocking(move || scrape(pa))
+        .await
+        .unwrap();
+    let (b_leads, b_runs) = tokio::task::spawn_blocking(move || scrape(pb))
+        .await
+        .unwrap();
+    assert_eq!((a_leads, b_leads), (1.0, 0.0));
+    assert!(
+        a_runs >= 1.0 && b_runs == 0.0,
+        "a ran {a_runs}, b ran {b_runs}"
+    );
+    assert_eq!(
+        tokio::task::spawn_blocking(move || http(pb, "POST", "/run/every-second").0)
+            .await
+            .unwrap(),
+        409
+    );
+
+    // The leader shuts down and releases the Lease: the other replica takes over.
+    let mut stops = stops.into_iter();
+    stops.next().unwrap().send(()).unwrap();
+    tasks.remove(0).await.unwrap().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (b_leads, b_runs) = tokio::task::spawn_blocking(move || scrape(pb))
+            .await
+            .unwrap();
+        if b_leads == 1.0 && b_runs >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pod-b never took over");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stops.next().unwrap().send(()).unwrap();
+    tasks.remove(0).await.unwrap().unwrap();
+}

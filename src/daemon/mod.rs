@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod schedule;
 
 use crate::catalog::Catalog;
+use crate::cluster::lease::LeaderElector;
 use crate::config::Config;
 use crate::exit::{Classify, ExitCode};
 use crate::store::Store;
@@ -60,11 +61,12 @@ impl Classify for DaemonError {
     }
 }
 
-#[derive(Debug, Clone)]
 pub struct DaemonOptions {
     pub schedules_dir: PathBuf,
     pub listen: SocketAddr,
     pub grace: Duration,
+    /// With several replicas: only the Lease holder runs jobs.
+    pub leader: Option<LeaderElector>,
 }
 
 /// Last run of a schedule, kept in the store for missed-run detection.
@@ -86,6 +88,7 @@ pub enum Trigger {
     AlreadyRunning,
     Unknown,
     ShuttingDown,
+    NotLeader,
 }
 
 struct Runner {
@@ -96,6 +99,8 @@ struct Runner {
     running: Mutex<HashMap<String, JoinHandle<()>>>,
     shutting_down: AtomicBool,
     ready: AtomicBool,
+    /// Always true without leader election.
+    leader: AtomicBool,
 }
 
 impl Runner {
@@ -112,6 +117,14 @@ impl Runner {
     fn trigger(self: &Arc<Self>, name: &str, why: &'static str) -> Trigger {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Trigger::ShuttingDown;
+        }
+        if !self.leader.load(Ordering::SeqCst) {
+            tracing::debug!(
+                job = name,
+                why,
+                "not the leader; another replica runs the jobs"
+            );
+            return Trigger::NotLeader;
         }
         let Some(schedule) = self.schedules.get(name).cloned() else {
             return Trigger::Unknown;
@@ -247,6 +260,25 @@ impl Runner {
         }
     }
 
+    /// Runs once each schedule whose run was missed while no daemon led.
+    async fn run_missed(self: &Arc<Self>) {
+        let now = Utc::now();
+        let mut due: Vec<Schedule> = self
+            .schedules
+            .values()
+            .filter(|s| s.run_missed_on_start)
+            .cloned()
+            .collect();
+        due.sort_by(|a, b| a.name.cmp(&b.name));
+        for s in due {
+            let last = self.last_run(&s.name).await.map(|l| l.started_at);
+            if s.missed(last, now) {
+                tracing::info!(job = %s.name, last = ?last, "a run was missed while the daemon was down; running it now");
+                self.trigger(&s.name, "missed");
+            }
+        }
+    }
+
     async fn refresh_newest(&self) {
         let catalog = Catalog::new(&self.store, &self.cfg.site, &self.cfg.site_prefix());
         match catalog.list().await {
@@ -275,9 +307,12 @@ impl Runner {
             ("GET", "/metrics") => Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: self
-                    .metrics
-                    .render(Utc::now(), self.shutting_down.load(Ordering::SeqCst)),
+                body: format!(
+                    "{}# HELP wpdr_daemon_leader 1 when this replica runs the jobs.\n# TYPE wpdr_daemon_leader gauge\nwpdr_daemon_leader{{}} {}\n",
+                    self.metrics
+                        .render(Utc::now(), self.shutting_down.load(Ordering::SeqCst)),
+                    u8::from(self.leader.load(Ordering::SeqCst))
+                ),
             },
             ("GET", "/jobs") => Response {
                 status: 200,
@@ -290,6 +325,7 @@ impl Runner {
                     Trigger::AlreadyRunning => Response::text(409, "already running\n"),
                     Trigger::Unknown => Response::text(404, "no such schedule\n"),
                     Trigger::ShuttingDown => Response::text(503, "shutting down\n"),
+                Trigger::NotLeader => Response::text(409, "not the leader; ask the replica holding the Lease\n"),
                 }
             }
             (_, "/healthz" | "/readyz" | "/metrics" | "/jobs") => {
@@ -327,6 +363,16 @@ impl Runner {
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns once every run has drained.
 pub async fn run(cfg: Config, store: Arc<Store>, opts: DaemonOptions) -> Result<(), DaemonError> {
+    run_until(cfg, store, opts, wait_for_signal()).await
+}
+
+/// Runs the daemon until `shutdown` completes (tests use this in-process).
+pub async fn run_until(
+    cfg: Config,
+    store: Arc<Store>,
+    opts: DaemonOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let schedules = Schedule::load_dir(&opts.schedules_dir)?;
     if schedules.is_empty() {
         return Err(DaemonError::Schedule {
@@ -346,6 +392,7 @@ pub async fn run(cfg: Config, store: Arc<Store>, opts: DaemonOptions) -> Result<
         running: Mutex::new(HashMap::new()),
         shutting_down: AtomicBool::new(false),
         ready: AtomicBool::new(false),
+        leader: AtomicBool::new(opts.leader.is_none()),
     });
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -388,22 +435,21 @@ pub async fn run(cfg: Config, store: Arc<Store>, opts: DaemonOptions) -> Result<
             .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
         tracing::info!(job = %s.name, kind = s.job.as_str(), cron = %s.cron, timezone = %s.timezone, next = ?s.next_after(now), "scheduled");
     }
-    for s in &schedules {
-        if s.run_missed_on_start {
-            let last = runner.last_run(&s.name).await.map(|l| l.started_at);
-            if s.missed(last, now) {
-                tracing::info!(job = %s.name, last = ?last, "a run was missed while the daemon was down; running it now");
-                runner.trigger(&s.name, "missed");
-            }
+    let leader = opts.leader.map(Arc::new);
+    let elector_task = match &leader {
+        None => {
+            runner.run_missed().await;
+            None
         }
-    }
+        Some(elector) => Some(tokio::spawn(keep_leading(runner.clone(), elector.clone()))),
+    };
     scheduler
         .start()
         .await
         .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
     tracing::info!(listen = %opts.listen, schedules = schedules.len(), "daemon running");
 
-    wait_for_signal().await;
+    shutdown.await;
     tracing::info!(
         grace_seconds = opts.grace.as_secs(),
         "shutdown requested: no new runs"
@@ -413,9 +459,42 @@ pub async fn run(cfg: Config, store: Arc<Store>, opts: DaemonOptions) -> Result<
         tracing::warn!(error = %e, "scheduler shutdown");
     }
     runner.drain(opts.grace).await;
+    if let Some(t) = elector_task {
+        t.abort();
+    }
+    if let Some(elector) = &leader {
+        if let Err(e) = elector.release().await {
+            tracing::warn!(error = %e, "could not release the Lease; it expires on its own");
+        }
+    }
     server.abort();
     tracing::info!("daemon stopped");
     Ok(())
+}
+
+/// Renews (or tries to take) the Lease for as long as the daemon runs. A
+/// replica that cannot confirm its lease stops starting runs at once.
+async fn keep_leading(runner: Arc<Runner>, elector: Arc<LeaderElector>) {
+    loop {
+        let leading = match elector.try_acquire_or_renew().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot confirm the Lease; not starting runs");
+                false
+            }
+        };
+        let was = runner.leader.swap(leading, Ordering::SeqCst);
+        if leading && !was {
+            tracing::info!(identity = elector.identity(), "became the leader");
+            runner.run_missed().await;
+        } else if !leading && was {
+            tracing::warn!(
+                identity = elector.identity(),
+                "lost the Lease: no new runs on this replica"
+            );
+        }
+        tokio::time::sleep(elector.renew_every()).await;
+    }
 }
 
 async fn wait_for_signal() {
