@@ -12,3 +12,6 @@ cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 # Integration tests start their own MariaDB servers; two at a time fit 2 cores.
 cargo test --all-targets -- --test-threads="${WPDR_TEST_THREADS:-2}"
+# The Helm chart: lint, render, schema-validate, security posture, and the
+# rendered configuration accepted by wpdr itself.
+WPDR=target/debug/wpdr scripts/chart-check.sh

@@ -67,6 +67,12 @@ pub enum Command {
     Status,
     /// Run the schedules of a directory (backups, prune, verification) until SIGTERM.
     Daemon(DaemonArgs),
+    /// Validate the configuration (and a schedules directory) without touching any server.
+    CheckConfig {
+        /// Also validate the schedule files here and show their next runs.
+        #[arg(long)]
+        schedules: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

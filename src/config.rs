@@ -479,13 +479,15 @@ impl Config {
                             "required when store.type is s3",
                         )
                     })?;
+                // An empty endpoint (as a Helm value renders it) means AWS.
                 let endpoint = pick(
                     env,
                     "WPDR_S3_ENDPOINT",
                     "store.endpoint",
                     &s.endpoint,
                     as_string,
-                )?;
+                )?
+                .filter(|e| !e.trim().is_empty());
                 if let Some(e) = &endpoint {
                     let parsed = url::Url::parse(e).map_err(|err| {
                         invalid(

@@ -268,6 +268,68 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore(RestoreCommand::Db(args)) => restore_db(&cli, args).await,
         Command::Prune { dry_run } => prune(&cli, *dry_run).await,
         Command::Status => status(&cli).await,
+        Command::CheckConfig { schedules } => {
+            let cfg = Config::load(cli.config.as_deref(), &ProcessEnv)?;
+            let scheds = match schedules {
+                Some(dir) => wpdr::daemon::schedule::Schedule::load_dir(dir)?,
+                None => Vec::new(),
+            };
+            let now = chrono::Utc::now();
+            let store = match &cfg.store {
+                wpdr::config::StoreConfig::Local { path, .. } => {
+                    format!("local {}", path.display())
+                }
+                wpdr::config::StoreConfig::S3(s3) => format!(
+                    "s3://{} at {} (credentials: {})",
+                    s3.bucket,
+                    s3.endpoint.as_deref().unwrap_or("AWS"),
+                    if s3.credentials.is_some() {
+                        "static keys"
+                    } else {
+                        "default AWS chain"
+                    }
+                ),
+            };
+            let next: Vec<serde_json::Value> = scheds
+                .iter()
+                .map(|s| serde_json::json!({"name": s.name, "job": s.job.as_str(), "cron": s.cron, "timezone": s.timezone.name(), "next_run": s.next_after(now)}))
+                .collect();
+            if cli.output == OutputFormat::Json {
+                print_json(&serde_json::json!({
+                    "site": cfg.site,
+                    "store": store,
+                    "site_prefix": cfg.site_prefix(),
+                    "database": format!("{}@{}:{}/{}", cfg.database.user, cfg.database.host, cfg.database.port, cfg.database.name),
+                    "database_password_set": !cfg.database.password.is_empty(),
+                    "schedules": next,
+                }))?;
+            } else {
+                println!("config ok: site '{}', store {store}", cfg.site);
+                println!(
+                    "database {}@{}:{}/{} (password {})",
+                    cfg.database.user,
+                    cfg.database.host,
+                    cfg.database.port,
+                    cfg.database.name,
+                    if cfg.database.password.is_empty() {
+                        "not set"
+                    } else {
+                        "set"
+                    }
+                );
+                for s in &scheds {
+                    println!(
+                        "schedule {:<20} {:<14} {:<16} {:<16} next {}",
+                        s.name,
+                        s.job.as_str(),
+                        s.cron,
+                        s.timezone.name(),
+                        s.next_after(now).map_or("-".into(), |t| t.to_rfc3339())
+                    );
+                }
+            }
+            Ok(ExitCode::Ok)
+        }
         Command::Daemon(args) => {
             let (cfg, store) = open(&cli).await?;
             let leader = if args.leader_election {

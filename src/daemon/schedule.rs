@@ -151,6 +151,8 @@ impl Schedule {
 
     /// The first run time strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Whole seconds: cron has no finer resolution.
+        let after = DateTime::from_timestamp(after.timestamp(), 0).unwrap_or(after);
         self.parsed
             .find_next_occurrence(&after.with_timezone(&self.timezone), false)
             .ok()

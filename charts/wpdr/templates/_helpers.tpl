@@ -1,0 +1,110 @@
+{{- define "wpdr.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "wpdr.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "wpdr.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "wpdr.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "wpdr.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "wpdr.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod-level hardening shared by the daemon and the CronJobs. */}}
+{{- define "wpdr.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "wpdr.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
+
+{{/* Credentials as files from the Secret; only their paths are in the environment. */}}
+{{- define "wpdr.env" -}}
+- name: WPDR_CONFIG
+  value: /etc/wpdr/wpdr.yaml
+- name: WPDR_DB_PASSWORD_FILE
+  value: /var/run/secrets/wpdr/{{ .Values.secretKeys.dbPassword }}
+- name: WPDR_S3_SECRET_ACCESS_KEY_FILE
+  value: /var/run/secrets/wpdr/{{ .Values.secretKeys.s3SecretAccessKey }}
+- name: WPDR_S3_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.existingSecret }}
+      key: {{ .Values.secretKeys.s3AccessKeyId }}
+      optional: true
+- name: WPDR_LOG_FORMAT
+  value: json
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- end -}}
+
+{{- define "wpdr.volumeMounts" -}}
+- name: config
+  mountPath: /etc/wpdr
+  readOnly: true
+- name: schedules
+  mountPath: /etc/wpdr-schedules
+  readOnly: true
+- name: credentials
+  mountPath: /var/run/secrets/wpdr
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+
+{{- define "wpdr.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "wpdr.fullname" . }}
+- name: schedules
+  configMap:
+    name: {{ include "wpdr.fullname" . }}-schedules
+- name: credentials
+  secret:
+    secretName: {{ .Values.existingSecret }}
+    defaultMode: 0400
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end -}}
