@@ -294,3 +294,78 @@ async fn only_the_lease_holder_runs_jobs() {
     stops.next().unwrap().send(()).unwrap();
     tasks.remove(0).await.unwrap().unwrap();
 }
+
+/// SIGTERM with a backup that outlasts the grace period: the run is abandoned,
+/// no complete-looking set appears, and the daemon still exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_longer_than_the_grace_period_is_abandoned_cleanly() {
+    let svc = Services::get();
+    let db = svc.fresh_database("abandon").await;
+    let mut c = svc.admin(Some(&db)).await;
+    c.query_drop("CREATE TABLE wp_posts (ID INT PRIMARY KEY, body LONGBLOB)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO wp_posts SELECT seq, CONCAT(RANDOM_BYTES(1024), RANDOM_BYTES(1024), RANDOM_BYTES(1024), RANDOM_BYTES(1024)) FROM seq_1_to_30000")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = svc.s3_config(dir.path(), &db, "");
+    let sched = dir.path().join("schedules");
+    std::fs::create_dir(&sched).unwrap();
+    // Never due by the clock; runs once at start because it was "missed".
+    std::fs::write(
+        sched.join("b.yaml"),
+        "name: once\njob: backup\ncron: \"0 0 0 1 1 *\"\nrun_missed_on_start: true\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = svc
+        .wpdr_cmd(
+            &cfg,
+            &[
+                "daemon",
+                "--schedules",
+                sched.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--grace-seconds",
+                "1",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let (_, m) = http(port, "GET", "/metrics");
+            if metric(&m, "wpdr_job_running{job=\"once\"") == 1.0 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the missed run never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("abandoned at the end of the grace period"),
+        "{log}"
+    );
+    let sets = json(&svc.wpdr(&cfg, &["--output", "json", "sets", "list"]));
+    assert_eq!(
+        sets.as_array().unwrap().len(),
+        0,
+        "an abandoned backup must not leave a set: {sets}"
+    );
+}
