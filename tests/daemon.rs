@@ -31,15 +31,16 @@ fn metric(text: &str, prefix: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_second_schedule_never_overlaps_and_sigterm_drains() {
     let svc = Services::get();
-    let db = svc.fresh_database("daemon").await;
-    let mut c = svc.admin(Some(&db)).await;
-    c.query_drop("CREATE TABLE wp_posts (ID INT PRIMARY KEY, body LONGTEXT)")
-        .await
-        .unwrap();
     // Large enough that one backup takes longer than a second.
-    c.query_drop("INSERT INTO wp_posts SELECT seq, REPEAT(SHA2(seq, 512), 60) FROM seq_1_to_20000")
-        .await
-        .unwrap();
+    let db = svc
+        .database_with(
+            "daemon",
+            &[
+                "CREATE TABLE wp_posts (ID INT PRIMARY KEY, body LONGTEXT)",
+                "INSERT INTO wp_posts SELECT seq, REPEAT(SHA2(seq, 512), 60) FROM seq_1_to_20000",
+            ],
+        )
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = svc.s3_config(dir.path(), &db, "retention:\n  keep_last: 100\n");
     let sched = dir.path().join("schedules");
@@ -55,23 +56,7 @@ async fn every_second_schedule_never_overlaps_and_sigterm_drains() {
     )
     .unwrap();
     let port = free_port();
-    let mut child = svc
-        .wpdr_cmd(
-            &cfg,
-            &[
-                "daemon",
-                "--schedules",
-                sched.to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--grace-seconds",
-                "60",
-            ],
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = svc.spawn_daemon(&cfg, &sched, port, 60);
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "daemon did not listen");
@@ -189,7 +174,6 @@ async fn bad_schedules_are_refused_with_the_file_named() {
 /// only the leader runs jobs; when it shuts down, the other takes over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_runs_jobs() {
-    use std::collections::HashMap;
     use wpdr::cluster::lease::LeaderElector;
     use wpdr::daemon::{run_until, DaemonOptions};
     let svc = Services::get();
@@ -203,9 +187,8 @@ async fn only_the_lease_holder_runs_jobs() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg_path = svc.s3_config(dir.path(), &db, "");
-    let env: HashMap<String, String> = svc.secret_env().into_iter().collect();
-    let cfg = wpdr::config::Config::load(Some(&cfg_path), &env).unwrap();
-    let store = std::sync::Arc::new(wpdr::store::Store::open(&cfg.store).await.unwrap());
+    let (cfg, store) = svc.open_store(&cfg_path).await;
+    let store = std::sync::Arc::new(store);
     let sched = dir.path().join("schedules");
     std::fs::create_dir(&sched).unwrap();
     std::fs::write(
@@ -300,14 +283,15 @@ async fn only_the_lease_holder_runs_jobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_longer_than_the_grace_period_is_abandoned_cleanly() {
     let svc = Services::get();
-    let db = svc.fresh_database("abandon").await;
-    let mut c = svc.admin(Some(&db)).await;
-    c.query_drop("CREATE TABLE wp_posts (ID INT PRIMARY KEY, body LONGBLOB)")
-        .await
-        .unwrap();
-    c.query_drop("INSERT INTO wp_posts SELECT seq, CONCAT(RANDOM_BYTES(1024), RANDOM_BYTES(1024), RANDOM_BYTES(1024), RANDOM_BYTES(1024)) FROM seq_1_to_30000")
-        .await
-        .unwrap();
+    let db = svc
+        .database_with(
+            "abandon",
+            &[
+                "CREATE TABLE wp_posts (ID INT PRIMARY KEY, body LONGBLOB)",
+                "INSERT INTO wp_posts SELECT seq, CONCAT(RANDOM_BYTES(1024), RANDOM_BYTES(1024), RANDOM_BYTES(1024), RANDOM_BYTES(1024)) FROM seq_1_to_30000",
+            ],
+        )
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = svc.s3_config(dir.path(), &db, "");
     let sched = dir.path().join("schedules");
@@ -319,23 +303,7 @@ async fn a_run_longer_than_the_grace_period_is_abandoned_cleanly() {
     )
     .unwrap();
     let port = free_port();
-    let mut child = svc
-        .wpdr_cmd(
-            &cfg,
-            &[
-                "daemon",
-                "--schedules",
-                sched.to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--grace-seconds",
-                "1",
-            ],
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = svc.spawn_daemon(&cfg, &sched, port, 1);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {

@@ -108,15 +108,7 @@ async fn kill_9_at_many_points_never_yields_a_complete_looking_set() {
 
 /// Set directories present in the store, complete or not (read via a helper config's listing).
 async fn list_set_dirs(svc: &Services, cfg: &std::path::Path) -> Vec<String> {
-    let config = wpdr::config::Config::load(
-        Some(cfg),
-        &std::collections::HashMap::from([(
-            "WPDR_S3_SECRET_ACCESS_KEY".to_string(),
-            svc.var("WPDR_TEST_S3_SECRET_ACCESS_KEY"),
-        )]),
-    )
-    .unwrap();
-    let store = wpdr::store::Store::open(&config.store).await.unwrap();
+    let (config, store) = svc.open_store(cfg).await;
     let prefix = format!("{}/sets/", config.site_prefix());
     store
         .list_dirs(&prefix)
@@ -138,15 +130,7 @@ async fn a_second_backup_is_refused_while_one_holds_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = svc.s3_config(dir.path(), &db, "");
     // Hold the site's lock as a running backup would (a live process: this one).
-    let config = wpdr::config::Config::load(
-        Some(&cfg),
-        &std::collections::HashMap::from([(
-            "WPDR_S3_SECRET_ACCESS_KEY".to_string(),
-            svc.var("WPDR_TEST_S3_SECRET_ACCESS_KEY"),
-        )]),
-    )
-    .unwrap();
-    let store = wpdr::store::Store::open(&config.store).await.unwrap();
+    let (config, store) = svc.open_store(&cfg).await;
     let catalog = wpdr::catalog::Catalog::new(&store, &config.site, &config.site_prefix());
     let guard = catalog.lock(120, "backup").await.unwrap();
     let o = svc.wpdr(&cfg, &["backup"]);

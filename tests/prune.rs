@@ -8,10 +8,7 @@ mod common;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use common::*;
-use std::collections::HashMap;
 use wpdr::catalog::{Artifact, Catalog, Manifest, FORMAT_VERSION};
-use wpdr::config::Config;
-use wpdr::store::Store;
 
 fn id_at(t: DateTime<Utc>, n: u16) -> String {
     format!("{}-{n:04x}", t.format("%Y%m%dT%H%M%SZ"))
@@ -57,12 +54,7 @@ async fn prune_keeps_exactly_the_policy_and_never_a_referenced_artifact() {
         "unused",
         "retention:\n  keep_last: 2\n  keep_daily: 5\n  keep_weekly: 3\n  keep_monthly: 2\n",
     );
-    let env = HashMap::from([(
-        "WPDR_S3_SECRET_ACCESS_KEY".to_string(),
-        svc.var("WPDR_TEST_S3_SECRET_ACCESS_KEY"),
-    )]);
-    let cfg = Config::load(Some(&cfg_path), &env).unwrap();
-    let store = Store::open(&cfg.store).await.unwrap();
+    let (cfg, store) = svc.open_store(&cfg_path).await;
     let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
 
     // 60 nightly sets ending yesterday at 02:00, plus two on the last day.
@@ -218,12 +210,7 @@ async fn prune_aborts_uploads_a_killed_run_left_and_refuses_without_a_policy() {
         "unused",
         "retention:\n  keep_last: 1\n  incomplete_grace_hours: 0\n",
     );
-    let env = HashMap::from([(
-        "WPDR_S3_SECRET_ACCESS_KEY".to_string(),
-        svc.var("WPDR_TEST_S3_SECRET_ACCESS_KEY"),
-    )]);
-    let cfg = Config::load(Some(&cfg_path), &env).unwrap();
-    let store = Store::open(&cfg.store).await.unwrap();
+    let (cfg, store) = svc.open_store(&cfg_path).await;
     let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
     // A writer that dies without abort (as under kill -9): its multipart upload stays.
     let mut w = store.writer(&catalog.key(&id_at(Utc::now(), 1), "db/2-data-0001-00001-t.sql.zst"));

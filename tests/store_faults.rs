@@ -73,7 +73,10 @@ async fn backup_survives_a_restart_of_the_s3_server() {
     rx.recv_timeout(Duration::from_secs(30))
         .expect("the backup never opened its snapshot");
     std::thread::sleep(Duration::from_millis(300));
-    assert!(child.try_wait().unwrap().is_none(), "the backup finished before the fault; make the data larger");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the backup finished before the fault; make the data larger"
+    );
     unsafe { libc::kill(garage_pid(&dev), libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(800));
     restart_garage(&svc);

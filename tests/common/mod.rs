@@ -69,6 +69,46 @@ impl Services {
         name
     }
 
+    /// A fresh database on the dev server holding what `statements` create.
+    pub async fn database_with(&self, stem: &str, statements: &[&str]) -> String {
+        let db = self.fresh_database(stem).await;
+        let mut c = self.admin(Some(&db)).await;
+        for s in statements {
+            c.query_drop(*s)
+                .await
+                .unwrap_or_else(|e| panic!("{s}: {e}"));
+        }
+        db
+    }
+
+    /// The typed config and the opened store of a config file written by this harness.
+    pub async fn open_store(&self, config: &Path) -> (wpdr::config::Config, wpdr::store::Store) {
+        let env: HashMap<String, String> = self.secret_env().into_iter().collect();
+        let cfg = wpdr::config::Config::load(Some(config), &env).unwrap();
+        let store = wpdr::store::Store::open(&cfg.store).await.unwrap();
+        (cfg, store)
+    }
+
+    /// Starts `wpdr daemon` on `port` with the schedules in `dir`; stderr is piped.
+    pub fn spawn_daemon(&self, config: &Path, dir: &Path, port: u16, grace_seconds: u32) -> Child {
+        self.wpdr_cmd(
+            config,
+            &[
+                "daemon",
+                "--schedules",
+                dir.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--grace-seconds",
+                &grace_seconds.to_string(),
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    }
+
     /// A config file for a site whose sets live under a unique prefix in Garage.
     pub fn s3_config(&self, dir: &Path, database: &str, extra: &str) -> PathBuf {
         let prefix = format!("test-{:08x}", rand::random::<u32>());
