@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod exit;
+pub mod media;
 pub mod mysql;
 pub mod restore;
 pub mod secret;
