@@ -104,8 +104,17 @@ async fn create_edge_cases(c: &mut Conn) {
     c.query_drop("INSERT INTO chunky SELECT seq, REPEAT(MD5(seq), 16) FROM seq_1_to_20000")
         .await
         .unwrap();
+    // A composite key whose first column is an integer is chunked on that column.
+    c.query_drop("CREATE TABLE wp_term_relationships (object_id BIGINT UNSIGNED NOT NULL, term_taxonomy_id BIGINT UNSIGNED NOT NULL, term_order INT NOT NULL DEFAULT 0, pad VARCHAR(300), PRIMARY KEY (object_id, term_taxonomy_id))")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO wp_term_relationships SELECT seq DIV 3, seq % 3, seq % 7, REPEAT('x', 250) FROM seq_1_to_15000")
+        .await
+        .unwrap();
     // Size estimates come from InnoDB statistics; make them current.
-    c.query_drop("ANALYZE TABLE chunky").await.unwrap();
+    c.query_drop("ANALYZE TABLE chunky, wp_term_relationships")
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,6 +147,14 @@ async fn every_value_round_trips_through_s3_into_a_fresh_server() {
         "chunky was not chunked: {chunky}"
     );
     assert_eq!(chunky["rows"], 20000);
+    let rel = tables
+        .iter()
+        .find(|t| t["name"] == "wp_term_relationships")
+        .unwrap();
+    assert!(
+        rel["data_artifacts"].as_array().unwrap().len() > 1,
+        "composite key not chunked: {rel}"
+    );
     let types = tables.iter().find(|t| t["name"] == "types").unwrap();
     let cols: Vec<&str> = types["columns"]
         .as_array()

@@ -129,7 +129,7 @@ pub(crate) struct TableInfo {
     pub data_length: u64,
     pub columns: Vec<String>,
     pub primary_key: Vec<String>,
-    /// The single integer primary-key column, when ranges can be split on it.
+    /// The primary key's first column when it is an integer: chunks are ranges of it.
     pub int_key: Option<String>,
 }
 
@@ -221,10 +221,12 @@ pub(crate) async fn list_tables(conn: &mut Conn, db: &str) -> Result<Vec<TableIn
             .filter(|k| k.0 == name)
             .map(|k| k.1.clone())
             .collect();
-        let int_key = if primary_key.len() == 1 {
+        // Ranges on the first key column partition the table whether or not the
+        // key has more columns (wp_term_relationships: object_id, term_taxonomy_id).
+        let int_key = primary_key.first().and_then(|first| {
             types
                 .iter()
-                .find(|(c, _)| *c == primary_key[0])
+                .find(|(c, _)| c == first)
                 .filter(|(_, dt)| {
                     matches!(
                         dt.as_str(),
@@ -232,9 +234,7 @@ pub(crate) async fn list_tables(conn: &mut Conn, db: &str) -> Result<Vec<TableIn
                     )
                 })
                 .map(|(c, _)| c.clone())
-        } else {
-            None
-        };
+        });
         out.push(TableInfo {
             name,
             engine: engine.unwrap_or_default(),
