@@ -51,8 +51,9 @@ echo "== wpdr sets list"
 echo "== wpdr verify latest"
 "$WPDR" -c "$QS/wpdr.yaml" verify latest
 echo "== wpdr restore db latest into a fresh database '$RESTORED'"
+"${MYSQL[@]}" -e "DROP DATABASE IF EXISTS $RESTORED"   # the quickstart's own throw-away target
 WPDR_TARGET_PASSWORD="$WPDR_TEST_DB_PASSWORD" "$WPDR" -c "$QS/wpdr.yaml" --log-format text -q \
-  restore db latest --target "mysql://$WPDR_TEST_DB_USER@127.0.0.1:$WPDR_TEST_DB_PORT" --database "$RESTORED" --force
+  restore db latest --target "mysql://$WPDR_TEST_DB_USER@127.0.0.1:$WPDR_TEST_DB_PORT" --database "$RESTORED"
 
 echo "== serving the original and the restored site, comparing what they answer"
 rm -rf "$QS/restored-site"; cp -r "$QS/site" "$QS/restored-site"
