@@ -1,0 +1,111 @@
+//! `wpdr daemon` and `wpdr check-config`.
+
+use super::open;
+use super::output::print_json;
+use anyhow::Result;
+use std::path::PathBuf;
+use wpdr::cli::DaemonArgs;
+use wpdr::cli::{Cli, OutputFormat};
+use wpdr::config::{Config, ProcessEnv};
+use wpdr::exit::ExitCode;
+
+pub(crate) async fn run(cli: &Cli, args: &DaemonArgs) -> Result<ExitCode> {
+    let (cfg, store) = open(cli).await?;
+    let leader = if args.leader_election {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| wpdr::cluster::ClusterError::Client(e.to_string()))?;
+        let identity = args.identity.clone().unwrap_or_else(|| {
+            hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| format!("wpdr-{}", std::process::id()))
+        });
+        Some(wpdr::cluster::lease::LeaderElector::new(
+            client,
+            &args.lease_namespace,
+            &args
+                .lease_name
+                .clone()
+                .unwrap_or_else(|| format!("wpdr-{}", cfg.site)),
+            &identity,
+            std::time::Duration::from_secs(args.lease_seconds.max(3)),
+        ))
+    } else {
+        None
+    };
+    wpdr::daemon::run(
+        cfg,
+        store,
+        wpdr::daemon::DaemonOptions {
+            schedules_dir: args.schedules.clone(),
+            listen: args.listen,
+            grace: std::time::Duration::from_secs(args.grace_seconds),
+            leader,
+        },
+    )
+    .await?;
+    Ok(ExitCode::Ok)
+}
+
+pub(crate) fn check_config(cli: &Cli, schedules: &Option<PathBuf>) -> Result<ExitCode> {
+    let cfg = Config::load(cli.config.as_deref(), &ProcessEnv)?;
+    let scheds = match schedules {
+        Some(dir) => wpdr::daemon::schedule::Schedule::load_dir(dir)?,
+        None => Vec::new(),
+    };
+    let now = chrono::Utc::now();
+    let store = match &cfg.store {
+        wpdr::config::StoreConfig::Local { path, .. } => {
+            format!("local {}", path.display())
+        }
+        wpdr::config::StoreConfig::S3(s3) => format!(
+            "s3://{} at {} (credentials: {})",
+            s3.bucket,
+            s3.endpoint.as_deref().unwrap_or("AWS"),
+            if s3.credentials.is_some() {
+                "static keys"
+            } else {
+                "default AWS chain"
+            }
+        ),
+    };
+    let next: Vec<serde_json::Value> = scheds
+            .iter()
+            .map(|s| serde_json::json!({"name": s.name, "job": s.job.as_str(), "cron": s.cron, "timezone": s.timezone.name(), "next_run": s.next_after(now)}))
+            .collect();
+    if cli.output == OutputFormat::Json {
+        print_json(&serde_json::json!({
+            "site": cfg.site,
+            "store": store,
+            "site_prefix": cfg.site_prefix(),
+            "database": format!("{}@{}:{}/{}", cfg.database.user, cfg.database.host, cfg.database.port, cfg.database.name),
+            "database_password_set": !cfg.database.password.is_empty(),
+            "schedules": next,
+        }))?;
+    } else {
+        println!("config ok: site '{}', store {store}", cfg.site);
+        println!(
+            "database {}@{}:{}/{} (password {})",
+            cfg.database.user,
+            cfg.database.host,
+            cfg.database.port,
+            cfg.database.name,
+            if cfg.database.password.is_empty() {
+                "not set"
+            } else {
+                "set"
+            }
+        );
+        for s in &scheds {
+            println!(
+                "schedule {:<20} {:<14} {:<16} {:<16} next {}",
+                s.name,
+                s.job.as_str(),
+                s.cron,
+                s.timezone.name(),
+                s.next_after(now).map_or("-".into(), |t| t.to_rfc3339())
+            );
+        }
+    }
+    Ok(ExitCode::Ok)
+}

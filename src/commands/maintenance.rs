@@ -1,0 +1,125 @@
+//! `wpdr prune` and `wpdr status`.
+
+use super::open;
+use super::output::{human_bytes, print_json};
+use anyhow::Result;
+use wpdr::catalog::Catalog;
+use wpdr::cli::{Cli, OutputFormat};
+use wpdr::config::ConfigError;
+use wpdr::exit::ExitCode;
+
+pub(crate) async fn prune(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
+    let (cfg, store) = open(cli).await?;
+    if cfg.retention.policy.is_empty() {
+        return Err(ConfigError::Invalid {
+            field: "retention",
+            env: "WPDR_KEEP_LAST",
+            problem: "no retention policy is configured, so prune would keep only the newest set. Set retention.keep_last/keep_daily/... first".into(),
+        }
+        .into());
+    }
+    let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+    let report = catalog
+        .prune(
+            &cfg.retention.policy,
+            chrono::Duration::hours(cfg.retention.incomplete_grace_hours),
+            cfg.backup.lock_ttl_seconds,
+            dry_run,
+        )
+        .await?;
+    if cli.output == OutputFormat::Json {
+        print_json(&report)?;
+        return Ok(ExitCode::Ok);
+    }
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    for d in &report.decisions {
+        let action = if d.keep {
+            format!("keep    ({})", d.reasons.join(", "))
+        } else if report.pinned.contains(&d.id) {
+            "pinned  (a restore is reading it)".to_string()
+        } else {
+            verb.to_string()
+        };
+        println!(
+            "{:<22} {}  {}",
+            d.id,
+            d.time.format("%Y-%m-%d %H:%M"),
+            action
+        );
+    }
+    for id in &report.incomplete_removed {
+        println!("{id:<22} interrupted run: {verb}");
+    }
+    println!(
+        "{}: {} set(s) {verb}, {} freed, {} interrupted run(s), {} stale upload(s) aborted",
+        if dry_run { "dry run" } else { "pruned" },
+        report.deleted.len(),
+        human_bytes(report.bytes_freed),
+        report.incomplete_removed.len(),
+        report.uploads_aborted
+    );
+    Ok(ExitCode::Ok)
+}
+
+pub(crate) async fn status(cli: &Cli) -> Result<ExitCode> {
+    let (cfg, store) = open(cli).await?;
+    let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+    let sets = catalog.list().await?;
+    let incomplete = catalog.incomplete().await?;
+    let lock = catalog.lock_holder().await?;
+    let now = chrono::Utc::now();
+    let newest = sets.first();
+    let rpo_seconds = newest.map(|m| (now - m.started_at).num_seconds());
+    let json = serde_json::json!({
+        "site": cfg.site,
+        "store": store.describe(),
+        "sets": sets.len(),
+        "bytes": sets.iter().map(|m| m.total_bytes()).sum::<u64>(),
+        "newest_set": newest.map(|m| m.set_id.clone()),
+        "newest_finished_at": newest.map(|m| m.finished_at),
+        "rpo_seconds": rpo_seconds,
+        "oldest_set": sets.last().map(|m| m.set_id.clone()),
+        "incomplete_runs": incomplete,
+        "lock": lock,
+    });
+    if cli.output == OutputFormat::Json {
+        print_json(&json)?;
+        return Ok(ExitCode::Ok);
+    }
+    println!("site        {} in {}", cfg.site, store.describe());
+    match newest {
+        Some(m) => {
+            let age = rpo_seconds.unwrap_or(0);
+            println!(
+                "newest set  {} (finished {}, data {}h{:02}m old)",
+                m.set_id,
+                m.finished_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                age / 3600,
+                (age % 3600) / 60
+            );
+        }
+        None => println!("newest set  none: run `wpdr backup`"),
+    }
+    println!(
+        "sets        {} complete, {}, oldest {}",
+        sets.len(),
+        human_bytes(sets.iter().map(|m| m.total_bytes()).sum()),
+        sets.last().map_or("-", |m| m.set_id.as_str())
+    );
+    println!(
+        "interrupted {} run(s) without a manifest (prune removes them after the grace period)",
+        incomplete.len()
+    );
+    match lock {
+        Some(l) if l.expires_at > now => println!(
+            "lock        held: {} by pid {} on {} until {}",
+            l.purpose, l.pid, l.host, l.expires_at
+        ),
+        Some(l) => println!(
+            "lock        expired ({} by pid {} on {})",
+            l.purpose, l.pid, l.host
+        ),
+        None => println!("lock        free"),
+    }
+    Ok(ExitCode::Ok)
+}

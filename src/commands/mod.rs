@@ -1,0 +1,36 @@
+//! One module per command; `run` dispatches. This is the CLI edge: errors are
+//! `anyhow` here, typed everywhere below.
+
+mod backup;
+mod daemon;
+mod maintenance;
+mod output;
+mod restore;
+mod sets;
+
+use anyhow::Result;
+use std::sync::Arc;
+use wpdr::cli::{Cli, Command, RestoreCommand, SetsCommand};
+use wpdr::config::{Config, ProcessEnv};
+use wpdr::exit::ExitCode;
+use wpdr::store::Store;
+
+pub(crate) async fn open(cli: &Cli) -> Result<(Config, Arc<Store>)> {
+    let cfg = Config::load(cli.config.as_deref(), &ProcessEnv)?;
+    let store = Store::open(&cfg.store).await?;
+    Ok((cfg, Arc::new(store)))
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Backup(args) => backup::run(&cli, args).await,
+        Command::Sets(SetsCommand::List) => sets::list(&cli).await,
+        Command::Sets(SetsCommand::Show { set }) => sets::show(&cli, set).await,
+        Command::Verify { set } => sets::verify(&cli, set).await,
+        Command::Restore(RestoreCommand::Db(args)) => restore::db(&cli, args).await,
+        Command::Prune { dry_run } => maintenance::prune(&cli, *dry_run).await,
+        Command::Status => maintenance::status(&cli).await,
+        Command::CheckConfig { schedules } => daemon::check_config(&cli, schedules),
+        Command::Daemon(args) => daemon::run(&cli, args).await,
+    }
+}

@@ -1,0 +1,139 @@
+//! `wpdr restore db`.
+
+use super::open;
+use super::output::{human_bytes, print_json, progress_bar};
+use anyhow::Context;
+use anyhow::Result;
+use std::sync::Arc;
+use wpdr::catalog::Catalog;
+use wpdr::cli::{Cli, OutputFormat};
+use wpdr::config::ConfigError;
+use wpdr::exit::ExitCode;
+use wpdr::mysql::load::LoadOptions;
+use wpdr::mysql::Endpoint;
+
+pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<ExitCode> {
+    let (cfg, store) = open(cli).await?;
+    let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+    let manifest = catalog.resolve(&args.set).await?;
+    let (target, url_db) =
+        Endpoint::from_url(&args.target, std::env::var("WPDR_TARGET_PASSWORD").ok()).map_err(
+            |e| ConfigError::Invalid {
+                field: "--target",
+                env: "-",
+                problem: e,
+            },
+        )?;
+    let section = manifest
+        .database
+        .as_ref()
+        .context("this set holds no database snapshot")?;
+    let database = args
+        .database
+        .clone()
+        .or(url_db)
+        .unwrap_or_else(|| section.database.clone());
+    let opts = LoadOptions {
+        connections: args
+            .connections
+            .unwrap_or(cfg.database.connections)
+            .clamp(1, 32),
+        force: args.force,
+        defer_indexes: !args.no_defer_indexes,
+    };
+    if args.dry_run {
+        let mut conn = target.connect(None).await?;
+        let contents = wpdr::mysql::load::describe_contents(&mut conn, &database).await?;
+        let plan = serde_json::json!({
+            "dry_run": true,
+            "set": manifest.set_id,
+            "target": target.display(),
+            "database": database,
+            "target_contents": contents,
+            "would_drop_existing": contents.is_some() && args.force,
+            "refused_without_force": contents.is_some() && !args.force,
+            "tables": section.tables.len(),
+            "rows": section.tables.iter().map(|t| t.rows).sum::<u64>(),
+            "objects": section.objects.len(),
+            "bytes": manifest.total_bytes(),
+        });
+        if cli.output == OutputFormat::Json {
+            print_json(&plan)?;
+        } else {
+            println!(
+                "dry run: would restore set {} into database '{}' on {}",
+                manifest.set_id,
+                database,
+                target.display()
+            );
+            println!(
+                "  {} tables, {} rows, {} views/routines/triggers/events, {} compressed",
+                section.tables.len(),
+                plan["rows"],
+                section.objects.len(),
+                human_bytes(manifest.total_bytes())
+            );
+            match &contents {
+                None => println!("  target is empty: ok"),
+                Some(c) if args.force => println!("  target holds {c}: --force would DROP and recreate it"),
+                Some(c) => println!("  target holds {c}: the restore would be refused (use --force or another --database)"),
+            }
+        }
+        return Ok(ExitCode::Ok);
+    }
+    let pb = progress_bar(cli, manifest.total_bytes(), "restore db");
+    let pb2 = pb.clone();
+    let started = std::time::Instant::now();
+    let report = wpdr::restore::restore_db(
+        &catalog,
+        store.clone(),
+        &manifest,
+        &target,
+        &database,
+        &opts,
+        Arc::new(move |n| pb2.inc(n)),
+    )
+    .await?;
+    pb.finish_and_clear();
+    let bad = report.mismatches();
+    if cli.output == OutputFormat::Json {
+        print_json(&serde_json::json!({
+            "set": manifest.set_id,
+            "database": report.database,
+            "target": target.display(),
+            "seconds": started.elapsed().as_secs_f64(),
+            "statements": report.statements,
+            "phases": report.phases,
+            "tables": report.tables,
+            "mismatches": bad.len(),
+            "ok": bad.is_empty(),
+        }))?;
+    } else {
+        for t in &bad {
+            println!(
+                "MISMATCH {}: rows {} (expected {}), checksum {} (expected {})",
+                t.table, t.found_rows, t.expected_rows, t.found_checksum, t.expected_checksum
+            );
+        }
+        println!(
+            "restored set {} into '{}' on {} in {:.1}s: {} tables, {} rows, {} objects; {}",
+            manifest.set_id,
+            report.database,
+            target.display(),
+            started.elapsed().as_secs_f64(),
+            report.tables.len(),
+            report.tables.iter().map(|t| t.found_rows).sum::<u64>(),
+            report.objects_created,
+            if bad.is_empty() {
+                "every table matches the manifest (rows + checksum)".to_string()
+            } else {
+                format!("{} table(s) DIFFER", bad.len())
+            }
+        );
+    }
+    Ok(if bad.is_empty() {
+        ExitCode::Ok
+    } else {
+        ExitCode::RestoreMismatch
+    })
+}

@@ -1,0 +1,157 @@
+//! `wpdr sets list|show` and `wpdr verify`.
+
+use super::open;
+use super::output::{human_bytes, print_json, progress_bar};
+use anyhow::Result;
+use wpdr::catalog::{Catalog, Manifest, SetSummary};
+use wpdr::cli::{Cli, OutputFormat};
+use wpdr::exit::ExitCode;
+
+pub(crate) async fn list(cli: &Cli) -> Result<ExitCode> {
+    let (cfg, store) = open(cli).await?;
+    let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+    let sets = catalog.list().await?;
+    let summaries: Vec<SetSummary> = sets.iter().map(SetSummary::from).collect();
+    if cli.output == OutputFormat::Json {
+        print_json(&summaries)?;
+    } else if summaries.is_empty() {
+        println!(
+            "no complete backup sets for site '{}' in {}",
+            cfg.site,
+            store.describe()
+        );
+    } else {
+        println!(
+            "{:<22} {:<10} {:<20} {:>9} {:>10} {:>7} {:>12}",
+            "SET", "SCHEDULE", "FINISHED (UTC)", "DURATION", "SIZE", "TABLES", "ROWS"
+        );
+        for s in &summaries {
+            println!(
+                "{:<22} {:<10} {:<20} {:>8}s {:>10} {:>7} {:>12}",
+                s.id,
+                s.schedule,
+                s.finished_at.format("%Y-%m-%d %H:%M:%S"),
+                (s.finished_at - s.started_at).num_seconds(),
+                human_bytes(s.bytes),
+                s.tables,
+                s.rows
+            );
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+pub(crate) async fn show(cli: &Cli, set: &str) -> Result<ExitCode> {
+    let (cfg, store) = open(cli).await?;
+    let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+    let m = catalog.resolve(set).await?;
+    if cli.output == OutputFormat::Json {
+        print_json(&m)?;
+    } else {
+        print_show(&m);
+    }
+    Ok(ExitCode::Ok)
+}
+
+pub(crate) async fn verify(cli: &Cli, set: &str) -> Result<ExitCode> {
+    let (cfg, store) = open(cli).await?;
+    let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+    let m = catalog.resolve(set).await?;
+    let pb = progress_bar(cli, m.total_bytes(), "verify");
+    let report = catalog.verify(&m, &|n| pb.inc(n)).await?;
+    pb.finish_and_clear();
+    if cli.output == OutputFormat::Json {
+        print_json(&report)?;
+    } else {
+        for p in &report.problems {
+            println!("BAD  {}", describe_problem(p));
+        }
+        println!(
+            "{}: {} artifacts, {} checked, {} problem(s)",
+            report.set_id,
+            report.artifacts_checked,
+            human_bytes(report.bytes_checked),
+            report.problems.len()
+        );
+    }
+    Ok(if report.ok() {
+        ExitCode::Ok
+    } else {
+        ExitCode::Integrity
+    })
+}
+
+fn describe_problem(p: &wpdr::catalog::ArtifactProblem) -> String {
+    use wpdr::catalog::ArtifactProblem::*;
+    match p {
+        Missing { path } => format!("{path}: missing from the store"),
+        SizeMismatch {
+            path,
+            expected,
+            found,
+        } => {
+            format!("{path}: size {found} bytes, manifest says {expected} (truncated or replaced)")
+        }
+        ChecksumMismatch {
+            path,
+            expected,
+            found,
+        } => {
+            format!("{path}: SHA-256 {found}, manifest says {expected} (altered or corrupt)")
+        }
+    }
+}
+
+pub(crate) fn print_show(m: &Manifest) {
+    println!("set        {}", m.set_id);
+    println!("site       {}", m.site);
+    println!("schedule   {}", m.schedule);
+    println!("started    {}", m.started_at);
+    println!(
+        "finished   {} ({:.1}s)",
+        m.finished_at,
+        (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0
+    );
+    println!("format     v{}, wpdr {}", m.format_version, m.wpdr_version);
+    println!(
+        "size       {} in {} artifacts",
+        human_bytes(m.total_bytes()),
+        m.artifacts.len()
+    );
+    if let Some(db) = &m.database {
+        println!(
+            "database   {} on {} ({})",
+            db.database, db.source, db.server_version
+        );
+        println!(
+            "snapshot   {} over {} connection(s), commits held {:.1} ms",
+            db.consistency.method, db.consistency.connections, db.consistency.commits_blocked_ms
+        );
+        match &db.binlog {
+            Some(b) => println!("binlog     {}:{}", b.file, b.position),
+            None => println!("binlog     (binary log off)"),
+        }
+        println!(
+            "gtid       {}",
+            db.gtid_binlog_pos.as_deref().unwrap_or("(none)")
+        );
+        println!("raw sql    {}", human_bytes(db.raw_bytes));
+        println!();
+        println!("{:<40} {:>12} {:>7}  CHECKSUM", "TABLE", "ROWS", "CHUNKS");
+        for t in &db.tables {
+            println!(
+                "{:<40} {:>12} {:>7}  {}",
+                t.name,
+                t.rows,
+                t.data_artifacts.len(),
+                t.checksum
+            );
+        }
+        if !db.objects.is_empty() {
+            println!();
+            for o in &db.objects {
+                println!("{:<10} {}", o.kind, o.name);
+            }
+        }
+    }
+}
