@@ -1,7 +1,9 @@
-//! Kubernetes: the control-plane side of wpdr that talks to the API server.
-//! Today: leader election for the daemon. The namespace inventory, image
-//! digests and apply-into-a-new-namespace land with the cluster issue.
+//! Kubernetes: the control-plane side of wpdr that talks to the API server:
+//! leader election for the daemon (`lease`) and the namespace inventory with
+//! the image digests that run (`inventory`). Storing the inventory in a set
+//! (Secrets encrypted) and applying it into a new namespace come next.
 
+pub mod inventory;
 pub mod lease;
 
 use crate::exit::{Classify, ExitCode};
