@@ -5,6 +5,7 @@
 
 pub mod inventory;
 pub mod lease;
+pub mod seal;
 
 use crate::exit::{Classify, ExitCode};
 
