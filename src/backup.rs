@@ -2,12 +2,17 @@
 //! `mysql` and `store`; this module holds the lock, names the set, and writes
 //! the manifest last so that only a finished run produces a set.
 
-use crate::catalog::{new_set_id, Catalog, CatalogError, Manifest, FORMAT_VERSION};
+use crate::catalog::{
+    new_set_id, Artifact, Catalog, CatalogError, ClusterSection, ImageDigest, Manifest,
+    FORMAT_VERSION,
+};
+use crate::cluster::{inventory, seal, ClusterError};
 use crate::config::Config;
 use crate::exit::{Classify, ExitCode};
 use crate::mysql::dump::{self, DumpOptions, Progress};
 use crate::mysql::{Endpoint, MysqlError};
 use crate::store::Store;
+use bytes::Bytes;
 use chrono::Utc;
 use std::sync::Arc;
 
@@ -17,6 +22,8 @@ pub enum BackupError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Mysql(#[from] MysqlError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 impl Classify for BackupError {
@@ -24,12 +31,14 @@ impl Classify for BackupError {
         match self {
             BackupError::Catalog(e) => e.exit_code(),
             BackupError::Mysql(e) => e.exit_code(),
+            BackupError::Cluster(e) => e.exit_code(),
         }
     }
     fn metric_label(&self) -> &'static str {
         match self {
             BackupError::Catalog(e) => e.metric_label(),
             BackupError::Mysql(e) => e.metric_label(),
+            BackupError::Cluster(e) => e.metric_label(),
         }
     }
 }
@@ -41,10 +50,29 @@ pub async fn run(
     schedule: &str,
     progress: Progress,
 ) -> Result<Manifest, BackupError> {
+    let kube = match &cfg.cluster.namespace {
+        Some(_) => Some(
+            kube::Client::try_default()
+                .await
+                .map_err(|e| ClusterError::Client(e.to_string()))?,
+        ),
+        None => None,
+    };
+    run_with(cfg, store, schedule, progress, kube).await
+}
+
+/// Like [`run`], with the Kubernetes client given (tests pass kube-fake-client's).
+pub async fn run_with(
+    cfg: &Config,
+    store: Arc<Store>,
+    schedule: &str,
+    progress: Progress,
+    kube: Option<kube::Client>,
+) -> Result<Manifest, BackupError> {
     let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
     let mut lock = catalog.lock(cfg.backup.lock_ttl_seconds, "backup").await?;
     lock.keep_alive(store.clone(), cfg.backup.lock_ttl_seconds);
-    let result = run_locked(cfg, &catalog, store.clone(), schedule, progress).await;
+    let result = run_locked(cfg, &catalog, store.clone(), schedule, progress, kube).await;
     if let Err(e) = lock.release(&store).await {
         tracing::warn!(error = %e, "could not release the backup lock; it expires on its own");
     }
@@ -57,6 +85,7 @@ async fn run_locked(
     store: Arc<Store>,
     schedule: &str,
     progress: Progress,
+    kube: Option<kube::Client>,
 ) -> Result<Manifest, BackupError> {
     let started_at = Utc::now();
     let set_id = new_set_id(started_at);
@@ -84,6 +113,21 @@ async fn run_locked(
             return Err(e.into());
         }
     };
+    // Cluster objects after the database, like the media index will be.
+    let mut artifacts = dumped.artifacts;
+    let cluster = match (&cfg.cluster.namespace, kube) {
+        (Some(ns), Some(client)) => match cluster_step(cfg, &store, &set_key, &client, ns).await {
+            Ok((section, written)) => {
+                artifacts.extend(written);
+                Some(section)
+            }
+            Err(e) => {
+                discard_partial(&store, &set_key).await;
+                return Err(e);
+            }
+        },
+        _ => None,
+    };
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         set_id: set_id.clone(),
@@ -92,8 +136,9 @@ async fn run_locked(
         started_at,
         finished_at: Utc::now(),
         wpdr_version: env!("CARGO_PKG_VERSION").to_string(),
-        artifacts: dumped.artifacts,
+        artifacts,
         database: Some(dumped.section),
+        cluster,
     };
     // Every artifact must still be there: a run that stalled past its lock's
     // expiry could have had its files removed by a prune meanwhile.
@@ -119,6 +164,89 @@ async fn run_locked(
     catalog.commit(&manifest).await?;
     tracing::info!(set = %set_id, bytes = manifest.total_bytes(), "backup committed");
     Ok(manifest)
+}
+
+/// Records the namespace: sanitised objects, sealed Secrets, image digests.
+async fn cluster_step(
+    cfg: &Config,
+    store: &Store,
+    set_key: &str,
+    client: &kube::Client,
+    ns: &str,
+) -> Result<(ClusterSection, Vec<Artifact>), BackupError> {
+    let inv = inventory::collect(client, ns).await?;
+    let mut written = Vec::new();
+    let put = |path: &'static str, bytes: Vec<u8>| async move {
+        let w = store
+            .put_bytes(&format!("{set_key}{path}"), Bytes::from(bytes))
+            .await
+            .map_err(CatalogError::from)?;
+        Ok::<_, BackupError>(Artifact {
+            path: path.to_string(),
+            size: w.size,
+            sha256: w.sha256,
+        })
+    };
+    let json = serde_json::to_vec(&inv.objects).unwrap_or_default();
+    let compressed = crate::mysql::pipeline::compress(&json, cfg.backup.compression_level)
+        .map_err(|e| MysqlError::Compression {
+            path: "cluster/objects.json.zst".into(),
+            detail: e.to_string(),
+        })?;
+    written.push(put("cluster/objects.json.zst", compressed).await?);
+    let (secrets_artifact, secrets_skipped) = match (
+        &cfg.cluster.secrets_key,
+        inv.secrets.is_empty(),
+    ) {
+        (_, true) => (None, None),
+        (Some(key), false) => {
+            let plain = serde_json::to_vec(&inv.secrets).unwrap_or_default();
+            written.push(put("cluster/secrets.sealed", seal::seal(key, &plain)).await?);
+            (Some("cluster/secrets.sealed".to_string()), None)
+        }
+        (None, false) => {
+            tracing::warn!(
+                secrets = inv.secrets.len(),
+                "no secrets key configured (WPDR_SECRETS_KEY or cluster.secrets_key_file): Secrets are NOT in this set"
+            );
+            (
+                None,
+                Some(
+                    "no secrets key configured (WPDR_SECRETS_KEY or cluster.secrets_key_file)"
+                        .to_string(),
+                ),
+            )
+        }
+    };
+    let images = inv
+        .images
+        .iter()
+        .map(|r| ImageDigest {
+            workload: r.workload.clone(),
+            container: r.container.clone(),
+            init: r.init,
+            image: r.image.clone(),
+            digests: r.digests.clone(),
+            replicas_disagree: r.replicas_disagree,
+            tag_ambiguous: r.tag_ambiguous,
+        })
+        .collect();
+    Ok((
+        ClusterSection {
+            namespace: ns.to_string(),
+            objects_artifact: "cluster/objects.json.zst".into(),
+            objects: inv.objects.len(),
+            secrets_artifact,
+            secrets: if secrets_skipped.is_some() {
+                0
+            } else {
+                inv.secrets.len()
+            },
+            secrets_skipped,
+            images,
+        },
+        written,
+    ))
 }
 
 /// Removes what a failed run wrote. Best effort: a run killed outright leaves

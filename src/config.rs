@@ -56,6 +56,15 @@ struct RawConfig {
     backup: RawBackup,
     #[serde(default)]
     retention: RawRetention,
+    #[serde(default)]
+    cluster: RawCluster,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    namespace: Option<String>,
+    secrets_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,6 +223,15 @@ pub struct RetentionConfig {
     pub incomplete_grace_hours: i64,
 }
 
+/// What a backup records from Kubernetes.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterConfig {
+    /// The site's namespace; `None`: no cluster objects in sets.
+    pub namespace: Option<String>,
+    /// Key for sealing Secrets; without it Secrets are skipped (and the set says so).
+    pub secrets_key: Option<crate::cluster::seal::SealKey>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub site: String,
@@ -221,6 +239,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub backup: BackupConfig,
     pub retention: RetentionConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// Source of environment variables; a map in tests, the process environment otherwise.
@@ -446,6 +465,7 @@ impl Config {
                 policy,
                 incomplete_grace_hours,
             },
+            cluster: Self::resolve_cluster(&raw.cluster, env)?,
         })
     }
 
@@ -618,6 +638,48 @@ impl Config {
                 format!("'{other}' is not a store type; use 'local' or 's3'"),
             )),
         }
+    }
+
+    fn resolve_cluster(c: &RawCluster, env: &dyn Env) -> Result<ClusterConfig, ConfigError> {
+        let namespace = pick(
+            env,
+            "WPDR_NAMESPACE",
+            "cluster.namespace",
+            &c.namespace,
+            as_string,
+        )?;
+        let key_text = match env.var("WPDR_SECRETS_KEY") {
+            Some(k) => Some(Secret::new(k)),
+            None => {
+                let file = pick(
+                    env,
+                    "WPDR_SECRETS_KEY_FILE",
+                    "cluster.secrets_key_file",
+                    &c.secrets_key_file,
+                    |v| Ok(PathBuf::from(v)),
+                )?;
+                match file {
+                    Some(p) => Some(read_credential("cluster.secrets_key_file", &p)?),
+                    None => None,
+                }
+            }
+        };
+        let secrets_key = match key_text {
+            Some(k) => Some(
+                crate::cluster::seal::SealKey::from_hex(k.expose()).map_err(|e| {
+                    invalid(
+                        "cluster.secrets_key_file",
+                        "WPDR_SECRETS_KEY",
+                        e.to_string(),
+                    )
+                })?,
+            ),
+            None => None,
+        };
+        Ok(ClusterConfig {
+            namespace,
+            secrets_key,
+        })
     }
 
     fn resolve_database(d: &RawDatabase, env: &dyn Env) -> Result<DatabaseConfig, ConfigError> {

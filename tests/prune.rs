@@ -41,6 +41,7 @@ async fn synthetic_set(catalog: &Catalog<'_>, id: &str, at: DateTime<Utc>) {
         wpdr_version: "test".into(),
         artifacts,
         database: None,
+        cluster: None,
     };
     catalog.commit(&m).await.unwrap();
 }

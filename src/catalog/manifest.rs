@@ -20,6 +20,35 @@ pub struct Manifest {
     /// Every file of the set except the manifest, with size and SHA-256.
     pub artifacts: Vec<Artifact>,
     pub database: Option<DatabaseSection>,
+    /// The namespace's objects and the image digests that ran (absent when not configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterSection {
+    pub namespace: String,
+    /// Sanitised objects (JSON array, zstd), Secrets excluded.
+    pub objects_artifact: String,
+    pub objects: usize,
+    /// Secrets sealed with AES-256-GCM; `None` when none were stored.
+    pub secrets_artifact: Option<String>,
+    pub secrets: usize,
+    /// Why Secrets were not stored, when they were not (e.g. no key configured).
+    pub secrets_skipped: Option<String>,
+    pub images: Vec<ImageDigest>,
+}
+
+/// One container of one workload: the image as written and the digests that ran.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageDigest {
+    pub workload: String,
+    pub container: String,
+    pub init: bool,
+    pub image: String,
+    pub digests: Vec<String>,
+    pub replicas_disagree: bool,
+    pub tag_ambiguous: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

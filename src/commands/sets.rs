@@ -154,4 +154,45 @@ pub(crate) fn print_show(m: &Manifest) {
             }
         }
     }
+    if let Some(c) = &m.cluster {
+        println!();
+        println!(
+            "namespace  {}: {} objects, {} Secrets{}",
+            c.namespace,
+            c.objects,
+            c.secrets,
+            c.secrets_skipped
+                .as_deref()
+                .map(|r| format!(" (Secrets NOT stored: {r})"))
+                .unwrap_or_default()
+        );
+        println!(
+            "{:<32} {:<16} {:<44} DIGESTS",
+            "WORKLOAD", "CONTAINER", "IMAGE"
+        );
+        for i in &c.images {
+            let mut notes = Vec::new();
+            if i.replicas_disagree {
+                notes.push("replicas differ");
+            }
+            if i.tag_ambiguous {
+                notes.push("tag runs as several digests");
+            }
+            if i.digests.is_empty() {
+                notes.push("no running pod");
+            }
+            println!(
+                "{:<32} {:<16} {:<44} {}{}",
+                i.workload,
+                format!("{}{}", i.container, if i.init { " (init)" } else { "" }),
+                i.image,
+                i.digests.join(", "),
+                if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", notes.join("; "))
+                }
+            );
+        }
+    }
 }
