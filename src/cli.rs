@@ -128,6 +128,39 @@ pub enum SetsCommand {
 pub enum RestoreCommand {
     /// Load a set's database into a server and check it against the manifest.
     Db(RestoreDbArgs),
+    /// Apply a set's namespace objects into a fresh namespace, images pinned to recorded digests.
+    Cluster(RestoreClusterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreClusterArgs {
+    /// Set id, or `latest`.
+    pub set: String,
+    /// The namespace to restore into (created if missing).
+    #[arg(long)]
+    pub namespace: String,
+    /// Rewrite an Ingress host, e.g. --host-map shop.example.com=drill.example.com (repeatable).
+    #[arg(long = "host-map", value_parser = parse_host_map)]
+    pub host_map: Vec<(String, String)>,
+    /// Restore without the set's Secrets (when the key is lost).
+    #[arg(long)]
+    pub skip_secrets: bool,
+    /// Apply even if the namespace already runs workloads.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the objects and image pins, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The namespace exists already (created by GitOps, or the role may not create namespaces).
+    #[arg(long)]
+    pub no_create_namespace: bool,
+}
+
+fn parse_host_map(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_string(), b.to_string())),
+        _ => Err(format!("'{s}' is not OLD=NEW")),
+    }
 }
 
 #[derive(Debug, Args)]

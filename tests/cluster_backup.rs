@@ -52,9 +52,15 @@ async fn backup_records_namespace_objects_sealed_secrets_and_digests() {
         .await
         .unwrap();
     let store = Arc::new(store);
-    let m = wpdr::backup::run_with(&cfg, store.clone(), "manual", Arc::new(|_| {}), Some(kube))
-        .await
-        .unwrap();
+    let m = wpdr::backup::run_with(
+        &cfg,
+        store.clone(),
+        "manual",
+        Arc::new(|_| {}),
+        Some(kube.clone()),
+    )
+    .await
+    .unwrap();
     let c = m.cluster.clone().expect("cluster section");
     assert_eq!((c.namespace.as_str(), c.objects, c.secrets), ("shop", 1, 1));
     assert_eq!(c.images[0].digests, vec!["sha256:feed"]);
@@ -77,6 +83,84 @@ async fn backup_records_namespace_objects_sealed_secrets_and_digests() {
         shown.contains("Deployment/wordpress") && shown.contains("sha256:feed"),
         "{shown}"
     );
+
+    // Restore into a fresh namespace of the same (fake) cluster: objects exist there,
+    // the image is pinned to the digest that ran, the Secret is back.
+    let opts = |ns: &'static str, key: Option<&'static SealKey>, force: bool, dry: bool| {
+        wpdr::restore::ClusterRestoreOptions {
+            namespace: ns,
+            host_map: &[],
+            key,
+            skip_secrets: false,
+            dry_run: dry,
+            force,
+            // kube-fake-client cannot model Namespace objects (its router reads
+            // /api/v1/namespaces/X as a namespaced prefix); real clusters can.
+            create_namespace: false,
+        }
+    };
+    let key_static: &'static SealKey = Box::leak(Box::new(key.clone()));
+    let dry = wpdr::restore::restore_cluster(
+        &catalog,
+        &m,
+        &kube,
+        &opts("shop-drill", Some(key_static), false, true),
+    )
+    .await
+    .unwrap();
+    assert!(dry.dry_run && dry.objects.contains(&"Deployment/wordpress".to_string()));
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(kube.clone(), "shop-drill");
+    assert!(
+        deployments.get_opt("wordpress").await.unwrap().is_none(),
+        "a dry run changes nothing"
+    );
+    let r = wpdr::restore::restore_cluster(
+        &catalog,
+        &m,
+        &kube,
+        &opts("shop-drill", Some(key_static), false, false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.secrets_restored, 1);
+    let d = deployments.get("wordpress").await.unwrap();
+    let image = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert_eq!(image, "wordpress@sha256:feed");
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(kube.clone(), "shop-drill");
+    assert!(secrets.get_opt("db").await.unwrap().is_some());
+    // The namespace now runs a site: a second restore is refused unless forced, and a forced rerun converges.
+    let err = wpdr::restore::restore_cluster(
+        &catalog,
+        &m,
+        &kube,
+        &opts("shop-drill", Some(key_static), false, false),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("already runs"), "{err}");
+    wpdr::restore::restore_cluster(
+        &catalog,
+        &m,
+        &kube,
+        &opts("shop-drill", Some(key_static), true, false),
+    )
+    .await
+    .unwrap();
+    // Without the key, sealed Secrets stop the restore with a clear message.
+    let err = wpdr::restore::restore_cluster(
+        &catalog,
+        &m,
+        &kube,
+        &opts("shop-other", None, false, false),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("WPDR_SECRETS_KEY"), "{err}");
 
     // Without a key, Secrets are not stored and the set says so.
     cfg.cluster.secrets_key = None;

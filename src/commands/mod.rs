@@ -28,6 +28,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sets(SetsCommand::Show { set }) => sets::show(&cli, set).await,
         Command::Verify { set } => sets::verify(&cli, set).await,
         Command::Restore(RestoreCommand::Db(args)) => restore::db(&cli, args).await,
+        Command::Restore(RestoreCommand::Cluster(args)) => restore::cluster(&cli, args).await,
         Command::Prune { dry_run } => maintenance::prune(&cli, *dry_run).await,
         Command::Status => maintenance::status(&cli).await,
         Command::CheckConfig { schedules } => daemon::check_config(&cli, schedules),

@@ -137,3 +137,47 @@ pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<Exi
         ExitCode::RestoreMismatch
     })
 }
+
+pub(crate) async fn cluster(cli: &Cli, args: &wpdr::cli::RestoreClusterArgs) -> Result<ExitCode> {
+    let (cfg, store) = open(cli).await?;
+    let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+    let manifest = catalog.resolve(&args.set).await?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| wpdr::cluster::ClusterError::Client(e.to_string()))?;
+    let opts = wpdr::restore::ClusterRestoreOptions {
+        namespace: &args.namespace,
+        host_map: &args.host_map,
+        key: cfg.cluster.secrets_key.as_ref(),
+        skip_secrets: args.skip_secrets,
+        dry_run: args.dry_run,
+        force: args.force,
+        create_namespace: !args.no_create_namespace,
+    };
+    let r = wpdr::restore::restore_cluster(&catalog, &manifest, &client, &opts).await?;
+    if cli.output == OutputFormat::Json {
+        print_json(&r)?;
+        return Ok(ExitCode::Ok);
+    }
+    let verb = if r.dry_run { "would apply" } else { "applied" };
+    for o in &r.objects {
+        println!("{verb:<12} {o}");
+    }
+    for p in &r.pins {
+        println!(
+            "pinned       {} {}: {} -> {}",
+            p.workload, p.container, p.from, p.to
+        );
+    }
+    for w in &r.warnings {
+        println!("WARNING      {w}");
+    }
+    println!(
+        "{} {} objects into namespace {} ({} Secrets)",
+        verb,
+        r.objects.len(),
+        r.namespace,
+        r.secrets_restored
+    );
+    Ok(ExitCode::Ok)
+}
