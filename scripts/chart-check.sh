@@ -33,7 +33,7 @@ trap 'rm -rf "$OUT"' EXIT
 "$HELM" lint --strict charts/wpdr
 "$HELM" template wpdr charts/wpdr --namespace wp >"$OUT/daemon.yaml"
 "$HELM" template wpdr charts/wpdr --namespace wp --set mode=cronjobs >"$OUT/cronjobs.yaml"
-"$HELM" template wpdr charts/wpdr --namespace wp --set daemon.replicas=3 --set serviceMonitor.enabled=true \
+"$HELM" template wpdr charts/wpdr --namespace wp --set daemon.replicas=3 --set serviceMonitor.enabled=true --set rbac.restore.enabled=true \
   --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef >"$OUT/ha.yaml"
 
 python3 - "$OUT" <<'PY'
@@ -81,10 +81,17 @@ for variant in ["daemon", "cronjobs", "ha"]:
                     check(set(r["verbs"]) <= {"get", "create", "update"}, f"{variant}: lease verbs {r['verbs']}")
                 else:
                     check(set(r["verbs"]) <= {"get", "list"}, f"{variant}: backup role may write: {r}")
+        if d["kind"] == "ClusterRole":
+            for r in d["rules"]:
+                check(set(r["verbs"]) <= {"get", "list", "create", "patch"}, f"{variant}: restore role verbs {r['verbs']}")
+                check("*" not in r["resources"] and "*" not in r.get("apiGroups", []), f"{variant}: wildcard in restore role")
         if d["kind"] == "ServiceMonitor":
             check(d["spec"]["endpoints"][0]["port"] == "metrics", "servicemonitor port")
     if variant == "ha":
         check("ServiceMonitor" in kinds, "ha: ServiceMonitor missing")
+        check("ClusterRole" in kinds, "ha: restore ClusterRole missing")
+    else:
+        check("ClusterRole" not in kinds, f"{variant}: the restore role must be off by default")
     # The rendered configuration must be accepted by wpdr itself.
     cms = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
     cfgdir = f"{out}/{variant}-cfg"
