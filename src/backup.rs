@@ -174,7 +174,7 @@ async fn cluster_step(
     client: &kube::Client,
     ns: &str,
 ) -> Result<(ClusterSection, Vec<Artifact>), BackupError> {
-    let inv = inventory::collect(client, ns).await?;
+    let inv = inventory::collect_with(client, ns, &cfg.cluster.custom_resources).await?;
     let mut written = Vec::new();
     let put = |path: &'static str, bytes: Vec<u8>| async move {
         let w = store
@@ -244,6 +244,7 @@ async fn cluster_step(
             },
             secrets_skipped,
             images,
+            custom_resources: cfg.cluster.custom_resources.clone(),
         },
         written,
     ))

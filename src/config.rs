@@ -65,6 +65,19 @@ struct RawConfig {
 struct RawCluster {
     namespace: Option<String>,
     secrets_key_file: Option<PathBuf>,
+    #[serde(default)]
+    custom_resources: Vec<CustomResourceKind>,
+}
+
+/// A custom resource kind to record with the namespace (e.g. a MariaDB operator's).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomResourceKind {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    /// The resource's plural name as in its URL (`mariadbs`).
+    pub plural: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +243,8 @@ pub struct ClusterConfig {
     pub namespace: Option<String>,
     /// Key for sealing Secrets; without it Secrets are skipped (and the set says so).
     pub secrets_key: Option<crate::cluster::seal::SealKey>,
+    /// Custom resources recorded and restored along with the built-in kinds.
+    pub custom_resources: Vec<CustomResourceKind>,
 }
 
 #[derive(Debug, Clone)]
@@ -676,9 +691,22 @@ impl Config {
             ),
             None => None,
         };
+        for cr in &c.custom_resources {
+            if [&cr.group, &cr.version, &cr.kind, &cr.plural]
+                .iter()
+                .any(|f| f.is_empty())
+            {
+                return Err(invalid(
+                    "cluster.custom_resources",
+                    "-",
+                    "each entry needs group, version, kind and plural",
+                ));
+            }
+        }
         Ok(ClusterConfig {
             namespace,
             secrets_key,
+            custom_resources: c.custom_resources.clone(),
         })
     }
 

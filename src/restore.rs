@@ -209,6 +209,7 @@ pub async fn restore_cluster(
             opts.namespace,
             &rewritten.objects,
             opts.create_namespace,
+            &c.custom_resources,
         )
         .await?
     };

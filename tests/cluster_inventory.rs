@@ -60,6 +60,16 @@ async fn inventory_of_a_wordpress_namespace() {
         })))
         .with_object(pod("mariadb-0", "StatefulSet", "mariadb", &[("mariadb", "mariadb:11.4", "docker-pullable://mariadb@sha256:cccc")]))
         .with_object(pod("mariadb-1", "StatefulSet", "mariadb", &[("mariadb", "mariadb:11.4", "docker-pullable://mariadb@sha256:cccc")]))
+        .with_object::<k8s_openapi::api::apps::v1::Deployment>(obj(json!({
+            "metadata": {"name": "redis", "namespace": "shop"},
+            "spec": {"selector": {"matchLabels": {"app": "redis"}},
+                "template": {"metadata": {"labels": {"app": "redis"}}, "spec": {"containers": [{"name": "redis", "image": "redis:7.4"}]}}}
+        })))
+        .with_object::<k8s_openapi::api::apps::v1::StatefulSet>(obj(json!({
+            "metadata": {"name": "minio", "namespace": "shop"},
+            "spec": {"serviceName": "minio", "selector": {"matchLabels": {"app": "minio"}},
+                "template": {"metadata": {"labels": {"app": "minio"}}, "spec": {"containers": [{"name": "minio", "image": "minio/minio:RELEASE.2025-01-01T00-00-00Z"}]}}}
+        })))
         .with_object::<k8s_openapi::api::core::v1::Service>(obj(json!({
             "metadata": {"name": "wordpress", "namespace": "shop"},
             "spec": {"clusterIP": "10.96.0.12", "clusterIPs": ["10.96.0.12"], "selector": {"app": "wordpress"}, "ports": [{"port": 80}]}
@@ -99,12 +109,14 @@ async fn inventory_of_a_wordpress_namespace() {
         names,
         vec![
             "ConfigMap/wp-config",
+            "Deployment/redis",
             "Deployment/wordpress",
             "Ingress/wordpress",
             "PersistentVolumeClaim/minio-data",
             "Service/wordpress",
             "ServiceAccount/wordpress",
             "StatefulSet/mariadb",
+            "StatefulSet/minio",
         ],
         "cluster-created objects (kube-root-ca.crt, the default SA, ReplicaSets, Pods) are left out"
     );
@@ -155,4 +167,93 @@ async fn inventory_of_a_wordpress_namespace() {
         (db.digests.clone(), db.replicas_disagree),
         (vec!["sha256:cccc".to_string()], false)
     );
+}
+
+/// Custom resources named in the config (a MariaDB operator's) are recorded,
+/// sanitised, and applied back into a new namespace.
+#[tokio::test]
+async fn custom_resources_are_recorded_and_applied() {
+    use kube::api::{Api, DynamicObject, PostParams};
+    use wpdr::config::CustomResourceKind;
+    let client = ClientBuilder::new()
+        .with_resource::<MariaDbKind>()
+        .build()
+        .await
+        .unwrap();
+    let cr = CustomResourceKind {
+        group: "k8s.mariadb.com".into(),
+        version: "v1alpha1".into(),
+        kind: "MariaDB".into(),
+        plural: "mariadbs".into(),
+    };
+    let ar = wpdr::cluster::inventory::api_resource(&cr);
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "shop", &ar);
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "k8s.mariadb.com/v1alpha1", "kind": "MariaDB",
+        "metadata": {"name": "mariadb", "namespace": "shop", "uid": "u-1"},
+        "spec": {"replicas": 3, "replication": {"enabled": true}},
+        "status": {"currentPrimary": "mariadb-0"}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+
+    let inv = wpdr::cluster::inventory::collect_with(&client, "shop", std::slice::from_ref(&cr))
+        .await
+        .unwrap();
+    let m = inv
+        .objects
+        .iter()
+        .find(|o| o["kind"] == "MariaDB")
+        .expect("the custom resource is recorded");
+    assert_eq!(m["spec"]["replicas"], 3);
+    assert!(m.get("status").is_none() && m["metadata"].get("uid").is_none());
+
+    let rewritten =
+        wpdr::cluster::apply::rewrite(inv.objects.clone(), vec![], &[], "shop", "shop-drill", &[]);
+    wpdr::cluster::apply::apply(
+        &client,
+        "shop-drill",
+        &rewritten.objects,
+        false,
+        std::slice::from_ref(&cr),
+    )
+    .await
+    .unwrap();
+    let restored: Api<DynamicObject> = Api::namespaced_with(client.clone(), "shop-drill", &ar);
+    let back = restored.get("mariadb").await.unwrap();
+    assert_eq!(back.data["spec"]["replication"]["enabled"], true);
+    // Without the kind recorded, applying it is refused clearly.
+    let err = wpdr::cluster::apply::apply(&client, "shop-x", &rewritten.objects, false, &[])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("MariaDB"), "{err}");
+}
+
+/// Registers the operator's kind with the fake API server (it only routes known kinds).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct MariaDbKind {
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+}
+
+impl kube::Resource for MariaDbKind {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        "MariaDB".into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        "k8s.mariadb.com".into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        "v1alpha1".into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        "mariadbs".into()
+    }
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &mut self.metadata
+    }
 }

@@ -85,11 +85,11 @@ async fn inventory_and_restore_against_a_real_cluster() {
             })
             .collect();
         let rewritten = apply::rewrite(inv.objects.clone(), vec![], &images, &src, &dst, &[]);
-        apply::apply(&client, &dst, &rewritten.objects, true)
+        apply::apply(&client, &dst, &rewritten.objects, true, &[])
             .await
             .unwrap();
         // A rerun converges (server-side apply).
-        apply::apply(&client, &dst, &rewritten.objects, true)
+        apply::apply(&client, &dst, &rewritten.objects, true, &[])
             .await
             .unwrap();
         let restored: Api<Deployment> = Api::namespaced(client.clone(), &dst);

@@ -37,6 +37,9 @@ pub struct ClusterSection {
     /// Why Secrets were not stored, when they were not (e.g. no key configured).
     pub secrets_skipped: Option<String>,
     pub images: Vec<ImageDigest>,
+    /// Custom resource kinds recorded with the namespace (needed to apply them back).
+    #[serde(default)]
+    pub custom_resources: Vec<crate::config::CustomResourceKind>,
 }
 
 /// One container of one workload: the image as written and the digests that ran.

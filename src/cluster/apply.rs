@@ -7,6 +7,7 @@
 
 use super::ClusterError;
 use crate::catalog::ImageDigest;
+use crate::config::CustomResourceKind;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -16,7 +17,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde::Serialize;
 use serde_json::Value;
@@ -252,6 +253,7 @@ pub async fn apply(
     ns: &str,
     objects: &[Value],
     create_namespace: bool,
+    custom: &[CustomResourceKind],
 ) -> Result<Vec<String>, ClusterError> {
     let pp = PatchParams::apply("wpdr").force();
     if create_namespace {
@@ -286,10 +288,29 @@ pub async fn apply(
                 apply_typed!(client, ns, name, label, value, &pp, PodDisruptionBudget)
             }
             "NetworkPolicy" => apply_typed!(client, ns, name, label, value, &pp, NetworkPolicy),
-            other => Err(ClusterError::Invalid {
-                object: label.clone(),
-                detail: format!("kind {other} is not restored by this version"),
-            }),
+            other => match custom.iter().find(|c| {
+                c.kind == other
+                    && v["apiVersion"].as_str() == Some(format!("{}/{}", c.group, c.version).as_str())
+            }) {
+                Some(cr) => {
+                    let ar = super::inventory::api_resource(cr);
+                    let obj: DynamicObject = serde_json::from_value(value).map_err(|e| {
+                        ClusterError::Invalid {
+                            object: label.clone(),
+                            detail: e.to_string(),
+                        }
+                    })?;
+                    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+                    api.patch(&name, &pp, &Patch::Apply(&obj))
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| api_err(format!("applying {label}"), e))
+                }
+                None => Err(ClusterError::Invalid {
+                    object: label.clone(),
+                    detail: format!("kind {other} is neither built in nor a custom resource recorded in the set"),
+                }),
+            },
         }?;
         // Name only: the objects may hold Secret data.
         applied.push(label);

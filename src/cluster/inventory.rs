@@ -9,6 +9,7 @@
 //! and ReplicaSets owned by a CronJob or Deployment) are left out.
 
 use super::ClusterError;
+use crate::config::CustomResourceKind;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -19,7 +20,7 @@ use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -164,8 +165,55 @@ pub fn digest_of(image_id: &str) -> Option<String> {
         .filter(|d| d.starts_with("sha256:"))
 }
 
-/// Reads the namespace. `custom` are extra kinds the config names (later: dynamic).
+/// The API resource of a configured custom resource kind.
+pub fn api_resource(cr: &CustomResourceKind) -> ApiResource {
+    ApiResource {
+        group: cr.group.clone(),
+        version: cr.version.clone(),
+        api_version: format!("{}/{}", cr.group, cr.version),
+        kind: cr.kind.clone(),
+        plural: cr.plural.clone(),
+    }
+}
+
+async fn list_custom(
+    client: &Client,
+    ns: &str,
+    cr: &CustomResourceKind,
+) -> Result<Vec<Value>, ClusterError> {
+    let ar = api_resource(cr);
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let items = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| ClusterError::Api {
+            doing: format!("listing {} in {ns}", cr.kind),
+            source,
+        })?
+        .items;
+    Ok(items
+        .iter()
+        .map(|o| {
+            let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut v {
+                m.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
+                m.insert("kind".into(), Value::String(ar.kind.clone()));
+            }
+            v
+        })
+        .collect())
+}
+
+/// Reads the namespace: the built-in kinds and the custom resources named in the config.
 pub async fn collect(client: &Client, ns: &str) -> Result<Inventory, ClusterError> {
+    collect_with(client, ns, &[]).await
+}
+
+pub async fn collect_with(
+    client: &Client,
+    ns: &str,
+    custom: &[CustomResourceKind],
+) -> Result<Inventory, ClusterError> {
     let mut objects = Vec::new();
     let deployments: Vec<Deployment> = list(client, ns).await?;
     let statefulsets: Vec<StatefulSet> = list(client, ns).await?;
@@ -223,6 +271,9 @@ pub async fn collect(client: &Client, ns: &str) -> Result<Inventory, ClusterErro
             .iter()
             .map(to_value),
     );
+    for cr in custom {
+        objects.extend(list_custom(client, ns, cr).await?);
+    }
     let secrets: Vec<Value> = list::<Secret>(client, ns)
         .await?
         .iter()
