@@ -108,8 +108,31 @@ pub fn rewrite(
         if kind == "Ingress" {
             rewrite_hosts(obj, host_map);
         }
+        // In-cluster DNS names embed the namespace (mariadb.shop.svc.cluster.local).
+        let old_dns = format!(".{old_namespace}.svc");
+        let new_dns = format!(".{ns}.svc");
+        if kind == "ConfigMap" {
+            if let Some(Value::Object(data)) = obj.get_mut("data") {
+                for v in data.values_mut() {
+                    replace_in(v, &old_dns, &new_dns);
+                }
+            }
+        }
         let workload = format!("{kind}/{name}");
         if let Some(spec) = pod_spec_mut(&kind, obj) {
+            for field in ["containers", "initContainers"] {
+                if let Some(Value::Array(containers)) = spec.get_mut(field) {
+                    for c in containers {
+                        if let Some(Value::Array(env)) = c.get_mut("env") {
+                            for e in env {
+                                if let Some(v) = e.get_mut("value") {
+                                    replace_in(v, &old_dns, &new_dns);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             for (field, init) in [("containers", false), ("initContainers", true)] {
                 let Some(Value::Array(containers)) = spec.get_mut(field) else {
                     continue;
@@ -154,6 +177,14 @@ pub fn rewrite(
     });
     out.objects = objects;
     out
+}
+
+fn replace_in(v: &mut Value, from: &str, to: &str) {
+    if let Value::String(text) = v {
+        if text.contains(from) {
+            *text = text.replace(from, to);
+        }
+    }
 }
 
 fn rewrite_hosts(ingress: &mut Value, host_map: &[(String, String)]) {
@@ -339,9 +370,12 @@ mod tests {
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "wp"},
                    "spec": {"rules": [{"host": "shop.example.com"}], "tls": [{"hosts": ["shop.example.com"]}]}}),
             json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "wordpress"},
-                   "spec": {"template": {"spec": {"containers": [{"name": "php", "image": "wordpress:6.6"}]}}}}),
+                   "spec": {"template": {"spec": {"containers": [{"name": "php", "image": "wordpress:6.6",
+                       "env": [{"name": "CACHE", "value": "redis.shop.svc:6379"}]}]}}}}),
             json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "rb"},
                    "subjects": [{"kind": "ServiceAccount", "name": "wp", "namespace": "shop"}]}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
+                   "data": {"DB_HOST": "mariadb.shop.svc.cluster.local", "OTHER": "shop"}}),
         ];
         let images = vec![ImageDigest {
             workload: "Deployment/wordpress".into(),
@@ -365,22 +399,32 @@ mod tests {
             .iter()
             .map(|o| o["kind"].as_str().unwrap())
             .collect();
-        assert_eq!(kinds, vec!["RoleBinding", "Deployment", "Ingress"]);
+        assert_eq!(
+            kinds,
+            vec!["RoleBinding", "ConfigMap", "Deployment", "Ingress"]
+        );
         assert!(r
             .objects
             .iter()
             .all(|o| o["metadata"]["namespace"] == "drill-1"));
         assert_eq!(r.objects[0]["subjects"][0]["namespace"], "drill-1");
         assert_eq!(
-            r.objects[1]["spec"]["template"]["spec"]["containers"][0]["image"],
-            "wordpress@sha256:feed"
+            r.objects[1]["data"]["DB_HOST"],
+            "mariadb.drill-1.svc.cluster.local"
         );
         assert_eq!(
-            r.objects[2]["spec"]["rules"][0]["host"],
+            r.objects[1]["data"]["OTHER"], "shop",
+            "only DNS names are rewritten"
+        );
+        let php = &r.objects[2]["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(php["image"], "wordpress@sha256:feed");
+        assert_eq!(php["env"][0]["value"], "redis.drill-1.svc:6379");
+        assert_eq!(
+            r.objects[3]["spec"]["rules"][0]["host"],
             "drill.example.com"
         );
         assert_eq!(
-            r.objects[2]["spec"]["tls"][0]["hosts"][0],
+            r.objects[3]["spec"]["tls"][0]["hosts"][0],
             "drill.example.com"
         );
         assert_eq!(r.pins.len(), 1);
