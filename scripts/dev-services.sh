@@ -143,7 +143,9 @@ if ! alive "$G_DIR/garage.pid"; then
 fi
 for _ in $(seq 120); do $G status >/dev/null 2>&1 && break; sleep 0.25; done
 $G status >/dev/null || { cat "$G_DIR/garage.log" >&2; exit 1; }
-if ! $G layout show 2>/dev/null | grep -q "dc1"; then
+# Capture first: `grep -q` would close the pipe early and garage aborts on EPIPE.
+LAYOUT="$($G layout show 2>/dev/null || true)"
+if ! grep -q "Current cluster layout version: [1-9]" <<<"$LAYOUT"; then
   NODE="$($G node id -q | cut -d@ -f1)"
   $G layout assign -z dc1 -c 10G "$NODE" >/dev/null
   $G layout apply --version 1 >/dev/null
