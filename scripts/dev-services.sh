@@ -31,7 +31,7 @@ command -v mariadb >/dev/null || need_apt+=(mariadb-client)
 command -v mariadb-install-db >/dev/null || need_apt+=(mariadb-server)
 command -v zstd >/dev/null || need_apt+=(zstd)
 command -v php >/dev/null || need_apt+=(php-cli)
-php -m 2>/dev/null | grep -qi mysqli || need_apt+=(php-mysql)
+grep -qi mysqli <<<"$(php -m 2>/dev/null || true)" || need_apt+=(php-mysql)
 [ -f /usr/share/wordpress/wp-load.php ] || need_apt+=(wordpress)
 command -v curl >/dev/null || need_apt+=(curl)
 
