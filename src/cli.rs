@@ -43,7 +43,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Take one backup set of the site (database snapshot; media and cluster objects as they land).
+    /// Take one backup set: the database snapshot, plus the namespace's objects and image digests when cluster.namespace is set.
     Backup(BackupArgs),
     /// List and inspect backup sets.
     #[command(subcommand)]
