@@ -3,8 +3,7 @@
 //! the manifest last so that only a finished run produces a set.
 
 use crate::catalog::{
-    new_set_id, Artifact, Catalog, CatalogError, ClusterSection, ImageDigest, Manifest,
-    FORMAT_VERSION,
+    new_set_id, Artifact, Catalog, CatalogError, ClusterSection, Manifest, FORMAT_VERSION,
 };
 use crate::cluster::{inventory, seal, ClusterError};
 use crate::config::Config;
@@ -218,19 +217,6 @@ async fn cluster_step(
             )
         }
     };
-    let images = inv
-        .images
-        .iter()
-        .map(|r| ImageDigest {
-            workload: r.workload.clone(),
-            container: r.container.clone(),
-            init: r.init,
-            image: r.image.clone(),
-            digests: r.digests.clone(),
-            replicas_disagree: r.replicas_disagree,
-            tag_ambiguous: r.tag_ambiguous,
-        })
-        .collect();
     Ok((
         ClusterSection {
             namespace: ns.to_string(),
@@ -243,7 +229,7 @@ async fn cluster_step(
                 inv.secrets.len()
             },
             secrets_skipped,
-            images,
+            images: inv.images,
             custom_resources: cfg.cluster.custom_resources.clone(),
         },
         written,

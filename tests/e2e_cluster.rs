@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use std::time::{Duration, Instant};
-use wpdr::catalog::ImageDigest;
 use wpdr::cluster::{apply, inventory};
 
 #[tokio::test]
@@ -71,20 +70,7 @@ async fn inventory_and_restore_against_a_real_cluster() {
         let inv = inventory::collect(&client, &src).await.unwrap();
         let rec = inv.images.iter().find(|r| r.container == "pause").unwrap();
         assert_eq!(rec.digests.len(), 1, "{rec:?}");
-        let images: Vec<ImageDigest> = inv
-            .images
-            .iter()
-            .map(|r| ImageDigest {
-                workload: r.workload.clone(),
-                container: r.container.clone(),
-                init: r.init,
-                image: r.image.clone(),
-                digests: r.digests.clone(),
-                replicas_disagree: r.replicas_disagree,
-                tag_ambiguous: r.tag_ambiguous,
-            })
-            .collect();
-        let rewritten = apply::rewrite(inv.objects.clone(), vec![], &images, &src, &dst, &[]);
+        let rewritten = apply::rewrite(inv.objects.clone(), vec![], &inv.images, &src, &dst, &[]);
         apply::apply(&client, &dst, &rewritten.objects, true, &[])
             .await
             .unwrap();

@@ -9,6 +9,7 @@
 //! and ReplicaSets owned by a CronJob or Deployment) are left out.
 
 use super::ClusterError;
+use crate::catalog::ImageDigest;
 use crate::config::CustomResourceKind;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -35,21 +36,7 @@ pub struct Inventory {
     /// Sanitised Secrets: encrypt before storing.
     #[serde(skip)]
     pub secrets: Vec<Value>,
-    pub images: Vec<ImageRecord>,
-}
-
-/// One container of one workload: the image as written and the digests that run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ImageRecord {
-    pub workload: String,
-    pub container: String,
-    pub init: bool,
-    pub image: String,
-    pub digests: Vec<String>,
-    /// Replicas run different digests (a rollout in progress, or a moving tag).
-    pub replicas_disagree: bool,
-    /// The same image reference runs as different digests elsewhere in the namespace.
-    pub tag_ambiguous: bool,
+    pub images: Vec<ImageDigest>,
 }
 
 async fn list<K>(client: &Client, ns: &str) -> Result<Vec<K>, ClusterError>
@@ -316,7 +303,7 @@ fn image_records(
     jobs: &[Job],
     replicasets: &[ReplicaSet],
     pods: &[Pod],
-) -> Vec<ImageRecord> {
+) -> Vec<ImageDigest> {
     // workload id -> (container, init) -> image as written
     let mut written: BTreeMap<String, BTreeMap<(String, bool), String>> = BTreeMap::new();
     let mut add = |id: String, spec: Option<&k8s_openapi::api::core::v1::PodSpec>| {
@@ -423,7 +410,7 @@ fn image_records(
                 .get(&(workload.clone(), container.clone(), *init))
                 .map(|s| s.iter().cloned().collect())
                 .unwrap_or_default();
-            out.push(ImageRecord {
+            out.push(ImageDigest {
                 workload: workload.clone(),
                 container: container.clone(),
                 init: *init,
