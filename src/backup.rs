@@ -239,14 +239,7 @@ async fn cluster_step(
 /// Removes what a failed run wrote. Best effort: a run killed outright leaves
 /// its files for `prune`, and they are invisible without a manifest anyway.
 async fn discard_partial(store: &Store, set_key: &str) {
-    match store.list(set_key).await {
-        Ok(objs) => {
-            for o in objs {
-                if let Err(e) = store.delete(&o.key).await {
-                    tracing::warn!(key = %o.key, error = %e, "could not remove a partial artifact");
-                }
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "could not list partial artifacts"),
+    if let Err(e) = store.delete_prefix(set_key).await {
+        tracing::warn!(error = %e, "could not remove the partial artifacts; prune removes them later");
     }
 }
