@@ -380,7 +380,16 @@ pub async fn run_until(
             problem: "no enabled schedules (*.yaml) found".into(),
         });
     }
+    // Every schedule has its metrics before /metrics answers, so a scrape never
+    // sees a daemon without its jobs.
     let metrics = Arc::new(Metrics::default());
+    let now = Utc::now();
+    for s in &schedules {
+        metrics.with_job(&s.name, |m| {
+            m.kind = s.job.as_str().to_string();
+            m.next_run = s.next_after(now);
+        });
+    }
     let runner = Arc::new(Runner {
         cfg,
         store,
@@ -410,12 +419,7 @@ pub async fn run_until(
     let mut scheduler = JobScheduler::new()
         .await
         .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
-    let now = Utc::now();
     for s in &schedules {
-        metrics.with_job(&s.name, |m| {
-            m.kind = s.job.as_str().to_string();
-            m.next_run = s.next_after(now);
-        });
         let r = runner.clone();
         let name = s.name.clone();
         let job = Job::new_async_tz(s.cron.as_str(), s.timezone, move |_id, _sched| {
