@@ -22,13 +22,13 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config: {field} (env {env}): {problem}")]
     Invalid {
-        field: &'static str,
-        env: &'static str,
+        field: String,
+        env: String,
         problem: String,
     },
     #[error("config: {field}: cannot read credential file {path}: {source}")]
     CredentialFile {
-        field: &'static str,
+        field: String,
         path: PathBuf,
         source: std::io::Error,
     },
@@ -58,6 +58,20 @@ struct RawConfig {
     retention: RawRetention,
     #[serde(default)]
     cluster: RawCluster,
+    #[serde(default)]
+    media: RawMedia,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMedia {
+    source: Option<RawS3>,
+    offsite: Option<RawS3>,
+    retained_prefix: Option<String>,
+    uploads_prefix: Option<String>,
+    concurrency: Option<usize>,
+    max_deletes: Option<u64>,
+    max_delete_percent: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +133,7 @@ struct RawDatabase {
     password_file: Option<PathBuf>,
     name: Option<String>,
     connections: Option<usize>,
+    table_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +142,22 @@ struct RawBackup {
     chunk_size: Option<ByteSize>,
     compression_level: Option<i32>,
     lock_ttl_seconds: Option<u64>,
+}
+
+/// Connection settings of one S3 bucket (store, media source, media offsite).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3 {
+    bucket: Option<String>,
+    prefix: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    path_style: Option<bool>,
+    access_key_id: Option<String>,
+    access_key_id_file: Option<PathBuf>,
+    secret_access_key_file: Option<PathBuf>,
+    part_size: Option<ByteSize>,
+    parts_in_flight: Option<usize>,
 }
 
 /// A byte count written as an integer or with a unit: `67108864`, `64MiB`, `8 MB`.
@@ -220,6 +251,8 @@ pub struct DatabaseConfig {
     pub password: Secret,
     pub name: String,
     pub connections: usize,
+    /// WordPress's `$table_prefix` (`wp_`): where attachments are looked up.
+    pub table_prefix: String,
 }
 
 #[derive(Debug, Clone)]
@@ -247,6 +280,26 @@ pub struct ClusterConfig {
     pub custom_resources: Vec<CustomResourceKind>,
 }
 
+/// The media library: the uploads bucket (MinIO in the cluster) and its offsite mirror.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// The bucket WordPress uploads to; `prefix` limits the mirror to part of it.
+    pub source: S3Config,
+    /// The offsite mirror: same keys as the source, plus the retained area.
+    pub offsite: S3Config,
+    /// Where overwritten and deleted offsite versions are kept, inside the offsite bucket.
+    pub retained_prefix: String,
+    /// Key prefix of the uploads directory in the bucket (`wp-content/uploads/`),
+    /// used to map `_wp_attached_file` paths to keys.
+    pub uploads_prefix: String,
+    /// Objects copied at the same time.
+    pub concurrency: usize,
+    /// A run that would delete more offsite objects than this stops unless confirmed.
+    pub max_deletes: u64,
+    /// ... or a larger share of the mirror than this (percent).
+    pub max_delete_percent: u8,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub site: String,
@@ -255,6 +308,8 @@ pub struct Config {
     pub backup: BackupConfig,
     pub retention: RetentionConfig,
     pub cluster: ClusterConfig,
+    /// `None` when no media source is configured: sets hold no media index.
+    pub media: Option<MediaConfig>,
 }
 
 /// Source of environment variables; a map in tests, the process environment otherwise.
@@ -276,10 +331,10 @@ impl Env for HashMap<String, String> {
     }
 }
 
-fn invalid(field: &'static str, env: &'static str, problem: impl Into<String>) -> ConfigError {
+fn invalid(field: &str, env: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        field,
-        env,
+        field: field.to_string(),
+        env: env.to_string(),
         problem: problem.into(),
     }
 }
@@ -287,8 +342,8 @@ fn invalid(field: &'static str, env: &'static str, problem: impl Into<String>) -
 /// Reads a setting: the environment first, then the file.
 fn pick<T: Clone>(
     env: &dyn Env,
-    name: &'static str,
-    field: &'static str,
+    name: &str,
+    field: &str,
     file: &Option<T>,
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<Option<T>, ConfigError> {
@@ -316,18 +371,18 @@ fn as_bool(v: &str) -> Result<bool, String> {
     }
 }
 
-fn read_credential(field: &'static str, path: &Path) -> Result<Secret, ConfigError> {
+fn read_credential(field: &str, path: &Path) -> Result<Secret, ConfigError> {
     std::fs::read_to_string(path)
         .map(|s| Secret::new(s.trim_end_matches(['\n', '\r'])))
         .map_err(|source| ConfigError::CredentialFile {
-            field,
+            field: field.to_string(),
             path: path.to_path_buf(),
             source,
         })
 }
 
 /// A site name becomes a path segment in the store: keep it to safe characters.
-fn check_name(field: &'static str, env: &'static str, v: &str) -> Result<(), ConfigError> {
+fn check_name(field: &str, env: &str, v: &str) -> Result<(), ConfigError> {
     let ok = !v.is_empty()
         && v.len() <= 63
         && v.chars()
@@ -346,6 +401,179 @@ fn check_name(field: &'static str, env: &'static str, v: &str) -> Result<(), Con
 
 fn normalise_prefix(p: &str) -> String {
     p.trim_matches('/').to_string()
+}
+
+/// The S3 settings shared by the store and the media buckets. `field` is the
+/// YAML section (`store`, `media.source`) and `envp` the environment prefix
+/// (`WPDR_S3`, `WPDR_MEDIA_SOURCE`), so every error names the right setting.
+fn resolve_s3(
+    raw: &RawS3,
+    env: &dyn Env,
+    field: &str,
+    envp: &str,
+) -> Result<S3Config, ConfigError> {
+    let bucket = pick(
+        env,
+        &format!("{envp}_BUCKET"),
+        &format!("{field}.bucket"),
+        &raw.bucket,
+        as_string,
+    )?
+    .ok_or_else(|| {
+        invalid(
+            &format!("{field}.bucket"),
+            &format!("{envp}_BUCKET"),
+            "is required",
+        )
+    })?;
+    // An empty endpoint (as a Helm value renders it) means AWS.
+    let endpoint = pick(
+        env,
+        &format!("{envp}_ENDPOINT"),
+        &format!("{field}.endpoint"),
+        &raw.endpoint,
+        as_string,
+    )?
+    .filter(|e| !e.trim().is_empty());
+    if let Some(e) = &endpoint {
+        let parsed = url::Url::parse(e).map_err(|err| {
+            invalid(
+                &format!("{field}.endpoint"),
+                &format!("{envp}_ENDPOINT"),
+                format!("'{e}' is not a URL: {err}"),
+            )
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid(
+                &format!("{field}.endpoint"),
+                &format!("{envp}_ENDPOINT"),
+                format!("'{e}' must start with http:// or https://"),
+            ));
+        }
+    }
+    let region = pick(
+        env,
+        &format!("{envp}_REGION"),
+        &format!("{field}.region"),
+        &raw.region,
+        as_string,
+    )?
+    .unwrap_or_else(|| "us-east-1".into());
+    let path_style = pick(
+        env,
+        &format!("{envp}_PATH_STYLE"),
+        &format!("{field}.path_style"),
+        &raw.path_style,
+        as_bool,
+    )?
+    .unwrap_or(endpoint.is_some());
+    let key_id = match pick(
+        env,
+        &format!("{envp}_ACCESS_KEY_ID"),
+        &format!("{field}.access_key_id"),
+        &raw.access_key_id,
+        as_string,
+    )? {
+        Some(k) => Some(k),
+        None => match &raw.access_key_id_file {
+            Some(p) => Some(
+                read_credential(&format!("{field}.access_key_id_file"), p)?
+                    .expose()
+                    .to_string(),
+            ),
+            None => None,
+        },
+    };
+    let secret = match env.var(&format!("{envp}_SECRET_ACCESS_KEY")) {
+        Some(v) => Some(Secret::new(v)),
+        None => {
+            let file = pick(
+                env,
+                &format!("{envp}_SECRET_ACCESS_KEY_FILE"),
+                &format!("{field}.secret_access_key_file"),
+                &raw.secret_access_key_file,
+                |v| Ok(PathBuf::from(v)),
+            )?;
+            match file {
+                Some(p) => Some(read_credential(
+                    &format!("{field}.secret_access_key_file"),
+                    &p,
+                )?),
+                None => None,
+            }
+        }
+    };
+    let credentials = match (key_id, secret) {
+            (Some(access_key_id), Some(secret_access_key)) => Some(S3Credentials {
+                access_key_id,
+                secret_access_key,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    &format!("{field}.secret_access_key_file"),
+                    &format!("{envp}_SECRET_ACCESS_KEY"),
+                    "an access key id is set but no secret key: set both, or neither to use the default AWS chain",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    &format!("{field}.access_key_id"),
+                    &format!("{envp}_ACCESS_KEY_ID"),
+                    "a secret key is set but no access key id: set both, or neither",
+                ))
+            }
+        };
+    let part_size = pick(
+        env,
+        &format!("{envp}_PART_SIZE"),
+        &format!("{field}.part_size"),
+        &raw.part_size,
+        ByteSize::parse,
+    )?
+    .map(|b| b.0)
+    .unwrap_or(8 << 20);
+    if !(5 << 20..=512 << 20).contains(&part_size) {
+        return Err(invalid(
+            &format!("{field}.part_size"),
+            &format!("{envp}_PART_SIZE"),
+            format!("{part_size} bytes is outside 5MiB..512MiB (S3's minimum part is 5MiB)"),
+        ));
+    }
+    let parts_in_flight = pick(
+        env,
+        &format!("{envp}_PARTS_IN_FLIGHT"),
+        &format!("{field}.parts_in_flight"),
+        &raw.parts_in_flight,
+        as_number,
+    )?
+    .unwrap_or(2);
+    if !(1..=16).contains(&parts_in_flight) {
+        return Err(invalid(
+            &format!("{field}.parts_in_flight"),
+            &format!("{envp}_PARTS_IN_FLIGHT"),
+            format!("{parts_in_flight} is outside 1..16"),
+        ));
+    }
+    Ok(S3Config {
+        bucket,
+        prefix: normalise_prefix(
+            &pick(
+                env,
+                &format!("{envp}_PREFIX"),
+                &format!("{field}.prefix"),
+                &raw.prefix,
+                as_string,
+            )?
+            .unwrap_or_default(),
+        ),
+        endpoint,
+        region,
+        path_style,
+        credentials,
+        part_size: part_size as usize,
+        parts_in_flight,
+    })
 }
 
 impl Config {
@@ -481,6 +709,7 @@ impl Config {
                 incomplete_grace_hours,
             },
             cluster: Self::resolve_cluster(&raw.cluster, env)?,
+            media: Self::resolve_media(&raw.media, env)?,
         })
     }
 
@@ -506,146 +735,21 @@ impl Config {
                 Ok(StoreConfig::Local { path, prefix })
             }
             "s3" => {
-                let bucket = pick(env, "WPDR_S3_BUCKET", "store.bucket", &s.bucket, as_string)?
-                    .ok_or_else(|| {
-                        invalid(
-                            "store.bucket",
-                            "WPDR_S3_BUCKET",
-                            "required when store.type is s3",
-                        )
-                    })?;
-                // An empty endpoint (as a Helm value renders it) means AWS.
-                let endpoint = pick(
-                    env,
-                    "WPDR_S3_ENDPOINT",
-                    "store.endpoint",
-                    &s.endpoint,
-                    as_string,
-                )?
-                .filter(|e| !e.trim().is_empty());
-                if let Some(e) = &endpoint {
-                    let parsed = url::Url::parse(e).map_err(|err| {
-                        invalid(
-                            "store.endpoint",
-                            "WPDR_S3_ENDPOINT",
-                            format!("'{e}' is not a URL: {err}"),
-                        )
-                    })?;
-                    if !matches!(parsed.scheme(), "http" | "https") {
-                        return Err(invalid(
-                            "store.endpoint",
-                            "WPDR_S3_ENDPOINT",
-                            format!("'{e}' must start with http:// or https://"),
-                        ));
-                    }
-                }
-                let region = pick(env, "WPDR_S3_REGION", "store.region", &s.region, as_string)?
-                    .unwrap_or_else(|| "us-east-1".into());
-                let path_style = pick(
-                    env,
-                    "WPDR_S3_PATH_STYLE",
-                    "store.path_style",
-                    &s.path_style,
-                    as_bool,
-                )?
-                .unwrap_or(endpoint.is_some());
-                let key_id = match pick(
-                    env,
-                    "WPDR_S3_ACCESS_KEY_ID",
-                    "store.access_key_id",
-                    &s.access_key_id,
-                    as_string,
-                )? {
-                    Some(k) => Some(k),
-                    None => match &s.access_key_id_file {
-                        Some(p) => Some(
-                            read_credential("store.access_key_id_file", p)?
-                                .expose()
-                                .to_string(),
-                        ),
-                        None => None,
-                    },
+                let raw = RawS3 {
+                    bucket: s.bucket.clone(),
+                    prefix: None,
+                    endpoint: s.endpoint.clone(),
+                    region: s.region.clone(),
+                    path_style: s.path_style,
+                    access_key_id: s.access_key_id.clone(),
+                    access_key_id_file: s.access_key_id_file.clone(),
+                    secret_access_key_file: s.secret_access_key_file.clone(),
+                    part_size: s.part_size,
+                    parts_in_flight: s.parts_in_flight,
                 };
-                let secret = match env.var("WPDR_S3_SECRET_ACCESS_KEY") {
-                    Some(v) => Some(Secret::new(v)),
-                    None => {
-                        let file = pick(
-                            env,
-                            "WPDR_S3_SECRET_ACCESS_KEY_FILE",
-                            "store.secret_access_key_file",
-                            &s.secret_access_key_file,
-                            |v| Ok(PathBuf::from(v)),
-                        )?;
-                        match file {
-                            Some(p) => Some(read_credential("store.secret_access_key_file", &p)?),
-                            None => None,
-                        }
-                    }
-                };
-                let credentials = match (key_id, secret) {
-                    (Some(access_key_id), Some(secret_access_key)) => Some(S3Credentials {
-                        access_key_id,
-                        secret_access_key,
-                    }),
-                    (None, None) => None,
-                    (Some(_), None) => {
-                        return Err(invalid(
-                            "store.secret_access_key_file",
-                            "WPDR_S3_SECRET_ACCESS_KEY",
-                            "an access key id is set but no secret key: set both, or neither to use the default AWS chain",
-                        ))
-                    }
-                    (None, Some(_)) => {
-                        return Err(invalid(
-                            "store.access_key_id",
-                            "WPDR_S3_ACCESS_KEY_ID",
-                            "a secret key is set but no access key id: set both, or neither",
-                        ))
-                    }
-                };
-                let part_size = pick(
-                    env,
-                    "WPDR_S3_PART_SIZE",
-                    "store.part_size",
-                    &s.part_size,
-                    ByteSize::parse,
-                )?
-                .map(|b| b.0)
-                .unwrap_or(8 << 20);
-                if !(5 << 20..=512 << 20).contains(&part_size) {
-                    return Err(invalid(
-                        "store.part_size",
-                        "WPDR_S3_PART_SIZE",
-                        format!(
-                            "{part_size} bytes is outside 5MiB..512MiB (S3's minimum part is 5MiB)"
-                        ),
-                    ));
-                }
-                let parts_in_flight = pick(
-                    env,
-                    "WPDR_S3_PARTS_IN_FLIGHT",
-                    "store.parts_in_flight",
-                    &s.parts_in_flight,
-                    as_number,
-                )?
-                .unwrap_or(2);
-                if !(1..=16).contains(&parts_in_flight) {
-                    return Err(invalid(
-                        "store.parts_in_flight",
-                        "WPDR_S3_PARTS_IN_FLIGHT",
-                        format!("{parts_in_flight} is outside 1..16"),
-                    ));
-                }
-                Ok(StoreConfig::S3(S3Config {
-                    bucket,
-                    prefix,
-                    endpoint,
-                    region,
-                    path_style,
-                    credentials,
-                    part_size: part_size as usize,
-                    parts_in_flight,
-                }))
+                let mut s3 = resolve_s3(&raw, env, "store", "WPDR_S3")?;
+                s3.prefix = prefix;
+                Ok(StoreConfig::S3(s3))
             }
             other => Err(invalid(
                 "store.type",
@@ -710,6 +814,124 @@ impl Config {
         })
     }
 
+    fn resolve_media(m: &RawMedia, env: &dyn Env) -> Result<Option<MediaConfig>, ConfigError> {
+        let configured = m.source.is_some() || env.var("WPDR_MEDIA_SOURCE_BUCKET").is_some();
+        if !configured {
+            if m.offsite.is_some() {
+                return Err(invalid(
+                    "media.source",
+                    "WPDR_MEDIA_SOURCE_BUCKET",
+                    "media.offsite is set but media.source is not: name the uploads bucket to mirror",
+                ));
+            }
+            return Ok(None);
+        }
+        let source = resolve_s3(
+            &m.source.clone().unwrap_or_default(),
+            env,
+            "media.source",
+            "WPDR_MEDIA_SOURCE",
+        )?;
+        let offsite = resolve_s3(
+            &m.offsite.clone().unwrap_or_default(),
+            env,
+            "media.offsite",
+            "WPDR_MEDIA_OFFSITE",
+        )?;
+        if !offsite.prefix.is_empty() {
+            return Err(invalid(
+                "media.offsite.prefix",
+                "WPDR_MEDIA_OFFSITE_PREFIX",
+                "the offsite mirror keeps the source's keys unchanged; use a bucket of its own instead of a prefix",
+            ));
+        }
+        if source.bucket == offsite.bucket && source.endpoint == offsite.endpoint {
+            return Err(invalid(
+                "media.offsite.bucket",
+                "WPDR_MEDIA_OFFSITE_BUCKET",
+                format!(
+                    "'{}' is the source bucket itself: the offsite copy must be another bucket",
+                    offsite.bucket
+                ),
+            ));
+        }
+        let retained_prefix = pick(
+            env,
+            "WPDR_MEDIA_RETAINED_PREFIX",
+            "media.retained_prefix",
+            &m.retained_prefix,
+            as_string,
+        )?
+        .unwrap_or_else(|| ".wpdr-retained/".into());
+        if retained_prefix.trim_matches('/').is_empty() {
+            return Err(invalid(
+                "media.retained_prefix",
+                "WPDR_MEDIA_RETAINED_PREFIX",
+                "must not be empty: overwritten and deleted versions are kept under it",
+            ));
+        }
+        let retained_prefix = format!("{}/", retained_prefix.trim_matches('/'));
+        let uploads_prefix = pick(
+            env,
+            "WPDR_MEDIA_UPLOADS_PREFIX",
+            "media.uploads_prefix",
+            &m.uploads_prefix,
+            as_string,
+        )?
+        .unwrap_or_else(|| "wp-content/uploads/".into());
+        let uploads_prefix = match uploads_prefix.trim_matches('/') {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
+        let concurrency = pick(
+            env,
+            "WPDR_MEDIA_CONCURRENCY",
+            "media.concurrency",
+            &m.concurrency,
+            as_number,
+        )?
+        .unwrap_or(32);
+        if !(1..=256).contains(&concurrency) {
+            return Err(invalid(
+                "media.concurrency",
+                "WPDR_MEDIA_CONCURRENCY",
+                format!("{concurrency} is outside 1..256"),
+            ));
+        }
+        let max_deletes = pick(
+            env,
+            "WPDR_MEDIA_MAX_DELETES",
+            "media.max_deletes",
+            &m.max_deletes,
+            as_number,
+        )?
+        .unwrap_or(1000);
+        let max_delete_percent = pick(
+            env,
+            "WPDR_MEDIA_MAX_DELETE_PERCENT",
+            "media.max_delete_percent",
+            &m.max_delete_percent,
+            as_number,
+        )?
+        .unwrap_or(10);
+        if max_delete_percent > 100 {
+            return Err(invalid(
+                "media.max_delete_percent",
+                "WPDR_MEDIA_MAX_DELETE_PERCENT",
+                format!("{max_delete_percent} is over 100"),
+            ));
+        }
+        Ok(Some(MediaConfig {
+            source,
+            offsite,
+            retained_prefix,
+            uploads_prefix,
+            concurrency,
+            max_deletes,
+            max_delete_percent,
+        }))
+    }
+
     fn resolve_database(d: &RawDatabase, env: &dyn Env) -> Result<DatabaseConfig, ConfigError> {
         let host = pick(env, "WPDR_DB_HOST", "database.host", &d.host, as_string)?
             .unwrap_or_else(|| "127.0.0.1".into());
@@ -762,6 +984,24 @@ impl Config {
                 format!("{connections} is outside 1..32"),
             ));
         }
+        let table_prefix = pick(
+            env,
+            "WPDR_DB_TABLE_PREFIX",
+            "database.table_prefix",
+            &d.table_prefix,
+            as_string,
+        )?
+        .unwrap_or_else(|| "wp_".into());
+        if !table_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(invalid(
+                "database.table_prefix",
+                "WPDR_DB_TABLE_PREFIX",
+                format!("'{table_prefix}' may hold only letters, digits and '_' (as WordPress requires)"),
+            ));
+        }
         Ok(DatabaseConfig {
             host,
             port,
@@ -770,6 +1010,7 @@ impl Config {
             password,
             name,
             connections,
+            table_prefix,
         })
     }
 
@@ -868,6 +1109,45 @@ mod tests {
         let err = Config::from_yaml("database:\n  password_file: /nonexistent/pw\n", &env(&[]))
             .unwrap_err();
         assert!(err.to_string().contains("database.password_file"));
+    }
+
+    #[test]
+    fn media_buckets_resolve_with_their_own_names() {
+        let c = Config::from_yaml("{}", &env(&[])).unwrap();
+        assert!(c.media.is_none());
+        let c = Config::from_yaml(
+            "media:\n  source: {bucket: up, endpoint: 'http://minio:9000'}\n  offsite: {bucket: off}\n",
+            &env(&[("WPDR_MEDIA_OFFSITE_ENDPOINT", "http://s3.example:9000")]),
+        )
+        .unwrap();
+        let m = c.media.unwrap();
+        assert_eq!(
+            (m.source.bucket.as_str(), m.offsite.bucket.as_str()),
+            ("up", "off")
+        );
+        assert_eq!(
+            m.offsite.endpoint.as_deref(),
+            Some("http://s3.example:9000")
+        );
+        assert_eq!(m.retained_prefix, ".wpdr-retained/");
+        let err = Config::from_yaml("media:\n  source: {bucket: up}\n", &env(&[])).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("media.offsite.bucket") && msg.contains("WPDR_MEDIA_OFFSITE_BUCKET"),
+            "{msg}"
+        );
+        let err = Config::from_yaml(
+            "media:\n  source: {bucket: up}\n  offsite: {bucket: up}\n",
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("source bucket itself"), "{err}");
+        let err = Config::from_yaml(
+            "media:\n  source: {bucket: up}\n  offsite: {bucket: off}\n  retained_prefix: '/'\n",
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("media.retained_prefix"), "{err}");
     }
 
     #[test]

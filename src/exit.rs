@@ -32,6 +32,9 @@ pub enum ExitCode {
     Database = 12,
     /// The store refused our credentials.
     StoreAuth = 13,
+    /// The media mirror finished but some objects could not be copied (or
+    /// deletions were refused by the safety rails); a rerun retries.
+    MediaIncomplete = 14,
     /// Interrupted by a signal.
     Interrupted = 130,
 }

@@ -16,3 +16,4 @@ pub mod mysql;
 pub mod restore;
 pub mod secret;
 pub mod store;
+pub mod wordpress;

@@ -12,8 +12,8 @@ pub(crate) async fn prune(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
     let (cfg, store) = open(cli).await?;
     if cfg.retention.policy.is_empty() {
         return Err(ConfigError::Invalid {
-            field: "retention",
-            env: "WPDR_KEEP_LAST",
+            field: "retention".into(),
+            env: "WPDR_KEEP_LAST".into(),
             problem: "no retention policy is configured, so prune would keep only the newest set. Set retention.keep_last/keep_daily/... first".into(),
         }
         .into());

@@ -19,8 +19,8 @@ pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<Exi
     let (target, url_db) =
         Endpoint::from_url(&args.target, std::env::var("WPDR_TARGET_PASSWORD").ok()).map_err(
             |e| ConfigError::Invalid {
-                field: "--target",
-                env: "-",
+                field: "--target".into(),
+                env: "-".into(),
                 problem: e,
             },
         )?;

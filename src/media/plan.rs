@@ -1,17 +1,18 @@
 //! The mirror's decisions, apart from any I/O: given the source listing, the
-//! offsite listing and what the previous run recorded, which objects to copy,
-//! which offsite versions to keep aside first, and which to delete.
+//! offsite listing and what the previous run recorded, what to do with each key.
 //!
-//! All three inputs are sorted by key and merged in one pass, so memory stays
-//! flat for millions of keys and a no-change run needs nothing but the two
-//! listings. Change detection uses the source ETag recorded at the last copy,
-//! because an offsite copy's own ETag differs from the source's whenever the
-//! two sides used different multipart part sizes.
+//! All three inputs are sorted by key and merged in one pass, and each key's
+//! decision goes straight to a sink, so memory stays flat for millions of
+//! keys and a no-change run needs nothing but the two listings. Change
+//! detection uses the source ETag recorded at the last copy, because an
+//! offsite copy's own ETag differs from the source's whenever the two sides
+//! used different multipart part sizes. Any input error stops the merge at
+//! once: a listing that ended early must never read as "deleted at the source".
 
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
-/// One object as a listing shows it.
+/// One object as a listing shows it (ETag without quotes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listed {
     pub key: String,
@@ -19,133 +20,184 @@ pub struct Listed {
     pub etag: String,
 }
 
-/// What the last run recorded for an offsite object: the source version it
-/// copied and the offsite ETag that copy got.
+/// One mirrored object: the source version and where its copy is. The
+/// mirror's state and every set's media index are sorted streams of these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recorded {
+pub struct Record {
     pub key: String,
-    pub source_etag: String,
-    pub source_size: u64,
+    pub size: u64,
+    /// The source's ETag for this version: with the key, it names the version.
+    pub etag: String,
+    /// The offsite copy's ETag when it was written.
     pub offsite_etag: String,
+    /// SHA-256 of the content, computed while copying.
+    pub sha256: String,
 }
 
+/// An offsite object about to be overwritten or deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Version {
+    pub key: String,
+    pub size: u64,
+    pub offsite_etag: String,
+    /// The source ETag it was copied from when the state knows it, else its own
+    /// ETag: the name it is retained under, so an older set's index finds it.
+    pub source_etag: String,
+}
+
+/// What happens to one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
-pub enum Action {
-    /// Copy the source object offsite (new, or changed since the last copy).
+pub enum Step {
+    /// The offsite object is the recorded copy of this very source version.
+    Unchanged(Record),
+    /// Same size and ETag on both sides but no record (a lost state file, a
+    /// killed run, a mirror seeded by another tool): confirm from its metadata.
+    Adopt { source: Listed, offsite: Listed },
+    /// Copy the source object; `replaces` is the offsite version retained first.
     Copy {
-        key: String,
-        size: u64,
-        changed: bool,
+        source: Listed,
+        replaces: Option<Version>,
     },
-    /// Keep the current offsite version under the retained prefix before it is
-    /// overwritten or deleted: no mistake at the source reaches the only other copy.
-    Retain { key: String, etag: String },
-    /// Remove the offsite object (its source is gone; it was retained first).
-    Delete { key: String },
+    /// The source no longer has the key: retain the offsite version, then delete it.
+    Delete(Version),
 }
 
-/// Counts and actions of one planned run.
+/// Counts of one planned run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Plan {
-    pub actions: Vec<Action>,
+pub struct Totals {
+    pub source_objects: u64,
+    pub offsite_objects: u64,
     pub unchanged: u64,
+    pub adopt: u64,
     pub copies: u64,
     pub bytes_to_copy: u64,
     pub deletes: u64,
-    pub source_objects: u64,
-    pub offsite_objects: u64,
 }
 
-/// Merges three sorted streams. `recorded` may lack keys (objects copied by
-/// something else, or a lost state file): those are compared by size alone
-/// and re-copied when the offsite ETag cannot be trusted to match.
-pub fn plan(
-    source: impl IntoIterator<Item = Listed>,
-    offsite: impl IntoIterator<Item = Listed>,
-    recorded: impl IntoIterator<Item = Recorded>,
-) -> Plan {
+fn version(o: Listed, rec: Option<&Record>) -> Version {
+    let source_etag = match rec {
+        Some(r) if r.offsite_etag == o.etag => r.etag.clone(),
+        _ => o.etag.clone(),
+    };
+    Version {
+        key: o.key,
+        size: o.size,
+        offsite_etag: o.etag,
+        source_etag,
+    }
+}
+
+/// Merges the three sorted streams and hands each key's [`Step`] to `sink`.
+/// `recorded` may lack keys; keys it has that neither side lists are dropped.
+pub fn plan<E>(
+    source: impl IntoIterator<Item = Result<Listed, E>>,
+    offsite: impl IntoIterator<Item = Result<Listed, E>>,
+    recorded: impl IntoIterator<Item = Result<Record, E>>,
+    mut sink: impl FnMut(Step) -> Result<(), E>,
+) -> Result<Totals, E> {
     let mut source = source.into_iter().peekable();
     let mut offsite = offsite.into_iter().peekable();
     let mut recorded = recorded.into_iter().peekable();
-    let mut p = Plan::default();
-    loop {
-        let order = match (source.peek(), offsite.peek()) {
-            (None, None) => break,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(s), Some(o)) => s.key.as_bytes().cmp(o.key.as_bytes()),
-        };
-        let key = match order {
-            Ordering::Greater => offsite.peek().map(|o| o.key.clone()),
-            _ => source.peek().map(|s| s.key.clone()),
-        }
-        .unwrap_or_default();
-        // Advance the record stream to this key.
-        while recorded
-            .peek()
-            .is_some_and(|r| r.key.as_bytes() < key.as_bytes())
-        {
-            recorded.next();
-        }
-        let rec = recorded.next_if(|r| r.key == key);
-        match order {
-            Ordering::Less => {
-                let Some(s) = source.next() else { break };
-                p.source_objects += 1;
-                p.copies += 1;
-                p.bytes_to_copy += s.size;
-                p.actions.push(Action::Copy {
-                    key: s.key,
-                    size: s.size,
-                    changed: false,
-                });
-            }
-            Ordering::Greater => {
-                let Some(o) = offsite.next() else { break };
-                p.offsite_objects += 1;
-                p.deletes += 1;
-                p.actions.push(Action::Retain {
-                    key: o.key.clone(),
-                    etag: o.etag,
-                });
-                p.actions.push(Action::Delete { key: o.key });
-            }
-            Ordering::Equal => {
-                let (Some(s), Some(o)) = (source.next(), offsite.next()) else {
-                    break;
-                };
-                p.source_objects += 1;
-                p.offsite_objects += 1;
-                let same = match &rec {
-                    // The offsite object is the copy we made of this very source version.
-                    Some(r) => {
-                        r.source_etag == s.etag
-                            && r.source_size == s.size
-                            && r.offsite_etag == o.etag
-                    }
-                    // No record: equal ETags and sizes mean equal content for plain uploads.
-                    None => s.etag == o.etag && s.size == o.size,
-                };
-                if same {
-                    p.unchanged += 1;
-                } else {
-                    p.copies += 1;
-                    p.bytes_to_copy += s.size;
-                    p.actions.push(Action::Retain {
-                        key: o.key,
-                        etag: o.etag,
-                    });
-                    p.actions.push(Action::Copy {
-                        key: s.key,
-                        size: s.size,
-                        changed: true,
-                    });
-                }
-            }
+    let mut t = Totals::default();
+    // Surfaces an input error before the merge reads a short stream as an end.
+    fn peek<T: Clone, E>(
+        it: &mut std::iter::Peekable<impl Iterator<Item = Result<T, E>>>,
+    ) -> Result<Option<T>, E> {
+        match it.peek() {
+            None => Ok(None),
+            Some(Ok(v)) => Ok(Some(v.clone())),
+            Some(Err(_)) => match it.next() {
+                Some(Err(e)) => Err(e),
+                _ => Ok(None),
+            },
         }
     }
-    p
+    loop {
+        let s = peek(&mut source)?;
+        let o = peek(&mut offsite)?;
+        let (order, key) = match (&s, &o) {
+            (None, None) => break,
+            (Some(s), None) => (Ordering::Less, s.key.clone()),
+            (None, Some(o)) => (Ordering::Greater, o.key.clone()),
+            (Some(s), Some(o)) => {
+                let ord = s.key.as_bytes().cmp(o.key.as_bytes());
+                let key = if ord == Ordering::Greater {
+                    &o.key
+                } else {
+                    &s.key
+                };
+                (ord, key.clone())
+            }
+        };
+        let mut rec = None;
+        while let Some(r) = peek(&mut recorded)? {
+            match r.key.as_bytes().cmp(key.as_bytes()) {
+                Ordering::Less => {
+                    recorded.next();
+                }
+                Ordering::Equal => {
+                    recorded.next();
+                    rec = Some(r);
+                    break;
+                }
+                Ordering::Greater => break,
+            }
+        }
+        match (order, s, o) {
+            (Ordering::Less, Some(s), _) => {
+                source.next();
+                t.source_objects += 1;
+                t.copies += 1;
+                t.bytes_to_copy += s.size;
+                sink(Step::Copy {
+                    source: s,
+                    replaces: None,
+                })?;
+            }
+            (Ordering::Greater, _, Some(o)) => {
+                offsite.next();
+                t.offsite_objects += 1;
+                t.deletes += 1;
+                sink(Step::Delete(version(o, rec.as_ref())))?;
+            }
+            (Ordering::Equal, Some(s), Some(o)) => {
+                source.next();
+                offsite.next();
+                t.source_objects += 1;
+                t.offsite_objects += 1;
+                match rec {
+                    Some(r)
+                        if r.etag == s.etag
+                            && r.size == s.size
+                            && o.size == s.size
+                            && r.offsite_etag == o.etag =>
+                    {
+                        t.unchanged += 1;
+                        sink(Step::Unchanged(r))?;
+                    }
+                    _ if s.etag == o.etag && s.size == o.size => {
+                        t.adopt += 1;
+                        sink(Step::Adopt {
+                            source: s,
+                            offsite: o,
+                        })?;
+                    }
+                    rec => {
+                        t.copies += 1;
+                        t.bytes_to_copy += s.size;
+                        let replaces = Some(version(o, rec.as_ref()));
+                        sink(Step::Copy {
+                            source: s,
+                            replaces,
+                        })?;
+                    }
+                }
+            }
+            _ => break,
+        }
+    }
+    Ok(t)
 }
 
 /// Why a run must not delete what it planned to.
@@ -164,7 +216,30 @@ pub enum Refusal {
     },
 }
 
-impl Plan {
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::EmptySource { offsite_objects } => write!(
+                f,
+                "the source bucket listed no objects while the offsite mirror holds {offsite_objects}: nothing is deleted (check media.source; an empty source never empties the mirror)"
+            ),
+            Refusal::TooManyDeletes { deletes, limit } => write!(
+                f,
+                "{deletes} offsite objects would be deleted, more than media.max_deletes ({limit}); nothing was deleted. If the source really lost them, rerun with --confirm-deletes"
+            ),
+            Refusal::TooLargeShare {
+                deletes,
+                of,
+                max_percent,
+            } => write!(
+                f,
+                "{deletes} of {of} offsite objects would be deleted, more than media.max_delete_percent ({max_percent}%); nothing was deleted. If the source really lost them, rerun with --confirm-deletes"
+            ),
+        }
+    }
+}
+
+impl Totals {
     /// Checks the safety rails; `confirmed` lifts the count and share limits,
     /// never the empty-source rule.
     pub fn check(&self, max_deletes: u64, max_percent: u8, confirmed: bool) -> Result<(), Refusal> {
@@ -207,118 +282,185 @@ mod tests {
         }
     }
 
+    fn ok<T>(v: Vec<T>) -> Vec<Result<T, String>> {
+        v.into_iter().map(Ok).collect()
+    }
+
+    fn run(src: Vec<Listed>, off: Vec<Listed>, rec: Vec<Record>) -> (Vec<Step>, Totals) {
+        let mut steps = Vec::new();
+        let t = plan(ok(src), ok(off), ok(rec), |s| {
+            steps.push(s);
+            Ok::<_, String>(())
+        })
+        .unwrap();
+        (steps, t)
+    }
+
+    fn rec(key: &str, etag: &str, size: u64, offsite_etag: &str) -> Record {
+        Record {
+            key: key.into(),
+            size,
+            etag: etag.into(),
+            offsite_etag: offsite_etag.into(),
+            sha256: "s".into(),
+        }
+    }
+
     #[test]
-    fn new_changed_deleted_and_unchanged() {
+    fn new_changed_deleted_adopted_and_unchanged() {
         let source = vec![
             l("a.jpg", 1, "e1"),
             l("b.jpg", 2, "e2-new"),
             l("d.jpg", 4, "e4"),
+            l("e.jpg", 5, "e5"),
         ];
         let offsite = vec![
-            l("b.jpg", 2, "e2"),
-            l("c.jpg", 3, "e3"),
+            l("b.jpg", 2, "x2"),
+            l("c.jpg", 3, "x3"),
             l("d.jpg", 4, "x-4"),
+            l("e.jpg", 5, "e5"),
         ];
-        let recorded = vec![Recorded {
-            key: "d.jpg".into(),
-            source_etag: "e4".into(),
-            source_size: 4,
-            offsite_etag: "x-4".into(),
-        }];
-        let p = plan(source, offsite, recorded);
+        let recorded = vec![
+            rec("b.jpg", "e2", 2, "x2"),
+            rec("c.jpg", "e3", 3, "x3"),
+            rec("d.jpg", "e4", 4, "x-4"),
+        ];
+        let (steps, t) = run(source, offsite, recorded);
         assert_eq!(
-            p.actions,
+            steps,
             vec![
-                Action::Copy {
-                    key: "a.jpg".into(),
-                    size: 1,
-                    changed: false
+                Step::Copy {
+                    source: l("a.jpg", 1, "e1"),
+                    replaces: None
                 },
-                Action::Retain {
-                    key: "b.jpg".into(),
-                    etag: "e2".into()
+                // Retained under the source ETag it was copied from.
+                Step::Copy {
+                    source: l("b.jpg", 2, "e2-new"),
+                    replaces: Some(Version {
+                        key: "b.jpg".into(),
+                        size: 2,
+                        offsite_etag: "x2".into(),
+                        source_etag: "e2".into()
+                    })
                 },
-                Action::Copy {
-                    key: "b.jpg".into(),
-                    size: 2,
-                    changed: true
-                },
-                Action::Retain {
+                Step::Delete(Version {
                     key: "c.jpg".into(),
-                    etag: "e3".into()
-                },
-                Action::Delete {
-                    key: "c.jpg".into()
+                    size: 3,
+                    offsite_etag: "x3".into(),
+                    source_etag: "e3".into()
+                }),
+                // The offsite ETag differs (multipart) but the record proves it is the same version.
+                Step::Unchanged(rec("d.jpg", "e4", 4, "x-4")),
+                Step::Adopt {
+                    source: l("e.jpg", 5, "e5"),
+                    offsite: l("e.jpg", 5, "e5")
                 },
             ]
         );
-        // d.jpg: offsite ETag differs (multipart) but the record proves it is the same version.
-        assert_eq!(p.unchanged, 1);
-        assert_eq!((p.copies, p.deletes, p.bytes_to_copy), (2, 1, 3));
+        assert_eq!((t.copies, t.deletes, t.bytes_to_copy), (2, 1, 3));
+        assert_eq!((t.unchanged, t.adopt), (1, 1));
+    }
+
+    #[test]
+    fn an_input_error_stops_the_merge_before_anything_reads_as_deleted() {
+        let src: Vec<Result<Listed, String>> =
+            vec![Ok(l("a", 1, "e")), Err("listing broke".into())];
+        let off = ok(vec![l("a", 1, "e"), l("b", 1, "e"), l("c", 1, "e")]);
+        let mut steps = Vec::new();
+        let r = plan(src, off, ok(vec![]), |s| {
+            steps.push(s);
+            Ok::<_, String>(())
+        });
+        assert_eq!(r, Err("listing broke".to_string()));
+        assert!(
+            steps.iter().all(|s| !matches!(s, Step::Delete(_))),
+            "{steps:?}"
+        );
     }
 
     #[test]
     fn safety_rails() {
-        let empty = plan(vec![], vec![l("a", 1, "e")], vec![]);
+        let (_, empty) = run(vec![], vec![l("a", 1, "e")], vec![]);
         assert_eq!(
             empty.check(1000, 100, true),
             Err(Refusal::EmptySource { offsite_objects: 1 })
         );
         let src: Vec<Listed> = (0..10).map(|i| l(&format!("k{i}"), 1, "e")).collect();
         let off: Vec<Listed> = (0..20).map(|i| l(&format!("k{i:02}"), 1, "e")).collect();
-        let p = plan(src, off, vec![]);
+        let (_, t) = run(src, off, vec![]);
         assert!(matches!(
-            p.check(5, 100, false),
+            t.check(5, 100, false),
             Err(Refusal::TooManyDeletes { .. })
         ));
         assert!(matches!(
-            p.check(1000, 10, false),
+            t.check(1000, 10, false),
             Err(Refusal::TooLargeShare { .. })
         ));
-        assert_eq!(p.check(5, 10, true), Ok(()));
+        assert_eq!(t.check(5, 10, true), Ok(()));
     }
 
     proptest! {
-        /// Whatever the listings, applying the plan makes the offsite side equal
-        /// to the source, every overwritten or deleted offsite version is
-        /// retained first, and unchanged objects are never touched.
+        /// Whatever the listings and records, applying the steps makes the
+        /// offsite side equal to the source, every overwritten or deleted
+        /// offsite version is retained first, and a recorded, unchanged
+        /// object is never touched.
         #[test]
         fn applying_the_plan_mirrors_the_source_and_loses_nothing(
             src in proptest::collection::btree_map("[a-e]{1,3}", (0u64..5, 0u8..3), 0..30),
             off in proptest::collection::btree_map("[a-e]{1,3}", (0u64..5, 0u8..3), 0..30),
+            recorded in proptest::collection::btree_map("[a-e]{1,3}", (0u64..5, 0u8..3, 0u8..3), 0..30),
         ) {
             let to_list = |m: &BTreeMap<String, (u64, u8)>| -> Vec<Listed> {
                 m.iter().map(|(k, (s, e))| l(k, *s, &format!("e{e}"))).collect()
             };
-            let p = plan(to_list(&src), to_list(&off), vec![]);
+            let recs: Vec<Record> = recorded.iter().map(|(k, (s, e, o))| rec(k, &format!("e{e}"), *s, &format!("e{o}"))).collect();
+            let (steps, t) = run(to_list(&src), to_list(&off), recs);
             let mut mirror: BTreeMap<String, (u64, String)> =
                 off.iter().map(|(k, (s, e))| (k.clone(), (*s, format!("e{e}")))).collect();
             let mut retained: Vec<(String, String)> = Vec::new();
-            for a in &p.actions {
-                match a {
-                    Action::Retain { key, etag } => {
-                        prop_assert_eq!(mirror.get(key).map(|v| &v.1), Some(etag));
-                        retained.push((key.clone(), etag.clone()));
+            let mut touched = 0u64;
+            for step in &steps {
+                match step {
+                    Step::Unchanged(r) => {
+                        prop_assert_eq!(mirror.get(&r.key).map(|v| &v.1), Some(&r.offsite_etag));
+                        // The record proves the offsite object holds this source version.
+                        mirror.insert(r.key.clone(), (r.size, r.etag.clone()));
                     }
-                    Action::Copy { key, .. } => {
-                        if let Some(old) = mirror.get(key) {
-                            prop_assert!(retained.contains(&(key.clone(), old.1.clone())), "overwrite without retain");
+                    Step::Adopt { source, offsite } => {
+                        prop_assert_eq!(mirror.get(&source.key), Some(&(offsite.size, offsite.etag.clone())));
+                        prop_assert_eq!((source.size, &source.etag), (offsite.size, &offsite.etag));
+                    }
+                    Step::Copy { source, replaces } => {
+                        touched += 1;
+                        match (mirror.get(&source.key), replaces) {
+                            (Some(old), Some(v)) => prop_assert_eq!(&old.1, &v.offsite_etag),
+                            (Some(_), None) => prop_assert!(false, "overwrite without retain"),
+                            (None, Some(_)) => prop_assert!(false, "retain of nothing"),
+                            (None, None) => {}
                         }
-                        let (s, e) = src[key];
-                        mirror.insert(key.clone(), (s, format!("e{e}")));
+                        if let Some(v) = replaces {
+                            retained.push((v.key.clone(), v.offsite_etag.clone()));
+                        }
+                        mirror.insert(source.key.clone(), (source.size, source.etag.clone()));
                     }
-                    Action::Delete { key } => {
-                        let old = mirror.remove(key).unwrap();
-                        prop_assert!(retained.contains(&(key.clone(), old.1)), "delete without retain");
+                    Step::Delete(v) => {
+                        touched += 1;
+                        let old = mirror.remove(&v.key);
+                        prop_assert_eq!(old.map(|o| o.1), Some(v.offsite_etag.clone()));
                     }
                 }
             }
             let want: BTreeMap<String, (u64, String)> =
                 src.iter().map(|(k, (s, e))| (k.clone(), (*s, format!("e{e}")))).collect();
             prop_assert_eq!(&mirror, &want);
-            // Unchanged objects produce no action at all.
-            let same = src.iter().filter(|(k, v)| off.get(*k) == Some(v)).count() as u64;
-            prop_assert_eq!(p.unchanged, same);
+            prop_assert_eq!(touched, t.copies + t.deletes);
+            // Keys are visited once each, in order.
+            let keys: Vec<&str> = steps.iter().map(|s| match s {
+                Step::Unchanged(r) => r.key.as_str(),
+                Step::Adopt { source, .. } | Step::Copy { source, .. } => source.key.as_str(),
+                Step::Delete(v) => v.key.as_str(),
+            }).collect();
+            prop_assert!(keys.windows(2).all(|w| w[0] < w[1]));
         }
     }
 }

@@ -9,7 +9,7 @@
 //! killed writer never leaves a complete-looking object behind.
 
 mod local;
-mod s3;
+pub(crate) mod s3;
 
 pub use local::LocalStore;
 pub use s3::S3Store;

@@ -32,8 +32,57 @@ pub struct S3Store {
     parts_in_flight: usize,
 }
 
+/// An S3 client for one configured bucket: static keys or the AWS default
+/// chain, path-style when asked, standard retries with backoff, timeouts.
+pub(crate) async fn build_client(cfg: &S3Config) -> Client {
+    let mut builder = match &cfg.credentials {
+        Some(creds) => aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .credentials_provider(Credentials::new(
+                creds.access_key_id.clone(),
+                creds.secret_access_key.expose().to_string(),
+                None,
+                None,
+                "wpdr-config",
+            )),
+        None => {
+            let shared = aws_config::defaults(BehaviorVersion::latest())
+                .region(Region::new(cfg.region.clone()))
+                .load()
+                .await;
+            aws_sdk_s3::config::Builder::from(&shared)
+        }
+    };
+    builder = builder
+        .region(Region::new(cfg.region.clone()))
+        .force_path_style(cfg.path_style)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(6)
+                .with_initial_backoff(Duration::from_millis(200))
+                .with_max_backoff(Duration::from_secs(10)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(300))
+                .build(),
+        );
+    if let Some(ep) = &cfg.endpoint {
+        builder = builder.endpoint_url(ep);
+    }
+    Client::from_conf(builder.build())
+}
+
+/// Where a bucket lives, for messages (never with credentials).
+pub(crate) fn endpoint_label(cfg: &S3Config) -> String {
+    cfg.endpoint
+        .clone()
+        .unwrap_or_else(|| format!("AWS S3 ({})", cfg.region))
+}
+
 /// Maps an SDK failure to a store error a person can act on.
-fn classify<E>(
+pub(crate) fn classify<E>(
     err: SdkError<E, HttpResponse>,
     op: &'static str,
     bucket: &str,
@@ -91,50 +140,11 @@ where
 
 impl S3Store {
     pub async fn open(cfg: &S3Config) -> Result<Self, StoreError> {
-        let mut builder = match &cfg.credentials {
-            Some(creds) => aws_sdk_s3::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .credentials_provider(Credentials::new(
-                    creds.access_key_id.clone(),
-                    creds.secret_access_key.expose().to_string(),
-                    None,
-                    None,
-                    "wpdr-config",
-                )),
-            None => {
-                let shared = aws_config::defaults(BehaviorVersion::latest())
-                    .region(Region::new(cfg.region.clone()))
-                    .load()
-                    .await;
-                aws_sdk_s3::config::Builder::from(&shared)
-            }
-        };
-        builder = builder
-            .region(Region::new(cfg.region.clone()))
-            .force_path_style(cfg.path_style)
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(6)
-                    .with_initial_backoff(Duration::from_millis(200))
-                    .with_max_backoff(Duration::from_secs(10)),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(Duration::from_secs(300))
-                    .build(),
-            );
-        if let Some(ep) = &cfg.endpoint {
-            builder = builder.endpoint_url(ep);
-        }
-        let client = Client::from_conf(builder.build());
+        let client = build_client(cfg).await;
         let store = S3Store {
             client,
             bucket: cfg.bucket.clone(),
-            endpoint: cfg
-                .endpoint
-                .clone()
-                .unwrap_or_else(|| format!("AWS S3 ({})", cfg.region)),
+            endpoint: endpoint_label(cfg),
             part_size: cfg.part_size,
             parts_in_flight: cfg.parts_in_flight,
         };

@@ -1,0 +1,471 @@
+//! One mirror run: list both sides and read the last state as three sorted
+//! streams, merge them (`plan`), copy with bounded concurrency, and write the
+//! new state (and a set's media index) in key order as results come back.
+//!
+//! Order of safety: copies and the retains that protect overwrites happen as
+//! the merge goes; deletions wait until every listing has ended without error
+//! and the rails have passed, and each is preceded by a retain. The state is
+//! replaced only when the run gets to its end, so a killed run leaves the last
+//! state, and the rerun recognises what the killed run already copied
+//! (`Step::Adopt`) instead of copying it again.
+
+use super::bucket::{copy_between, Bucket, MemoryBudget, Tag, META_SHA256, META_SOURCE_ETAG};
+use super::plan::{plan, Listed, Record, Step, Totals, Version};
+use super::records::{RecordReader, RecordWriter};
+use super::MediaError;
+use crate::config::MediaConfig;
+use crate::store::{Store, Written};
+use futures::StreamExt;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Called with (objects done, bytes copied) increments.
+pub type MediaProgress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Bytes all copies in flight may hold at once.
+const MEMORY_BUDGET: u64 = 96 << 20;
+const CHANNEL_DEPTH: usize = 2048;
+/// Failures listed by name in a report; the count covers the rest.
+const LISTED_FAILURES: usize = 50;
+
+/// Where a version lives once it has been retained.
+pub fn retained_key(retained_prefix: &str, source_etag: &str, key: &str) -> String {
+    format!("{retained_prefix}{source_etag}/{key}")
+}
+
+/// The store key of a site's mirror state.
+pub fn state_key(site_prefix: &str) -> String {
+    format!("{site_prefix}/media/state.jsonl.zst")
+}
+
+pub struct Mirror {
+    pub cfg: MediaConfig,
+    pub source: Bucket,
+    pub offsite: Bucket,
+    pub store: Arc<Store>,
+    pub state_key: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MirrorOptions {
+    pub dry_run: bool,
+    /// Lift the delete count/share rails (never the empty-source one).
+    pub confirm_deletes: bool,
+    /// Also write the resulting records here (a set's media index).
+    pub index_key: Option<String>,
+    /// Keys the database refers to, with the post that does: the ones the
+    /// mirror does not end up holding are reported as missing.
+    pub expected: Option<BTreeMap<String, u64>>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FailedObject {
+    pub key: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MissingMedia {
+    pub key: String,
+    pub post_id: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MirrorReport {
+    pub dry_run: bool,
+    pub source: String,
+    pub offsite: String,
+    pub source_objects: u64,
+    pub offsite_objects: u64,
+    pub unchanged: u64,
+    pub adopted: u64,
+    pub copied: u64,
+    pub copied_bytes: u64,
+    pub retained: u64,
+    pub deleted: u64,
+    /// Deletions the merge planned (done, or refused by the rails).
+    pub planned_deletes: u64,
+    pub deletes_refused: Option<String>,
+    pub failed_total: u64,
+    pub failed: Vec<FailedObject>,
+    /// Objects the new state (and index) holds.
+    pub indexed_objects: u64,
+    pub indexed_bytes: u64,
+    pub missing_total: u64,
+    pub missing: Vec<MissingMedia>,
+    pub seconds: f64,
+    #[serde(skip)]
+    pub index: Option<Written>,
+}
+
+impl MirrorReport {
+    /// Anything a rerun should fix: failed copies or refused deletions.
+    pub fn is_complete(&self) -> bool {
+        self.failed_total == 0 && self.deletes_refused.is_none()
+    }
+}
+
+/// What one step produced, in key order.
+#[derive(Default)]
+struct Outcome {
+    record: Option<Record>,
+    copied_bytes: u64,
+    copied: bool,
+    retained: bool,
+    adopted: bool,
+    delete: Option<Version>,
+    failure: Option<FailedObject>,
+}
+
+impl Mirror {
+    pub async fn open(
+        cfg: &MediaConfig,
+        store: Arc<Store>,
+        site_prefix: &str,
+    ) -> Result<Mirror, MediaError> {
+        Ok(Mirror {
+            source: Bucket::open(&cfg.source).await?,
+            offsite: Bucket::open(&cfg.offsite).await?,
+            cfg: cfg.clone(),
+            store,
+            state_key: state_key(site_prefix),
+        })
+    }
+
+    fn retained(&self, v: &Version) -> String {
+        retained_key(&self.cfg.retained_prefix, &v.source_etag, &v.key)
+    }
+
+    pub async fn run(
+        &self,
+        opts: MirrorOptions,
+        progress: MediaProgress,
+    ) -> Result<MirrorReport, MediaError> {
+        let started = Instant::now();
+        let prefix = self.cfg.source.prefix.clone();
+        let (src_tx, src_rx) = mpsc::channel(CHANNEL_DEPTH);
+        let (off_tx, off_rx) = mpsc::channel(CHANNEL_DEPTH);
+        let (rec_tx, rec_rx) = mpsc::channel(CHANNEL_DEPTH);
+        let (step_tx, step_rx) = mpsc::channel::<Step>(CHANNEL_DEPTH);
+        let src = self.source.clone();
+        let p = prefix.clone();
+        let listing_src = tokio::spawn(async move { src.list_into(&p, None, src_tx).await });
+        let off = self.offsite.clone();
+        let p = prefix.clone();
+        let skip = self.cfg.retained_prefix.clone();
+        let listing_off = tokio::spawn(async move { off.list_into(&p, Some(&skip), off_tx).await });
+        let reading_state = match RecordReader::open(&self.store, &self.state_key).await? {
+            Some(r) => tokio::spawn(r.send_into(rec_tx)),
+            None => tokio::spawn(async move { drop(rec_tx) }),
+        };
+        let retained_prefix = self.cfg.retained_prefix.clone();
+        let planner = tokio::task::spawn_blocking(move || {
+            plan(
+                blocking(src_rx),
+                blocking(off_rx),
+                blocking(rec_rx),
+                |step| {
+                    if let Step::Copy { source, .. } | Step::Adopt { source, .. } = &step {
+                        if source.key.starts_with(&retained_prefix) {
+                            return Err(MediaError::RetainedPrefixInSource {
+                                key: source.key.clone(),
+                                prefix: retained_prefix.clone(),
+                            });
+                        }
+                    }
+                    step_tx
+                        .blocking_send(step)
+                        .map_err(|_| MediaError::Stopped("the copy workers ended early".into()))
+                },
+            )
+        });
+
+        let mut writer = if opts.dry_run {
+            None
+        } else {
+            let mut keys = vec![self.state_key.clone()];
+            keys.extend(opts.index_key.clone());
+            Some(RecordWriter::new(&self.store, &keys)?)
+        };
+        let mut report = MirrorReport {
+            dry_run: opts.dry_run,
+            source: self.source.describe(),
+            offsite: self.offsite.describe(),
+            ..Default::default()
+        };
+        let mut expected = opts.expected.clone();
+        let mut deletes: Vec<Version> = Vec::new();
+        let budget = MemoryBudget::new(MEMORY_BUDGET);
+        let dry_run = opts.dry_run;
+        let steps =
+            futures::stream::unfold(
+                step_rx,
+                |mut rx| async move { rx.recv().await.map(|s| (s, rx)) },
+            );
+        // The stream (and with it the step receiver) is dropped before the
+        // planner is awaited, so a planner blocked on a full channel wakes up.
+        let write_error = {
+            let mut write_error = None;
+            let mut outcomes = std::pin::pin!(steps
+                .map(|step| self.execute(step, dry_run, &budget))
+                .buffered(self.cfg.concurrency));
+            while let Some(o) = outcomes.next().await {
+                progress(1, o.copied_bytes);
+                report.copied += u64::from(o.copied);
+                report.copied_bytes += o.copied_bytes;
+                report.retained += u64::from(o.retained);
+                report.adopted += u64::from(o.adopted);
+                if let Some(f) = o.failure {
+                    report.failed_total += 1;
+                    if report.failed.len() < LISTED_FAILURES {
+                        report.failed.push(f);
+                    }
+                }
+                deletes.extend(o.delete);
+                if let Some(r) = o.record {
+                    report.indexed_objects += 1;
+                    report.indexed_bytes += r.size;
+                    if let Some(e) = expected.as_mut() {
+                        e.remove(&r.key);
+                    }
+                    if let Some(w) = writer.as_mut() {
+                        if let Err(e) = w.push(&r).await {
+                            write_error = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            write_error
+        };
+        let planned = planner
+            .await
+            .map_err(|e| MediaError::Stopped(format!("the planner failed: {e}")));
+        listing_src.abort();
+        listing_off.abort();
+        reading_state.abort();
+        let totals: Totals = match (planned, write_error) {
+            (Ok(Ok(t)), None) => t,
+            (Ok(Err(e)), _) | (Err(e), _) | (_, Some(e)) => {
+                // Keep the last state: nothing half-known replaces it, nothing is deleted.
+                if let Some(w) = writer {
+                    w.abort().await;
+                }
+                return Err(e);
+            }
+        };
+        report.source_objects = totals.source_objects;
+        report.offsite_objects = totals.offsite_objects;
+        report.unchanged = totals.unchanged;
+        report.planned_deletes = totals.deletes;
+        if dry_run {
+            report.copied = totals.copies;
+            report.copied_bytes = totals.bytes_to_copy;
+            report.adopted = totals.adopt;
+        }
+
+        // Deletions: only after complete listings, passing rails, and no failure.
+        let check = totals.check(
+            self.cfg.max_deletes,
+            self.cfg.max_delete_percent,
+            opts.confirm_deletes,
+        );
+        if let Err(refusal) = check {
+            report.deletes_refused = Some(refusal.to_string());
+        } else if report.failed_total > 0 && !deletes.is_empty() {
+            report.deletes_refused = Some(format!(
+                "{} deletion(s) postponed because {} object(s) failed to copy; a clean rerun does them",
+                deletes.len(),
+                report.failed_total
+            ));
+        } else if !dry_run {
+            let mut done = futures::stream::iter(deletes)
+                .map(|v| async move {
+                    let retained = self.retained(&v);
+                    self.offsite.copy_within(&v.key, &retained, v.size).await?;
+                    self.offsite.delete(&v.key).await?;
+                    Ok::<_, MediaError>(v.key)
+                })
+                .buffer_unordered(self.cfg.concurrency);
+            while let Some(r) = done.next().await {
+                match r {
+                    Ok(_) => {
+                        report.retained += 1;
+                        report.deleted += 1;
+                    }
+                    Err(e) => {
+                        report.failed_total += 1;
+                        if report.failed.len() < LISTED_FAILURES {
+                            report.failed.push(FailedObject {
+                                key: "(delete)".into(),
+                                error: e.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+
+        if let Some(missing) = expected {
+            report.missing_total = missing.len() as u64;
+            report.missing = missing
+                .into_iter()
+                .take(LISTED_FAILURES)
+                .map(|(key, post_id)| MissingMedia { key, post_id })
+                .collect();
+        }
+        if let Some(w) = writer {
+            let written = w.finish().await?;
+            report.index = written.into_iter().nth(1);
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            copied = report.copied,
+            bytes = report.copied_bytes,
+            unchanged = report.unchanged,
+            retained = report.retained,
+            deleted = report.deleted,
+            failed = report.failed_total,
+            seconds = report.seconds,
+            "media mirror finished"
+        );
+        Ok(report)
+    }
+
+    async fn execute(&self, step: Step, dry_run: bool, budget: &MemoryBudget) -> Outcome {
+        match step {
+            Step::Unchanged(r) => Outcome {
+                record: Some(r),
+                ..Default::default()
+            },
+            Step::Delete(v) => Outcome {
+                delete: Some(v),
+                ..Default::default()
+            },
+            Step::Adopt { source, .. } | Step::Copy { source, .. } if dry_run => Outcome {
+                record: Some(Record {
+                    key: source.key,
+                    size: source.size,
+                    etag: source.etag,
+                    offsite_etag: String::new(),
+                    sha256: String::new(),
+                }),
+                ..Default::default()
+            },
+            Step::Adopt { source, offsite } => {
+                let key = source.key.clone();
+                match self.adopt(source, offsite, budget).await {
+                    Ok(o) => o,
+                    Err(e) => failed(key, e),
+                }
+            }
+            Step::Copy { source, replaces } => {
+                let key = source.key.clone();
+                let mut retained = false;
+                if let Some(v) = &replaces {
+                    if let Err(e) = self
+                        .offsite
+                        .copy_within(&v.key, &self.retained(v), v.size)
+                        .await
+                    {
+                        return failed(key, e.into());
+                    }
+                    retained = true;
+                }
+                match self.copy(&source, budget).await {
+                    Ok(r) => Outcome {
+                        copied_bytes: r.size,
+                        record: Some(r),
+                        copied: true,
+                        retained,
+                        ..Default::default()
+                    },
+                    Err(e) => Outcome {
+                        retained,
+                        ..failed(key, e)
+                    },
+                }
+            }
+        }
+    }
+
+    async fn copy(&self, source: &Listed, budget: &MemoryBudget) -> Result<Record, MediaError> {
+        let c = copy_between(
+            &self.source,
+            &source.key,
+            &self.offsite,
+            &source.key,
+            Tag::SourceVersion,
+            None,
+            budget,
+        )
+        .await?;
+        Ok(Record {
+            key: source.key.clone(),
+            size: c.size,
+            etag: c.source_etag,
+            offsite_etag: c.dest_etag,
+            sha256: c.sha256,
+        })
+    }
+
+    /// The offsite object already equals the source by size and ETag: take
+    /// its hash from the metadata wpdr wrote, or by reading it once.
+    async fn adopt(
+        &self,
+        source: Listed,
+        offsite: Listed,
+        budget: &MemoryBudget,
+    ) -> Result<Outcome, MediaError> {
+        let head = self.offsite.head(&offsite.key).await?;
+        let tagged = head.as_ref().and_then(|h| {
+            let etag = h.headers.user.get(META_SOURCE_ETAG)?;
+            let sha = h.headers.user.get(META_SHA256)?;
+            (etag == &source.etag && h.etag == offsite.etag).then(|| sha.clone())
+        });
+        let sha256 = match tagged {
+            Some(sha) => sha,
+            None => {
+                let (size, sha) = self.offsite.hash(&offsite.key, budget).await?;
+                if size != source.size {
+                    // Changed since the listing: copy it properly next run.
+                    return Err(MediaError::Transfer {
+                        key: source.key,
+                        detail: "the offsite object changed while it was being checked".into(),
+                    });
+                }
+                sha
+            }
+        };
+        Ok(Outcome {
+            record: Some(Record {
+                key: source.key,
+                size: source.size,
+                etag: source.etag,
+                offsite_etag: offsite.etag,
+                sha256,
+            }),
+            adopted: true,
+            ..Default::default()
+        })
+    }
+}
+
+/// A channel read as a blocking iterator (the merge runs on a blocking thread).
+fn blocking<T>(mut rx: mpsc::Receiver<T>) -> impl Iterator<Item = T> {
+    std::iter::from_fn(move || rx.blocking_recv())
+}
+
+fn failed(key: String, e: MediaError) -> Outcome {
+    tracing::warn!(key = %key, error = %e, "media object not copied");
+    Outcome {
+        failure: Some(FailedObject {
+            key,
+            error: e.to_string(),
+        }),
+        ..Default::default()
+    }
+}

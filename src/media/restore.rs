@@ -1,0 +1,1 @@
+//! Restore of a set's media into a fresh bucket.

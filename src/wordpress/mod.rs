@@ -1,0 +1,4 @@
+//! What wpdr knows about WordPress itself: its serialised PHP values (and,
+//! with them, safe rewriting of the data WordPress stores).
+
+pub mod php;
