@@ -151,6 +151,8 @@ if ! grep -q "Current cluster layout version: [1-9]" <<<"$LAYOUT"; then
   $G layout apply --version 1 >/dev/null
 fi
 $G key info "$S3_KEY_ID" >/dev/null 2>&1 || $G key import --yes -n wpdr-dev "$S3_KEY_ID" "$S3_SECRET" >/dev/null
+# Restores create their target buckets (as they would in a fresh MinIO).
+$G key allow --create-bucket "$S3_KEY_ID" >/dev/null
 for b in "${BUCKETS[@]}"; do
   $G bucket info "$b" >/dev/null 2>&1 || $G bucket create "$b" >/dev/null
   $G bucket allow --read --write --owner "$b" --key "$S3_KEY_ID" >/dev/null

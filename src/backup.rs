@@ -3,11 +3,14 @@
 //! the manifest last so that only a finished run produces a set.
 
 use crate::catalog::{
-    new_set_id, Artifact, Catalog, CatalogError, ClusterSection, Manifest, FORMAT_VERSION,
+    new_set_id, Artifact, Catalog, CatalogError, ClusterSection, Manifest, MediaSection,
+    FORMAT_VERSION,
 };
 use crate::cluster::{inventory, seal, ClusterError};
 use crate::config::Config;
 use crate::exit::{Classify, ExitCode};
+use crate::media::mirror::{Mirror, MirrorOptions, MirrorReport};
+use crate::media::MediaError;
 use crate::mysql::dump::{self, DumpOptions, Progress};
 use crate::mysql::{Endpoint, MysqlError};
 use crate::store::Store;
@@ -23,6 +26,8 @@ pub enum BackupError {
     Mysql(#[from] MysqlError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
 }
 
 impl Classify for BackupError {
@@ -31,6 +36,7 @@ impl Classify for BackupError {
             BackupError::Catalog(e) => e.exit_code(),
             BackupError::Mysql(e) => e.exit_code(),
             BackupError::Cluster(e) => e.exit_code(),
+            BackupError::Media(e) => e.exit_code(),
         }
     }
     fn metric_label(&self) -> &'static str {
@@ -38,6 +44,7 @@ impl Classify for BackupError {
             BackupError::Catalog(e) => e.metric_label(),
             BackupError::Mysql(e) => e.metric_label(),
             BackupError::Cluster(e) => e.metric_label(),
+            BackupError::Media(e) => e.metric_label(),
         }
     }
 }
@@ -112,8 +119,23 @@ async fn run_locked(
             return Err(e.into());
         }
     };
-    // Cluster objects after the database, like the media index will be.
     let mut artifacts = dumped.artifacts;
+    // The media index after the database snapshot: every upload the snapshot
+    // refers to was in the bucket before the snapshot, so it is in the index.
+    let media = match &cfg.media {
+        Some(_) => match media_step(cfg, &store, &set_key, &endpoint).await {
+            Ok((section, artifact)) => {
+                artifacts.push(artifact);
+                Some(section)
+            }
+            Err(e) => {
+                discard_partial(&store, &set_key).await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    // Cluster objects after the database too.
     let cluster = match (&cfg.cluster.namespace, kube) {
         (Some(ns), Some(client)) => match cluster_step(cfg, &store, &set_key, &client, ns).await {
             Ok((section, written)) => {
@@ -138,6 +160,7 @@ async fn run_locked(
         artifacts,
         database: Some(dumped.section),
         cluster,
+        media,
     };
     // Every artifact must still be there: a run that stalled past its lock's
     // expiry could have had its files removed by a prune meanwhile.
@@ -163,6 +186,89 @@ async fn run_locked(
     catalog.commit(&manifest).await?;
     tracing::info!(set = %set_id, bytes = manifest.total_bytes(), "backup committed");
     Ok(manifest)
+}
+
+/// Mirrors the uploads bucket and writes the set's media index, checking the
+/// attachments the database refers to against it.
+async fn media_step(
+    cfg: &Config,
+    store: &Arc<Store>,
+    set_key: &str,
+    endpoint: &Endpoint,
+) -> Result<(MediaSection, Artifact), BackupError> {
+    let Some(m) = &cfg.media else {
+        return Err(MediaError::NotConfigured.into());
+    };
+    let expected = crate::media::attachments::expected_keys(
+        endpoint,
+        &cfg.database.name,
+        &cfg.database.table_prefix,
+        &m.uploads_prefix,
+    )
+    .await?;
+    let mirror = Mirror::open(m, store.clone(), &cfg.site_prefix()).await?;
+    let path = "media/index.jsonl.zst";
+    let report = mirror
+        .run(
+            MirrorOptions {
+                index_key: Some(format!("{set_key}{path}")),
+                expected: Some(expected.keys),
+                ..Default::default()
+            },
+            Arc::new(|_, _| {}),
+        )
+        .await?;
+    let Some(index) = report.index.clone() else {
+        return Err(MediaError::Records {
+            key: path.into(),
+            detail: "the mirror wrote no index".into(),
+        }
+        .into());
+    };
+    if report.missing_total > 0 {
+        tracing::warn!(
+            missing = report.missing_total,
+            first = %report.missing.first().map(|m| m.key.as_str()).unwrap_or(""),
+            "uploads the database refers to are not in the media bucket"
+        );
+    }
+    if !expected.unreadable.is_empty() {
+        tracing::warn!(
+            posts = ?expected.unreadable,
+            "attachment metadata that is not valid PHP serialisation: those attachments' sizes were not checked"
+        );
+    }
+    let mut section = media_section(m, &report, path);
+    section.unreadable_metadata = expected.unreadable;
+    Ok((
+        section,
+        Artifact {
+            path: path.to_string(),
+            size: index.size,
+            sha256: index.sha256,
+        },
+    ))
+}
+
+fn media_section(m: &crate::config::MediaConfig, r: &MirrorReport, path: &str) -> MediaSection {
+    MediaSection {
+        source: r.source.clone(),
+        offsite: r.offsite.clone(),
+        retained_prefix: m.retained_prefix.clone(),
+        index_artifact: path.to_string(),
+        objects: r.indexed_objects,
+        bytes: r.indexed_bytes,
+        copied: r.copied,
+        copied_bytes: r.copied_bytes,
+        retained: r.retained,
+        deleted: r.deleted,
+        not_mirrored_total: r.failed_total,
+        not_mirrored: r.failed.iter().map(|f| f.key.clone()).collect(),
+        missing_total: r.missing_total,
+        missing: r.missing.clone(),
+        unreadable_metadata: Vec::new(),
+        deletes_refused: r.deletes_refused.clone(),
+    }
 }
 
 /// Records the namespace: sanitised objects, sealed Secrets, image digests.

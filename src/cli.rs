@@ -56,6 +56,9 @@ pub enum Command {
     /// Restore parts of a set.
     #[command(subcommand)]
     Restore(RestoreCommand),
+    /// The media library's offsite mirror.
+    #[command(subcommand)]
+    Media(MediaCommand),
     /// Apply the retention policy: delete sets no rule keeps, and the files of
     /// interrupted runs older than the grace period.
     Prune {
@@ -125,9 +128,44 @@ pub enum SetsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MediaCommand {
+    /// Mirror the uploads bucket offsite now (a backup also does this, then indexes the set).
+    Sync {
+        /// Plan only: count what would be copied, retained and deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow more deletions than media.max_deletes / max_delete_percent (each is still retained first).
+        #[arg(long)]
+        confirm_deletes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreMediaArgs {
+    /// Set id, or `latest`.
+    pub set: String,
+    /// The bucket to fill (created when missing). Use a fresh one.
+    #[arg(long)]
+    pub target_bucket: String,
+    /// S3 endpoint of the target (default: media.source's endpoint). Credentials
+    /// come from WPDR_MEDIA_TARGET_ACCESS_KEY_ID / WPDR_MEDIA_TARGET_SECRET_ACCESS_KEY,
+    /// else media.source's.
+    #[arg(long)]
+    pub target_endpoint: Option<String>,
+    /// Show what would be copied, from where; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Re-read every restored object at the end and compare its SHA-256.
+    #[arg(long)]
+    pub deep_verify: bool,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum RestoreCommand {
     /// Load a set's database into a server and check it against the manifest.
     Db(RestoreDbArgs),
+    /// Fill a bucket with exactly the set's media (versions as of the set), resumable.
+    Media(RestoreMediaArgs),
     /// Apply a set's namespace objects into a fresh namespace, images pinned to recorded digests.
     Cluster(RestoreClusterArgs),
 }

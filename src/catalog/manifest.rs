@@ -23,6 +23,49 @@ pub struct Manifest {
     /// The namespace's objects and the image digests that ran (absent when not configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterSection>,
+    /// The media index taken after the database snapshot (absent without media).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaSection>,
+}
+
+/// The set's view of the media library: which versions it holds and where.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MediaSection {
+    /// The uploads bucket and the offsite mirror, as `s3://bucket at endpoint`.
+    pub source: String,
+    pub offsite: String,
+    /// Versions the source overwrote or deleted since are under this prefix offsite.
+    pub retained_prefix: String,
+    /// Sorted JSON lines (key, size, ETag, SHA-256), zstd; also in `artifacts`.
+    pub index_artifact: String,
+    pub objects: u64,
+    pub bytes: u64,
+    /// What the mirror run of this backup did.
+    pub copied: u64,
+    pub copied_bytes: u64,
+    pub retained: u64,
+    pub deleted: u64,
+    /// Source objects the mirror could not copy: not in this set.
+    pub not_mirrored_total: u64,
+    #[serde(default)]
+    pub not_mirrored: Vec<String>,
+    /// Upload keys the database refers to that the index does not hold
+    /// (listed up to a limit; the total counts all).
+    pub missing_total: u64,
+    #[serde(default)]
+    pub missing: Vec<MissingMedia>,
+    /// Attachment posts whose metadata could not be parsed (sizes unchecked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_metadata: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletes_refused: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MissingMedia {
+    pub key: String,
+    /// The attachment post that refers to it.
+    pub post_id: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

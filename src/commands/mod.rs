@@ -4,13 +4,14 @@
 mod backup;
 mod daemon;
 mod maintenance;
+mod media;
 mod output;
 mod restore;
 mod sets;
 
 use anyhow::Result;
 use std::sync::Arc;
-use wpdr::cli::{Cli, Command, RestoreCommand, SetsCommand};
+use wpdr::cli::{Cli, Command, MediaCommand, RestoreCommand, SetsCommand};
 use wpdr::config::{Config, ProcessEnv};
 use wpdr::exit::ExitCode;
 use wpdr::store::Store;
@@ -29,6 +30,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify { set } => sets::verify(&cli, set).await,
         Command::Restore(RestoreCommand::Db(args)) => restore::db(&cli, args).await,
         Command::Restore(RestoreCommand::Cluster(args)) => restore::cluster(&cli, args).await,
+        Command::Restore(RestoreCommand::Media(args)) => media::restore(&cli, args).await,
+        Command::Media(MediaCommand::Sync {
+            dry_run,
+            confirm_deletes,
+        }) => media::sync(&cli, *dry_run, *confirm_deletes).await,
         Command::Prune { dry_run } => maintenance::prune(&cli, *dry_run).await,
         Command::Status => maintenance::status(&cli).await,
         Command::CheckConfig { schedules } => daemon::check_config(&cli, schedules),

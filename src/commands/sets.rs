@@ -195,4 +195,46 @@ pub(crate) fn print_show(m: &Manifest) {
             );
         }
     }
+    if let Some(md) = &m.media {
+        println!();
+        println!(
+            "media      {} objects ({}) from {}, mirrored to {}",
+            md.objects,
+            super::output::human_bytes(md.bytes),
+            md.source,
+            md.offsite
+        );
+        println!(
+            "           this run: {} copied ({}), {} retained, {} deleted",
+            md.copied,
+            super::output::human_bytes(md.copied_bytes),
+            md.retained,
+            md.deleted
+        );
+        if md.not_mirrored_total > 0 {
+            println!(
+                "           NOT MIRRORED: {} object(s) could not be copied and are not in this set: {}",
+                md.not_mirrored_total,
+                md.not_mirrored.join(", ")
+            );
+        }
+        if md.missing_total > 0 {
+            println!(
+                "           MISSING MEDIA: {} upload(s) the database refers to have no object:",
+                md.missing_total
+            );
+            for x in &md.missing {
+                println!("             {} (attachment post {})", x.key, x.post_id);
+            }
+        }
+        if !md.unreadable_metadata.is_empty() {
+            println!(
+                "           UNREADABLE attachment metadata (not PHP-serialised; sizes not checked), posts: {:?}",
+                md.unreadable_metadata
+            );
+        }
+        if let Some(r) = &md.deletes_refused {
+            println!("           deletions not done: {r}");
+        }
+    }
 }

@@ -10,13 +10,23 @@ use crate::wordpress::php;
 use mysql_async::prelude::Queryable;
 use std::collections::BTreeMap;
 
+/// What the database refers to.
+#[derive(Debug, Default)]
+pub struct Expected {
+    /// Upload keys, with the attachment post that needs each.
+    pub keys: BTreeMap<String, u64>,
+    /// Attachment posts whose `_wp_attachment_metadata` is not valid PHP
+    /// serialisation: their generated sizes could not be checked.
+    pub unreadable: Vec<u64>,
+}
+
 /// Keys (with the attachment post that needs them) the database refers to.
 pub async fn expected_keys(
     endpoint: &Endpoint,
     database: &str,
     table_prefix: &str,
     uploads_prefix: &str,
-) -> Result<BTreeMap<String, u64>, MediaError> {
+) -> Result<Expected, MediaError> {
     let fail = |e: &dyn std::fmt::Display| MediaError::Attachments(e.to_string());
     let mut conn = endpoint
         .connect(Some(database))
@@ -30,6 +40,7 @@ pub async fn expected_keys(
         .await
         .map_err(|e| fail(&e))?;
     let mut keys = BTreeMap::new();
+    let mut unreadable = Vec::new();
     for table in tables {
         let Some(site_dir) = site_dir(&table, table_prefix) else {
             continue;
@@ -46,14 +57,19 @@ pub async fn expected_keys(
             .for_each(|row| {
                 let (post_id, meta_key, value): (u64, String, Option<Vec<u8>>) =
                     mysql_async::from_row(row);
-                for path in paths(&meta_key, value.as_deref().unwrap_or_default()) {
-                    keys.entry(format!("{base}{path}")).or_insert(post_id);
+                match paths(&meta_key, value.as_deref().unwrap_or_default()) {
+                    Ok(found) => {
+                        for path in found {
+                            keys.entry(format!("{base}{path}")).or_insert(post_id);
+                        }
+                    }
+                    Err(_) => unreadable.push(post_id),
                 }
             })
             .await
             .map_err(|e| fail(&e))?;
     }
-    Ok(keys)
+    Ok(Expected { keys, unreadable })
 }
 
 /// `wp_postmeta` is the main site (""); `wp_3_postmeta` is blog 3 (`sites/3/`).
@@ -63,28 +79,26 @@ fn site_dir(table: &str, prefix: &str) -> Option<String> {
         return Some(String::new());
     }
     let blog = rest.strip_suffix("_postmeta")?;
-    (!blog.is_empty() && blog.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| format!("sites/{blog}/"))
+    (!blog.is_empty() && blog.bytes().all(|b| b.is_ascii_digit())).then(|| format!("sites/{blog}/"))
 }
 
 /// Upload-relative paths one meta row names. Absolute paths and URLs (left
-/// by some offload plugins) are not under the uploads prefix and are skipped.
-pub fn paths(meta_key: &str, value: &[u8]) -> Vec<String> {
+/// by some offload plugins) are not under the uploads prefix and are skipped;
+/// metadata that does not parse is an error, for the caller to report.
+pub fn paths(meta_key: &str, value: &[u8]) -> Result<Vec<String>, php::ParseError> {
     let relative = |p: &str| !p.is_empty() && !p.starts_with('/') && !p.contains("://");
     match meta_key {
-        "_wp_attached_file" => match std::str::from_utf8(value) {
+        "_wp_attached_file" => Ok(match std::str::from_utf8(value) {
             Ok(p) if relative(p) => vec![p.to_string()],
             _ => Vec::new(),
-        },
+        }),
         "_wp_attachment_metadata" => {
-            let Ok(meta) = php::parse(value) else {
-                return Vec::new();
-            };
+            let meta = php::parse(value)?;
             let Some(file) = meta.get("file").and_then(php::Value::as_str) else {
-                return Vec::new();
+                return Ok(Vec::new());
             };
             if !relative(file) {
-                return Vec::new();
+                return Ok(Vec::new());
             }
             let dir = match file.rfind('/') {
                 Some(i) => &file[..=i],
@@ -101,9 +115,9 @@ pub fn paths(meta_key: &str, value: &[u8]) -> Vec<String> {
                     }
                 }
             }
-            out
+            Ok(out)
         }
-        _ => Vec::new(),
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -115,7 +129,7 @@ mod tests {
     fn sizes_and_original_live_beside_the_file() {
         let meta = br#"a:3:{s:4:"file";s:22:"2024/05/big-scaled.jpg";s:14:"original_image";s:7:"big.jpg";s:5:"sizes";a:2:{s:6:"medium";a:1:{s:4:"file";s:15:"big-300x200.jpg";}s:9:"thumbnail";a:1:{s:4:"file";s:15:"big-150x150.jpg";}}}"#;
         assert_eq!(
-            paths("_wp_attachment_metadata", meta),
+            paths("_wp_attachment_metadata", meta).unwrap(),
             vec![
                 "2024/05/big-scaled.jpg",
                 "2024/05/big.jpg",
@@ -123,15 +137,23 @@ mod tests {
                 "2024/05/big-150x150.jpg"
             ]
         );
-        assert_eq!(paths("_wp_attached_file", b"2024/05/a b.pdf"), vec!["2024/05/a b.pdf"]);
-        assert!(paths("_wp_attached_file", b"https://cdn/x.jpg").is_empty());
-        assert!(paths("_wp_attachment_metadata", b"not serialised").is_empty());
+        assert_eq!(
+            paths("_wp_attached_file", b"2024/05/a b.pdf").unwrap(),
+            vec!["2024/05/a b.pdf"]
+        );
+        assert!(paths("_wp_attached_file", b"https://cdn/x.jpg")
+            .unwrap()
+            .is_empty());
+        assert!(paths("_wp_attachment_metadata", b"not serialised").is_err());
     }
 
     #[test]
     fn multisite_tables_map_to_their_upload_dirs() {
         assert_eq!(site_dir("wp_postmeta", "wp_").as_deref(), Some(""));
-        assert_eq!(site_dir("wp_12_postmeta", "wp_").as_deref(), Some("sites/12/"));
+        assert_eq!(
+            site_dir("wp_12_postmeta", "wp_").as_deref(),
+            Some("sites/12/")
+        );
         assert_eq!(site_dir("wp_x_postmeta", "wp_"), None);
         assert_eq!(site_dir("other_postmeta", "wp_"), None);
     }

@@ -67,11 +67,7 @@ pub struct FailedObject {
     pub error: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct MissingMedia {
-    pub key: String,
-    pub post_id: u64,
-}
+pub use crate::catalog::MissingMedia;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MirrorReport {

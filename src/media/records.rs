@@ -5,6 +5,7 @@
 use super::plan::Record;
 use super::MediaError;
 use crate::store::{ObjectReader, ObjectWriter, Store, StoreError, Written};
+use sha2::{Digest, Sha256};
 use std::io::Write;
 use tokio::sync::mpsc;
 use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
@@ -120,9 +121,30 @@ pub struct RecordReader {
     ended: bool,
     last_hint: usize,
     last_key: Option<String>,
+    expected: Option<(u64, String)>,
+    hasher: Sha256,
+    read: u64,
 }
 
 impl RecordReader {
+    /// Opens a set's index and checks, at its end, the size and SHA-256 the
+    /// manifest recorded: a damaged index fails instead of restoring less.
+    pub async fn open_checked(
+        store: &Store,
+        key: &str,
+        size: u64,
+        sha256: &str,
+    ) -> Result<Self, MediaError> {
+        let mut r = Self::open(store, key)
+            .await?
+            .ok_or_else(|| MediaError::Records {
+                key: key.to_string(),
+                detail: "the set's media index is missing from the store".into(),
+            })?;
+        r.expected = Some((size, sha256.to_string()));
+        Ok(r)
+    }
+
     /// `None` when the object does not exist (a first run has no state).
     pub async fn open(store: &Store, key: &str) -> Result<Option<Self>, MediaError> {
         let reader = match store.reader(key).await {
@@ -144,6 +166,9 @@ impl RecordReader {
             ended: false,
             last_hint: 1,
             last_key: None,
+            expected: None,
+            hasher: Sha256::new(),
+            read: 0,
         }))
     }
 
@@ -185,6 +210,8 @@ impl RecordReader {
             }
             match self.reader.next_chunk().await? {
                 Some(chunk) => {
+                    self.read += chunk.len() as u64;
+                    self.hasher.update(&chunk);
                     let mut input = InBuffer::around(&chunk);
                     loop {
                         let mut output = OutBuffer::around(&mut self.out[..]);
@@ -204,6 +231,15 @@ impl RecordReader {
                     }
                 }
                 None => {
+                    if let Some((size, sha)) = self.expected.take() {
+                        let found = hex::encode(std::mem::take(&mut self.hasher).finalize());
+                        if size != self.read || sha != found {
+                            return Err(self.bad(format!(
+                                "{} bytes with SHA-256 {found}, but the manifest says {size} bytes with {sha}",
+                                self.read
+                            )));
+                        }
+                    }
                     if self.last_hint != 0 || !self.line.is_empty() {
                         return Err(self.bad("the file ends mid-record: it is truncated"));
                     }

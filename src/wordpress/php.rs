@@ -202,7 +202,10 @@ pub fn parse(s: &[u8]) -> Result<Value, ParseError> {
 
 /// Does `s` look like a serialised value at all (cheap pre-check)?
 pub fn looks_serialised(s: &[u8]) -> bool {
-    matches!(s, [b'a' | b'O' | b's' | b'i' | b'd' | b'b' | b'C', b':', ..] | [b'N', b';'])
+    matches!(
+        s,
+        [b'a' | b'O' | b's' | b'i' | b'd' | b'b' | b'C', b':', ..] | [b'N', b';']
+    )
 }
 
 /// Serialises back; lengths are recomputed from the bytes.
@@ -302,9 +305,15 @@ mod tests {
     fn wordpress_attachment_metadata_parses() {
         let meta = r#"a:5:{s:5:"width";i:1200;s:6:"height";i:800;s:4:"file";s:20:"2024/05/photo ü.jpg";s:5:"sizes";a:1:{s:9:"thumbnail";a:4:{s:4:"file";s:20:"photo ü-150x150.jpg";s:5:"width";i:150;s:6:"height";i:150;s:9:"mime-type";s:10:"image/jpeg";}}s:10:"image_meta";a:1:{s:8:"keywords";a:0:{}}}"#.as_bytes();
         let v = parse(meta).unwrap();
-        assert_eq!(v.get("file").and_then(Value::as_str), Some("2024/05/photo ü.jpg"));
+        assert_eq!(
+            v.get("file").and_then(Value::as_str),
+            Some("2024/05/photo ü.jpg")
+        );
         let thumb = v.get("sizes").and_then(|s| s.get("thumbnail")).unwrap();
-        assert_eq!(thumb.get("file").and_then(Value::as_str), Some("photo ü-150x150.jpg"));
+        assert_eq!(
+            thumb.get("file").and_then(Value::as_str),
+            Some("photo ü-150x150.jpg")
+        );
         assert_eq!(serialise(&v), meta.to_vec());
     }
 

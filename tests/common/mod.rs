@@ -126,6 +126,61 @@ impl Services {
         p
     }
 
+    /// A new, empty Garage bucket the test key may read and write.
+    pub fn fresh_bucket(&self, stem: &str) -> String {
+        let name = format!("{stem}-{:08x}", rand::random::<u32>());
+        let g = self.var("WPDR_TEST_GARAGE");
+        let key = self.var("WPDR_TEST_S3_ACCESS_KEY_ID");
+        let script = format!(
+            "{g} bucket create {name} >/dev/null && {g} bucket allow --read --write --owner {name} --key {key} >/dev/null"
+        );
+        let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "garage bucket create: {}",
+            stderr(&out)
+        );
+        name
+    }
+
+    /// An S3 client on Garage with the test key, for putting and reading test objects.
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let creds = aws_sdk_s3::config::Credentials::new(
+            self.var("WPDR_TEST_S3_ACCESS_KEY_ID"),
+            self.var("WPDR_TEST_S3_SECRET_ACCESS_KEY"),
+            None,
+            None,
+            "test",
+        );
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .credentials_provider(creds)
+            .region(aws_sdk_s3::config::Region::new(
+                self.var("WPDR_TEST_S3_REGION"),
+            ))
+            .endpoint_url(self.var("WPDR_TEST_S3_ENDPOINT"))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// The `media:` section for a source and an offsite bucket on Garage.
+    pub fn media_yaml(&self, source: &str, offsite: &str, extra: &str) -> String {
+        let b = |name: &str| {
+            format!(
+                "{{bucket: {name}, endpoint: '{}', region: {}, access_key_id: {}, part_size: 5MiB}}",
+                self.var("WPDR_TEST_S3_ENDPOINT"),
+                self.var("WPDR_TEST_S3_REGION"),
+                self.var("WPDR_TEST_S3_ACCESS_KEY_ID")
+            )
+        };
+        format!(
+            "media:\n  source: {}\n  offsite: {}\n{extra}",
+            b(source),
+            b(offsite)
+        )
+    }
+
     /// A config with a local-directory store at `dir/store`.
     pub fn local_config(&self, dir: &Path, database: &str, extra: &str) -> PathBuf {
         let yaml = format!(
@@ -147,6 +202,14 @@ impl Services {
                 self.var("WPDR_TEST_S3_SECRET_ACCESS_KEY"),
             ),
             ("WPDR_DB_PASSWORD".into(), self.var("WPDR_TEST_DB_PASSWORD")),
+            (
+                "WPDR_MEDIA_SOURCE_SECRET_ACCESS_KEY".into(),
+                self.var("WPDR_TEST_S3_SECRET_ACCESS_KEY"),
+            ),
+            (
+                "WPDR_MEDIA_OFFSITE_SECRET_ACCESS_KEY".into(),
+                self.var("WPDR_TEST_S3_SECRET_ACCESS_KEY"),
+            ),
             ("WPDR_LOG_FORMAT".into(), "json".into()),
         ]
     }
@@ -432,4 +495,64 @@ pub async fn assert_same_database(a: &mut Conn, b: &mut Conn) {
         assert_eq!(ra.len(), rb.len(), "row count of {t} differs");
         assert!(ra == rb, "rows of {t} differ");
     }
+}
+
+/// Puts an object with the headers a WordPress upload has.
+pub async fn put_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("image/jpeg")
+        .cache_control("max-age=31536000")
+        .metadata("origin", "wordpress")
+        .body(body.into())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+}
+
+/// Every object of a bucket: key -> (bytes, content type, cache control, user metadata).
+pub async fn bucket_contents(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> std::collections::BTreeMap<
+    String,
+    (
+        Vec<u8>,
+        Option<String>,
+        Option<String>,
+        HashMap<String, String>,
+    ),
+> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        for o in page.contents() {
+            let key = o.key().unwrap().to_string();
+            let got = s3
+                .get_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap();
+            let ct = got.content_type().map(str::to_string);
+            let cc = got.cache_control().map(str::to_string);
+            let meta = got.metadata().cloned().unwrap_or_default();
+            let body = got.body.collect().await.unwrap().into_bytes().to_vec();
+            out.insert(key, (body, ct, cc, meta));
+        }
+        match page.next_continuation_token() {
+            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    out
 }

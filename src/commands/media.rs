@@ -1,0 +1,264 @@
+//! `wpdr media sync` and `wpdr restore media`.
+
+use super::open;
+use super::output::{human_bytes, print_json};
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use wpdr::catalog::Catalog;
+use wpdr::cli::{Cli, OutputFormat, RestoreMediaArgs};
+use wpdr::config::{Config, ConfigError, S3Credentials};
+use wpdr::exit::ExitCode;
+use wpdr::media::bucket::Bucket;
+use wpdr::media::mirror::{state_key, MediaProgress, Mirror, MirrorOptions};
+use wpdr::media::restore::{IndexRef, MediaRestore, RestoreOptions};
+use wpdr::media::MediaError;
+use wpdr::secret::Secret;
+
+/// Objects and bytes as they go; the totals are unknown while listings stream.
+fn counter(cli: &Cli, what: &str) -> (ProgressBar, MediaProgress) {
+    let pb = if cli.quiet || cli.output == OutputFormat::Json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {prefix}: {pos} objects, {msg} copied, {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb.set_prefix(what.to_string());
+    pb.set_message("0 B");
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let p = pb.clone();
+    let progress: MediaProgress = Arc::new(move |objects, n| {
+        p.inc(objects);
+        if n > 0 {
+            let total = bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+            p.set_message(human_bytes(total));
+        }
+    });
+    (pb, progress)
+}
+
+pub(crate) async fn sync(cli: &Cli, dry_run: bool, confirm_deletes: bool) -> Result<ExitCode> {
+    let (cfg, store) = open(cli).await?;
+    let media = cfg.media.as_ref().ok_or(MediaError::NotConfigured)?;
+    let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+    // One writer of the mirror's state at a time: the same lock as backups.
+    let lock = if dry_run {
+        None
+    } else {
+        let mut l = catalog
+            .lock(cfg.backup.lock_ttl_seconds, "media-sync")
+            .await?;
+        l.keep_alive(store.clone(), cfg.backup.lock_ttl_seconds);
+        Some(l)
+    };
+    let mirror = Mirror::open(media, store.clone(), &cfg.site_prefix()).await;
+    let result = match mirror {
+        Ok(m) => {
+            let (pb, progress) = counter(cli, "media sync");
+            let r = m
+                .run(
+                    MirrorOptions {
+                        dry_run,
+                        confirm_deletes,
+                        ..Default::default()
+                    },
+                    progress,
+                )
+                .await;
+            pb.finish_and_clear();
+            r
+        }
+        Err(e) => Err(e),
+    };
+    if let Some(l) = lock {
+        if let Err(e) = l.release(&store).await {
+            tracing::warn!(error = %e, "could not release the lock; it expires on its own");
+        }
+    }
+    let report = result?;
+    if cli.output == OutputFormat::Json {
+        print_json(&report)?;
+    } else {
+        let verb = if dry_run { "would copy" } else { "copied" };
+        println!(
+            "media {}: {} -> {}",
+            if dry_run { "sync (dry run)" } else { "sync" },
+            report.source,
+            report.offsite
+        );
+        println!(
+            "  source {} objects, offsite {} objects",
+            report.source_objects, report.offsite_objects
+        );
+        println!(
+            "  {verb} {} ({}), unchanged {}, adopted {}, retained {}, deleted {} of {} planned, failed {}",
+            report.copied,
+            human_bytes(report.copied_bytes),
+            report.unchanged,
+            report.adopted,
+            report.retained,
+            report.deleted,
+            report.planned_deletes,
+            report.failed_total
+        );
+        for f in &report.failed {
+            println!("  FAILED {}: {}", f.key, f.error);
+        }
+        if let Some(r) = &report.deletes_refused {
+            println!("  deletions not done: {r}");
+        }
+        println!("  {:.1}s", report.seconds);
+    }
+    Ok(if report.is_complete() {
+        ExitCode::Ok
+    } else {
+        ExitCode::MediaIncomplete
+    })
+}
+
+/// The target bucket: media.source's settings with another bucket (and
+/// maybe endpoint and keys): a restore goes into the new cluster's MinIO.
+fn target_config(cfg: &Config, args: &RestoreMediaArgs) -> Result<wpdr::config::S3Config> {
+    let media = cfg.media.as_ref().ok_or(MediaError::NotConfigured)?;
+    let mut t = media.source.clone();
+    t.bucket = args.target_bucket.clone();
+    t.prefix = String::new();
+    if let Some(ep) = &args.target_endpoint {
+        url::Url::parse(ep).map_err(|e| ConfigError::Invalid {
+            field: "--target-endpoint".into(),
+            env: "-".into(),
+            problem: format!("'{ep}' is not a URL: {e}"),
+        })?;
+        t.endpoint = Some(ep.clone());
+    }
+    let id = std::env::var("WPDR_MEDIA_TARGET_ACCESS_KEY_ID").ok();
+    let secret = std::env::var("WPDR_MEDIA_TARGET_SECRET_ACCESS_KEY").ok();
+    match (id, secret) {
+        (Some(access_key_id), Some(s)) => {
+            t.credentials = Some(S3Credentials {
+                access_key_id,
+                secret_access_key: Secret::new(s),
+            })
+        }
+        (None, None) => {}
+        _ => {
+            return Err(ConfigError::Invalid {
+                field: "target credentials".into(),
+                env: "WPDR_MEDIA_TARGET_ACCESS_KEY_ID".into(),
+                problem: "set both WPDR_MEDIA_TARGET_ACCESS_KEY_ID and WPDR_MEDIA_TARGET_SECRET_ACCESS_KEY, or neither".into(),
+            }
+            .into())
+        }
+    }
+    if t.bucket == media.offsite.bucket && t.endpoint == media.offsite.endpoint {
+        return Err(ConfigError::Invalid {
+            field: "--target-bucket".into(),
+            env: "-".into(),
+            problem: "that is the offsite mirror itself: restore into a fresh bucket".into(),
+        }
+        .into());
+    }
+    Ok(t)
+}
+
+pub(crate) async fn restore(cli: &Cli, args: &RestoreMediaArgs) -> Result<ExitCode> {
+    let (cfg, store) = open(cli).await?;
+    let media = cfg.media.as_ref().ok_or(MediaError::NotConfigured)?;
+    let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+    let manifest = catalog.resolve(&args.set).await?;
+    let section = manifest.media.as_ref().ok_or(MediaError::NoIndex)?;
+    let artifact = manifest
+        .artifact(&section.index_artifact)
+        .ok_or(MediaError::NoIndex)?;
+    let index = IndexRef {
+        set_id: manifest.set_id.clone(),
+        key: catalog.key(&manifest.set_id, &artifact.path),
+        size: artifact.size,
+        sha256: artifact.sha256.clone(),
+    };
+    let target_cfg = target_config(&cfg, args)?;
+    let offsite = Bucket::open(&media.offsite).await?;
+    let target = if args.dry_run {
+        Bucket::open(&target_cfg).await?
+    } else {
+        Bucket::open_or_create(&target_cfg).await?
+    };
+    let state = state_key(&cfg.site_prefix());
+    let restore = MediaRestore {
+        store: &store,
+        offsite: &offsite,
+        target: &target,
+        state_key: &state,
+        retained_prefix: &section.retained_prefix,
+    };
+    let (pb, progress) = counter(cli, "restore media");
+    let report = restore
+        .run(
+            &index,
+            &RestoreOptions {
+                dry_run: args.dry_run,
+                deep_verify: args.deep_verify,
+                concurrency: media.concurrency,
+            },
+            progress,
+        )
+        .await;
+    pb.finish_and_clear();
+    let report = report?;
+    if cli.output == OutputFormat::Json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "restore media of set {} into {}{}",
+            report.set_id,
+            report.target,
+            if report.dry_run { " (dry run)" } else { "" }
+        );
+        println!(
+            "  {} objects ({}): {} {} ({}, {} from retained versions), {} already there, {} failed",
+            report.objects,
+            human_bytes(report.bytes),
+            if report.dry_run {
+                "would copy"
+            } else {
+                "copied"
+            },
+            report.copied,
+            human_bytes(report.copied_bytes),
+            report.from_retained,
+            report.already_present,
+            report.failed_total
+        );
+        for f in &report.failed {
+            println!("  FAILED {}: {}", f.key, f.error);
+        }
+        if report.extra_in_target > 0 {
+            println!(
+                "  note: the target holds {} object(s) the set does not (it was not empty)",
+                report.extra_in_target
+            );
+        }
+        if !report.dry_run && report.failed_total == 0 {
+            println!(
+                "  verified: {} objects present at their size{}",
+                report.verified_objects,
+                if report.deep_verified {
+                    " and re-read with matching SHA-256"
+                } else {
+                    " (every byte was checked against the set's SHA-256 while copying)"
+                }
+            );
+        }
+        println!("  {:.1}s", report.seconds);
+    }
+    Ok(if report.failed_total == 0 {
+        ExitCode::Ok
+    } else {
+        ExitCode::MediaIncomplete
+    })
+}

@@ -1,0 +1,433 @@
+//! The media mirror, the per-set index and media restore against Garage
+//! (standing in for both MinIO and the offsite S3), through the `wpdr` binary.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Keys WordPress and its users produce that S3 tools get wrong.
+fn awkward_keys() -> Vec<String> {
+    vec![
+        "wp-content/uploads/2024/05/a photo.jpg".into(),
+        "wp-content/uploads/2024/05/ünïcødé-日本.png".into(),
+        "wp-content/uploads/2024/05/c++ & 100%.pdf".into(),
+        "wp-content/uploads/2024/05/empty.txt".into(),
+        format!("wp-content/uploads/2024/05/{}.jpg", "l".repeat(900)),
+    ]
+}
+
+fn body_for(key: &str, version: u8) -> Vec<u8> {
+    if key.ends_with("empty.txt") {
+        return Vec::new();
+    }
+    let mut b = format!("{key} v{version} ").into_bytes();
+    b.extend((0..(key.len() % 50) * 1000).map(|i| (i % 251) as u8));
+    b
+}
+
+fn sync(svc: &Services, cfg: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let mut args = vec!["--output", "json", "media", "sync"];
+    args.extend_from_slice(extra);
+    let out = svc.wpdr(cfg, &args);
+    let code = out.status.code().unwrap_or(-1);
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("media sync printed no JSON: {}", stderr(&out)));
+    (code, v)
+}
+
+fn n(v: &serde_json::Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} missing in {v}"))
+}
+
+/// Source contents minus the retained area, for comparing the mirror with its source.
+fn without_retained<T: Clone>(m: &BTreeMap<String, T>) -> BTreeMap<String, T> {
+    m.iter()
+        .filter(|(k, _)| !k.starts_with(".wpdr-retained/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_mirror_keeps_keys_headers_and_every_overwritten_or_deleted_version() {
+    let svc = Services::get();
+    let s3 = svc.s3();
+    let source = svc.fresh_bucket("msrc");
+    let offsite = svc.fresh_bucket("moff");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = svc.s3_config(
+        dir.path(),
+        "unused",
+        &svc.media_yaml(
+            &source,
+            &offsite,
+            "  max_deletes: 2\n  max_delete_percent: 50\n",
+        ),
+    );
+    let mut keys = awkward_keys();
+    // Larger than the 5 MiB part size: goes through a multipart upload.
+    keys.push("wp-content/uploads/2024/05/video.mp4".into());
+    for k in &keys {
+        let body = if k.ends_with(".mp4") {
+            (0..12 << 20).map(|i| (i % 253) as u8).collect()
+        } else {
+            body_for(k, 1)
+        };
+        put_object(&s3, &source, k, body).await;
+    }
+
+    let (code, dry) = sync(&svc, &cfg, &["--dry-run"]);
+    assert_eq!(code, 0, "{dry}");
+    assert_eq!(n(&dry, "copied"), keys.len() as u64);
+    assert!(
+        bucket_contents(&s3, &offsite).await.is_empty(),
+        "a dry run wrote"
+    );
+
+    let (code, first) = sync(&svc, &cfg, &[]);
+    assert_eq!(code, 0, "{first}");
+    assert_eq!(n(&first, "copied"), keys.len() as u64);
+    let src = bucket_contents(&s3, &source).await;
+    let off = bucket_contents(&s3, &offsite).await;
+    assert_eq!(src.len(), off.len());
+    for (k, (body, ct, cc, meta)) in &src {
+        let (obody, oct, occ, ometa) = &off[k];
+        assert!(obody == body, "{k}: content differs");
+        assert_eq!((oct, occ), (ct, cc), "{k}: headers differ");
+        assert_eq!(
+            ometa.get("origin"),
+            meta.get("origin"),
+            "{k}: metadata lost"
+        );
+        assert!(ometa.contains_key("wpdr-source-etag"), "{k}: {ometa:?}");
+    }
+
+    // Nothing changed: nothing copied.
+    let (_, again) = sync(&svc, &cfg, &[]);
+    assert_eq!(
+        (n(&again, "copied"), n(&again, "unchanged")),
+        (0, keys.len() as u64),
+        "{again}"
+    );
+
+    // Overwrite one upload and delete another at the source.
+    let changed = &keys[0];
+    let deleted = &keys[3];
+    put_object(&s3, &source, changed, body_for(changed, 2)).await;
+    s3.delete_object()
+        .bucket(&source)
+        .key(deleted)
+        .send()
+        .await
+        .unwrap();
+    let (code, third) = sync(&svc, &cfg, &[]);
+    assert_eq!(code, 0, "{third}");
+    assert_eq!(
+        (
+            n(&third, "copied"),
+            n(&third, "retained"),
+            n(&third, "deleted")
+        ),
+        (1, 2, 1),
+        "{third}"
+    );
+    let off = bucket_contents(&s3, &offsite).await;
+    assert_eq!(off[changed].0, body_for(changed, 2));
+    assert!(!off.contains_key(deleted));
+    let retained: Vec<_> = off
+        .iter()
+        .filter(|(k, _)| k.starts_with(".wpdr-retained/"))
+        .collect();
+    assert_eq!(retained.len(), 2, "{:?}", off.keys().collect::<Vec<_>>());
+    assert!(retained
+        .iter()
+        .any(|(k, v)| k.ends_with(changed.as_str()) && v.0 == body_for(changed, 1)));
+    assert!(retained
+        .iter()
+        .any(|(k, v)| k.ends_with(deleted.as_str()) && v.0 == body_for(deleted, 1)));
+    assert_eq!(
+        without_retained(&off).keys().collect::<Vec<_>>(),
+        bucket_contents(&s3, &source)
+            .await
+            .keys()
+            .collect::<Vec<_>>()
+    );
+
+    // Deleting more than the rails allow stops the deletions, loudly.
+    for k in &keys[1..3] {
+        s3.delete_object()
+            .bucket(&source)
+            .key(k)
+            .send()
+            .await
+            .unwrap();
+    }
+    s3.delete_object()
+        .bucket(&source)
+        .key(&keys[4])
+        .send()
+        .await
+        .unwrap();
+    let (code, refused) = sync(&svc, &cfg, &[]);
+    assert_eq!(code, 14, "{refused}");
+    assert!(refused["deletes_refused"]
+        .as_str()
+        .unwrap()
+        .contains("media.max_deletes"));
+    assert_eq!(n(&refused, "deleted"), 0);
+    let (code, confirmed) = sync(&svc, &cfg, &["--confirm-deletes"]);
+    assert_eq!(code, 0, "{confirmed}");
+    assert_eq!(n(&confirmed, "deleted"), 3);
+
+    // An empty source never empties the mirror, even when confirmed.
+    for k in bucket_contents(&s3, &source).await.keys() {
+        s3.delete_object()
+            .bucket(&source)
+            .key(k)
+            .send()
+            .await
+            .unwrap();
+    }
+    let before = bucket_contents(&s3, &offsite).await.len();
+    let (code, empty) = sync(&svc, &cfg, &["--confirm-deletes"]);
+    assert_eq!(code, 14, "{empty}");
+    assert!(empty["deletes_refused"]
+        .as_str()
+        .unwrap()
+        .contains("listed no objects"));
+    assert_eq!(bucket_contents(&s3, &offsite).await.len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sets_index_their_media_and_restore_brings_back_each_sets_versions() {
+    let svc = Services::get();
+    let s3 = svc.s3();
+    let source = svc.fresh_bucket("isrc");
+    let offsite = svc.fresh_bucket("ioff");
+    let db = svc
+        .database_with(
+            "media",
+            &[
+                "CREATE TABLE wp_postmeta (meta_id BIGINT AUTO_INCREMENT PRIMARY KEY, post_id BIGINT, meta_key VARCHAR(255), meta_value LONGTEXT)",
+                "INSERT INTO wp_postmeta (post_id, meta_key, meta_value) VALUES (10, '_wp_attached_file', '2024/05/a photo.jpg'), (11, '_wp_attached_file', '2024/05/gone.jpg'), (10, '_wp_attachment_metadata', 'a:2:{s:4:\"file\";s:19:\"2024/05/a photo.jpg\";s:5:\"sizes\";a:1:{s:9:\"thumbnail\";a:1:{s:4:\"file\";s:19:\"a photo-150x150.jpg\";}}}')",
+            ],
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = svc.s3_config(dir.path(), &db, &svc.media_yaml(&source, &offsite, ""));
+    let photo = "wp-content/uploads/2024/05/a photo.jpg".to_string();
+    let mut keys = awkward_keys();
+    // Over 100 MiB: streamed in parts both ways.
+    let big = "wp-content/uploads/2024/05/original.tiff".to_string();
+    keys.push(big.clone());
+    let big_body: Vec<u8> = (0..(101usize << 20)).map(|i| (i * 7 % 256) as u8).collect();
+    for k in &keys {
+        let body = if k == &big {
+            big_body.clone()
+        } else {
+            body_for(k, 1)
+        };
+        put_object(&s3, &source, k, body).await;
+    }
+    // Enough small files that a restore can be killed half way.
+    for i in 0..300 {
+        let k = format!("wp-content/uploads/2023/01/thumb-{i:04}.jpg");
+        put_object(&s3, &source, &k, body_for(&k, 1)).await;
+    }
+    let set1 = svc.backup(&cfg);
+    let show = json(&svc.wpdr(&cfg, &["--output", "json", "sets", "show", &set1]));
+    let media = &show["media"];
+    assert_eq!(n(media, "objects"), keys.len() as u64 + 300, "{media}");
+    // The database names two uploads the bucket lacks: the thumbnail and gone.jpg.
+    assert_eq!(n(media, "missing_total"), 2, "{media}");
+    let missing: Vec<&str> = media["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["key"].as_str().unwrap())
+        .collect();
+    assert!(missing.contains(&"wp-content/uploads/2024/05/gone.jpg"));
+    assert!(missing.contains(&"wp-content/uploads/2024/05/a photo-150x150.jpg"));
+    let text = stdout(&svc.wpdr(&cfg, &["sets", "show", &set1]));
+    assert!(text.contains("MISSING MEDIA: 2"), "{text}");
+
+    // The source changes after set 1: an overwrite and a delete.
+    put_object(&s3, &source, &photo, body_for(&photo, 2)).await;
+    s3.delete_object()
+        .bucket(&source)
+        .key(&keys[1])
+        .send()
+        .await
+        .unwrap();
+    let set2 = svc.backup(&cfg);
+
+    // Restoring set 1 brings the versions of set 1, from the retained area.
+    let target1 = format!("restored-{:08x}", rand::random::<u32>());
+    let mut restore = svc
+        .wpdr_cmd(
+            &cfg,
+            &[
+                "--output",
+                "json",
+                "restore",
+                "media",
+                &set1,
+                "--target-bucket",
+                &target1,
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it part way (once the target exists and holds something).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let has = s3
+            .list_objects_v2()
+            .bucket(&target1)
+            .max_keys(100)
+            .send()
+            .await
+            .map(|o| o.key_count().unwrap_or(0))
+            .unwrap_or(0);
+        if has >= 20 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = restore.kill();
+    let _ = restore.wait();
+    let out = svc.wpdr(
+        &cfg,
+        &[
+            "--output",
+            "json",
+            "restore",
+            "media",
+            &set1,
+            "--target-bucket",
+            &target1,
+            "--deep-verify",
+        ],
+    );
+    let r = json(&out);
+    assert!(out.status.success(), "{r}");
+    assert!(
+        n(&r, "already_present") > 0,
+        "the rerun copied everything again: {r}"
+    );
+    assert_eq!(n(&r, "objects"), keys.len() as u64 + 300);
+    assert!(r["deep_verified"].as_bool().unwrap());
+    assert!(n(&r, "from_retained") >= 1, "{r}");
+    let restored = bucket_contents(&s3, &target1).await;
+    assert_eq!(restored.len(), keys.len() + 300);
+    assert_eq!(restored[&photo].0, body_for(&photo, 1), "set 1's version");
+    assert_eq!(
+        restored[&keys[1]].0,
+        body_for(&keys[1], 1),
+        "deleted since set 1"
+    );
+    assert!(restored[&big].0 == big_body, "the 101 MiB object differs");
+    assert_eq!(restored[&photo].1.as_deref(), Some("image/jpeg"));
+    assert_eq!(
+        restored[&photo].3.get("origin").map(String::as_str),
+        Some("wordpress")
+    );
+
+    // Set 2 holds the new version and not the deleted key.
+    let target2 = format!("restored-{:08x}", rand::random::<u32>());
+    let out = svc.wpdr(
+        &cfg,
+        &["restore", "media", &set2, "--target-bucket", &target2],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let restored = bucket_contents(&s3, &target2).await;
+    assert_eq!(restored[&photo].0, body_for(&photo, 2));
+    assert!(!restored.contains_key(&keys[1]));
+
+    // An object removed from the offsite mirror behind wpdr's back fails the restore, by name.
+    let target3 = format!("restored-{:08x}", rand::random::<u32>());
+    s3.delete_object()
+        .bucket(&offsite)
+        .key(&keys[2])
+        .send()
+        .await
+        .unwrap();
+    let out = svc.wpdr(
+        &cfg,
+        &["restore", "media", &set2, "--target-bucket", &target3],
+    );
+    assert_eq!(out.status.code(), Some(14), "{}", stdout(&out));
+    assert!(stdout(&out).contains("FAILED"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("c++ & 100%.pdf"), "{}", stdout(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_mirror_leaves_a_consistent_mirror_and_the_rerun_finishes() {
+    let svc = Services::get();
+    let s3 = svc.s3();
+    let source = svc.fresh_bucket("ksrc");
+    let offsite = svc.fresh_bucket("koff");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = svc.s3_config(
+        dir.path(),
+        "unused",
+        &svc.media_yaml(&source, &offsite, "  concurrency: 4\n"),
+    );
+    for i in 0..400 {
+        let k = format!("wp-content/uploads/2022/{i:04}.jpg");
+        put_object(&s3, &source, &k, body_for(&k, 1)).await;
+    }
+    let mut child = svc
+        .wpdr_cmd(&cfg, &["media", "sync"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let has = s3
+            .list_objects_v2()
+            .bucket(&offsite)
+            .send()
+            .await
+            .map(|o| o.key_count().unwrap_or(0))
+            .unwrap_or(0);
+        if has >= 30 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    let src = bucket_contents(&s3, &source).await;
+    let off = bucket_contents(&s3, &offsite).await;
+    assert!(
+        off.len() < src.len(),
+        "the kill came too late to test anything"
+    );
+    for (k, v) in &off {
+        assert!(
+            src[k].0 == v.0,
+            "{k}: a partial or wrong object is visible offsite"
+        );
+    }
+    // The rerun recognises what the killed run copied and copies only the rest.
+    let (code, rerun) = sync(&svc, &cfg, &[]);
+    assert_eq!(code, 0, "{rerun}");
+    assert_eq!(n(&rerun, "adopted"), off.len() as u64, "{rerun}");
+    assert_eq!(n(&rerun, "copied"), (src.len() - off.len()) as u64);
+    assert_eq!(n(&rerun, "retained"), 0);
+    let off = bucket_contents(&s3, &offsite).await;
+    assert_eq!(
+        off.keys().collect::<Vec<_>>(),
+        src.keys().collect::<Vec<_>>()
+    );
+    let (_, last) = sync(&svc, &cfg, &[]);
+    assert_eq!(n(&last, "unchanged"), src.len() as u64, "{last}");
+}
