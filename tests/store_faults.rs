@@ -7,30 +7,7 @@ mod common;
 
 use common::*;
 use mysql_async::prelude::Queryable;
-use std::process::Command;
 use std::time::Duration;
-
-fn garage_pid(dev: &str) -> i32 {
-    std::fs::read_to_string(format!("{dev}/garage/garage.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// Starts Garage again, detached, as dev-services.sh does.
-fn restart_garage(svc: &Services) {
-    let dev = svc.var("WPDR_DEV_DIR");
-    let cmd = svc.var("WPDR_TEST_GARAGE");
-    let script = format!(
-        "RUST_LOG=warn setsid {cmd} server >>'{dev}/garage/garage.log' 2>&1 < /dev/null & echo $! > '{dev}/garage/garage.pid'"
-    );
-    assert!(Command::new("bash")
-        .args(["-c", &script])
-        .status()
-        .unwrap()
-        .success());
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_survives_a_restart_of_the_s3_server() {

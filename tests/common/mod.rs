@@ -556,3 +556,26 @@ pub async fn bucket_contents(
     }
     out
 }
+
+/// The pid of the shared dev Garage.
+pub fn garage_pid(dev: &str) -> i32 {
+    std::fs::read_to_string(format!("{dev}/garage/garage.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Starts the shared Garage again, detached, as dev-services.sh does.
+pub fn restart_garage(svc: &Services) {
+    let dev = svc.var("WPDR_DEV_DIR");
+    let cmd = svc.var("WPDR_TEST_GARAGE");
+    let script = format!(
+        "RUST_LOG=warn setsid {cmd} server >>'{dev}/garage/garage.log' 2>&1 < /dev/null & echo $! > '{dev}/garage/garage.pid'"
+    );
+    assert!(Command::new("bash")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
+}
