@@ -41,10 +41,24 @@ database:
   password_file: $QS/db-password
   name: $DB
   connections: 2
+media:
+  source: {bucket: $WPDR_TEST_MEDIA_SOURCE_BUCKET, endpoint: '$WPDR_TEST_S3_ENDPOINT', region: $WPDR_TEST_S3_REGION, access_key_id: $WPDR_TEST_S3_ACCESS_KEY_ID, secret_access_key_file: $QS/s3-secret}
+  offsite: {bucket: $WPDR_TEST_MEDIA_OFFSITE_BUCKET, endpoint: '$WPDR_TEST_S3_ENDPOINT', region: $WPDR_TEST_S3_REGION, access_key_id: $WPDR_TEST_S3_ACCESS_KEY_ID, secret_access_key_file: $QS/s3-secret}
 YAML
 ( umask 077; printf '%s' "$WPDR_TEST_S3_SECRET_ACCESS_KEY" >"$QS/s3-secret"; printf '%s' "$WPDR_TEST_DB_PASSWORD" >"$QS/db-password" )
 
-echo "== wpdr backup"
+echo "== uploading the demo site's media into the uploads bucket (Garage standing in for MinIO)"
+s3put() { # bucket key file: a signed PUT with curl (SigV4), no extra tools
+  curl -sf --aws-sigv4 "aws:amz:$WPDR_TEST_S3_REGION:s3" --user "$WPDR_TEST_S3_ACCESS_KEY_ID:$WPDR_TEST_S3_SECRET_ACCESS_KEY" \
+    -H "Content-Type: image/png" -T "$3" "$WPDR_TEST_S3_ENDPOINT/$1/$2" >/dev/null
+}
+for i in 1 2 3; do
+  head -c $((40000 * i)) /dev/urandom >"$QS/upload-$i.png"
+  s3put "$WPDR_TEST_MEDIA_SOURCE_BUCKET" "wp-content/uploads/2026/11/demo-$i.png" "$QS/upload-$i.png"
+  "${MYSQL[@]}" "$DB" -e "INSERT INTO wp_posts (post_author, post_date, post_date_gmt, post_content, post_title, post_excerpt, post_status, post_name, to_ping, pinged, post_modified, post_modified_gmt, post_content_filtered, post_type, post_mime_type, guid) VALUES (1, NOW(), UTC_TIMESTAMP(), '', 'demo-$i', '', 'inherit', 'demo-$i', '', '', NOW(), UTC_TIMESTAMP(), '', 'attachment', 'image/png', '$SITE_URL/wp-content/uploads/2026/11/demo-$i.png'); INSERT INTO wp_postmeta (post_id, meta_key, meta_value) VALUES (LAST_INSERT_ID(), '_wp_attached_file', '2026/11/demo-$i.png')"
+done
+
+echo "== wpdr backup (database snapshot, then the media mirror and the set's media index)"
 "$WPDR" -c "$QS/wpdr.yaml" --log-format text -q backup
 echo "== wpdr sets list"
 "$WPDR" -c "$QS/wpdr.yaml" sets list
@@ -54,6 +68,11 @@ echo "== wpdr restore db latest into a fresh database '$RESTORED'"
 "${MYSQL[@]}" -e "DROP DATABASE IF EXISTS $RESTORED"   # the quickstart's own throw-away target
 WPDR_TARGET_PASSWORD="$WPDR_TEST_DB_PASSWORD" "$WPDR" -c "$QS/wpdr.yaml" --log-format text -q \
   restore db latest --target "mysql://$WPDR_TEST_DB_USER@127.0.0.1:$WPDR_TEST_DB_PORT" --database "$RESTORED"
+
+RESTORED_BUCKET="quickstart-media-$(date +%s)"
+echo "== wpdr restore media latest into a fresh bucket '$RESTORED_BUCKET'"
+WPDR_MEDIA_TARGET_ACCESS_KEY_ID="$WPDR_TEST_S3_ACCESS_KEY_ID" WPDR_MEDIA_TARGET_SECRET_ACCESS_KEY="$WPDR_TEST_S3_SECRET_ACCESS_KEY" \
+  "$WPDR" -c "$QS/wpdr.yaml" --log-format text -q restore media latest --target-bucket "$RESTORED_BUCKET" --deep-verify
 
 echo "== serving the original and the restored site, comparing what they answer"
 rm -rf "$QS/restored-site"; cp -r "$QS/site" "$QS/restored-site"

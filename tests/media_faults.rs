@@ -67,7 +67,10 @@ async fn a_mirror_survives_a_restart_of_the_s3_server() {
     let src = bucket_contents(&s3, &source).await;
     let off = bucket_contents(&s3, &offsite).await;
     assert_eq!(src.len(), 600);
-    assert_eq!(off.keys().collect::<Vec<_>>(), src.keys().collect::<Vec<_>>());
+    assert_eq!(
+        off.keys().collect::<Vec<_>>(),
+        src.keys().collect::<Vec<_>>()
+    );
     for (k, v) in &src {
         assert!(off[k].0 == v.0, "{k} differs");
     }

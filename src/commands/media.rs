@@ -11,7 +11,7 @@ use wpdr::cli::{Cli, OutputFormat, RestoreMediaArgs};
 use wpdr::config::{Config, ConfigError, S3Credentials};
 use wpdr::exit::ExitCode;
 use wpdr::media::bucket::Bucket;
-use wpdr::media::mirror::{state_key, MediaProgress, Mirror, MirrorOptions};
+use wpdr::media::mirror::{state_key, MediaProgress, MirrorOptions};
 use wpdr::media::restore::{IndexRef, MediaRestore, RestoreOptions};
 use wpdr::media::MediaError;
 use wpdr::secret::Secret;
@@ -44,42 +44,19 @@ fn counter(cli: &Cli, what: &str) -> (ProgressBar, MediaProgress) {
 
 pub(crate) async fn sync(cli: &Cli, dry_run: bool, confirm_deletes: bool) -> Result<ExitCode> {
     let (cfg, store) = open(cli).await?;
-    let media = cfg.media.as_ref().ok_or(MediaError::NotConfigured)?;
-    let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
-    // One writer of the mirror's state at a time: the same lock as backups.
-    let lock = if dry_run {
-        None
-    } else {
-        let mut l = catalog
-            .lock(cfg.backup.lock_ttl_seconds, "media-sync")
-            .await?;
-        l.keep_alive(store.clone(), cfg.backup.lock_ttl_seconds);
-        Some(l)
-    };
-    let mirror = Mirror::open(media, store.clone(), &cfg.site_prefix()).await;
-    let result = match mirror {
-        Ok(m) => {
-            let (pb, progress) = counter(cli, "media sync");
-            let r = m
-                .run(
-                    MirrorOptions {
-                        dry_run,
-                        confirm_deletes,
-                        ..Default::default()
-                    },
-                    progress,
-                )
-                .await;
-            pb.finish_and_clear();
-            r
-        }
-        Err(e) => Err(e),
-    };
-    if let Some(l) = lock {
-        if let Err(e) = l.release(&store).await {
-            tracing::warn!(error = %e, "could not release the lock; it expires on its own");
-        }
-    }
+    let (pb, progress) = counter(cli, "media sync");
+    let result = wpdr::media::mirror::sync(
+        &cfg,
+        store,
+        MirrorOptions {
+            dry_run,
+            confirm_deletes,
+            ..Default::default()
+        },
+        progress,
+    )
+    .await;
+    pb.finish_and_clear();
     let report = result?;
     if cli.output == OutputFormat::Json {
         print_json(&report)?;

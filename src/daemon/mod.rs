@@ -236,6 +236,29 @@ impl Runner {
                     objects: r.deleted.len() as u64,
                 })
             }
+            JobKind::MediaSync => {
+                let r = crate::media::mirror::sync(
+                    &self.cfg,
+                    self.store.clone(),
+                    Default::default(),
+                    Arc::new(|_, _| {}),
+                )
+                .await
+                .map_err(|e| fail(&e, e.to_string()))?;
+                if let Some(refused) = &r.deletes_refused {
+                    return Err(("media_deletes_refused", refused.clone()));
+                }
+                if r.failed_total > 0 {
+                    return Err((
+                        "media_incomplete",
+                        format!("{} object(s) could not be copied", r.failed_total),
+                    ));
+                }
+                Ok(Outcome {
+                    bytes: r.copied_bytes,
+                    objects: r.copied,
+                })
+            }
             JobKind::VerifyLatest => {
                 let m = catalog
                     .resolve("latest")

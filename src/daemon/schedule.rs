@@ -15,6 +15,7 @@ pub enum JobKind {
     Backup,
     Prune,
     VerifyLatest,
+    MediaSync,
 }
 
 impl JobKind {
@@ -23,6 +24,7 @@ impl JobKind {
             JobKind::Backup => "backup",
             JobKind::Prune => "prune",
             JobKind::VerifyLatest => "verify-latest",
+            JobKind::MediaSync => "media-sync",
         }
     }
 }

@@ -10,12 +10,12 @@
 use super::plan::Listed;
 use super::MediaError;
 use crate::config::S3Config;
-use crate::store::s3::{build_client, classify, endpoint_label};
+use crate::store::s3::{build_client_with, classify, endpoint_label};
 use crate::store::StoreError;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use md5::Md5;
@@ -102,7 +102,7 @@ impl Bucket {
     /// Connects and checks the bucket is there and readable.
     pub async fn open(cfg: &S3Config) -> Result<Bucket, StoreError> {
         let b = Bucket {
-            client: build_client(cfg).await,
+            client: build_client_with(cfg, true).await,
             name: cfg.bucket.clone(),
             endpoint: endpoint_label(cfg),
             part_size: cfg.part_size,
@@ -122,7 +122,7 @@ impl Bucket {
         match Bucket::open(cfg).await {
             Err(StoreError::BucketMissing { .. }) => {
                 let b = Bucket {
-                    client: build_client(cfg).await,
+                    client: build_client_with(cfg, true).await,
                     name: cfg.bucket.clone(),
                     endpoint: endpoint_label(cfg),
                     part_size: cfg.part_size,
@@ -371,8 +371,7 @@ impl Bucket {
             .set_content_encoding(h.content_encoding.clone())
             .set_content_language(h.content_language.clone())
             .set_metadata(Some(h.user.clone().into_iter().collect()))
-            // Garage rejects the completion unless the parts' checksum is declared.
-            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            // No checksum algorithm: every part carries Content-MD5 instead.
             .send()
             .await
             .map_err(|e| self.err(e, "CreateMultipartUpload", key))?;

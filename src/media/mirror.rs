@@ -116,6 +116,37 @@ struct Outcome {
     failure: Option<FailedObject>,
 }
 
+/// `wpdr media sync`: one mirror run under the site's lock (the mirror's
+/// state has one writer at a time; a backup holds the same lock).
+pub async fn sync(
+    cfg: &crate::config::Config,
+    store: Arc<Store>,
+    opts: MirrorOptions,
+    progress: MediaProgress,
+) -> Result<MirrorReport, MediaError> {
+    let media = cfg.media.as_ref().ok_or(MediaError::NotConfigured)?;
+    let catalog = crate::catalog::Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+    let lock = if opts.dry_run {
+        None
+    } else {
+        let mut l = catalog
+            .lock(cfg.backup.lock_ttl_seconds, "media-sync")
+            .await?;
+        l.keep_alive(store.clone(), cfg.backup.lock_ttl_seconds);
+        Some(l)
+    };
+    let result = match Mirror::open(media, store.clone(), &cfg.site_prefix()).await {
+        Ok(m) => m.run(opts, progress).await,
+        Err(e) => Err(e),
+    };
+    if let Some(l) = lock {
+        if let Err(e) = l.release(&store).await {
+            tracing::warn!(error = %e, "could not release the lock; it expires on its own");
+        }
+    }
+    result
+}
+
 impl Mirror {
     pub async fn open(
         cfg: &MediaConfig,

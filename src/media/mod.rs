@@ -58,6 +58,8 @@ pub enum MediaError {
     NotConfigured,
     #[error("reading WordPress attachments: {0}")]
     Attachments(String),
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
 }
 
 impl MediaError {
@@ -77,6 +79,7 @@ impl Classify for MediaError {
     fn exit_code(&self) -> ExitCode {
         match self {
             MediaError::Store(e) => e.exit_code(),
+            MediaError::Catalog(e) => e.exit_code(),
             MediaError::Checksum { .. } | MediaError::Records { .. } => ExitCode::Integrity,
             MediaError::NoIndex => ExitCode::SetNotFound,
             MediaError::RestoreMismatch { .. } => ExitCode::RestoreMismatch,
@@ -94,6 +97,7 @@ impl Classify for MediaError {
     fn metric_label(&self) -> &'static str {
         match self {
             MediaError::Store(e) => e.metric_label(),
+            MediaError::Catalog(e) => e.metric_label(),
             MediaError::Transfer { .. } => "media_transfer",
             MediaError::Checksum { .. } => "media_checksum",
             MediaError::ListingOrder { .. } => "media_listing_order",

@@ -35,6 +35,13 @@ pub struct S3Store {
 /// An S3 client for one configured bucket: static keys or the AWS default
 /// chain, path-style when asked, standard retries with backoff, timeouts.
 pub(crate) async fn build_client(cfg: &S3Config) -> Client {
+    build_client_with(cfg, false).await
+}
+
+/// With `own_checksums`, the SDK adds no CRC32 of its own to requests and
+/// checks none on responses: for callers that send Content-MD5 and hash the
+/// bytes themselves (the media copies), where a third checksum only costs CPU.
+pub(crate) async fn build_client_with(cfg: &S3Config, own_checksums: bool) -> Client {
     let mut builder = match &cfg.credentials {
         Some(creds) => aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -70,6 +77,15 @@ pub(crate) async fn build_client(cfg: &S3Config) -> Client {
         );
     if let Some(ep) = &cfg.endpoint {
         builder = builder.endpoint_url(ep);
+    }
+    if own_checksums {
+        builder = builder
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            );
     }
     Client::from_conf(builder.build())
 }

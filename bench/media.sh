@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): the media mirror against `rclone sync` on the same
+# bucket, in one run: a full first mirror, a no-change rerun, and a rerun
+# after 1% of the objects changed. Prints times, ratios and peak RSS.
+#
+#   bench/media.sh                    20,000 objects (cached in the source bucket)
+#   BENCH_OBJECTS=2000 bench/media.sh a quick look
+#
+# Both tools stream source -> offsite through the client (two rclone remotes,
+# so rclone cannot use a server-side copy; MinIO -> offsite S3 never can)
+# with the same concurrency (32 transfers). rclone compares size + modtime,
+# its default; wpdr compares the listings with its recorded state.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+scripts/dev-services.sh
+source "${WPDR_DEV_DIR:-/tmp/wpdr-dev}/env"
+for pkg in rclone time; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null; }
+done
+cargo build --release --quiet
+WPDR="$ROOT/target/release/wpdr"
+OBJECTS="${BENCH_OBJECTS:-20000}"
+WORK="${BENCH_DIR:-/tmp/wpdr-bench}/media"
+mkdir -p "$WORK"
+G="$WPDR_TEST_GARAGE"
+KEY="$WPDR_TEST_S3_ACCESS_KEY_ID"
+
+# rclone reads its remotes from the environment; AWS_CA_BUNDLE makes it refuse to start here.
+export RCLONE_CONFIG_SRC_TYPE=s3 RCLONE_CONFIG_SRC_PROVIDER=Other RCLONE_CONFIG_SRC_ENDPOINT="$WPDR_TEST_S3_ENDPOINT" \
+  RCLONE_CONFIG_SRC_REGION=garage RCLONE_CONFIG_SRC_ACCESS_KEY_ID="$KEY" \
+  RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY="$WPDR_TEST_S3_SECRET_ACCESS_KEY" RCLONE_CONFIG_SRC_FORCE_PATH_STYLE=true
+export RCLONE_CONFIG_DST_TYPE=s3 RCLONE_CONFIG_DST_PROVIDER=Other RCLONE_CONFIG_DST_ENDPOINT="$WPDR_TEST_S3_ENDPOINT" \
+  RCLONE_CONFIG_DST_REGION=garage RCLONE_CONFIG_DST_ACCESS_KEY_ID="$KEY" \
+  RCLONE_CONFIG_DST_SECRET_ACCESS_KEY="$WPDR_TEST_S3_SECRET_ACCESS_KEY" RCLONE_CONFIG_DST_FORCE_PATH_STYLE=true
+RCLONE=(env -u AWS_CA_BUNDLE rclone --transfers 32 --checkers 32 -q)
+
+bucket() { # create (or reuse) a bucket the test key owns
+  $G bucket info "$1" >/dev/null 2>&1 || $G bucket create "$1" >/dev/null
+  $G bucket allow --read --write --owner "$1" --key "$KEY" >/dev/null
+}
+drop_bucket() { # empty and delete
+  "${RCLONE[@]}" purge "dst:$1" 2>/dev/null || true
+  $G bucket delete --yes "$1" >/dev/null 2>&1 || true
+}
+
+SRC="bench-media-src-$OBJECTS"
+bucket "$SRC"
+have=$("${RCLONE[@]}" size --json "src:$SRC" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
+if [ "$have" != "$OBJECTS" ]; then
+  echo "== building $OBJECTS WordPress-shaped uploads in $SRC (cached for later runs)"
+  rm -rf "$WORK/files"
+  python3 - "$WORK/files" "$OBJECTS" <<'PY'
+import os, random, sys
+root, n = sys.argv[1], int(sys.argv[2])
+random.seed(42)
+for i in range(n):
+    year, month = 2015 + i % 10, 1 + (i // 10) % 12
+    d = f"{root}/wp-content/uploads/{year}/{month:02d}"
+    os.makedirs(d, exist_ok=True)
+    # ~1 in 100 is a camera original of a few MB; the rest are 5-200 KB sizes.
+    size = random.randint(2 << 20, 6 << 20) if i % 100 == 0 else random.randint(5_000, 200_000)
+    ext = "jpg" if i % 7 else "png"
+    with open(f"{d}/img-{i:06d}-{random.randint(100,999)}x{random.randint(100,999)}.{ext}", "wb") as f:
+        f.write(os.urandom(size))
+PY
+  "${RCLONE[@]}" sync "$WORK/files" "src:$SRC"
+fi
+BYTES=$("${RCLONE[@]}" size --json "src:$SRC" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')
+echo "== source: $OBJECTS objects, $((BYTES / 1048576)) MiB"
+
+OFF_W="bench-media-wpdr"; OFF_R="bench-media-rclone"
+drop_bucket "$OFF_W"; drop_bucket "$OFF_R"; bucket "$OFF_W"; bucket "$OFF_R"
+cat > "$WORK/wpdr.yaml" <<YAML
+site: bench-media
+store: {type: local, path: $WORK/store}
+media:
+  source: {bucket: $SRC, endpoint: '$WPDR_TEST_S3_ENDPOINT', region: garage, access_key_id: $KEY}
+  offsite: {bucket: $OFF_W, endpoint: '$WPDR_TEST_S3_ENDPOINT', region: garage, access_key_id: $KEY}
+  concurrency: 32
+YAML
+rm -rf "$WORK/store"
+export WPDR_MEDIA_SOURCE_SECRET_ACCESS_KEY="$WPDR_TEST_S3_SECRET_ACCESS_KEY"
+export WPDR_MEDIA_OFFSITE_SECRET_ACCESS_KEY="$WPDR_TEST_S3_SECRET_ACCESS_KEY"
+
+# time_it NAME CMD...: wall seconds and peak RSS (KiB) into $WORK/NAME.{s,rss}
+time_it() {
+  local name=$1; shift
+  local start end
+  start=$(date +%s.%N)
+  /usr/bin/time -f "%M" -o "$WORK/$name.rss" "$@" >/dev/null
+  end=$(date +%s.%N)
+  python3 -c "print(round($end - $start, 2))" > "$WORK/$name.s"
+}
+wpdr_sync() { time_it "$1" "$WPDR" -q -c "$WORK/wpdr.yaml" media sync; }
+rclone_sync() { time_it "$1" "${RCLONE[@]}" sync "src:$SRC" "dst:$OFF_R"; }
+
+echo "== first mirror";       wpdr_sync w1; rclone_sync r1
+echo "== no-change rerun";    wpdr_sync w2; rclone_sync r2
+echo "== 1% changed";
+"${RCLONE[@]}" lsf -R --files-only "src:$SRC" | awk 'NR % 100 == 1' > "$WORK/changed-keys.txt"
+head -c 50000 /dev/urandom > "$WORK/new-content"
+while read -r k; do
+  "${RCLONE[@]}" copyto "$WORK/new-content" "src:$SRC/$k"
+done < "$WORK/changed-keys.txt"
+wpdr_sync w3; rclone_sync r3
+
+# Both offsite copies must equal the source before any number counts.
+"${RCLONE[@]}" check "src:$SRC" "dst:$OFF_W" --size-only --exclude ".wpdr-retained/**" >/dev/null 2>&1 || { echo "wpdr's mirror differs from the source"; exit 1; }
+"${RCLONE[@]}" check "src:$SRC" "dst:$OFF_R" --size-only >/dev/null 2>&1 || { echo "rclone's copy differs from the source"; exit 1; }
+
+row() { # label wpdr rclone
+  local w r
+  w=$(cat "$WORK/$2.s"); r=$(cat "$WORK/$3.s")
+  printf "%-22s wpdr %7.2fs (%4d MiB)   rclone %7.2fs (%4d MiB)   rclone/wpdr %5.2fx\n" "$1" "$w" \
+    $(( $(cat "$WORK/$2.rss") / 1024 )) "$r" $(( $(cat "$WORK/$3.rss") / 1024 )) \
+    "$(python3 -c "print($r / max($w, 0.01))")"
+}
+echo
+echo "media mirror, $OBJECTS objects, $((BYTES / 1048576)) MiB, $(date -u +%Y-%m-%d), $(nproc) CPUs"
+row "first mirror" w1 r1
+row "no-change rerun" w2 r2
+row "rerun after 1% change" w3 r3
