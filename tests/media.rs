@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 /// Keys WordPress and its users produce that S3 tools get wrong.
 fn awkward_keys() -> Vec<String> {
@@ -285,21 +284,7 @@ async fn sets_index_their_media_and_restore_brings_back_each_sets_versions() {
         .spawn()
         .unwrap();
     // Kill it part way (once the target exists and holds something).
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let has = s3
-            .list_objects_v2()
-            .bucket(&target1)
-            .max_keys(100)
-            .send()
-            .await
-            .map(|o| o.key_count().unwrap_or(0))
-            .unwrap_or(0);
-        if has >= 20 || std::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_objects(&s3, &target1, 20).await;
     let _ = restore.kill();
     let _ = restore.wait();
     let out = svc.wpdr(
@@ -389,20 +374,7 @@ async fn a_killed_mirror_leaves_a_consistent_mirror_and_the_rerun_finishes() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let has = s3
-            .list_objects_v2()
-            .bucket(&offsite)
-            .send()
-            .await
-            .map(|o| o.key_count().unwrap_or(0))
-            .unwrap_or(0);
-        if has >= 30 || std::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_objects(&s3, &offsite, 30).await;
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
     let src = bucket_contents(&s3, &source).await;

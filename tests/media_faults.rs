@@ -36,20 +36,7 @@ async fn a_mirror_survives_a_restart_of_the_s3_server() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let has = s3
-            .list_objects_v2()
-            .bucket(&offsite)
-            .send()
-            .await
-            .map(|o| o.key_count().unwrap_or(0))
-            .unwrap_or(0);
-        if has >= 40 || std::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_objects(&s3, &offsite, 40).await;
     assert!(
         child.try_wait().unwrap().is_none(),
         "the mirror finished before the fault; add objects"

@@ -99,14 +99,18 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// Connects and checks the bucket is there and readable.
-    pub async fn open(cfg: &S3Config) -> Result<Bucket, StoreError> {
-        let b = Bucket {
+    async fn new(cfg: &S3Config) -> Bucket {
+        Bucket {
             client: build_client_with(cfg, true).await,
             name: cfg.bucket.clone(),
             endpoint: endpoint_label(cfg),
             part_size: cfg.part_size,
-        };
+        }
+    }
+
+    /// Connects and checks the bucket is there and readable.
+    pub async fn open(cfg: &S3Config) -> Result<Bucket, StoreError> {
+        let b = Bucket::new(cfg).await;
         b.client
             .head_bucket()
             .bucket(&b.name)
@@ -121,12 +125,7 @@ impl Bucket {
     pub async fn open_or_create(cfg: &S3Config) -> Result<Bucket, StoreError> {
         match Bucket::open(cfg).await {
             Err(StoreError::BucketMissing { .. }) => {
-                let b = Bucket {
-                    client: build_client_with(cfg, true).await,
-                    name: cfg.bucket.clone(),
-                    endpoint: endpoint_label(cfg),
-                    part_size: cfg.part_size,
-                };
+                let b = Bucket::new(cfg).await;
                 b.client
                     .create_bucket()
                     .bucket(&b.name)

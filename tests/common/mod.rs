@@ -579,3 +579,21 @@ pub fn restart_garage(svc: &Services) {
         .unwrap()
         .success());
 }
+
+/// Waits until `bucket` lists at least `n` objects (or a minute passes).
+pub async fn wait_for_objects(s3: &aws_sdk_s3::Client, bucket: &str, n: i32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let has = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .map(|o| o.key_count().unwrap_or(0))
+            .unwrap_or(0);
+        if has >= n || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
