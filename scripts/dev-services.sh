@@ -33,6 +33,9 @@ command -v zstd >/dev/null || need_apt+=(zstd)
 command -v php >/dev/null || need_apt+=(php-cli)
 grep -qi mysqli <<<"$(php -m 2>/dev/null || true)" || need_apt+=(php-mysql)
 [ -f /usr/share/wordpress/wp-load.php ] || need_apt+=(wordpress)
+# The default theme (a Recommends of wordpress, which --no-install-recommends skips):
+# without it the site answers every page with an empty body.
+dpkg -s wordpress-theme-twentytwentythree >/dev/null 2>&1 || need_apt+=(wordpress-theme-twentytwentythree)
 command -v curl >/dev/null || need_apt+=(curl)
 
 install_apt() {

@@ -59,6 +59,9 @@ pub enum Command {
     /// The media library's offsite mirror.
     #[command(subcommand)]
     Media(MediaCommand),
+    /// Replace the site URL everywhere in a database (a restored copy served at another
+    /// address): safe inside PHP-serialised data and JSON; reports what it cannot parse.
+    RewriteUrl(RewriteUrlArgs),
     /// Apply the retention policy: delete sets no rule keeps, and the files of
     /// interrupted runs older than the grace period.
     Prune {
@@ -138,6 +141,25 @@ pub enum MediaCommand {
         #[arg(long)]
         confirm_deletes: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct RewriteUrlArgs {
+    /// Server: mysql://user@host:port/database (password in WPDR_TARGET_PASSWORD).
+    #[arg(long)]
+    pub target: String,
+    /// Database (default: from the URL).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// The URL the data holds now, e.g. https://shop.example.com
+    #[arg(long)]
+    pub from: String,
+    /// The URL the site is served at from now on.
+    #[arg(long)]
+    pub to: String,
+    /// Count what would change per table and column; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -99,6 +99,9 @@ fn classify(e: &anyhow::Error) -> ExitCode {
         if let Some(x) = cause.downcast_ref::<wpdr::media::MediaError>() {
             return x.exit_code();
         }
+        if let Some(x) = cause.downcast_ref::<wpdr::wordpress::search_replace::RewriteError>() {
+            return x.exit_code();
+        }
     }
     ExitCode::Internal
 }

@@ -31,6 +31,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore(RestoreCommand::Db(args)) => restore::db(&cli, args).await,
         Command::Restore(RestoreCommand::Cluster(args)) => restore::cluster(&cli, args).await,
         Command::Restore(RestoreCommand::Media(args)) => media::restore(&cli, args).await,
+        Command::RewriteUrl(args) => restore::rewrite_url(&cli, args).await,
         Command::Media(MediaCommand::Sync {
             dry_run,
             confirm_deletes,

@@ -181,3 +181,90 @@ pub(crate) async fn cluster(cli: &Cli, args: &wpdr::cli::RestoreClusterArgs) -> 
     );
     Ok(ExitCode::Ok)
 }
+
+pub(crate) async fn rewrite_url(cli: &Cli, args: &wpdr::cli::RewriteUrlArgs) -> Result<ExitCode> {
+    let (target, url_db) =
+        Endpoint::from_url(&args.target, std::env::var("WPDR_TARGET_PASSWORD").ok()).map_err(
+            |e| ConfigError::Invalid {
+                field: "--target".into(),
+                env: "-".into(),
+                problem: e,
+            },
+        )?;
+    let database = args
+        .database
+        .clone()
+        .or(url_db)
+        .ok_or_else(|| ConfigError::Invalid {
+            field: "--database".into(),
+            env: "-".into(),
+            problem: "name the database (--database or mysql://…/DB)".into(),
+        })?;
+    for (flag, url) in [("--from", &args.from), ("--to", &args.to)] {
+        if url::Url::parse(url).is_err() || url.len() < 8 {
+            return Err(ConfigError::Invalid {
+                field: flag.into(),
+                env: "-".into(),
+                problem: format!("'{url}' is not a URL like https://shop.example.com"),
+            }
+            .into());
+        }
+    }
+    if args.from == args.to {
+        return Err(ConfigError::Invalid {
+            field: "--to".into(),
+            env: "-".into(),
+            problem: "is the same as --from: nothing to rewrite".into(),
+        }
+        .into());
+    }
+    let report = wpdr::wordpress::search_replace::rewrite_database(
+        &target,
+        &database,
+        args.from.trim_end_matches('/'),
+        args.to.trim_end_matches('/'),
+        args.dry_run,
+    )
+    .await?;
+    if cli.output == OutputFormat::Json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "{} {} -> {} in database '{database}'",
+            if report.dry_run {
+                "would rewrite"
+            } else {
+                "rewrote"
+            },
+            report.from,
+            report.to
+        );
+        println!(
+            "  {:<40} {:>8} {:>8} {:>11}",
+            "TABLE.COLUMN", "MATCHED", "CHANGED", "UNPARSEABLE"
+        );
+        for c in &report.columns {
+            println!(
+                "  {:<40} {:>8} {:>8} {:>11}",
+                format!("{}.{}", c.table, c.column),
+                c.matched,
+                c.changed,
+                c.unparseable
+            );
+            for r in &c.unparseable_rows {
+                println!("      not rewritten: {r}");
+            }
+        }
+        println!(
+            "  {} row(s) {}, {} left unchanged because they could not be parsed",
+            report.rows_changed,
+            if report.dry_run {
+                "would change"
+            } else {
+                "changed"
+            },
+            report.rows_unparseable
+        );
+    }
+    Ok(ExitCode::Ok)
+}

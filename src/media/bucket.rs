@@ -5,7 +5,9 @@
 //! against a shared memory budget, large ones go part by part into a
 //! multipart upload, so memory is bounded by the budget whatever the object
 //! sizes. Every write sends Content-MD5, so the receiving server checks each
-//! byte it stores; SHA-256 is computed on the way for the media index.
+//! byte it stores (the payload itself is not signed: that would hash every
+//! byte again on both ends for no further protection); SHA-256 is computed on
+//! the way for the media index.
 
 use super::plan::Listed;
 use super::MediaError;
@@ -549,6 +551,10 @@ async fn copy_once(
             .set_content_language(h.content_language.clone())
             .set_metadata(Some(h.user.clone().into_iter().collect()))
             .body(ByteStream::from(buf.freeze()))
+            // Content-MD5 already protects the body end to end; signing it
+            // would hash every byte once more on both sides.
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| dst.err(e, "PutObject", dst_key))?;
@@ -605,6 +611,8 @@ async fn copy_once(
                 .part_number(number)
                 .content_md5(aws_smithy_types::base64::encode(part_md5))
                 .body(ByteStream::from(part))
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map_err(|e| dst.err(e, "UploadPart", dst_key))?;

@@ -2,3 +2,5 @@
 //! with them, safe rewriting of the data WordPress stores).
 
 pub mod php;
+pub mod rewrite;
+pub mod search_replace;

@@ -1,0 +1,175 @@
+//! The site-URL rewrite against a real WordPress (Debian's package, served by
+//! `php -S`): after `wpdr rewrite-url`, WordPress itself reads the rewritten
+//! serialised options and serves pages that link to the new address only.
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::Queryable;
+use std::path::Path;
+use std::process::Command;
+
+fn php_get_option(site: &Path, name: &str) -> serde_json::Value {
+    let code = format!(
+        "$_SERVER['HTTP_HOST']='localhost'; require '{}/wp-load.php'; echo json_encode(get_option('{name}'));",
+        site.display()
+    );
+    let out = Command::new("php").args(["-r", &code]).output().unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("php printed: {} {}", stdout(&out), stderr(&out)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_wordpress_reads_its_rewritten_data_and_serves_the_new_url() {
+    let svc = Services::get();
+    let db = svc.fresh_database("wprw").await;
+    let old_port = free_port();
+    let new_port = free_port();
+    let old = format!("http://127.0.0.1:{old_port}");
+    let new = format!("http://localhost:{new_port}");
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    let host = format!("127.0.0.1:{}", svc.db_port());
+    let install = Command::new("scripts/wp-site.sh")
+        .args([
+            "install",
+            site.to_str().unwrap(),
+            &host,
+            &db,
+            &svc.var("WPDR_TEST_DB_USER"),
+            &svc.var("WPDR_TEST_DB_PASSWORD"),
+            &old,
+        ])
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "{}", stderr(&install));
+    let mut c = svc.admin(Some(&db)).await;
+    // Double-serialised (a plugin storing serialize(serialize(...))), JSON with
+    // escaped slashes, and a value whose serialisation is already broken.
+    let inner = format!("a:1:{{s:3:\"cdn\";s:{}:\"{old}/cdn\";}}", old.len() + 4);
+    let double = format!("s:{}:\"{inner}\";", inner.len());
+    let json_value = format!("{{\"home\":\"{}\"}}", old.replace('/', "\\/"));
+    let broken = format!("a:1:{{s:3:\"url\";s:999:\"{old}\";}}");
+    c.exec_drop(
+        "INSERT INTO wp_options (option_name, option_value, autoload) VALUES ('wpdr_double', ?, 'no'), ('wpdr_json', ?, 'no'), ('wpdr_broken', ?, 'no')",
+        (&double, &json_value, &broken),
+    )
+    .await
+    .unwrap();
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let cfg = svc.local_config(dir2.path(), &db, "");
+    let target = format!(
+        "mysql://{}@127.0.0.1:{}/{db}",
+        svc.var("WPDR_TEST_DB_USER"),
+        svc.db_port()
+    );
+    let args = |dry: bool| {
+        let mut a = vec![
+            "--output".to_string(),
+            "json".into(),
+            "rewrite-url".into(),
+            "--target".into(),
+            target.clone(),
+            "--from".into(),
+            old.clone(),
+            "--to".into(),
+            new.clone(),
+        ];
+        if dry {
+            a.push("--dry-run".into());
+        }
+        a
+    };
+    let count_old = || async {
+        let mut c = svc.admin(Some(&db)).await;
+        let n: Option<u64> = c
+            .exec_first(
+                "SELECT (SELECT COUNT(*) FROM wp_options WHERE option_value LIKE ?) + (SELECT COUNT(*) FROM wp_posts WHERE post_content LIKE ? OR guid LIKE ?)",
+                (format!("%{old}%"), format!("%{old}%"), format!("%{old}%")),
+            )
+            .await
+            .unwrap();
+        n.unwrap()
+    };
+    let before = count_old().await;
+    assert!(
+        before > 10,
+        "the demo site should mention its URL: {before}"
+    );
+
+    let run = |a: Vec<String>| {
+        svc.wpdr_cmd(&cfg, &a.iter().map(String::as_str).collect::<Vec<_>>())
+            .env("WPDR_TARGET_PASSWORD", svc.var("WPDR_TEST_DB_PASSWORD"))
+            .output()
+            .unwrap()
+    };
+    let dry = run(args(true));
+    let dry = json(&dry);
+    assert!(dry["rows_changed"].as_u64().unwrap() >= before - 1, "{dry}");
+    assert_eq!(count_old().await, before, "a dry run changed data");
+
+    let out = run(args(false));
+    let report = json(&out);
+    assert_eq!(report["rows_unparseable"].as_u64(), Some(1), "{report}");
+    let unparseable: Vec<&serde_json::Value> = report["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["unparseable"].as_u64() == Some(1))
+        .collect();
+    assert_eq!(unparseable[0]["table"], "wp_options");
+    // Only the broken value still holds the old URL.
+    assert_eq!(count_old().await, 1);
+
+    // WordPress reads every rewritten value back.
+    let widget = php_get_option(&site, "wpdr_demo_widget");
+    assert_eq!(widget["url"], format!("{new}/contact/"), "{widget}");
+    assert_eq!(
+        widget["nested"]["logo"],
+        format!("{new}/wp-content/uploads/logo.png")
+    );
+    assert_eq!(php_get_option(&site, "siteurl"), serde_json::json!(new));
+    let double = php_get_option(&site, "wpdr_double");
+    let inner: serde_json::Value = {
+        let code = format!(
+            "echo json_encode(unserialize({}));",
+            serde_json::to_string(double.as_str().unwrap())
+                .unwrap()
+                .replace('$', "\\$")
+        );
+        let out = Command::new("php").args(["-r", &code]).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(inner["cdn"], format!("{new}/cdn"));
+    assert_eq!(
+        php_get_option(&site, "wpdr_json"),
+        serde_json::json!(format!("{{\"home\":\"{}\"}}", new.replace('/', "\\/")))
+    );
+
+    // Served at the new address, the site links to the new address only.
+    let serve = Command::new("scripts/wp-site.sh")
+        .args([
+            "serve",
+            site.to_str().unwrap(),
+            &format!("127.0.0.1:{new_port}"),
+        ])
+        .output()
+        .unwrap();
+    let pid: i32 = stdout(&serve).trim().parse().unwrap();
+    let page = Command::new("curl")
+        .args([
+            "-s",
+            &format!("http://127.0.0.1:{new_port}/"),
+            "-H",
+            &format!("Host: localhost:{new_port}"),
+        ])
+        .output()
+        .unwrap();
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let html = stdout(&page);
+    let log = std::fs::read_to_string(site.join("php-server.log")).unwrap_or_default();
+    assert!(html.contains(&format!("{new}/")), "{html}\n{log}");
+    assert!(!html.contains(&old), "the page still links to the old URL");
+    assert!(html.contains("Post 12"), "{html}");
+}
