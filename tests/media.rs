@@ -403,3 +403,54 @@ async fn a_killed_mirror_leaves_a_consistent_mirror_and_the_rerun_finishes() {
     let (_, last) = sync(&svc, &cfg, &[]);
     assert_eq!(n(&last, "unchanged"), src.len() as u64, "{last}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_killed_during_its_media_step_leaves_no_set() {
+    let svc = Services::get();
+    let s3 = svc.s3();
+    let source = svc.fresh_bucket("bsrc");
+    let offsite = svc.fresh_bucket("boff");
+    let db = svc
+        .database_with(
+            "mkill",
+            &[
+                "CREATE TABLE wp_options (option_id INT PRIMARY KEY, option_value TEXT)",
+                "INSERT INTO wp_options VALUES (1, 'x')",
+            ],
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = svc.s3_config(
+        dir.path(),
+        &db,
+        &svc.media_yaml(&source, &offsite, "  concurrency: 2\n"),
+    );
+    let puts = (0..300).map(|i| {
+        let s3 = s3.clone();
+        let source = source.clone();
+        async move {
+            let k = format!("wp-content/uploads/2020/{i:04}.jpg");
+            put_object(&s3, &source, &k, body_for(&k, 1)).await;
+        }
+    });
+    futures::future::join_all(puts).await;
+    let mut child = svc
+        .wpdr_cmd(&cfg, &["backup"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_objects(&s3, &offsite, 20).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the backup finished before the kill"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    let sets = json(&svc.wpdr(&cfg, &["--output", "json", "sets", "list"]));
+    assert_eq!(sets.as_array().map(Vec::len), Some(0), "{sets}");
+    // The next backup completes and indexes every object.
+    let set = svc.backup(&cfg);
+    let show = json(&svc.wpdr(&cfg, &["--output", "json", "sets", "show", &set]));
+    assert_eq!(show["media"]["objects"].as_u64(), Some(300), "{show}");
+}
