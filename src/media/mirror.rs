@@ -236,10 +236,18 @@ impl Mirror {
         // planner is awaited, so a planner blocked on a full channel wakes up.
         let write_error = {
             let mut write_error = None;
+            // Copies finish in any order (a large original must not hold up
+            // the small files behind it); records are written in key order.
             let mut outcomes = std::pin::pin!(steps
-                .map(|step| self.execute(step, dry_run, &budget))
-                .buffered(self.cfg.concurrency));
-            while let Some(o) = outcomes.next().await {
+                .enumerate()
+                .map(|(i, step)| {
+                    let work = self.execute(step, dry_run, &budget);
+                    async move { (i, work.await) }
+                })
+                .buffer_unordered(self.cfg.concurrency));
+            let mut waiting: BTreeMap<usize, Option<Record>> = BTreeMap::new();
+            let mut next = 0usize;
+            'results: while let Some((i, o)) = outcomes.next().await {
                 progress(1, o.copied_bytes);
                 report.copied += u64::from(o.copied);
                 report.copied_bytes += o.copied_bytes;
@@ -252,7 +260,10 @@ impl Mirror {
                     }
                 }
                 deletes.extend(o.delete);
-                if let Some(r) = o.record {
+                waiting.insert(i, o.record);
+                while let Some(record) = waiting.remove(&next) {
+                    next += 1;
+                    let Some(r) = record else { continue };
                     report.indexed_objects += 1;
                     report.indexed_bytes += r.size;
                     if let Some(e) = expected.as_mut() {
@@ -261,7 +272,7 @@ impl Mirror {
                     if let Some(w) = writer.as_mut() {
                         if let Err(e) = w.push(&r).await {
                             write_error = Some(e);
-                            break;
+                            break 'results;
                         }
                     }
                 }
