@@ -69,8 +69,13 @@ fi
 BYTES=$("${RCLONE[@]}" size --json "src:$SRC" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')
 echo "== source: $OBJECTS objects, $((BYTES / 1048576)) MiB"
 
-OFF_W="bench-media-wpdr"; OFF_R="bench-media-rclone"
-drop_bucket "$OFF_W"; drop_bucket "$OFF_R"; bucket "$OFF_W"; bucket "$OFF_R"
+# Fresh offsite buckets each run; the old ones are dropped only after the
+# measurements (emptying a bucket keeps Garage busy in the background for a while,
+# which would slow whichever tool runs next).
+RUN=$(date +%s)
+OFF_W="bench-media-wpdr-$RUN"; OFF_R="bench-media-rclone-$RUN"
+bucket "$OFF_W"; bucket "$OFF_R"
+trap 'for b in "$OFF_W" "$OFF_R"; do drop_bucket "$b"; done' EXIT
 cat > "$WORK/wpdr.yaml" <<YAML
 site: bench-media
 store: {type: local, path: $WORK/store}
@@ -87,6 +92,7 @@ export WPDR_MEDIA_OFFSITE_SECRET_ACCESS_KEY="$WPDR_TEST_S3_SECRET_ACCESS_KEY"
 time_it() {
   local name=$1; shift
   local start end
+  sleep 5   # let the server settle between runs
   start=$(date +%s.%N)
   /usr/bin/time -f "%M" -o "$WORK/$name.rss" "$@" >/dev/null
   end=$(date +%s.%N)
@@ -95,15 +101,17 @@ time_it() {
 wpdr_sync() { time_it "$1" "$WPDR" -q -c "$WORK/wpdr.yaml" media sync; }
 rclone_sync() { time_it "$1" "${RCLONE[@]}" sync "src:$SRC" "dst:$OFF_R"; }
 
-echo "== first mirror";       wpdr_sync w1; rclone_sync r1
-echo "== no-change rerun";    wpdr_sync w2; rclone_sync r2
+# BENCH_ORDER=rclone-first runs rclone before wpdr in every phase (to see the order's effect).
+both() { if [ "${BENCH_ORDER:-}" = rclone-first ]; then rclone_sync "$2"; wpdr_sync "$1"; else wpdr_sync "$1"; rclone_sync "$2"; fi; }
+echo "== first mirror";       both w1 r1
+echo "== no-change rerun";    both w2 r2
 echo "== 1% changed";
 "${RCLONE[@]}" lsf -R --files-only "src:$SRC" | awk 'NR % 100 == 1' > "$WORK/changed-keys.txt"
 head -c 50000 /dev/urandom > "$WORK/new-content"
 while read -r k; do
   "${RCLONE[@]}" copyto "$WORK/new-content" "src:$SRC/$k"
 done < "$WORK/changed-keys.txt"
-wpdr_sync w3; rclone_sync r3
+both w3 r3
 
 # Both offsite copies must equal the source before any number counts.
 "${RCLONE[@]}" check "src:$SRC" "dst:$OFF_W" --size-only --exclude ".wpdr-retained/**" >/dev/null 2>&1 || { echo "wpdr's mirror differs from the source"; exit 1; }
@@ -117,7 +125,7 @@ row() { # label wpdr rclone
     "$(python3 -c "print($r / max($w, 0.01))")"
 }
 echo
-echo "media mirror, $OBJECTS objects, $((BYTES / 1048576)) MiB, $(date -u +%Y-%m-%d), $(nproc) CPUs"
+echo "media mirror, $OBJECTS objects, $((BYTES / 1048576)) MiB, $(date -u +%Y-%m-%d), $(nproc) CPUs, order: ${BENCH_ORDER:-wpdr-first}"
 row "first mirror" w1 r1
 row "no-change rerun" w2 r2
 row "rerun after 1% change" w3 r3
