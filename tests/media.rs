@@ -105,6 +105,43 @@ async fn the_mirror_keeps_keys_headers_and_every_overwritten_or_deleted_version(
         assert!(ometa.contains_key("wpdr-source-etag"), "{k}: {ometa:?}");
     }
 
+    // An unreachable source stops the run before anything offsite changes.
+    let dead_dir = tempfile::tempdir().unwrap();
+    let dead = svc.s3_config(
+        dead_dir.path(),
+        "unused",
+        &svc.media_yaml(&source, &offsite, "").replacen(
+            &svc.var("WPDR_TEST_S3_ENDPOINT"),
+            &format!("http://127.0.0.1:{}", free_port()),
+            1,
+        ),
+    );
+    let before = bucket_contents(&s3, &offsite).await;
+    let out = svc.wpdr(&dead, &["media", "sync", "--confirm-deletes"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+    assert_eq!(bucket_contents(&s3, &offsite).await.len(), before.len());
+
+    // A lost state file (another store prefix) costs no copy: every offsite
+    // object, the multipart one included, is recognised from its metadata.
+    let lost_dir = tempfile::tempdir().unwrap();
+    let lost = svc.s3_config(
+        lost_dir.path(),
+        "unused",
+        &svc.media_yaml(&source, &offsite, ""),
+    );
+    let (code, adopted) = sync(&svc, &lost, &[]);
+    assert_eq!(code, 0, "{adopted}");
+    assert_eq!(
+        (
+            n(&adopted, "adopted"),
+            n(&adopted, "copied"),
+            n(&adopted, "retained")
+        ),
+        (keys.len() as u64, 0, 0),
+        "{adopted}"
+    );
+
     // Nothing changed: nothing copied.
     let (_, again) = sync(&svc, &cfg, &[]);
     assert_eq!(

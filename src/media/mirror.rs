@@ -395,38 +395,56 @@ impl Mirror {
             },
             Step::Adopt { source, offsite } => {
                 let key = source.key.clone();
-                match self.adopt(source, offsite, budget).await {
-                    Ok(o) => o,
+                match self.adopt(&source, &offsite, budget).await {
+                    Ok(Some(o)) => o,
+                    // Not provably this version: copy it, keeping what was there.
+                    Ok(None) => {
+                        let replaces = Version {
+                            key: offsite.key,
+                            size: offsite.size,
+                            source_etag: offsite.etag.clone(),
+                            offsite_etag: offsite.etag,
+                        };
+                        self.copy_step(source, Some(replaces), budget).await
+                    }
                     Err(e) => failed(key, e),
                 }
             }
-            Step::Copy { source, replaces } => {
-                let key = source.key.clone();
-                let mut retained = false;
-                if let Some(v) = &replaces {
-                    if let Err(e) = self
-                        .offsite
-                        .copy_within(&v.key, &self.retained(v), v.size)
-                        .await
-                    {
-                        return failed(key, e.into());
-                    }
-                    retained = true;
-                }
-                match self.copy(&source, budget).await {
-                    Ok(r) => Outcome {
-                        copied_bytes: r.size,
-                        record: Some(r),
-                        copied: true,
-                        retained,
-                        ..Default::default()
-                    },
-                    Err(e) => Outcome {
-                        retained,
-                        ..failed(key, e)
-                    },
-                }
+            Step::Copy { source, replaces } => self.copy_step(source, replaces, budget).await,
+        }
+    }
+
+    /// Retains the version being replaced (if any), then copies.
+    async fn copy_step(
+        &self,
+        source: Listed,
+        replaces: Option<Version>,
+        budget: &MemoryBudget,
+    ) -> Outcome {
+        let key = source.key.clone();
+        let mut retained = false;
+        if let Some(v) = &replaces {
+            if let Err(e) = self
+                .offsite
+                .copy_within(&v.key, &self.retained(v), v.size)
+                .await
+            {
+                return failed(key, e.into());
             }
+            retained = true;
+        }
+        match self.copy(&source, budget).await {
+            Ok(r) => Outcome {
+                copied_bytes: r.size,
+                record: Some(r),
+                copied: true,
+                retained,
+                ..Default::default()
+            },
+            Err(e) => Outcome {
+                retained,
+                ..failed(key, e)
+            },
         }
     }
 
@@ -450,20 +468,29 @@ impl Mirror {
         })
     }
 
-    /// The offsite object already equals the source by size and ETag: take
-    /// its hash from the metadata wpdr wrote, or by reading it once.
+    /// The offsite object may already be this source version: its ETag is
+    /// the source's, or the metadata wpdr wrote on it names the source ETag.
+    /// Takes its hash from that metadata or by reading it once. `None`: not
+    /// provably the same version.
     async fn adopt(
         &self,
-        source: Listed,
-        offsite: Listed,
+        source: &Listed,
+        offsite: &Listed,
         budget: &MemoryBudget,
-    ) -> Result<Outcome, MediaError> {
+    ) -> Result<Option<Outcome>, MediaError> {
         let head = self.offsite.head(&offsite.key).await?;
-        let tagged = head.as_ref().and_then(|h| {
-            let etag = h.headers.user.get(META_SOURCE_ETAG)?;
-            let sha = h.headers.user.get(META_SHA256)?;
-            (etag == &source.etag && h.etag == offsite.etag).then(|| sha.clone())
-        });
+        let Some(head) = head else { return Ok(None) };
+        let names_version = head.etag == offsite.etag
+            && head.headers.user.get(META_SOURCE_ETAG) == Some(&source.etag);
+        if !names_version && source.etag != offsite.etag {
+            return Ok(None);
+        }
+        let tagged = head
+            .headers
+            .user
+            .get(META_SHA256)
+            .filter(|_| names_version)
+            .cloned();
         let sha256 = match tagged {
             Some(sha) => sha,
             None => {
@@ -471,24 +498,24 @@ impl Mirror {
                 if size != source.size {
                     // Changed since the listing: copy it properly next run.
                     return Err(MediaError::Transfer {
-                        key: source.key,
+                        key: source.key.clone(),
                         detail: "the offsite object changed while it was being checked".into(),
                     });
                 }
                 sha
             }
         };
-        Ok(Outcome {
+        Ok(Some(Outcome {
             record: Some(Record {
-                key: source.key,
+                key: source.key.clone(),
                 size: source.size,
-                etag: source.etag,
-                offsite_etag: offsite.etag,
+                etag: source.etag.clone(),
+                offsite_etag: offsite.etag.clone(),
                 sha256,
             }),
             adopted: true,
             ..Default::default()
-        })
+        }))
     }
 }
 
