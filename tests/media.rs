@@ -491,3 +491,106 @@ async fn a_backup_killed_during_its_media_step_leaves_no_set() {
     let show = json(&svc.wpdr(&cfg, &["--output", "json", "sets", "show", &set]));
     assert_eq!(show["media"]["objects"].as_u64(), Some(300), "{show}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prune_removes_retained_versions_only_when_no_set_refers_to_them() {
+    let svc = Services::get();
+    let s3 = svc.s3();
+    let source = svc.fresh_bucket("psrc");
+    let offsite = svc.fresh_bucket("poff");
+    let db = svc
+        .database_with(
+            "mprune",
+            &[
+                "CREATE TABLE wp_options (option_id INT PRIMARY KEY, option_value TEXT)",
+                "INSERT INTO wp_options VALUES (1, 'x')",
+            ],
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = svc.s3_config(dir.path(), &db, &svc.media_yaml(&source, &offsite, ""));
+    let key = "wp-content/uploads/2024/01/header.jpg";
+    put_object(
+        &s3,
+        &source,
+        "wp-content/uploads/2024/01/other.jpg",
+        b"other".to_vec(),
+    )
+    .await;
+    let mut sets = Vec::new();
+    for v in 1..=3u8 {
+        put_object(&s3, &source, key, body_for(key, v)).await;
+        sets.push(svc.backup(&cfg));
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    let retained = |m: &std::collections::BTreeMap<
+        String,
+        (
+            Vec<u8>,
+            Option<String>,
+            Option<String>,
+            std::collections::HashMap<String, String>,
+        ),
+    >| {
+        m.iter()
+            .filter(|(k, _)| k.starts_with(".wpdr-retained/"))
+            .map(|(_, v)| v.0.clone())
+            .collect::<Vec<_>>()
+    };
+    let off = bucket_contents(&s3, &offsite).await;
+    let mut kept = retained(&off);
+    kept.sort();
+    let mut want = vec![body_for(key, 1), body_for(key, 2)];
+    want.sort();
+    assert_eq!(kept, want, "versions 1 and 2 are retained");
+
+    let prune = |keep: &str, dry: bool| {
+        let mut args = vec!["--output", "json", "prune"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = svc
+            .wpdr_cmd(&cfg, &args)
+            .env("WPDR_KEEP_LAST", keep)
+            .output()
+            .unwrap();
+        json(&out)
+    };
+    // Keep the two newest sets: set 1 goes, and with it version 1 only.
+    let dry = prune("2", true);
+    assert_eq!(dry["media_retained"]["deleted"].as_u64(), Some(1), "{dry}");
+    assert_eq!(
+        retained(&bucket_contents(&s3, &offsite).await).len(),
+        2,
+        "a dry run deleted"
+    );
+    let r = prune("2", false);
+    assert_eq!(r["deleted"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(
+        (
+            r["media_retained"]["deleted"].as_u64(),
+            r["media_retained"]["referenced"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    assert_eq!(
+        retained(&bucket_contents(&s3, &offsite).await),
+        vec![body_for(key, 2)]
+    );
+    // Set 2 still restores its version from the retained area.
+    let target = format!("restored-{:08x}", rand::random::<u32>());
+    let out = svc.wpdr(
+        &cfg,
+        &["restore", "media", &sets[1], "--target-bucket", &target],
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(bucket_contents(&s3, &target).await[key].0, body_for(key, 2));
+    // Keep one: version 2 goes too; the current objects are never touched.
+    let r = prune("1", false);
+    assert_eq!(r["media_retained"]["deleted"].as_u64(), Some(1), "{r}");
+    let off = bucket_contents(&s3, &offsite).await;
+    assert!(retained(&off).is_empty());
+    assert_eq!(off[key].0, body_for(key, 3));
+    assert!(off.contains_key("wp-content/uploads/2024/01/other.jpg"));
+}

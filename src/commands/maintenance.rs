@@ -27,8 +27,18 @@ pub(crate) async fn prune(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
             dry_run,
         )
         .await?;
+    // Then the retained media versions only the deleted sets referred to.
+    let media = match &cfg.media {
+        Some(_) => Some(
+            wpdr::media::retention::prune_retained(&cfg, store.clone(), dry_run, &report.deleted)
+                .await?,
+        ),
+        None => None,
+    };
     if cli.output == OutputFormat::Json {
-        print_json(&report)?;
+        let mut v = serde_json::to_value(&report)?;
+        v["media_retained"] = serde_json::to_value(&media)?;
+        print_json(&v)?;
         return Ok(ExitCode::Ok);
     }
     let verb = if dry_run { "would delete" } else { "deleted" };
@@ -58,6 +68,15 @@ pub(crate) async fn prune(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
         report.incomplete_removed.len(),
         report.uploads_aborted
     );
+    if let Some(m) = &media {
+        println!(
+            "retained media versions: {} found, {} still referenced by a set, {} {verb} ({})",
+            m.versions,
+            m.referenced,
+            m.deleted,
+            human_bytes(m.bytes_freed)
+        );
+    }
     Ok(ExitCode::Ok)
 }
 

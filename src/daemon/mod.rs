@@ -231,10 +231,23 @@ impl Runner {
                     )
                     .await
                     .map_err(|e| fail(&e, e.to_string()))?;
-                Ok(Outcome {
+                let mut outcome = Outcome {
                     bytes: r.bytes_freed,
                     objects: r.deleted.len() as u64,
-                })
+                };
+                if self.cfg.media.is_some() {
+                    let m = crate::media::retention::prune_retained(
+                        &self.cfg,
+                        self.store.clone(),
+                        false,
+                        &r.deleted,
+                    )
+                    .await
+                    .map_err(|e| fail(&e, e.to_string()))?;
+                    outcome.bytes += m.bytes_freed;
+                    outcome.objects += m.deleted;
+                }
+                Ok(outcome)
             }
             JobKind::MediaSync => {
                 let r = crate::media::mirror::sync(

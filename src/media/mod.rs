@@ -14,6 +14,7 @@ pub mod mirror;
 pub mod plan;
 pub mod records;
 pub mod restore;
+pub mod retention;
 
 use crate::exit::{Classify, ExitCode};
 use crate::store::StoreError;
