@@ -523,15 +523,7 @@ async fn prune_removes_retained_versions_only_when_no_set_refers_to_them() {
         sets.push(svc.backup(&cfg));
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     }
-    let retained = |m: &std::collections::BTreeMap<
-        String,
-        (
-            Vec<u8>,
-            Option<String>,
-            Option<String>,
-            std::collections::HashMap<String, String>,
-        ),
-    >| {
+    let retained = |m: &BTreeMap<String, TestObject>| {
         m.iter()
             .filter(|(k, _)| k.starts_with(".wpdr-retained/"))
             .map(|(_, v)| v.0.clone())

@@ -511,19 +511,19 @@ pub async fn put_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: 
         .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
 }
 
-/// Every object of a bucket: key -> (bytes, content type, cache control, user metadata).
+/// One object as a test sees it: bytes, content type, cache control, user metadata.
+pub type TestObject = (
+    Vec<u8>,
+    Option<String>,
+    Option<String>,
+    HashMap<String, String>,
+);
+
+/// Every object of a bucket by key.
 pub async fn bucket_contents(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
-) -> std::collections::BTreeMap<
-    String,
-    (
-        Vec<u8>,
-        Option<String>,
-        Option<String>,
-        HashMap<String, String>,
-    ),
-> {
+) -> std::collections::BTreeMap<String, TestObject> {
     let mut out = std::collections::BTreeMap::new();
     let mut token = None;
     loop {
