@@ -59,6 +59,23 @@ pub struct Headers {
     pub user: BTreeMap<String, String>,
 }
 
+/// The served headers of a HEAD or GET response (two SDK types, same accessors).
+macro_rules! headers_of {
+    ($out:expr) => {
+        Headers {
+            content_type: $out.content_type().map(str::to_string),
+            cache_control: $out.cache_control().map(str::to_string),
+            content_disposition: $out.content_disposition().map(str::to_string),
+            content_encoding: $out.content_encoding().map(str::to_string),
+            content_language: $out.content_language().map(str::to_string),
+            user: $out
+                .metadata()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        }
+    };
+}
+
 /// What a HEAD says.
 #[derive(Debug, Clone)]
 pub struct Head {
@@ -232,17 +249,7 @@ impl Bucket {
             Ok(out) => Ok(Some(Head {
                 size: out.content_length().unwrap_or(0).max(0) as u64,
                 etag: strip_quotes(out.e_tag().unwrap_or("")),
-                headers: Headers {
-                    content_type: out.content_type().map(str::to_string),
-                    cache_control: out.cache_control().map(str::to_string),
-                    content_disposition: out.content_disposition().map(str::to_string),
-                    content_encoding: out.content_encoding().map(str::to_string),
-                    content_language: out.content_language().map(str::to_string),
-                    user: out
-                        .metadata()
-                        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                        .unwrap_or_default(),
-                },
+                headers: headers_of!(out),
             })),
             Err(e) => match self.err(e, "HeadObject", key) {
                 StoreError::NotFound { .. } => Ok(None),
@@ -485,17 +492,7 @@ async fn copy_once(
         .map_err(|e| src.err(e, "GetObject", src_key))?;
     let size = out.content_length().unwrap_or(0).max(0) as u64;
     let source_etag = strip_quotes(out.e_tag().unwrap_or(""));
-    let mut headers = Headers {
-        content_type: out.content_type().map(str::to_string),
-        cache_control: out.cache_control().map(str::to_string),
-        content_disposition: out.content_disposition().map(str::to_string),
-        content_encoding: out.content_encoding().map(str::to_string),
-        content_language: out.content_language().map(str::to_string),
-        user: out
-            .metadata()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default(),
-    };
+    let mut headers = headers_of!(out);
     if tag == Tag::SourceVersion {
         headers
             .user
