@@ -35,6 +35,12 @@ trap 'rm -rf "$OUT"' EXIT
 "$HELM" template wpdr charts/wpdr --namespace wp --set mode=cronjobs >"$OUT/cronjobs.yaml"
 "$HELM" template wpdr charts/wpdr --namespace wp --set daemon.replicas=3 --set serviceMonitor.enabled=true --set rbac.restore.enabled=true \
   --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef >"$OUT/ha.yaml"
+"$HELM" template wpdr charts/wpdr --namespace wp --set mode=cronjobs \
+  --set config.media.source.bucket=wp-uploads --set config.media.source.endpoint=http://minio.wp:9000 \
+  --set config.media.offsite.bucket=wp-media-offsite \
+  --set secretKeys.mediaSourceAccessKeyId=minio-access-key-id --set secretKeys.mediaSourceSecretAccessKey=minio-secret-access-key \
+  --set-json 'schedules=[{"name":"nightly-backup","job":"backup","cron":"0 15 2 * * *"},{"name":"hourly-media-sync","job":"media-sync","cron":"0 15 * * * *"}]' \
+  >"$OUT/media.yaml"
 
 python3 - "$OUT" <<'PY'
 import sys, yaml, subprocess, os
@@ -45,7 +51,7 @@ def check(cond, msg):
         failures.append(msg)
 
 core = []
-for variant in ["daemon", "cronjobs", "ha"]:
+for variant in ["daemon", "cronjobs", "ha", "media"]:
     docs = [d for d in yaml.safe_load_all(open(f"{out}/{variant}.yaml")) if d]
     kinds = [d["kind"] for d in docs]
     # ServiceMonitor is a CRD: not in the core schemas, checked by shape below.
@@ -87,6 +93,12 @@ for variant in ["daemon", "cronjobs", "ha"]:
                 check("*" not in r["resources"] and "*" not in r.get("apiGroups", []), f"{variant}: wildcard in restore role")
         if d["kind"] == "ServiceMonitor":
             check(d["spec"]["endpoints"][0]["port"] == "metrics", "servicemonitor port")
+    if variant == "media":
+        envs = {e["name"] for p in pods for c in p["containers"] for e in c.get("env", [])}
+        check("WPDR_MEDIA_SOURCE_SECRET_ACCESS_KEY_FILE" in envs, "media: source key file not passed")
+        check("WPDR_MEDIA_OFFSITE_SECRET_ACCESS_KEY_FILE" not in envs, "media: offsite key set without a secret key name")
+        args = [a for p in pods for c in p["containers"] for a in c.get("args", [])]
+        check("media" in args and "sync" in args, f"media: no media-sync CronJob: {args}")
     if variant == "ha":
         check("ServiceMonitor" in kinds, "ha: ServiceMonitor missing")
         check("ClusterRole" in kinds, "ha: restore ClusterRole missing")
@@ -107,5 +119,5 @@ check(r.returncode == 0, f"schema validation failed:\n{r.stdout}{r.stderr}")
 if failures:
     print("chart-check FAILED:\n  " + "\n  ".join(failures))
     sys.exit(1)
-print("chart-check: lint, 3 variants rendered, schemas (k8s 1.32, strict), security posture and wpdr config: ok")
+print("chart-check: lint, 4 variants rendered, schemas (k8s 1.32, strict), security posture and wpdr config: ok")
 PY

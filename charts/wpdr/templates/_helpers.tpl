@@ -67,6 +67,19 @@ capabilities:
       name: {{ .Values.existingSecret }}
       key: {{ .Values.secretKeys.s3AccessKeyId }}
       optional: true
+{{- if .Values.config.media }}
+{{- range $side, $keys := dict "SOURCE" (list .Values.secretKeys.mediaSourceAccessKeyId .Values.secretKeys.mediaSourceSecretAccessKey) "OFFSITE" (list .Values.secretKeys.mediaOffsiteAccessKeyId .Values.secretKeys.mediaOffsiteSecretAccessKey) }}
+{{- if index $keys 1 }}
+- name: WPDR_MEDIA_{{ $side }}_SECRET_ACCESS_KEY_FILE
+  value: /var/run/secrets/wpdr/{{ index $keys 1 }}
+- name: WPDR_MEDIA_{{ $side }}_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ $.Values.existingSecret }}
+      key: {{ index $keys 0 }}
+{{- end }}
+{{- end }}
+{{- end }}
 - name: WPDR_LOG_FORMAT
   value: json
 - name: POD_NAME
