@@ -87,7 +87,7 @@ impl Classify for MediaError {
             MediaError::NotConfigured | MediaError::RetainedPrefixInSource { .. } => {
                 ExitCode::Config
             }
-            MediaError::Stopped(_) => ExitCode::Interrupted,
+            MediaError::Stopped(_) => ExitCode::Internal,
             MediaError::Incomplete { .. } => ExitCode::MediaIncomplete,
             MediaError::Attachments(_) => ExitCode::Database,
             MediaError::Transfer { .. } | MediaError::ListingOrder { .. } => {
