@@ -228,15 +228,23 @@ impl<'a> Catalog<'a> {
 
     /// Complete sets, newest first. A set without a manifest is skipped.
     pub async fn list(&self) -> Result<Vec<Manifest>, CatalogError> {
-        let mut out = Vec::new();
+        Ok(self.scan().await?.0)
+    }
+
+    /// One pass over the set directories: complete sets (newest first) and
+    /// the ids of interrupted runs (oldest first).
+    pub async fn scan(&self) -> Result<(Vec<Manifest>, Vec<String>), CatalogError> {
+        let mut complete = Vec::new();
+        let mut incomplete = Vec::new();
         for id in self.set_dirs().await?.into_iter().rev() {
             match self.load(&id).await {
-                Ok(m) => out.push(m),
-                Err(CatalogError::SetIncomplete { .. }) => {}
+                Ok(m) => complete.push(m),
+                Err(CatalogError::SetIncomplete { .. }) => incomplete.push(id),
                 Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        incomplete.reverse();
+        Ok((complete, incomplete))
     }
 
     /// Ids of set directories that never got a manifest (interrupted runs).

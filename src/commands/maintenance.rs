@@ -83,8 +83,7 @@ pub(crate) async fn prune(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
 pub(crate) async fn status(cli: &Cli) -> Result<ExitCode> {
     let (cfg, store) = open(cli).await?;
     let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
-    let sets = catalog.list().await?;
-    let incomplete = catalog.incomplete().await?;
+    let (sets, incomplete) = catalog.scan().await?;
     let lock = catalog.lock_holder().await?;
     let now = chrono::Utc::now();
     let newest = sets.first();
