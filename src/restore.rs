@@ -1,7 +1,7 @@
 //! Restore orchestration. Today: the database step (`restore db`); the
 //! full-site restore will compose it with the media and cluster steps.
 
-use crate::catalog::{Catalog, CatalogError, Manifest};
+use crate::catalog::{ArtifactProblem, Catalog, CatalogError, Manifest};
 use crate::exit::{Classify, ExitCode};
 use crate::mysql::load::{self, LoadOptions, LoadReport, Progress};
 use crate::mysql::{Endpoint, MysqlError};
@@ -124,12 +124,15 @@ async fn read_artifact(
         .get_bytes(&key)
         .await
         .map_err(CatalogError::from)?;
-    let expected = manifest.artifact(path);
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    if expected.is_none_or(|a| a.sha256 != sha || a.size != bytes.len() as u64) {
+    let problem = match manifest.artifact(path) {
+        Some(a) => ArtifactProblem::check(a, bytes.len() as u64, &sha).map(|p| p.to_string()),
+        None => Some("not listed in the manifest".to_string()),
+    };
+    if let Some(detail) = problem {
         return Err(RestoreError::Mysql(MysqlError::Artifact {
             path: path.to_string(),
-            detail: "size or SHA-256 differs from the manifest".into(),
+            detail,
         }));
     }
     Ok(bytes.to_vec())

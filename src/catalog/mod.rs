@@ -145,6 +145,45 @@ pub enum ArtifactProblem {
     },
 }
 
+impl ArtifactProblem {
+    /// Compares what was read with what the manifest recorded.
+    pub fn check(a: &Artifact, size: u64, sha256: &str) -> Option<ArtifactProblem> {
+        if size != a.size {
+            Some(ArtifactProblem::SizeMismatch {
+                path: a.path.clone(),
+                expected: a.size,
+                found: size,
+            })
+        } else if sha256 != a.sha256 {
+            Some(ArtifactProblem::ChecksumMismatch {
+                path: a.path.clone(),
+                expected: a.sha256.clone(),
+                found: sha256.to_string(),
+            })
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for ArtifactProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArtifactProblem::Missing { path } => write!(f, "{path}: missing"),
+            ArtifactProblem::SizeMismatch {
+                path,
+                expected,
+                found,
+            } => write!(f, "{path}: {found} bytes, the manifest says {expected}"),
+            ArtifactProblem::ChecksumMismatch {
+                path,
+                expected,
+                found,
+            } => write!(f, "{path}: SHA-256 {found}, the manifest says {expected}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
     pub set_id: String,
@@ -358,19 +397,7 @@ impl<'a> Catalog<'a> {
                 Ok((size, sha)) => {
                     bytes_checked += size;
                     progress(size);
-                    if size != a.size {
-                        problems.push(ArtifactProblem::SizeMismatch {
-                            path: a.path.clone(),
-                            expected: a.size,
-                            found: size,
-                        });
-                    } else if sha != a.sha256 {
-                        problems.push(ArtifactProblem::ChecksumMismatch {
-                            path: a.path.clone(),
-                            expected: a.sha256.clone(),
-                            found: sha,
-                        });
-                    }
+                    problems.extend(ArtifactProblem::check(a, size, &sha));
                 }
                 Err(StoreError::NotFound { .. }) => problems.push(ArtifactProblem::Missing {
                     path: a.path.clone(),
