@@ -1,5 +1,7 @@
-//! Restore orchestration. Today: the database step (`restore db`); the
-//! full-site restore will compose it with the media and cluster steps.
+//! Restore orchestration: the database step (`restore db`), the cluster step
+//! (`restore cluster`), and the plan (`plan`) a full-site restore follows.
+
+pub mod plan;
 
 use crate::catalog::{ArtifactProblem, Catalog, CatalogError, Manifest};
 use crate::exit::{Classify, ExitCode};
