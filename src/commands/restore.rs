@@ -12,18 +12,23 @@ use wpdr::exit::ExitCode;
 use wpdr::mysql::load::LoadOptions;
 use wpdr::mysql::Endpoint;
 
+/// A `--target mysql://user@host:port[/db]` server, its password from
+/// WPDR_TARGET_PASSWORD (never from the command line, where `ps` shows it).
+fn target_endpoint(text: &str) -> Result<(Endpoint, Option<String>), ConfigError> {
+    Endpoint::from_url(text, std::env::var("WPDR_TARGET_PASSWORD").ok()).map_err(|e| {
+        ConfigError::Invalid {
+            field: "--target".into(),
+            env: "-".into(),
+            problem: e,
+        }
+    })
+}
+
 pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<ExitCode> {
     let (cfg, store) = open(cli).await?;
     let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
     let manifest = catalog.resolve(&args.set).await?;
-    let (target, url_db) =
-        Endpoint::from_url(&args.target, std::env::var("WPDR_TARGET_PASSWORD").ok()).map_err(
-            |e| ConfigError::Invalid {
-                field: "--target".into(),
-                env: "-".into(),
-                problem: e,
-            },
-        )?;
+    let (target, url_db) = target_endpoint(&args.target)?;
     let section = manifest
         .database
         .as_ref()
@@ -183,14 +188,7 @@ pub(crate) async fn cluster(cli: &Cli, args: &wpdr::cli::RestoreClusterArgs) -> 
 }
 
 pub(crate) async fn rewrite_url(cli: &Cli, args: &wpdr::cli::RewriteUrlArgs) -> Result<ExitCode> {
-    let (target, url_db) =
-        Endpoint::from_url(&args.target, std::env::var("WPDR_TARGET_PASSWORD").ok()).map_err(
-            |e| ConfigError::Invalid {
-                field: "--target".into(),
-                env: "-".into(),
-                problem: e,
-            },
-        )?;
+    let (target, url_db) = target_endpoint(&args.target)?;
     let database = args
         .database
         .clone()

@@ -25,11 +25,12 @@ use tokio::sync::mpsc;
 /// Called with (objects done, bytes copied) increments.
 pub type MediaProgress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
-/// Bytes all copies in flight may hold at once.
-const MEMORY_BUDGET: u64 = 96 << 20;
-const CHANNEL_DEPTH: usize = 2048;
+/// Bytes all copies in flight may hold at once (mirror and restore alike).
+pub(crate) const MEMORY_BUDGET: u64 = 96 << 20;
+/// Depth of the channels between listings, merge and copy workers.
+pub(crate) const CHANNEL_DEPTH: usize = 2048;
 /// Failures listed by name in a report; the count covers the rest.
-const LISTED_FAILURES: usize = 50;
+pub(crate) const LISTED_FAILURES: usize = 50;
 
 /// Where a version lives once it has been retained.
 pub fn retained_key(retained_prefix: &str, source_etag: &str, key: &str) -> String {

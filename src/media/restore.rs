@@ -11,7 +11,9 @@
 //! object and compares its SHA-256.
 
 use super::bucket::{copy_between, Bucket, MemoryBudget, Tag, META_SHA256, META_SOURCE_ETAG};
-use super::mirror::{retained_key, FailedObject, MediaProgress};
+use super::mirror::{
+    retained_key, FailedObject, MediaProgress, CHANNEL_DEPTH, LISTED_FAILURES, MEMORY_BUDGET,
+};
 use super::plan::{Listed, Record};
 use super::records::RecordReader;
 use super::MediaError;
@@ -20,10 +22,6 @@ use futures::StreamExt;
 use serde::Serialize;
 use std::time::Instant;
 use tokio::sync::mpsc;
-
-const CHANNEL_DEPTH: usize = 2048;
-const MEMORY_BUDGET: u64 = 96 << 20;
-const LISTED: usize = 50;
 
 /// Where a set's index is and how to check it.
 #[derive(Debug, Clone)]
@@ -244,7 +242,7 @@ impl MediaRestore<'_> {
                     }
                     Done::Failed(f) => {
                         r.failed_total += 1;
-                        if r.failed.len() < LISTED {
+                        if r.failed.len() < LISTED_FAILURES {
                             r.failed.push(f);
                         }
                         progress(1, 0);
