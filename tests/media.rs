@@ -27,6 +27,29 @@ fn body_for(key: &str, version: u8) -> Vec<u8> {
     b
 }
 
+/// `n` uploads named `wp-content/uploads/<prefix>NNNN.jpg`, version 1 of each.
+fn uploads(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let k = format!("wp-content/uploads/{prefix}{i:04}.jpg");
+            let body = body_for(&k, 1);
+            (k, body)
+        })
+        .collect()
+}
+
+/// A database with one table: for tests where only the media matter.
+async fn small_site_db(svc: &Services, stem: &str) -> String {
+    svc.database_with(
+        stem,
+        &[
+            "CREATE TABLE wp_options (option_id INT PRIMARY KEY, option_value TEXT)",
+            "INSERT INTO wp_options VALUES (1, 'x')",
+        ],
+    )
+    .await
+}
+
 fn sync(svc: &Services, cfg: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
     let mut args = vec!["--output", "json", "media", "sync"];
     args.extend_from_slice(extra);
@@ -270,10 +293,7 @@ async fn sets_index_their_media_and_restore_brings_back_each_sets_versions() {
         put_object(&s3, &source, k, body).await;
     }
     // Enough small files that a restore can be killed half way.
-    for i in 0..300 {
-        let k = format!("wp-content/uploads/2023/01/thumb-{i:04}.jpg");
-        put_object(&s3, &source, &k, body_for(&k, 1)).await;
-    }
+    put_objects(&s3, &source, uploads("2023/01/thumb-", 300)).await;
     let set1 = svc.backup(&cfg);
     let show = json(&svc.wpdr(&cfg, &["--output", "json", "sets", "show", &set1]));
     let media = &show["media"];
@@ -401,10 +421,7 @@ async fn a_killed_mirror_leaves_a_consistent_mirror_and_the_rerun_finishes() {
         "unused",
         &svc.media_yaml(&source, &offsite, "  concurrency: 4\n"),
     );
-    for i in 0..400 {
-        let k = format!("wp-content/uploads/2022/{i:04}.jpg");
-        put_object(&s3, &source, &k, body_for(&k, 1)).await;
-    }
+    put_objects(&s3, &source, uploads("2022/", 400)).await;
     let mut child = svc
         .wpdr_cmd(&cfg, &["media", "sync"])
         .stdout(std::process::Stdio::null())
@@ -447,30 +464,14 @@ async fn a_backup_killed_during_its_media_step_leaves_no_set() {
     let s3 = svc.s3();
     let source = svc.fresh_bucket("bsrc");
     let offsite = svc.fresh_bucket("boff");
-    let db = svc
-        .database_with(
-            "mkill",
-            &[
-                "CREATE TABLE wp_options (option_id INT PRIMARY KEY, option_value TEXT)",
-                "INSERT INTO wp_options VALUES (1, 'x')",
-            ],
-        )
-        .await;
+    let db = small_site_db(&svc, "mkill").await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = svc.s3_config(
         dir.path(),
         &db,
         &svc.media_yaml(&source, &offsite, "  concurrency: 2\n"),
     );
-    let puts = (0..300).map(|i| {
-        let s3 = s3.clone();
-        let source = source.clone();
-        async move {
-            let k = format!("wp-content/uploads/2020/{i:04}.jpg");
-            put_object(&s3, &source, &k, body_for(&k, 1)).await;
-        }
-    });
-    futures::future::join_all(puts).await;
+    put_objects(&s3, &source, uploads("2020/", 300)).await;
     let mut child = svc
         .wpdr_cmd(&cfg, &["backup"])
         .stdout(std::process::Stdio::null())
@@ -498,15 +499,7 @@ async fn prune_removes_retained_versions_only_when_no_set_refers_to_them() {
     let s3 = svc.s3();
     let source = svc.fresh_bucket("psrc");
     let offsite = svc.fresh_bucket("poff");
-    let db = svc
-        .database_with(
-            "mprune",
-            &[
-                "CREATE TABLE wp_options (option_id INT PRIMARY KEY, option_value TEXT)",
-                "INSERT INTO wp_options VALUES (1, 'x')",
-            ],
-        )
-        .await;
+    let db = small_site_db(&svc, "mprune").await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = svc.s3_config(dir.path(), &db, &svc.media_yaml(&source, &offsite, ""));
     let key = "wp-content/uploads/2024/01/header.jpg";

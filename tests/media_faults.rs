@@ -21,15 +21,13 @@ async fn a_mirror_survives_a_restart_of_the_s3_server() {
         "unused",
         &svc.media_yaml(&source, &offsite, "  concurrency: 4\n"),
     );
-    let puts = (0..600).map(|i| {
-        let s3 = s3.clone();
-        let source = source.clone();
-        async move {
+    let objects = (0..600)
+        .map(|i| {
             let k = format!("wp-content/uploads/2021/{i:04}.jpg");
-            put_object(&s3, &source, &k, vec![(i % 256) as u8; 20_000 + i]).await;
-        }
-    });
-    futures::future::join_all(puts).await;
+            (k, vec![(i % 256) as u8; 20_000 + i])
+        })
+        .collect();
+    put_objects(&s3, &source, objects).await;
     let mut child = svc
         .wpdr_cmd(&cfg, &["--output", "json", "media", "sync"])
         .stdout(std::process::Stdio::piped())

@@ -511,6 +511,16 @@ pub async fn put_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: 
         .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
 }
 
+/// Puts many objects at once (the setup of a bucket for a test).
+pub async fn put_objects(s3: &aws_sdk_s3::Client, bucket: &str, objects: Vec<(String, Vec<u8>)>) {
+    futures::future::join_all(
+        objects
+            .into_iter()
+            .map(|(k, body)| async move { put_object(s3, bucket, &k, body).await }),
+    )
+    .await;
+}
+
 /// One object as a test sees it: bytes, content type, cache control, user metadata.
 pub type TestObject = (
     Vec<u8>,
