@@ -4,11 +4,10 @@
 
 use super::plan::Record;
 use super::MediaError;
-use crate::store::{ObjectReader, ObjectWriter, Store, StoreError, Written};
-use sha2::{Digest, Sha256};
+use crate::store::zstd_reader::{ZstdReadError, ZstdReader};
+use crate::store::{ObjectWriter, Store, StoreError, Written};
 use std::io::Write;
 use tokio::sync::mpsc;
-use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
 
 /// Compressed bytes are handed to the store in pieces of about this size.
 const FLUSH_BYTES: usize = 256 << 10;
@@ -113,17 +112,11 @@ impl RecordWriter {
 /// SHA-256 the manifest recorded for it.
 pub struct RecordReader {
     key: String,
-    reader: ObjectReader,
-    decoder: Decoder<'static>,
-    out: Vec<u8>,
+    reader: ZstdReader,
     line: Vec<u8>,
     pending: std::collections::VecDeque<Record>,
     ended: bool,
-    last_hint: usize,
     last_key: Option<String>,
-    expected: Option<(u64, String)>,
-    hasher: Sha256,
-    read: u64,
 }
 
 impl RecordReader {
@@ -135,40 +128,36 @@ impl RecordReader {
         size: u64,
         sha256: &str,
     ) -> Result<Self, MediaError> {
-        let mut r = Self::open(store, key)
+        Self::open_with(store, key, Some((size, sha256.to_string())))
             .await?
             .ok_or_else(|| MediaError::Records {
                 key: key.to_string(),
                 detail: "the set's media index is missing from the store".into(),
-            })?;
-        r.expected = Some((size, sha256.to_string()));
-        Ok(r)
+            })
     }
 
     /// `None` when the object does not exist (a first run has no state).
     pub async fn open(store: &Store, key: &str) -> Result<Option<Self>, MediaError> {
-        let reader = match store.reader(key).await {
+        Self::open_with(store, key, None).await
+    }
+
+    async fn open_with(
+        store: &Store,
+        key: &str,
+        expected: Option<(u64, String)>,
+    ) -> Result<Option<Self>, MediaError> {
+        let reader = match ZstdReader::open(store, key, expected).await {
             Ok(r) => r,
-            Err(StoreError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
+            Err(ZstdReadError::Store(StoreError::NotFound { .. })) => return Ok(None),
+            Err(e) => return Err(records_error(key, e)),
         };
-        let decoder = Decoder::new().map_err(|e| MediaError::Records {
-            key: key.to_string(),
-            detail: e.to_string(),
-        })?;
         Ok(Some(RecordReader {
             key: key.to_string(),
             reader,
-            decoder,
-            out: vec![0u8; 256 << 10],
             line: Vec::new(),
             pending: Default::default(),
             ended: false,
-            last_hint: 1,
             last_key: None,
-            expected: None,
-            hasher: Sha256::new(),
-            read: 0,
         }))
     }
 
@@ -208,43 +197,21 @@ impl RecordReader {
             if self.ended {
                 return Ok(None);
             }
-            match self.reader.next_chunk().await? {
-                Some(chunk) => {
-                    self.read += chunk.len() as u64;
-                    self.hasher.update(&chunk);
-                    let mut input = InBuffer::around(&chunk);
-                    loop {
-                        let mut output = OutBuffer::around(&mut self.out[..]);
-                        let hint = self.decoder.run(&mut input, &mut output).map_err(|e| {
-                            MediaError::Records {
-                                key: self.key.clone(),
-                                detail: format!("zstd: {e}"),
-                            }
-                        })?;
-                        self.last_hint = hint;
-                        let n = output.pos();
-                        let data = self.out[..n].to_vec();
-                        self.take_lines(&data)?;
-                        if input.pos == chunk.len() && n < self.out.len() {
-                            break;
-                        }
-                    }
+            let mut blocks = Vec::new();
+            let more = self
+                .reader
+                .next_into(|block| {
+                    blocks.extend_from_slice(block);
+                    Ok(())
+                })
+                .await
+                .map_err(|e| records_error(&self.key, e))?;
+            self.take_lines(&blocks)?;
+            if !more {
+                if !self.line.is_empty() {
+                    return Err(self.bad("the file ends mid-record: it is truncated"));
                 }
-                None => {
-                    if let Some((size, sha)) = self.expected.take() {
-                        let found = hex::encode(std::mem::take(&mut self.hasher).finalize());
-                        if size != self.read || sha != found {
-                            return Err(self.bad(format!(
-                                "{} bytes with SHA-256 {found}, but the manifest says {size} bytes with {sha}",
-                                self.read
-                            )));
-                        }
-                    }
-                    if self.last_hint != 0 || !self.line.is_empty() {
-                        return Err(self.bad("the file ends mid-record: it is truncated"));
-                    }
-                    self.ended = true;
-                }
+                self.ended = true;
             }
         }
     }
@@ -263,6 +230,16 @@ impl RecordReader {
                 return;
             }
         }
+    }
+}
+
+fn records_error(key: &str, e: ZstdReadError) -> MediaError {
+    match e {
+        ZstdReadError::Store(e) => MediaError::Store(e),
+        ZstdReadError::Corrupt(detail) => MediaError::Records {
+            key: key.to_string(),
+            detail,
+        },
     }
 }
 

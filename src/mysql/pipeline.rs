@@ -11,14 +11,13 @@
 
 use super::sql::Splitter;
 use super::MysqlError;
-use crate::store::{ObjectReader, ObjectWriter, Store, StoreError, Written};
+use crate::store::zstd_reader::{ZstdReadError, ZstdReader};
+use crate::store::{ObjectWriter, Store, StoreError, Written};
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
 
 /// SQL blocks handed to the compressor are about this large.
 pub const BLOCK_BYTES: usize = 1 << 20;
@@ -164,16 +163,11 @@ pub fn compress(text: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
 /// against them as they stream, and a difference fails the read at its end.
 pub struct StatementReader {
     path: String,
-    reader: ObjectReader,
-    decoder: Decoder<'static>,
+    reader: ZstdReader,
     splitter: Splitter,
-    out: Vec<u8>,
     ended: bool,
-    last_hint: usize,
     /// Compressed bytes read so far (for progress).
     pub compressed_read: u64,
-    expected: Option<(u64, String)>,
-    hasher: Sha256,
 }
 
 impl StatementReader {
@@ -183,30 +177,16 @@ impl StatementReader {
         path: &str,
         expected: Option<(u64, String)>,
     ) -> Result<Self, MysqlError> {
-        let reader = store.reader(key).await?;
-        let decoder = Decoder::new().map_err(|e| MysqlError::Artifact {
-            path: path.to_string(),
-            detail: e.to_string(),
-        })?;
+        let reader = ZstdReader::open(store, key, expected)
+            .await
+            .map_err(|e| artifact_error(path, e))?;
         Ok(StatementReader {
             path: path.to_string(),
             reader,
-            decoder,
             splitter: Splitter::default(),
-            out: vec![0u8; 1 << 20],
             ended: false,
-            last_hint: 1,
             compressed_read: 0,
-            expected,
-            hasher: Sha256::new(),
         })
-    }
-
-    fn bad(&self, detail: impl Into<String>) -> MysqlError {
-        MysqlError::Artifact {
-            path: self.path.clone(),
-            detail: detail.into(),
-        }
     }
 
     /// The next statement, `None` at the end of the artifact.
@@ -216,48 +196,32 @@ impl StatementReader {
                 return Ok(Some(s));
             }
             if self.ended {
-                return self.splitter.finish().map_err(|e| self.bad(e));
+                return self.splitter.finish().map_err(|e| MysqlError::Artifact {
+                    path: self.path.clone(),
+                    detail: e,
+                });
             }
-            match self.reader.next_chunk().await? {
-                Some(chunk) => {
-                    self.compressed_read += chunk.len() as u64;
-                    self.hasher.update(&chunk);
-                    let mut input = InBuffer::around(&chunk);
-                    loop {
-                        let mut output = OutBuffer::around(&mut self.out[..]);
-                        let hint = self.decoder.run(&mut input, &mut output).map_err(|e| {
-                            MysqlError::Artifact {
-                                path: self.path.clone(),
-                                detail: format!("zstd: {e}"),
-                            }
-                        })?;
-                        self.last_hint = hint;
-                        let n = output.pos();
-                        self.splitter.push(&self.out[..n]);
-                        if input.pos == chunk.len() && n < self.out.len() {
-                            break;
-                        }
-                    }
-                }
-                None => {
-                    if let Some((size, sha)) = self.expected.take() {
-                        let found = hex::encode(std::mem::take(&mut self.hasher).finalize());
-                        if size != self.compressed_read || sha != found {
-                            return Err(self.bad(format!(
-                                "{} bytes with SHA-256 {found}, but the manifest says {size} bytes with {sha}: the artifact was truncated or altered",
-                                self.compressed_read
-                            )));
-                        }
-                    }
-                    // zstd reports 0 exactly when a frame is complete.
-                    if self.last_hint != 0 {
-                        return Err(self.bad(
-                            "the compressed stream ends mid-frame: the artifact is truncated",
-                        ));
-                    }
-                    self.ended = true;
-                }
-            }
+            let splitter = &mut self.splitter;
+            let more = self
+                .reader
+                .next_into(|block| {
+                    splitter.push(block);
+                    Ok(())
+                })
+                .await
+                .map_err(|e| artifact_error(&self.path, e))?;
+            self.compressed_read = self.reader.compressed_read;
+            self.ended = !more;
         }
+    }
+}
+
+fn artifact_error(path: &str, e: ZstdReadError) -> MysqlError {
+    match e {
+        ZstdReadError::Store(e) => MysqlError::Store(e),
+        ZstdReadError::Corrupt(detail) => MysqlError::Artifact {
+            path: path.to_string(),
+            detail,
+        },
     }
 }

@@ -10,6 +10,7 @@
 
 mod local;
 pub(crate) mod s3;
+pub mod zstd_reader;
 
 pub use local::LocalStore;
 pub use s3::S3Store;
