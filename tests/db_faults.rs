@@ -293,18 +293,42 @@ async fn truncated_or_altered_artifacts_are_named_by_verify_and_stop_a_restore()
     assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
     assert!(stderr(&o).contains(&victim_name), "{}", stderr(&o));
 
-    // Alter one byte in the middle (same size): verify names it, a restore refuses it.
-    std::fs::write(victim, &bytes).unwrap();
-    let mut altered = bytes.clone();
-    let mid = altered.len() / 2;
-    altered[mid] ^= 0x55;
-    std::fs::write(victim, &altered).unwrap();
-    let v = json_any(&svc.wpdr(&cfg, &["--output", "json", "verify", &bad]));
-    assert_eq!(v["problems"][0]["status"], "checksum_mismatch");
-    assert!(v["problems"][0]["path"]
-        .as_str()
-        .unwrap()
-        .ends_with(&victim_name));
+    // Alter one byte (same size): verify names it, a restore refuses it as
+    // damaged whether the garbage it decompresses to fails as SQL, loads, or
+    // breaks the zstd stream. Several places, since each byte lands differently.
+    for (i, at) in [bytes.len() / 4, bytes.len() / 2, bytes.len() * 3 / 4]
+        .into_iter()
+        .enumerate()
+    {
+        let mut altered = bytes.clone();
+        altered[at] ^= 0x55;
+        std::fs::write(victim, &altered).unwrap();
+        let v = json_any(&svc.wpdr(&cfg, &["--output", "json", "verify", &bad]));
+        assert_eq!(v["problems"][0]["status"], "checksum_mismatch");
+        assert!(v["problems"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(&victim_name));
+        let o = svc.wpdr_target(
+            &cfg,
+            &[
+                "restore",
+                "db",
+                &bad,
+                "--target",
+                &target.url(),
+                "--database",
+                &format!("t2_{i}"),
+            ],
+        );
+        assert_eq!(o.status.code(), Some(8), "byte {at}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&victim_name), "{}", stderr(&o));
+    }
+    // Deterministically the case where the damage reaches the server first:
+    // a well-formed stream whose SQL fails. The artifact's checksum is the
+    // cause to report (exit 8), not the server's complaint (exit 12).
+    let replaced = zstd::encode_all(&b"SELECT `no such column`;\n"[..], 3).unwrap();
+    std::fs::write(victim, &replaced).unwrap();
     let o = svc.wpdr_target(
         &cfg,
         &[
@@ -314,10 +338,11 @@ async fn truncated_or_altered_artifacts_are_named_by_verify_and_stop_a_restore()
             "--target",
             &target.url(),
             "--database",
-            "t2",
+            "t2_sql",
         ],
     );
     assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&victim_name), "{}", stderr(&o));
 
     // A missing artifact is named too; the earlier set is untouched and restores.
     std::fs::remove_file(victim).unwrap();

@@ -199,14 +199,15 @@ async fn run_statements(
             Some(h) => h(stmt),
             None => stmt,
         };
-        conn.query_drop(stmt.as_slice()).await.map_err(|e| {
+        if let Err(e) = conn.query_drop(stmt.as_slice()).await {
+            reader.check_rest().await?;
             let preview: String =
                 String::from_utf8_lossy(&stmt[..stmt.len().min(120)]).into_owned();
-            query_err(
+            return Err(query_err(
                 format!("loading {path} (statement {}: {preview}…)", n + 1),
                 e,
-            )
-        })?;
+            ));
+        }
         n += 1;
         if reader.compressed_read > reported {
             progress(reader.compressed_read - reported);

@@ -214,6 +214,22 @@ impl StatementReader {
             self.ended = !more;
         }
     }
+
+    /// Reads the rest of the artifact without using it, only to run its
+    /// integrity checks. When a statement fails, damage to the artifact is
+    /// the cause to report: garbage decompressed from an altered byte can
+    /// reach the server before the checksum at the end of the stream.
+    pub async fn check_rest(&mut self) -> Result<(), MysqlError> {
+        while !self.ended {
+            let more = self
+                .reader
+                .next_into(|_| Ok(()))
+                .await
+                .map_err(|e| artifact_error(&self.path, e))?;
+            self.ended = !more;
+        }
+        Ok(())
+    }
 }
 
 fn artifact_error(path: &str, e: ZstdReadError) -> MysqlError {
