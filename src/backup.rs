@@ -3,9 +3,11 @@
 //! the manifest last so that only a finished run produces a set.
 
 use crate::catalog::{
+    manifest::SiteSection,
     new_set_id, Artifact, Catalog, CatalogError, ClusterSection, Manifest, MediaSection,
     FORMAT_VERSION,
 };
+use crate::wordpress::answers;
 use crate::cluster::{inventory, seal, ClusterError};
 use crate::config::Config;
 use crate::exit::{Classify, ExitCode};
@@ -120,6 +122,16 @@ async fn run_locked(
         }
     };
     let mut artifacts = dumped.artifacts;
+    // The site's answers right after the snapshot, before the (longer) media step.
+    let site = match &cfg.wordpress_url {
+        Some(url) => {
+            let (section, artifact) =
+                site_step(cfg, &store, &set_key, &endpoint, url).await;
+            artifacts.extend(artifact);
+            Some(section)
+        }
+        None => None,
+    };
     // The media index after the database snapshot: every upload the snapshot
     // refers to was in the bucket before the snapshot, so it is in the index.
     let media = match &cfg.media {
@@ -161,6 +173,7 @@ async fn run_locked(
         database: Some(dumped.section),
         cluster,
         media,
+        answers: site,
     };
     // Every artifact must still be there: a run that stalled past its lock's
     // expiry could have had its files removed by a prune meanwhile.
@@ -186,6 +199,88 @@ async fn run_locked(
     catalog.commit(&manifest).await?;
     tracing::info!(set = %set_id, bytes = manifest.total_bytes(), "backup committed");
     Ok(manifest)
+}
+
+/// Captures what the live site answers (home, newest post, REST post list,
+/// the newest upload) into `site/answers.json.zst`. A failure is recorded in
+/// the section, not fatal: the data is the backup, the answers only a check.
+async fn site_step(
+    cfg: &Config,
+    store: &Store,
+    set_key: &str,
+    endpoint: &Endpoint,
+    url: &str,
+) -> (SiteSection, Option<Artifact>) {
+    const PATH: &str = "site/answers.json.zst";
+    let captured_at = Utc::now();
+    let upload = newest_upload(endpoint, &cfg.database.name, &cfg.database.table_prefix)
+        .await
+        .map(|file| {
+            let uploads = cfg
+                .media
+                .as_ref()
+                .map(|m| m.uploads_prefix.clone())
+                .unwrap_or_else(|| "wp-content/uploads/".into());
+            format!("/{uploads}{file}")
+        });
+    let result = async {
+        let answers = answers::capture(url, upload.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        let json = serde_json::to_vec(&answers).map_err(|e| e.to_string())?;
+        let compressed = crate::mysql::pipeline::compress(&json, cfg.backup.compression_level)
+            .map_err(|e| e.to_string())?;
+        let w = store
+            .put_bytes(&format!("{set_key}{PATH}"), Bytes::from(compressed))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((answers, w))
+    }
+    .await;
+    match result {
+        Ok((answers, w)) => (
+            SiteSection {
+                url: url.to_string(),
+                captured_at,
+                answers_artifact: Some(PATH.into()),
+                answers: answers
+                    .iter()
+                    .map(|a| format!("{} {} ({})", a.name, a.path, a.status))
+                    .collect(),
+                error: None,
+            },
+            Some(Artifact {
+                path: PATH.into(),
+                size: w.size,
+                sha256: w.sha256,
+            }),
+        ),
+        Err(e) => {
+            tracing::warn!(url, error = %e, "could not capture the site's answers; the set will not hold them");
+            (
+                SiteSection {
+                    url: url.to_string(),
+                    captured_at,
+                    answers_artifact: None,
+                    answers: Vec::new(),
+                    error: Some(e),
+                },
+                None,
+            )
+        }
+    }
+}
+
+/// The newest attachment's file (relative to the uploads directory).
+async fn newest_upload(endpoint: &Endpoint, db: &str, prefix: &str) -> Option<String> {
+    use mysql_async::prelude::Queryable;
+    let mut c = endpoint.connect(Some(db)).await.ok()?;
+    let q = format!(
+        "SELECT meta_value FROM `{prefix}postmeta` WHERE meta_key = '_wp_attached_file' ORDER BY post_id DESC LIMIT 1"
+    );
+    let v: Option<String> = c.query_first(q).await.ok()?;
+    let _ = c.disconnect().await;
+    v.filter(|f| !f.is_empty() && !f.contains(".."))
 }
 
 /// Mirrors the uploads bucket and writes the set's media index, checking the

@@ -60,6 +60,28 @@ struct RawConfig {
     cluster: RawCluster,
     #[serde(default)]
     media: RawMedia,
+    #[serde(default)]
+    wordpress: RawWordpress,
+    #[serde(default)]
+    restore: RawRestore,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWordpress {
+    url: Option<String>,
+}
+
+/// Where the restored components answer. `{namespace}` in any of these is
+/// the namespace a restore or drill brings the site back into.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestore {
+    database: Option<String>,
+    database_password_file: Option<PathBuf>,
+    media: Option<RawS3>,
+    caches: Option<Vec<String>>,
+    site_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -310,6 +332,41 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// `None` when no media source is configured: sets hold no media index.
     pub media: Option<MediaConfig>,
+    /// The live site as wpdr reaches it; its answers are captured at backup.
+    pub wordpress_url: Option<String>,
+    pub restore: RestoreTargets,
+}
+
+/// The text every restore target may hold in place of the namespace name.
+pub const NAMESPACE_PLACEHOLDER: &str = "{namespace}";
+
+/// Where a restore puts each component, as templates over `{namespace}`
+/// (resolve with [`RestoreTargets::database_url`] and friends).
+#[derive(Debug, Clone, Default)]
+pub struct RestoreTargets {
+    /// `mysql://user@host:port/database`; the password is kept apart.
+    pub database: Option<String>,
+    pub database_password: Secret,
+    pub media: Option<S3Config>,
+    /// `redis://[:password@]host:port` or `memcached://host:port`.
+    pub caches: Vec<String>,
+    pub site_url: Option<String>,
+}
+
+impl RestoreTargets {
+    pub fn in_namespace(template: &str, namespace: &str) -> String {
+        template.replace(NAMESPACE_PLACEHOLDER, namespace)
+    }
+
+    /// The media target for `namespace`: bucket and endpoint filled in.
+    pub fn media_for(&self, namespace: &str) -> Option<S3Config> {
+        self.media.as_ref().map(|m| {
+            let mut m = m.clone();
+            m.bucket = Self::in_namespace(&m.bucket, namespace);
+            m.endpoint = m.endpoint.map(|e| Self::in_namespace(&e, namespace));
+            m
+        })
+    }
 }
 
 /// Source of environment variables; a map in tests, the process environment otherwise.
@@ -361,6 +418,15 @@ fn as_number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
     v.trim()
         .parse()
         .map_err(|_| format!("'{v}' is not a valid number"))
+}
+
+/// An http(s) URL, as the site's address.
+pub fn as_http_url(v: &str) -> Result<String, String> {
+    let u = url::Url::parse(v.trim()).map_err(|e| format!("'{v}' is not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return Err(format!("'{v}' must be an http:// or https:// URL with a host"));
+    }
+    Ok(v.trim().to_string())
 }
 
 fn as_bool(v: &str) -> Result<bool, String> {
@@ -710,6 +776,92 @@ impl Config {
             },
             cluster: Self::resolve_cluster(&raw.cluster, env)?,
             media: Self::resolve_media(&raw.media, env)?,
+            wordpress_url: pick(
+                env,
+                "WPDR_WORDPRESS_URL",
+                "wordpress.url",
+                &raw.wordpress.url,
+                as_http_url,
+            )?
+            .map(|u| u.trim_end_matches('/').to_string()),
+            restore: Self::resolve_restore(&raw.restore, env)?,
+        })
+    }
+
+    fn resolve_restore(r: &RawRestore, env: &dyn Env) -> Result<RestoreTargets, ConfigError> {
+        // Templates are checked with a sample namespace filled in.
+        let sample = |t: &str| RestoreTargets::in_namespace(t, "ns");
+        let database = pick(
+            env,
+            "WPDR_RESTORE_DATABASE",
+            "restore.database",
+            &r.database,
+            as_string,
+        )?;
+        if let Some(d) = &database {
+            crate::mysql::Endpoint::from_url(&sample(d), None)
+                .map_err(|p| invalid("restore.database", "WPDR_RESTORE_DATABASE", p))?;
+        }
+        let database_password = match env.var("WPDR_RESTORE_DATABASE_PASSWORD") {
+            Some(p) => Secret::new(p),
+            None => match pick(
+                env,
+                "WPDR_RESTORE_DATABASE_PASSWORD_FILE",
+                "restore.database_password_file",
+                &r.database_password_file,
+                |v| Ok(PathBuf::from(v)),
+            )? {
+                Some(p) => read_credential("restore.database_password_file", &p)?,
+                None => Secret::default(),
+            },
+        };
+        let media = match &r.media {
+            Some(raw) => {
+                let mut m = resolve_s3(raw, env, "restore.media", "WPDR_RESTORE_MEDIA")?;
+                if let Some(e) = &m.endpoint {
+                    as_http_url(&sample(e)).map_err(|p| {
+                        invalid("restore.media.endpoint", "WPDR_RESTORE_MEDIA_ENDPOINT", p)
+                    })?;
+                }
+                m.prefix = String::new();
+                Some(m)
+            }
+            None => None,
+        };
+        let caches = pick(
+            env,
+            "WPDR_RESTORE_CACHES",
+            "restore.caches",
+            &r.caches,
+            |v| {
+                Ok(v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect())
+            },
+        )?
+        .unwrap_or_default();
+        for c in &caches {
+            crate::restore::cache::CacheServer::parse(&sample(c))
+                .map_err(|p| invalid("restore.caches", "WPDR_RESTORE_CACHES", p))?;
+        }
+        let site_url = pick(
+            env,
+            "WPDR_RESTORE_SITE_URL",
+            "restore.site_url",
+            &r.site_url,
+            as_string,
+        )?;
+        if let Some(u) = &site_url {
+            as_http_url(&sample(u))
+                .map_err(|p| invalid("restore.site_url", "WPDR_RESTORE_SITE_URL", p))?;
+        }
+        Ok(RestoreTargets {
+            database,
+            database_password,
+            media,
+            caches,
+            site_url: site_url.map(|u| u.trim_end_matches('/').to_string()),
         })
     }
 

@@ -33,6 +33,7 @@ async fn synthetic_set(catalog: &Catalog<'_>, id: &str, at: DateTime<Utc>) {
     }
     let m = Manifest {
         media: None,
+        answers: None,
         format_version: FORMAT_VERSION,
         set_id: id.to_string(),
         site: catalog.site().to_string(),

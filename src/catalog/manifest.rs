@@ -26,6 +26,25 @@ pub struct Manifest {
     /// The media index taken after the database snapshot (absent without media).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<MediaSection>,
+    /// What the live site answered right after the database snapshot
+    /// (absent when `wordpress.url` is not configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<SiteSection>,
+}
+
+/// The live site's answers, for comparing a restored site with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SiteSection {
+    pub url: String,
+    pub captured_at: DateTime<Utc>,
+    /// JSON list of answers, zstd; also in `artifacts`. `None` when the
+    /// capture failed (`error` says why): the set is still a good backup.
+    pub answers_artifact: Option<String>,
+    /// Names and paths of what was captured, e.g. `home /`.
+    #[serde(default)]
+    pub answers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The set's view of the media library: which versions it holds and where.

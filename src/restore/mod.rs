@@ -1,6 +1,7 @@
 //! Restore orchestration: the database step (`restore db`), the cluster step
 //! (`restore cluster`), and the plan (`plan`) a full-site restore follows.
 
+pub mod cache;
 pub mod plan;
 
 use crate::catalog::{ArtifactProblem, Catalog, CatalogError, Manifest};
