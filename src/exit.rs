@@ -35,6 +35,9 @@ pub enum ExitCode {
     /// The media mirror finished but some objects could not be copied (or
     /// deletions were refused by the safety rails); a rerun retries.
     MediaIncomplete = 14,
+    /// A restore step did not finish (or its component did not become
+    /// ready) within the plan's timeout.
+    Timeout = 15,
     /// Interrupted by a signal.
     Interrupted = 130,
 }

@@ -2,7 +2,9 @@
 //! (`restore cluster`), and the plan (`plan`) a full-site restore follows.
 
 pub mod cache;
+pub mod journal;
 pub mod plan;
+pub mod run;
 
 use crate::catalog::{ArtifactProblem, Catalog, CatalogError, Manifest};
 use crate::exit::{Classify, ExitCode};
