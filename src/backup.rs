@@ -3,11 +3,9 @@
 //! the manifest last so that only a finished run produces a set.
 
 use crate::catalog::{
-    manifest::SiteSection,
-    new_set_id, Artifact, Catalog, CatalogError, ClusterSection, Manifest, MediaSection,
-    FORMAT_VERSION,
+    manifest::SiteSection, new_set_id, Artifact, Catalog, CatalogError, ClusterSection, Manifest,
+    MediaSection, FORMAT_VERSION,
 };
-use crate::wordpress::answers;
 use crate::cluster::{inventory, seal, ClusterError};
 use crate::config::Config;
 use crate::exit::{Classify, ExitCode};
@@ -16,6 +14,7 @@ use crate::media::MediaError;
 use crate::mysql::dump::{self, DumpOptions, Progress};
 use crate::mysql::{Endpoint, MysqlError};
 use crate::store::Store;
+use crate::wordpress::answers;
 use bytes::Bytes;
 use chrono::Utc;
 use std::sync::Arc;
@@ -125,8 +124,7 @@ async fn run_locked(
     // The site's answers right after the snapshot, before the (longer) media step.
     let site = match &cfg.wordpress_url {
         Some(url) => {
-            let (section, artifact) =
-                site_step(cfg, &store, &set_key, &endpoint, url).await;
+            let (section, artifact) = site_step(cfg, &store, &set_key, &endpoint, url).await;
             artifacts.extend(artifact);
             Some(section)
         }

@@ -53,9 +53,11 @@ pub enum Command {
         /// Set id, or `latest`.
         set: String,
     },
-    /// Restore parts of a set.
-    #[command(subcommand)]
-    Restore(RestoreCommand),
+    /// Restore a whole site into a fresh namespace (`restore <set> --namespace NEW`),
+    /// resume one (`restore --resume ID`), or restore one part (`restore db|media|cluster`).
+    Restore(RestoreArgs),
+    /// Restore the newest set into a throw-away namespace, check it, report RTO and RPO, tear it down.
+    Drill(DrillArgs),
     /// The media library's offsite mirror.
     #[command(subcommand)]
     Media(MediaCommand),
@@ -180,6 +182,52 @@ pub struct RestoreMediaArgs {
     /// Re-read every restored object at the end and compare its SHA-256.
     #[arg(long)]
     pub deep_verify: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RestoreArgs {
+    #[command(subcommand)]
+    pub part: Option<RestoreCommand>,
+    /// Set id, or `latest`.
+    pub set: Option<String>,
+    /// The namespace to bring the site back into (a fresh one).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Plan: a built-in name (full, site, db-only, media-only, drill) or a YAML file.
+    #[arg(long, default_value = "full")]
+    pub plan: String,
+    /// The restored site's address: rewritten into its data, and where the checks ask it.
+    #[arg(long)]
+    pub site_url: Option<String>,
+    /// Print the plan, what each step touches and how long it took last time; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Resume a stopped restore by id: every step not done runs again.
+    #[arg(long, conflicts_with_all = ["set", "namespace", "dry_run"])]
+    pub resume: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Set id, or `latest`.
+    #[arg(long, default_value = "latest")]
+    pub set: String,
+    /// Plan: a built-in name or a YAML file.
+    #[arg(long, default_value = "drill")]
+    pub plan: String,
+    /// The drill site's address (default: restore.site_url).
+    #[arg(long)]
+    pub site_url: Option<String>,
+    /// Leave the restored namespace, database and bucket in place.
+    #[arg(long)]
+    pub keep: bool,
+    /// Also write the report (JSON) here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Also write the drill's metrics here (Prometheus textfile format).
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -424,7 +424,9 @@ fn as_number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
 pub fn as_http_url(v: &str) -> Result<String, String> {
     let u = url::Url::parse(v.trim()).map_err(|e| format!("'{v}' is not a URL: {e}"))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-        return Err(format!("'{v}' must be an http:// or https:// URL with a host"));
+        return Err(format!(
+            "'{v}' must be an http:// or https:// URL with a host"
+        ));
     }
     Ok(v.trim().to_string())
 }

@@ -90,6 +90,12 @@ fn classify(e: &anyhow::Error) -> ExitCode {
         if let Some(x) = cause.downcast_ref::<wpdr::restore::RestoreError>() {
             return x.exit_code();
         }
+        if let Some(x) = cause.downcast_ref::<wpdr::restore::run::RunError>() {
+            return x.exit_code();
+        }
+        if let Some(x) = cause.downcast_ref::<wpdr::restore::plan::PlanError>() {
+            return x.exit_code();
+        }
         if let Some(x) = cause.downcast_ref::<wpdr::daemon::DaemonError>() {
             return x.exit_code();
         }

@@ -8,10 +8,11 @@ mod media;
 mod output;
 mod restore;
 mod sets;
+mod site;
 
 use anyhow::Result;
 use std::sync::Arc;
-use wpdr::cli::{Cli, Command, MediaCommand, RestoreCommand, SetsCommand};
+use wpdr::cli::{Cli, Command, MediaCommand, RestoreArgs, RestoreCommand, SetsCommand};
 use wpdr::config::{Config, ProcessEnv};
 use wpdr::exit::ExitCode;
 use wpdr::store::Store;
@@ -28,9 +29,20 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sets(SetsCommand::List) => sets::list(&cli).await,
         Command::Sets(SetsCommand::Show { set }) => sets::show(&cli, set).await,
         Command::Verify { set } => sets::verify(&cli, set).await,
-        Command::Restore(RestoreCommand::Db(args)) => restore::db(&cli, args).await,
-        Command::Restore(RestoreCommand::Cluster(args)) => restore::cluster(&cli, args).await,
-        Command::Restore(RestoreCommand::Media(args)) => media::restore(&cli, args).await,
+        Command::Restore(RestoreArgs {
+            part: Some(RestoreCommand::Db(args)),
+            ..
+        }) => restore::db(&cli, args).await,
+        Command::Restore(RestoreArgs {
+            part: Some(RestoreCommand::Cluster(args)),
+            ..
+        }) => restore::cluster(&cli, args).await,
+        Command::Restore(RestoreArgs {
+            part: Some(RestoreCommand::Media(args)),
+            ..
+        }) => media::restore(&cli, args).await,
+        Command::Restore(args) => site::restore(&cli, args).await,
+        Command::Drill(args) => site::drill(&cli, args).await,
         Command::RewriteUrl(args) => restore::rewrite_url(&cli, args).await,
         Command::Media(MediaCommand::Sync {
             dry_run,

@@ -269,6 +269,41 @@ impl Bucket {
         Ok(())
     }
 
+    /// Empties the bucket and deletes it: for a drill's own throw-away
+    /// bucket only (the caller checks it is not a bucket the site uses).
+    pub async fn delete_all_and_bucket(&self) -> Result<u64, StoreError> {
+        let mut deleted = 0u64;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.name)
+                .max_keys(1000)
+                .send()
+                .await
+                .map_err(|e| self.err(e, "ListObjectsV2", ""))?;
+            let keys: Vec<String> = page
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string))
+                .collect();
+            if keys.is_empty() {
+                break;
+            }
+            for k in &keys {
+                self.delete(k).await?;
+                deleted += 1;
+            }
+        }
+        self.client
+            .delete_bucket()
+            .bucket(&self.name)
+            .send()
+            .await
+            .map_err(|e| self.err(e, "DeleteBucket", ""))?;
+        Ok(deleted)
+    }
+
     /// Server-side copy inside this bucket, metadata included (how a version
     /// is retained: no bytes travel through wpdr).
     pub async fn copy_within(&self, from: &str, to: &str, size: u64) -> Result<(), StoreError> {

@@ -46,8 +46,9 @@ pub struct CacheError {
 
 impl CacheServer {
     pub fn parse(text: &str) -> Result<CacheServer, String> {
-        let u = url::Url::parse(text.trim())
-            .map_err(|e| format!("'{text}' is not a cache URL (redis://host:port or memcached://host:port): {e}"))?;
+        let u = url::Url::parse(text.trim()).map_err(|e| {
+            format!("'{text}' is not a cache URL (redis://host:port or memcached://host:port): {e}")
+        })?;
         let kind = match u.scheme() {
             "redis" => CacheKind::Redis,
             "memcached" => CacheKind::Memcached,
@@ -101,9 +102,14 @@ impl CacheServer {
         let answer = match self.kind {
             CacheKind::Redis => {
                 if let Some(p) = password.filter(|p| !p.expose().is_empty()) {
-                    let reply = ask(&mut conn, timeout, "AUTH", resp(&[b"AUTH", p.expose().as_bytes()]))
-                        .await
-                        .map_err(fail)?;
+                    let reply = ask(
+                        &mut conn,
+                        timeout,
+                        "AUTH",
+                        resp(&[b"AUTH", p.expose().as_bytes()]),
+                    )
+                    .await
+                    .map_err(fail)?;
                     if !reply.starts_with("+OK") {
                         return Err(fail("the server refused the password (AUTH)".into()));
                     }
@@ -169,10 +175,16 @@ mod tests {
         let r = CacheServer::parse("redis://redis.shop.svc").unwrap();
         assert_eq!((r.kind, r.port), (CacheKind::Redis, 6379));
         let m = CacheServer::parse("memcached://mc:11300").unwrap();
-        assert_eq!((m.kind, m.host.as_str(), m.port), (CacheKind::Memcached, "mc", 11300));
+        assert_eq!(
+            (m.kind, m.host.as_str(), m.port),
+            (CacheKind::Memcached, "mc", 11300)
+        );
         assert!(CacheServer::parse("http://x").is_err());
         let e = CacheServer::parse("redis://:hunter2@redis:6379").unwrap_err();
-        assert!(!e.contains("hunter2") && e.contains("WPDR_RESTORE_CACHE_PASSWORD"), "{e}");
+        assert!(
+            !e.contains("hunter2") && e.contains("WPDR_RESTORE_CACHE_PASSWORD"),
+            "{e}"
+        );
     }
 
     #[test]

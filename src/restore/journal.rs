@@ -97,7 +97,10 @@ impl Journal {
 }
 
 pub fn journal_key(site_prefix: &str, restore_id: &str) -> String {
-    format!("{}/restores/{restore_id}.json", site_prefix.trim_end_matches('/'))
+    format!(
+        "{}/restores/{restore_id}.json",
+        site_prefix.trim_end_matches('/')
+    )
 }
 
 pub fn restores_prefix(site_prefix: &str) -> String {

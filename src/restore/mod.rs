@@ -2,6 +2,7 @@
 //! (`restore cluster`), and the plan (`plan`) a full-site restore follows.
 
 pub mod cache;
+pub mod drill;
 pub mod journal;
 pub mod plan;
 pub mod run;

@@ -11,6 +11,11 @@ use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+const PHP_URLENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.');
+
 /// Bodies kept for showing a difference; larger ones only by hash.
 const KEEP_BODY_BYTES: usize = 2 << 20;
 /// What a normalised body holds in place of the site's address.
@@ -75,6 +80,11 @@ fn nonce_patterns() -> &'static [Regex] {
     })
 }
 
+fn gravatar_shard() -> &'static Regex {
+    static P: OnceLock<Regex> = OnceLock::new();
+    P.get_or_init(|| Regex::new(r"\b[0-9]\.gravatar\.com").expect("a valid pattern"))
+}
+
 /// The body with the site's address (plain, JSON-escaped and URL-encoded)
 /// replaced by [`SITE_PLACEHOLDER`] and nonces blanked, so two copies of one
 /// site at different addresses answer the same text.
@@ -84,8 +94,8 @@ pub fn normalise(body: &str, site: &str) -> String {
     let forms = [
         site.to_string(),
         site.replace('/', "\\/"),
-        percent_encoding::utf8_percent_encode(site, percent_encoding::NON_ALPHANUMERIC)
-            .to_string(),
+        // As PHP's urlencode() writes it (WordPress's oEmbed and share links).
+        percent_encoding::utf8_percent_encode(site, PHP_URLENCODE).to_string(),
     ];
     for f in forms.iter().filter(|f| !f.is_empty()) {
         out = out.replace(f.as_str(), SITE_PLACEHOLDER);
@@ -93,6 +103,10 @@ pub fn normalise(body: &str, site: &str) -> String {
     for p in nonce_patterns() {
         out = p.replace_all(&out, "${1}NONCE").into_owned();
     }
+    // WordPress picks a Gravatar shard (0-2) at random for an empty e-mail.
+    out = gravatar_shard()
+        .replace_all(&out, "N.gravatar.com")
+        .into_owned();
     out
 }
 
@@ -126,12 +140,12 @@ pub async fn fetch(
         .and_then(|v| v.to_str().ok())
         .map(|l| normalise(l, site));
     let raw = resp.bytes().await.map_err(|e| fail(e.to_string()))?;
-    let text_like = content_type.starts_with("text/")
+    let text_like = location.is_some()
+        || content_type.starts_with("text/")
         || content_type.contains("json")
         || content_type.contains("xml")
         || content_type.contains("javascript");
-    let (hashed, body): (Vec<u8>, Option<String>) = match (text_like, std::str::from_utf8(&raw))
-    {
+    let (hashed, body): (Vec<u8>, Option<String>) = match (text_like, std::str::from_utf8(&raw)) {
         (true, Ok(text)) => {
             let mut n = normalise(text, site);
             if let Some(l) = &location {
@@ -158,17 +172,48 @@ pub async fn fetch(
 /// media index holds) when given.
 pub async fn capture(site: &str, upload: Option<&str>) -> Result<Vec<Answer>, AnswersError> {
     let client = client()?;
-    let mut out = vec![fetch(&client, site, "home", "/").await?];
-    let posts = fetch(&client, site, "posts-api", "/wp-json/wp/v2/posts").await?;
+    let mut out = vec![settled(&client, site, "home", "/").await?];
+    // `/wp-json/` routes only with pretty permalinks; `?rest_route=` always.
+    let mut posts = settled(&client, site, "posts-api", "/wp-json/wp/v2/posts").await?;
+    if !posts.content_type.contains("json") {
+        posts = settled(&client, site, "posts-api", "/?rest_route=/wp/v2/posts").await?;
+    }
     let post_path = posts.body.as_deref().and_then(newest_post_path);
     out.push(posts);
     if let Some(p) = post_path {
-        out.push(fetch(&client, site, "post", &p).await?);
+        out.push(settled(&client, site, "post", &p).await?);
     }
     if let Some(u) = upload {
-        out.push(fetch(&client, site, "upload", u).await?);
+        out.push(settled(&client, site, "upload", u).await?);
     }
     Ok(out)
+}
+
+/// The answer at `path`, after following the site's own redirects (a
+/// canonical trailing slash, say): the final path is what gets recorded and
+/// asked again, so the comparison is of content, not of a redirect.
+async fn settled(
+    client: &reqwest::Client,
+    site: &str,
+    name: &str,
+    path: &str,
+) -> Result<Answer, AnswersError> {
+    let mut path = path.to_string();
+    for _ in 0..3 {
+        let a = fetch(client, site, name, &path).await?;
+        let next = a
+            .body
+            .as_deref()
+            .and_then(|b| b.lines().next())
+            .and_then(|l| l.strip_prefix("Location: "))
+            .and_then(|l| l.strip_prefix(SITE_PLACEHOLDER))
+            .map(str::to_string);
+        match next {
+            Some(p) if (300..400).contains(&a.status) && !p.is_empty() && p != path => path = p,
+            _ => return Ok(a),
+        }
+    }
+    fetch(client, site, name, &path).await
 }
 
 /// The path of the first post in a (normalised) REST post list.
@@ -252,14 +297,20 @@ mod tests {
     #[test]
     fn the_address_in_every_form_and_nonces_are_normalised() {
         let site = "http://127.0.0.1:8080";
-        let body = r#"<a href="http://127.0.0.1:8080/post/">x</a> {"url":"http:\/\/127.0.0.1:8080\/"} share?u=http%3A%2F%2F127.0.0.1%3A8080 var s={"nonce":"0a1b2c3d4e"}; ?_wpnonce=abcdef0123"#;
+        let body = r#"<a href="http://127.0.0.1:8080/post/">x</a> {"url":"http:\/\/127.0.0.1:8080\/"} share?u=http%3A%2F%2F127.0.0.1%3A8080 var s={"nonce":"0a1b2c3d4e"}; ?_wpnonce=abcdef0123 <img src='http://2.gravatar.com/avatar/'>"#;
         let n = normalise(body, site);
         assert!(!n.contains("127.0.0.1"), "{n}");
-        assert!(n.contains(r#""nonce":"NONCE""#) && n.contains("_wpnonce=NONCE"), "{n}");
-        let other = body.replace("127.0.0.1:8080", "drill.example.org");
+        assert!(
+            n.contains(r#""nonce":"NONCE""#) && n.contains("_wpnonce=NONCE"),
+            "{n}"
+        );
+        let other = body
+            .replace("127.0.0.1:8080", "drill.example.org")
+            .replace("127.0.0.1%3A8080", "drill.example.org");
         let other = other
             .replace("0a1b2c3d4e", "ffffffffff")
-            .replace("abcdef0123", "0000000000");
+            .replace("abcdef0123", "0000000000")
+            .replace("2.gravatar", "0.gravatar");
         assert_eq!(normalise(&other, "http://drill.example.org"), n);
     }
 
@@ -288,7 +339,10 @@ mod tests {
         let a = answer("<h1>Shop</h1>\n<p>Post 12</p>\n");
         let b = answer("<h1>Shop</h1>\n<p>Error establishing a database connection</p>\n");
         let d = difference(&a, &b).unwrap();
-        assert!(d.contains("line 2") && d.contains("Error establishing"), "{d}");
+        assert!(
+            d.contains("line 2") && d.contains("Error establishing"),
+            "{d}"
+        );
         assert_eq!(difference(&a, &a.clone()), None);
         let mut moved = a.clone();
         moved.status = 301;

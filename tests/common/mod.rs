@@ -210,6 +210,14 @@ impl Services {
                 "WPDR_MEDIA_OFFSITE_SECRET_ACCESS_KEY".into(),
                 self.var("WPDR_TEST_S3_SECRET_ACCESS_KEY"),
             ),
+            (
+                "WPDR_RESTORE_MEDIA_SECRET_ACCESS_KEY".into(),
+                self.var("WPDR_TEST_S3_SECRET_ACCESS_KEY"),
+            ),
+            (
+                "WPDR_RESTORE_DATABASE_PASSWORD".into(),
+                self.var("WPDR_TEST_DB_PASSWORD"),
+            ),
             ("WPDR_LOG_FORMAT".into(), "json".into()),
         ]
     }

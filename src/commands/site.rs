@@ -1,0 +1,205 @@
+//! `wpdr restore <set> --namespace NEW`, `wpdr restore --resume ID`, `wpdr drill`.
+
+use super::open;
+use super::output::print_json;
+use anyhow::{bail, Result};
+use wpdr::cli::{Cli, DrillArgs, OutputFormat, RestoreArgs};
+use wpdr::exit::ExitCode;
+use wpdr::restore::journal::Journal;
+use wpdr::restore::plan::{Plan, StepKind};
+use wpdr::restore::run::{self, RestoreContext, RestoreRequest};
+use wpdr::secret::Secret;
+
+async fn context(cli: &Cli, plan: Option<&Plan>) -> Result<RestoreContext> {
+    let (cfg, store) = open(cli).await?;
+    // A client only when the plan touches the cluster; its absence is then
+    // reported by the restore as a missing target, with what to do.
+    let needs_kube = plan
+        .map(|p| p.steps.iter().any(|s| s.kind == StepKind::ClusterObjects))
+        .unwrap_or(true);
+    let kube = if needs_kube {
+        kube::Client::try_default().await.ok()
+    } else {
+        None
+    };
+    Ok(RestoreContext {
+        cfg,
+        store,
+        kube,
+        cache_password: std::env::var("WPDR_RESTORE_CACHE_PASSWORD")
+            .ok()
+            .map(Secret::new),
+    })
+}
+
+fn print_journal(j: &Journal) {
+    println!(
+        "restore {} of set {} into namespace {} (plan {}, attempt {})",
+        j.restore_id, j.set_id, j.namespace, j.plan.name, j.runs
+    );
+    for (id, s) in j.ordered_steps() {
+        println!(
+            "  {:<16} {:<16} {:<8} {:>8.1}s{}",
+            id,
+            format!("{:?}", s.kind),
+            format!("{:?}", s.state).to_lowercase(),
+            s.seconds,
+            s.error
+                .as_ref()
+                .map(|e| format!("  {e}"))
+                .unwrap_or_default()
+        );
+        if s.error.is_some() {
+            for l in s.log.iter().rev().take(10).rev() {
+                println!("      | {l}");
+            }
+        }
+    }
+}
+
+pub(crate) async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitCode> {
+    if let Some(id) = &args.resume {
+        let ctx = context(cli, None).await?;
+        let outcome = run::resume(&ctx, id).await?;
+        return finish(cli, outcome);
+    }
+    let (Some(set), Some(namespace)) = (&args.set, &args.namespace) else {
+        bail!(wpdr::config::ConfigError::Invalid {
+            field: "restore".into(),
+            env: "-".into(),
+            problem: "give a set and --namespace (wpdr restore latest --namespace shop-restored), --resume ID, or a part (db, media, cluster)".into(),
+        });
+    };
+    let plan = run::load_plan(&args.plan)?;
+    let ctx = context(cli, Some(&plan)).await?;
+    let req = RestoreRequest {
+        set,
+        namespace,
+        plan,
+        site_url: args.site_url.as_deref(),
+        drill: false,
+    };
+    if args.dry_run {
+        let d = run::dry_run(&ctx, req).await?;
+        if cli.output == OutputFormat::Json {
+            print_json(&d)?;
+        } else {
+            println!(
+                "dry run: restore set {} into namespace {} with plan {}{}",
+                d.set_id,
+                d.namespace,
+                d.plan,
+                d.site_url
+                    .as_ref()
+                    .map(|u| format!(", site at {u}"))
+                    .unwrap_or_default()
+            );
+            for s in &d.steps {
+                println!(
+                    "  stage {} {:<16} (after: {}; timeout {}s; last time: {})\n      {}",
+                    s.stage,
+                    s.id,
+                    if s.after.is_empty() {
+                        "-".into()
+                    } else {
+                        s.after.join(", ")
+                    },
+                    s.timeout_seconds,
+                    s.last_seconds
+                        .map(|x| format!("{x:.1}s"))
+                        .unwrap_or_else(|| "never ran".into()),
+                    s.touches
+                );
+            }
+            for p in &d.problems {
+                println!("  PROBLEM: {p}");
+            }
+        }
+        return Ok(if d.problems.is_empty() {
+            ExitCode::Ok
+        } else {
+            ExitCode::Config
+        });
+    }
+    let outcome = run::start(&ctx, req).await?;
+    finish(cli, outcome)
+}
+
+fn finish(cli: &Cli, outcome: run::RestoreOutcome) -> Result<ExitCode> {
+    if cli.output == OutputFormat::Json {
+        print_json(&outcome)?;
+    } else {
+        print_journal(&outcome.journal);
+        if outcome.ok {
+            println!(
+                "restored in {:.1}s: every step done, every check passed",
+                outcome.journal.total_seconds().unwrap_or(0.0)
+            );
+        } else {
+            println!(
+                "RESTORE FAILED: fix the cause above, then resume with: wpdr restore --resume {}",
+                outcome.journal.restore_id
+            );
+        }
+    }
+    Ok(exit_from(outcome.exit))
+}
+
+fn exit_from(code: u8) -> ExitCode {
+    use ExitCode::*;
+    [
+        Ok,
+        Internal,
+        Usage,
+        Config,
+        DatabaseUnreachable,
+        DatabaseAuth,
+        StoreUnavailable,
+        SetNotFound,
+        Integrity,
+        Locked,
+        TargetNotEmpty,
+        RestoreMismatch,
+        Database,
+        StoreAuth,
+        MediaIncomplete,
+        Timeout,
+    ]
+    .into_iter()
+    .find(|c| c.code() == code)
+    .unwrap_or(Internal)
+}
+
+pub(crate) async fn drill(cli: &Cli, args: &DrillArgs) -> Result<ExitCode> {
+    let plan = run::load_plan(&args.plan)?;
+    let ctx = context(cli, Some(&plan)).await?;
+    let (report, outcome) =
+        wpdr::restore::drill::drill(&ctx, &args.set, plan, args.site_url.as_deref(), args.keep)
+            .await?;
+    if let Some(p) = &args.report {
+        std::fs::write(p, serde_json::to_vec_pretty(&report)?)?;
+    }
+    if let Some(p) = &args.metrics_file {
+        std::fs::write(p, report.metrics())?;
+    }
+    if cli.output == OutputFormat::Json {
+        print_json(&report)?;
+    } else {
+        print_journal(&outcome.journal);
+        println!(
+            "drill {}: set {} restored into {} — RTO {:.1}s (measured), RPO {:.0}s (age of the data)",
+            if report.ok { "PASSED" } else { "FAILED" },
+            report.set_id,
+            report.namespace,
+            report.rto_seconds,
+            report.rpo_seconds
+        );
+        for t in &report.teardown {
+            println!("  teardown: {t}");
+        }
+        if report.kept {
+            println!("  kept: namespace, database and bucket stay (--keep)");
+        }
+    }
+    Ok(exit_from(report.exit_code))
+}

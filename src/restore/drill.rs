@@ -1,0 +1,254 @@
+//! DR drills: restore the newest set into a throw-away namespace, run the
+//! checks, report RTO (wall time per step and total) and RPO (age of the
+//! data restored), keep the report in the store (`<site>/drills/`) for the
+//! daemon's metrics, and tear down what the drill created unless kept.
+//!
+//! Teardown removes only what this drill's journal says it created, and
+//! never anything the live site uses (`Targets` refuses those up front).
+
+use super::journal::{Journal, StepState};
+use super::plan::StepKind;
+use super::run::{self, RestoreContext, RestoreOutcome, RestoreRequest, RunError, Targets};
+use crate::catalog::Catalog;
+use crate::media::bucket::Bucket;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use mysql_async::prelude::Queryable;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepTime {
+    pub id: String,
+    pub kind: StepKind,
+    pub state: StepState,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrillReport {
+    pub restore_id: String,
+    pub site: String,
+    pub set_id: String,
+    pub namespace: String,
+    pub ok: bool,
+    pub exit_code: u8,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// Wall time of the whole restore, first step to last.
+    pub rto_seconds: f64,
+    /// Age of the data restored when the drill started.
+    pub rpo_seconds: f64,
+    pub steps: Vec<StepTime>,
+    /// The checks step's findings (tables, media, site answers).
+    pub checks: serde_json::Value,
+    /// What the teardown removed (empty with --keep).
+    pub teardown: Vec<String>,
+    pub kept: bool,
+}
+
+impl DrillReport {
+    pub fn from_journal(j: &Journal, exit_code: u8, teardown: Vec<String>, kept: bool) -> Self {
+        let finished_at = j.finished_at.unwrap_or_else(Utc::now);
+        DrillReport {
+            restore_id: j.restore_id.clone(),
+            site: j.site.clone(),
+            set_id: j.set_id.clone(),
+            namespace: j.namespace.clone(),
+            ok: exit_code == 0,
+            exit_code,
+            started_at: j.started_at,
+            finished_at,
+            rto_seconds: (finished_at - j.started_at).num_milliseconds() as f64 / 1000.0,
+            rpo_seconds: (j.started_at - j.set_taken_at).num_milliseconds() as f64 / 1000.0,
+            steps: j
+                .ordered_steps()
+                .into_iter()
+                .map(|(id, s)| StepTime {
+                    id: id.to_string(),
+                    kind: s.kind,
+                    state: s.state,
+                    seconds: s.seconds,
+                    error: s.error.clone(),
+                })
+                .collect(),
+            checks: j
+                .steps
+                .values()
+                .find(|s| s.kind == StepKind::Checks)
+                .map(|s| s.summary.clone())
+                .unwrap_or_default(),
+            teardown,
+            kept,
+        }
+    }
+
+    /// Prometheus text lines, for a textfile collector or the daemon.
+    pub fn metrics(&self) -> String {
+        let site = &self.site;
+        let mut out = String::new();
+        out.push_str("# HELP wpdr_drill_success Whether the newest drill restored and checked the site (1) or not (0).\n# TYPE wpdr_drill_success gauge\n");
+        out.push_str(&format!(
+            "wpdr_drill_success{{site=\"{site}\"}} {}\n",
+            u8::from(self.ok)
+        ));
+        out.push_str("# HELP wpdr_drill_timestamp_seconds When the newest drill finished.\n# TYPE wpdr_drill_timestamp_seconds gauge\n");
+        out.push_str(&format!(
+            "wpdr_drill_timestamp_seconds{{site=\"{site}\"}} {}\n",
+            self.finished_at.timestamp()
+        ));
+        out.push_str("# HELP wpdr_drill_rto_seconds Measured wall time of the newest drill's restore.\n# TYPE wpdr_drill_rto_seconds gauge\n");
+        out.push_str(&format!(
+            "wpdr_drill_rto_seconds{{site=\"{site}\"}} {:.3}\n",
+            self.rto_seconds
+        ));
+        out.push_str("# HELP wpdr_drill_rpo_seconds Age of the data the newest drill restored.\n# TYPE wpdr_drill_rpo_seconds gauge\n");
+        out.push_str(&format!(
+            "wpdr_drill_rpo_seconds{{site=\"{site}\"}} {:.3}\n",
+            self.rpo_seconds
+        ));
+        out.push_str("# HELP wpdr_drill_step_seconds Wall time of each step of the newest drill.\n# TYPE wpdr_drill_step_seconds gauge\n");
+        for s in &self.steps {
+            out.push_str(&format!(
+                "wpdr_drill_step_seconds{{site=\"{site}\",step=\"{}\"}} {:.3}\n",
+                s.id, s.seconds
+            ));
+        }
+        out
+    }
+}
+
+pub fn drills_prefix(site_prefix: &str) -> String {
+    format!("{}/drills/", site_prefix.trim_end_matches('/'))
+}
+
+/// Keeps the report as `drills/<id>.json` and `drills/latest.json`.
+pub async fn store_report(
+    ctx: &RestoreContext,
+    report: &DrillReport,
+) -> Result<(), crate::store::StoreError> {
+    let prefix = drills_prefix(&ctx.cfg.site_prefix());
+    let bytes = Bytes::from(serde_json::to_vec_pretty(report).unwrap_or_default());
+    ctx.store
+        .put_bytes(
+            &format!("{prefix}{}.json", report.restore_id),
+            bytes.clone(),
+        )
+        .await?;
+    ctx.store
+        .put_bytes(&format!("{prefix}latest.json"), bytes)
+        .await?;
+    Ok(())
+}
+
+/// The newest drill's report, if any.
+pub async fn latest_report(store: &crate::store::Store, site_prefix: &str) -> Option<DrillReport> {
+    let b = store
+        .get_bytes(&format!("{}latest.json", drills_prefix(site_prefix)))
+        .await
+        .ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// A namespace name for a drill: `wpdr-drill-` and the restore's time.
+pub fn drill_namespace(now: DateTime<Utc>) -> String {
+    format!(
+        "wpdr-drill-{}-{:04x}",
+        now.format("%m%d%H%M%S"),
+        rand::random::<u16>()
+    )
+}
+
+/// Runs a drill: restore, report, teardown.
+pub async fn drill(
+    ctx: &RestoreContext,
+    set: &str,
+    plan: super::plan::Plan,
+    site_url: Option<&str>,
+    keep: bool,
+) -> Result<(DrillReport, RestoreOutcome), RunError> {
+    let namespace = drill_namespace(Utc::now());
+    let outcome = run::start(
+        ctx,
+        RestoreRequest {
+            set,
+            namespace: &namespace,
+            plan,
+            site_url,
+            drill: true,
+        },
+    )
+    .await?;
+    let teardown = if keep {
+        Vec::new()
+    } else {
+        teardown(ctx, &outcome.journal).await
+    };
+    let report = DrillReport::from_journal(&outcome.journal, outcome.exit, teardown, keep);
+    store_report(ctx, &report).await?;
+    Ok((report, outcome))
+}
+
+/// Removes what the drill's steps created: the namespace, the restored
+/// database, the restored bucket. Each removal is reported, failures too
+/// (a failed teardown leaves things to clean by hand, never the source).
+pub async fn teardown(ctx: &RestoreContext, j: &Journal) -> Vec<String> {
+    let catalog = Catalog::new(&ctx.store, &ctx.cfg.site, &ctx.cfg.site_prefix());
+    let Ok(manifest) = catalog.load(&j.set_id).await else {
+        return vec![format!("set {} unreadable: nothing torn down", j.set_id)];
+    };
+    let targets = Targets::resolve(
+        &ctx.cfg.restore,
+        &manifest,
+        &j.namespace,
+        j.site_url.as_deref(),
+    );
+    let ran = |kind: StepKind| j.steps.values().any(|s| s.kind == kind && s.runs > 0);
+    let mut done = Vec::new();
+    if ran(StepKind::DatabaseLoad) {
+        if let Some((endpoint, db)) = &targets.database {
+            let r = async {
+                let mut c = endpoint.connect(None).await.map_err(|e| e.to_string())?;
+                c.query_drop(format!(
+                    "DROP DATABASE IF EXISTS `{}`",
+                    db.replace('`', "``")
+                ))
+                .await
+                .map_err(|e| e.to_string())
+            }
+            .await;
+            done.push(match r {
+                Ok(()) => format!("dropped database '{db}' on {}", endpoint.display()),
+                Err(e) => format!("FAILED to drop database '{db}': {e}"),
+            });
+        }
+    }
+    if ran(StepKind::MediaRestore) {
+        if let Some(cfg) = &targets.media {
+            let r = async {
+                let b = Bucket::open(cfg).await.map_err(|e| e.to_string())?;
+                b.delete_all_and_bucket().await.map_err(|e| e.to_string())
+            }
+            .await;
+            done.push(match r {
+                Ok(n) => format!("deleted bucket '{}' ({n} objects)", cfg.bucket),
+                Err(e) => format!("FAILED to delete bucket '{}': {e}", cfg.bucket),
+            });
+        }
+    }
+    if ran(StepKind::ClusterObjects) {
+        if let Some(client) = &ctx.kube {
+            let api: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+                kube::Api::all(client.clone());
+            done.push(match api.delete(&j.namespace, &Default::default()).await {
+                Ok(_) => format!("deleted namespace {}", j.namespace),
+                Err(e) => format!("FAILED to delete namespace {}: {e}", j.namespace),
+            });
+        }
+    }
+    for d in &done {
+        tracing::info!("drill teardown: {d}");
+    }
+    done
+}

@@ -1,0 +1,408 @@
+//! Full-site restore and drills against the real services: a real WordPress
+//! (Debian's package, `php -S`) with posts, serialised options holding its
+//! URL and uploads in a Garage bucket; backed up, then restored with the
+//! `site` plan (database, media, Redis flushed cold, URL rewrite, the site
+//! answering, checks), killed and resumed, and drilled with a media object
+//! deleted offsite behind wpdr's back.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+struct Site {
+    _dir: tempfile::TempDir,
+    cfg: PathBuf,
+    site_dir: PathBuf,
+    offsite: String,
+    servers: Vec<Child>,
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        for c in &mut self.servers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn serve(dir: &Path, port: u16) -> Child {
+    let child = Command::new("php")
+        .args(["-S", &format!("127.0.0.1:{port}"), "-t"])
+        .arg(dir)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+fn wp_config(dir: &Path, svc: &Services, db: &str) {
+    let out = Command::new("scripts/wp-site.sh")
+        .args([
+            "config",
+            dir.to_str().unwrap(),
+            &format!("127.0.0.1:{}", svc.db_port()),
+            db,
+            &svc.var("WPDR_TEST_DB_USER"),
+            &svc.var("WPDR_TEST_DB_PASSWORD"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// A WordPress site with uploads, served live, and a config that captures
+/// its answers at backup and restores into `{namespace}` databases/buckets.
+async fn wordpress_site(svc: &Services, stem: &str, extra: &str) -> Site {
+    let db = svc.fresh_database(stem).await;
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let site_dir = dir.path().join("site");
+    let install = Command::new("scripts/wp-site.sh")
+        .args([
+            "install",
+            site_dir.to_str().unwrap(),
+            &format!("127.0.0.1:{}", svc.db_port()),
+            &db,
+            &svc.var("WPDR_TEST_DB_USER"),
+            &svc.var("WPDR_TEST_DB_PASSWORD"),
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "{}", stderr(&install));
+    let live = serve(&site_dir, port);
+    let source = svc.fresh_bucket("site-src");
+    let offsite = svc.fresh_bucket("site-off");
+    let s3 = svc.s3();
+    // The demo's attachment, plus a few more uploads the database does not name.
+    let mut objects = vec![(
+        "wp-content/uploads/2026/01/logo.png".to_string(),
+        b"\x89PNG demo logo".to_vec(),
+    )];
+    for i in 0..40 {
+        objects.push((
+            format!("wp-content/uploads/2026/11/photo-{i}.jpg"),
+            vec![i as u8; 20_000 + i * 100],
+        ));
+    }
+    put_objects(&s3, &source, objects).await;
+    let yaml = format!(
+        "{}wordpress:\n  url: {url}\nrestore:\n  database: mysql://{}@127.0.0.1:{}/{{namespace}}\n  media: {{bucket: '{{namespace}}-media', endpoint: '{}', region: {}, access_key_id: {}}}\n{extra}",
+        svc.media_yaml(&source, &offsite, ""),
+        svc.var("WPDR_TEST_DB_USER"),
+        svc.db_port(),
+        svc.var("WPDR_TEST_S3_ENDPOINT"),
+        svc.var("WPDR_TEST_S3_REGION"),
+        svc.var("WPDR_TEST_S3_ACCESS_KEY_ID"),
+    );
+    let cfg = svc.local_config(dir.path(), &db, &yaml);
+    Site {
+        _dir: dir,
+        cfg,
+        site_dir,
+        offsite,
+        servers: vec![live],
+    }
+}
+
+/// A copy of the site's code pointed at the database `namespace` restores into.
+fn restored_copy(site: &mut Site, svc: &Services, namespace: &str) -> String {
+    let port = free_port();
+    let dir = site.site_dir.parent().unwrap().join(namespace);
+    let out = Command::new("cp")
+        .args(["-r", site.site_dir.to_str().unwrap(), dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    wp_config(&dir, svc, namespace);
+    site.servers.push(serve(&dir, port));
+    format!("http://127.0.0.1:{port}")
+}
+
+fn redis(port: u16, dir: &Path) -> Child {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--save", "", "--dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (apt install redis-server; scripts/dev-services.sh does)");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    stdout(&out).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wordpress_site_is_restored_whole_answers_as_at_backup_and_starts_with_a_cold_cache() {
+    let svc = Services::get();
+    let redis_port = free_port();
+    let mut site = wordpress_site(
+        &svc,
+        "fullsite",
+        &format!("  caches: ['redis://127.0.0.1:{redis_port}']\n"),
+    )
+    .await;
+    let redis_dir = tempfile::tempdir().unwrap();
+    site.servers.push(redis(redis_port, redis_dir.path()));
+    let backup = json(&svc.wpdr(&site.cfg, &["--output", "json", "backup"]));
+    let set = backup["id"].as_str().unwrap().to_string();
+    let shown = json(&svc.wpdr(&site.cfg, &["--output", "json", "sets", "show", &set]));
+    let captured = shown["answers"]["answers"].as_array().unwrap();
+    assert!(captured.len() >= 3, "home, posts-api, post: {shown}");
+
+    let ns = format!("wpfull{:06x}", rand::random::<u32>() & 0xffffff);
+    let new_url = restored_copy(&mut site, &svc, &ns);
+    // A stale page in the cache from before the restore.
+    redis_cli(redis_port, &["SET", "wp:posts:1", "stale"]);
+
+    // The dry run names what each step touches and writes nothing.
+    let dry = svc.wpdr(
+        &site.cfg,
+        &[
+            "--output",
+            "json",
+            "restore",
+            &set,
+            "--namespace",
+            &ns,
+            "--plan",
+            "site",
+            "--site-url",
+            &new_url,
+            "--dry-run",
+        ],
+    );
+    let dry = json(&dry);
+    assert_eq!(dry["problems"].as_array().unwrap().len(), 0, "{dry}");
+    let touches: Vec<&str> = dry["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["touches"].as_str().unwrap())
+        .collect();
+    assert!(
+        touches
+            .iter()
+            .any(|t| t.contains(&format!("database '{ns}'"))),
+        "{touches:?}"
+    );
+    assert!(
+        touches.iter().any(|t| t.contains(&format!("'{ns}-media'"))),
+        "{touches:?}"
+    );
+    assert_eq!(redis_cli(redis_port, &["GET", "wp:posts:1"]), "stale");
+
+    let out = svc.wpdr(
+        &site.cfg,
+        &[
+            "--output",
+            "json",
+            "restore",
+            &set,
+            "--namespace",
+            &ns,
+            "--plan",
+            "site",
+            "--site-url",
+            &new_url,
+        ],
+    );
+    let r = json(&out);
+    assert_eq!(r["ok"], true, "{r}\n{}", stderr(&out));
+    let steps = &r["journal"]["steps"];
+    for id in [
+        "database-server",
+        "database",
+        "media",
+        "url-rewrite",
+        "cache",
+        "application",
+        "checks",
+    ] {
+        assert_eq!(steps[id]["state"], "done", "{id}: {}", steps[id]);
+    }
+    let checks = &steps["checks"]["summary"];
+    assert_eq!(checks["tables"]["verified_at_load"], 12, "{checks}");
+    assert_eq!(checks["media"]["missing"], 0, "{checks}");
+    assert_eq!(checks["media"]["objects"], 41, "{checks}");
+    assert!(
+        checks["site"]["compared"].as_array().unwrap().len() >= 3,
+        "{checks}"
+    );
+    assert_eq!(
+        checks["site"]["differences"].as_array().unwrap().len(),
+        0,
+        "{checks}"
+    );
+    assert!(
+        steps["url-rewrite"]["summary"]["rows_changed"]
+            .as_u64()
+            .unwrap()
+            > 10
+    );
+    // The cache starts cold.
+    assert_eq!(redis_cli(redis_port, &["EXISTS", "wp:posts:1"]), "0");
+    // The restored site links to its new address only.
+    let home = reqwest::get(format!("{new_url}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(home.contains(&new_url), "home page");
+    let old_url = {
+        let y = std::fs::read_to_string(&site.cfg).unwrap();
+        y.lines()
+            .find(|l| l.trim_start().starts_with("url:"))
+            .unwrap()
+            .split_once("url:")
+            .unwrap()
+            .1
+            .trim()
+            .to_string()
+    };
+    assert!(
+        !home.contains(&old_url),
+        "the restored home page still links to {old_url}"
+    );
+
+    // A finished restore cannot be resumed; its dry run now knows step times.
+    let again = svc.wpdr(
+        &site.cfg,
+        &[
+            "restore",
+            "--resume",
+            r["journal"]["restore_id"].as_str().unwrap(),
+        ],
+    );
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let ns2 = format!("{ns}b");
+    let dry = json(&svc.wpdr(
+        &site.cfg,
+        &[
+            "--output",
+            "json",
+            "restore",
+            &set,
+            "--namespace",
+            &ns2,
+            "--plan",
+            "site",
+            "--dry-run",
+        ],
+    ));
+    assert!(
+        dry["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["last_seconds"].is_number()),
+        "{dry}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_fails_when_media_was_deleted_offsite_and_tears_down_what_it_made() {
+    let svc = Services::get();
+    let site = wordpress_site(&svc, "drillfail", "").await;
+    let set = svc.backup(&site.cfg);
+    // Behind wpdr's back: one object of the set disappears from the mirror.
+    let s3 = svc.s3();
+    s3.delete_object()
+        .bucket(&site.offsite)
+        .key("wp-content/uploads/2026/11/photo-7.jpg")
+        .send()
+        .await
+        .unwrap();
+    let report_path = site.site_dir.parent().unwrap().join("drill.json");
+    let out = svc.wpdr(
+        &site.cfg,
+        &[
+            "--output",
+            "json",
+            "drill",
+            "--set",
+            &set,
+            "--plan",
+            "site",
+            "--report",
+            report_path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(14),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["ok"], false);
+    let media = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "media")
+        .unwrap();
+    assert_eq!(media["state"], "failed", "{report}");
+    assert!(
+        media["error"].as_str().unwrap().contains("photo-7.jpg"),
+        "{report}"
+    );
+    assert!(report["rpo_seconds"].as_f64().unwrap() >= 0.0);
+    // The drill's own database and bucket are gone; the live site's are not.
+    let ns = report["namespace"].as_str().unwrap();
+    let teardown = report["teardown"].as_array().unwrap();
+    assert!(
+        teardown.iter().any(|t| t
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("dropped database '{ns}'"))),
+        "{report}"
+    );
+    assert!(
+        teardown.iter().any(|t| t
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("deleted bucket '{ns}-media'"))),
+        "{report}"
+    );
+    let mut c = svc.admin(None).await;
+    use mysql_async::prelude::Queryable;
+    let left: Option<String> = c
+        .exec_first(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            (ns,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(left, None);
+    // The report is in the store for the daemon's metrics.
+    let status = svc.wpdr(&site.cfg, &["sets", "list"]);
+    assert!(status.status.success());
+}
