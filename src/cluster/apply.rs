@@ -349,6 +349,69 @@ pub async fn apply(
     Ok(applied)
 }
 
+/// Waits until every Deployment and StatefulSet in `ns` runs its desired
+/// replicas as ready on its current generation; `log` hears each change of
+/// what is still missing. The caller bounds the wait.
+pub async fn wait_ready(
+    client: &Client,
+    ns: &str,
+    log: impl Fn(String),
+) -> Result<usize, ClusterError> {
+    let api_err = |doing: &str, source: kube::Error| ClusterError::Api {
+        doing: format!("{doing} in {ns}"),
+        source,
+    };
+    let mut last = String::new();
+    loop {
+        let mut waiting = Vec::new();
+        let mut total = 0;
+        let deployments = Api::<Deployment>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| api_err("listing Deployments", e))?;
+        for d in &deployments.items {
+            total += 1;
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let st = d.status.clone().unwrap_or_default();
+            let current = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+            let ready = st.ready_replicas.unwrap_or(0);
+            if !current || ready < want {
+                waiting.push(format!(
+                    "Deployment/{} {ready}/{want} ready",
+                    d.metadata.name.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+        let sets = Api::<StatefulSet>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| api_err("listing StatefulSets", e))?;
+        for s in &sets.items {
+            total += 1;
+            let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let st = s.status.clone().unwrap_or_default();
+            let current = st.observed_generation.unwrap_or(0) >= s.metadata.generation.unwrap_or(0);
+            let ready = st.ready_replicas.unwrap_or(0);
+            if !current || ready < want {
+                waiting.push(format!(
+                    "StatefulSet/{} {ready}/{want} ready",
+                    s.metadata.name.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+        if waiting.is_empty() {
+            log(format!("{total} workload(s) ready in {ns}"));
+            return Ok(total);
+        }
+        let now = format!("waiting for {}", waiting.join(", "));
+        if now != last {
+            log(now.clone());
+            last = now;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,68 +491,5 @@ mod tests {
             "drill.example.com"
         );
         assert_eq!(r.pins.len(), 1);
-    }
-}
-
-/// Waits until every Deployment and StatefulSet in `ns` runs its desired
-/// replicas as ready on its current generation; `log` hears each change of
-/// what is still missing. The caller bounds the wait.
-pub async fn wait_ready(
-    client: &Client,
-    ns: &str,
-    log: impl Fn(String),
-) -> Result<usize, ClusterError> {
-    let api_err = |doing: &str, source: kube::Error| ClusterError::Api {
-        doing: format!("{doing} in {ns}"),
-        source,
-    };
-    let mut last = String::new();
-    loop {
-        let mut waiting = Vec::new();
-        let mut total = 0;
-        let deployments = Api::<Deployment>::namespaced(client.clone(), ns)
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| api_err("listing Deployments", e))?;
-        for d in &deployments.items {
-            total += 1;
-            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let st = d.status.clone().unwrap_or_default();
-            let current = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
-            let ready = st.ready_replicas.unwrap_or(0);
-            if !current || ready < want {
-                waiting.push(format!(
-                    "Deployment/{} {ready}/{want} ready",
-                    d.metadata.name.as_deref().unwrap_or("?")
-                ));
-            }
-        }
-        let sets = Api::<StatefulSet>::namespaced(client.clone(), ns)
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| api_err("listing StatefulSets", e))?;
-        for s in &sets.items {
-            total += 1;
-            let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let st = s.status.clone().unwrap_or_default();
-            let current = st.observed_generation.unwrap_or(0) >= s.metadata.generation.unwrap_or(0);
-            let ready = st.ready_replicas.unwrap_or(0);
-            if !current || ready < want {
-                waiting.push(format!(
-                    "StatefulSet/{} {ready}/{want} ready",
-                    s.metadata.name.as_deref().unwrap_or("?")
-                ));
-            }
-        }
-        if waiting.is_empty() {
-            log(format!("{total} workload(s) ready in {ns}"));
-            return Ok(total);
-        }
-        let now = format!("waiting for {}", waiting.join(", "));
-        if now != last {
-            log(now.clone());
-            last = now;
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
 }
