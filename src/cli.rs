@@ -206,6 +206,9 @@ pub struct RestoreArgs {
     /// Resume a stopped restore by id: every step not done runs again.
     #[arg(long, conflicts_with_all = ["set", "namespace", "dry_run"])]
     pub resume: Option<String>,
+    /// The namespace exists already (created by GitOps, or the role may not create namespaces).
+    #[arg(long)]
+    pub no_create_namespace: bool,
 }
 
 #[derive(Debug, Args)]

@@ -63,7 +63,7 @@ fn wp_config(dir: &Path, svc: &Services, db: &str) {
 
 /// A WordPress site with uploads, served live, and a config that captures
 /// its answers at backup and restores into `{namespace}` databases/buckets.
-async fn wordpress_site(svc: &Services, stem: &str, extra: &str) -> Site {
+async fn wordpress_site(svc: &Services, stem: &str, extra: &str, uploads: usize) -> Site {
     let db = svc.fresh_database(stem).await;
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
@@ -91,7 +91,7 @@ async fn wordpress_site(svc: &Services, stem: &str, extra: &str) -> Site {
         "wp-content/uploads/2026/01/logo.png".to_string(),
         b"\x89PNG demo logo".to_vec(),
     )];
-    for i in 0..40 {
+    for i in 0..uploads {
         objects.push((
             format!("wp-content/uploads/2026/11/photo-{i}.jpg"),
             vec![i as u8; 20_000 + i * 100],
@@ -164,6 +164,7 @@ async fn a_wordpress_site_is_restored_whole_answers_as_at_backup_and_starts_with
         &svc,
         "fullsite",
         &format!("  caches: ['redis://127.0.0.1:{redis_port}']\n"),
+        40,
     )
     .await;
     let redis_dir = tempfile::tempdir().unwrap();
@@ -328,7 +329,7 @@ async fn a_wordpress_site_is_restored_whole_answers_as_at_backup_and_starts_with
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drill_fails_when_media_was_deleted_offsite_and_tears_down_what_it_made() {
     let svc = Services::get();
-    let site = wordpress_site(&svc, "drillfail", "").await;
+    let site = wordpress_site(&svc, "drillfail", "", 40).await;
     let set = svc.backup(&site.cfg);
     // Behind wpdr's back: one object of the set disappears from the mirror.
     let s3 = svc.s3();
@@ -405,4 +406,235 @@ async fn a_drill_fails_when_media_was_deleted_offsite_and_tears_down_what_it_mad
     // The report is in the store for the daemon's metrics.
     let status = svc.wpdr(&site.cfg, &["sets", "list"]);
     assert!(status.status.success());
+}
+
+fn journal_file(site: &Site, restore_id: Option<&str>) -> Option<serde_json::Value> {
+    let dir = site
+        .cfg
+        .parent()
+        .unwrap()
+        .join("store/wpdr/testsite/restores");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let f = match restore_id {
+        Some(id) => dir.join(format!("{id}.json")),
+        None => files.pop()?,
+    };
+    serde_json::from_slice(&std::fs::read(f).ok()?).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_killed_in_the_middle_resumes_without_redoing_finished_steps() {
+    let svc = Services::get();
+    // Enough uploads that the media step is still running when the database is in.
+    let mut site = wordpress_site(&svc, "killresume", "", 1500).await;
+    let set = svc.backup(&site.cfg);
+    let ns = format!("wpkill{:06x}", rand::random::<u32>() & 0xffffff);
+    let new_url = restored_copy(&mut site, &svc, &ns);
+    let mut child = svc
+        .wpdr_cmd(
+            &site.cfg,
+            &[
+                "restore",
+                &set,
+                "--namespace",
+                &ns,
+                "--plan",
+                "site",
+                "--site-url",
+                &new_url,
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill -9 once the database step is done and the media step is running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let at_kill = loop {
+        if let Some(j) = journal_file(&site, None) {
+            let s = &j["steps"];
+            if s["database"]["state"] == "done" && s["media"]["state"] == "running" {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                break j;
+            }
+            assert_ne!(
+                s["media"]["state"], "done",
+                "the media step finished before the database: {j}"
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore never reached the kill point"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended before the kill point"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let id = at_kill["restore_id"].as_str().unwrap().to_string();
+    assert_eq!(at_kill["status"], "running");
+    // The journal left by the kill does not claim anything it did not finish.
+    assert_ne!(at_kill["steps"]["checks"]["state"], "done");
+
+    let out = svc.wpdr(&site.cfg, &["--output", "json", "restore", "--resume", &id]);
+    let r = json(&out);
+    assert_eq!(r["ok"], true, "{r}");
+    let steps = &r["journal"]["steps"];
+    assert_eq!(r["journal"]["runs"], 2);
+    // Finished steps were not redone: one run, same start time as before the kill.
+    for id in ["database-server", "database"] {
+        assert_eq!(steps[id]["runs"], 1, "{id} was redone: {}", steps[id]);
+        assert_eq!(steps[id]["started_at"], at_kill["steps"][id]["started_at"]);
+    }
+    // The interrupted step ran again and completed what was missing.
+    assert_eq!(steps["media"]["runs"], 2, "{}", steps["media"]);
+    assert!(
+        steps["media"]["summary"]["already_present"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{}",
+        steps["media"]
+    );
+    assert_eq!(steps["checks"]["summary"]["media"]["missing"], 0);
+    assert_eq!(steps["checks"]["summary"]["media"]["objects"], 1501);
+    // Resuming a finished restore is refused politely; an unknown id is named.
+    let again = svc.wpdr(&site.cfg, &["restore", "--resume", &id]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let unknown = svc.wpdr(
+        &site.cfg,
+        &["restore", "--resume", "r20200101T000000Z-dead"],
+    );
+    assert_eq!(unknown.status.code(), Some(7), "{}", stderr(&unknown));
+    assert!(stderr(&unknown).contains("r20200101T000000Z-dead"));
+}
+
+/// The `full` plan with the in-memory Kubernetes API for the cluster steps:
+/// objects applied into the new namespace with images pinned to the digests
+/// that ran, rollouts waited for, then the data steps against the real
+/// services and the checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_plan_applies_the_namespace_waits_for_rollouts_and_restores_the_data() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube_fake_client::ClientBuilder;
+    use serde_json::json;
+    use std::sync::Arc;
+    let svc = Services::get();
+    let mut site = wordpress_site(&svc, "fullplan", "cluster:\n  namespace: shop\n", 10).await;
+    let kube = ClientBuilder::new()
+        .with_object::<Deployment>(serde_json::from_value(json!({
+            "metadata": {"name": "wordpress", "namespace": "shop", "uid": "d1"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "wp"}}, "template": {"metadata": {"labels": {"app": "wp"}},
+                "spec": {"containers": [{"name": "php", "image": "wordpress:6.6"}]}}}
+        })).unwrap())
+        .with_object::<k8s_openapi::api::apps::v1::ReplicaSet>(serde_json::from_value(json!({
+            "metadata": {"name": "wordpress-1", "namespace": "shop",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "wordpress", "uid": "d1"}]},
+            "spec": {"selector": {"matchLabels": {"app": "wp"}}}
+        })).unwrap())
+        .with_object::<k8s_openapi::api::core::v1::Pod>(serde_json::from_value(json!({
+            "metadata": {"name": "wordpress-1-x", "namespace": "shop",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "wordpress-1", "uid": "r1"}]},
+            "spec": {"containers": [{"name": "php", "image": "wordpress:6.6"}]},
+            "status": {"containerStatuses": [{"name": "php", "image": "wordpress:6.6", "imageID": "docker-pullable://wordpress@sha256:feed", "ready": true, "restartCount": 0}]}
+        })).unwrap())
+        .build()
+        .await
+        .unwrap();
+    let (cfg, store) = svc.open_store(&site.cfg).await;
+    let store = Arc::new(store);
+    let m = wpdr::backup::run_with(
+        &cfg,
+        store.clone(),
+        "manual",
+        Arc::new(|_| {}),
+        Some(kube.clone()),
+    )
+    .await
+    .unwrap();
+    assert!(m.cluster.is_some() && m.answers.is_some());
+    let ns = format!("wpfp{:06x}", rand::random::<u32>() & 0xffffff);
+    let new_url = restored_copy(&mut site, &svc, &ns);
+    // The fake API server runs no controllers: play the Deployment
+    // controller, reporting the rollout ready a moment after it appears.
+    let controller = {
+        let api: kube::Api<Deployment> = kube::Api::namespaced(kube.clone(), &ns);
+        tokio::spawn(async move {
+            loop {
+                if let Ok(Some(mut d)) = api.get_opt("wordpress").await {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                    d.status = Some(
+                        serde_json::from_value(json!({
+                            "observedGeneration": d.metadata.generation.unwrap_or(0),
+                            "readyReplicas": want, "replicas": want
+                        }))
+                        .unwrap(),
+                    );
+                    api.replace_status("wordpress", &Default::default(), &d)
+                        .await
+                        .unwrap();
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let ctx = wpdr::restore::run::RestoreContext {
+        cfg,
+        store,
+        kube: Some(kube.clone()),
+        cache_password: None,
+        // kube-fake-client cannot model Namespace objects; real clusters can.
+        create_namespace: false,
+    };
+    let plan = wpdr::restore::run::load_plan("full").unwrap();
+    let outcome = wpdr::restore::run::start(
+        &ctx,
+        wpdr::restore::run::RestoreRequest {
+            set: &m.set_id,
+            namespace: &ns,
+            plan,
+            site_url: Some(&new_url),
+            drill: false,
+        },
+    )
+    .await
+    .unwrap();
+    controller.await.unwrap();
+    let j = &outcome.journal;
+    assert!(outcome.ok, "{}", serde_json::to_string_pretty(j).unwrap());
+    let ns_step = j.step("namespace").unwrap();
+    assert_eq!(ns_step.summary["pins"], 1, "{:?}", ns_step.summary);
+    let app = j.step("application").unwrap();
+    assert!(
+        app.log
+            .iter()
+            .any(|l| l.contains("Deployment/wordpress 0/2 ready")),
+        "{:?}",
+        app.log
+    );
+    let d: Deployment = kube::Api::namespaced(kube.clone(), &ns)
+        .get("wordpress")
+        .await
+        .unwrap();
+    let image = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert_eq!(image, "wordpress@sha256:feed");
+    assert_eq!(
+        j.step("checks").unwrap().summary["site"]["differences"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 }

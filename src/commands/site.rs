@@ -10,7 +10,7 @@ use wpdr::restore::plan::{Plan, StepKind};
 use wpdr::restore::run::{self, RestoreContext, RestoreRequest};
 use wpdr::secret::Secret;
 
-async fn context(cli: &Cli, plan: Option<&Plan>) -> Result<RestoreContext> {
+async fn context(cli: &Cli, plan: Option<&Plan>, create_namespace: bool) -> Result<RestoreContext> {
     let (cfg, store) = open(cli).await?;
     // A client only when the plan touches the cluster; its absence is then
     // reported by the restore as a missing target, with what to do.
@@ -29,6 +29,7 @@ async fn context(cli: &Cli, plan: Option<&Plan>) -> Result<RestoreContext> {
         cache_password: std::env::var("WPDR_RESTORE_CACHE_PASSWORD")
             .ok()
             .map(Secret::new),
+        create_namespace,
     })
 }
 
@@ -59,7 +60,7 @@ fn print_journal(j: &Journal) {
 
 pub(crate) async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitCode> {
     if let Some(id) = &args.resume {
-        let ctx = context(cli, None).await?;
+        let ctx = context(cli, None, !args.no_create_namespace).await?;
         let outcome = run::resume(&ctx, id).await?;
         return finish(cli, outcome);
     }
@@ -71,7 +72,7 @@ pub(crate) async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitCode> {
         });
     };
     let plan = run::load_plan(&args.plan)?;
-    let ctx = context(cli, Some(&plan)).await?;
+    let ctx = context(cli, Some(&plan), !args.no_create_namespace).await?;
     let req = RestoreRequest {
         set,
         namespace,
@@ -172,7 +173,7 @@ fn exit_from(code: u8) -> ExitCode {
 
 pub(crate) async fn drill(cli: &Cli, args: &DrillArgs) -> Result<ExitCode> {
     let plan = run::load_plan(&args.plan)?;
-    let ctx = context(cli, Some(&plan)).await?;
+    let ctx = context(cli, Some(&plan), true).await?;
     let (report, outcome) =
         wpdr::restore::drill::drill(&ctx, &args.set, plan, args.site_url.as_deref(), args.keep)
             .await?;

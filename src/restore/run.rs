@@ -106,6 +106,9 @@ pub struct RestoreContext {
     pub kube: Option<kube::Client>,
     /// Redis AUTH for the cache-flush step.
     pub cache_password: Option<Secret>,
+    /// False when the namespace is created elsewhere (GitOps, or a role
+    /// that may not create namespaces): objects go into it as it is.
+    pub create_namespace: bool,
 }
 
 /// The restored components' addresses for one namespace.
@@ -752,7 +755,7 @@ async fn cluster_objects(env: &StepEnv<'_>) -> Result<serde_json::Value, StepErr
         dry_run: false,
         // Our own earlier attempt may have applied some objects already.
         force: env.resumed,
-        create_namespace: true,
+        create_namespace: env.ctx.create_namespace,
     };
     let r = restore_cluster(env.catalog, env.manifest, client, &opts)
         .await
