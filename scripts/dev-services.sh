@@ -37,6 +37,9 @@ grep -qi mysqli <<<"$(php -m 2>/dev/null || true)" || need_apt+=(php-mysql)
 # without it the site answers every page with an empty body.
 dpkg -s wordpress-theme-twentytwentythree >/dev/null 2>&1 || need_apt+=(wordpress-theme-twentytwentythree)
 command -v curl >/dev/null || need_apt+=(curl)
+# The object cache a restore flushes cold (tests start their own servers).
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 
 install_apt() {
   if [ "${#need_apt[@]}" -gt 0 ]; then

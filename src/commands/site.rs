@@ -42,7 +42,10 @@ fn print_journal(j: &Journal) {
         println!(
             "  {:<16} {:<16} {:<8} {:>8.1}s{}",
             id,
-            format!("{:?}", s.kind),
+            serde_json::to_value(s.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
             format!("{:?}", s.state).to_lowercase(),
             s.seconds,
             s.error
@@ -50,7 +53,8 @@ fn print_journal(j: &Journal) {
                 .map(|e| format!("  {e}"))
                 .unwrap_or_default()
         );
-        if s.error.is_some() {
+        // A failure shows its step's last lines; the checks always show what they found.
+        if s.error.is_some() || s.kind == StepKind::Checks {
             for l in s.log.iter().rev().take(10).rev() {
                 println!("      | {l}");
             }
