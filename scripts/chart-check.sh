@@ -41,6 +41,14 @@ trap 'rm -rf "$OUT"' EXIT
   --set secretKeys.mediaSourceAccessKeyId=minio-access-key-id --set secretKeys.mediaSourceSecretAccessKey=minio-secret-access-key \
   --set-json 'schedules=[{"name":"nightly-backup","job":"backup","cron":"0 15 2 * * *"},{"name":"hourly-media-sync","job":"media-sync","cron":"0 15 * * * *"}]' \
   >"$OUT/media.yaml"
+# Drills in staging: the restore role with namespace teardown, a drill CronJob,
+# and restore targets in the config.
+"$HELM" template wpdr charts/wpdr --namespace wp --set mode=cronjobs \
+  --set rbac.restore.enabled=true --set rbac.restore.drillTeardown=true \
+  --set config.restore.database='mysql://root@mariadb.{namespace}.svc:3306/wordpress' \
+  --set config.restore.site_url='http://wordpress.{namespace}.svc' \
+  --set-json 'schedules=[{"name":"weekly-drill","job":"drill","cron":"0 0 7 * * Sun"}]' \
+  >"$OUT/drill.yaml"
 
 python3 - "$OUT" <<'PY'
 import sys, yaml, subprocess, os
@@ -51,7 +59,7 @@ def check(cond, msg):
         failures.append(msg)
 
 core = []
-for variant in ["daemon", "cronjobs", "ha", "media"]:
+for variant in ["daemon", "cronjobs", "ha", "media", "drill"]:
     docs = [d for d in yaml.safe_load_all(open(f"{out}/{variant}.yaml")) if d]
     kinds = [d["kind"] for d in docs]
     # ServiceMonitor is a CRD: not in the core schemas, checked by shape below.
@@ -89,7 +97,10 @@ for variant in ["daemon", "cronjobs", "ha", "media"]:
                     check(set(r["verbs"]) <= {"get", "list"}, f"{variant}: backup role may write: {r}")
         if d["kind"] == "ClusterRole":
             for r in d["rules"]:
-                check(set(r["verbs"]) <= {"get", "list", "create", "patch"}, f"{variant}: restore role verbs {r['verbs']}")
+                allowed = {"get", "list", "create", "patch"}
+                if variant == "drill" and r["resources"] == ["namespaces"]:
+                    allowed.add("delete")  # drill teardown, opted into
+                check(set(r["verbs"]) <= allowed, f"{variant}: restore role verbs {r['verbs']}")
                 check("*" not in r["resources"] and "*" not in r.get("apiGroups", []), f"{variant}: wildcard in restore role")
         if d["kind"] == "ServiceMonitor":
             check(d["spec"]["endpoints"][0]["port"] == "metrics", "servicemonitor port")
@@ -99,11 +110,17 @@ for variant in ["daemon", "cronjobs", "ha", "media"]:
         check("WPDR_MEDIA_OFFSITE_SECRET_ACCESS_KEY_FILE" not in envs, "media: offsite key set without a secret key name")
         args = [a for p in pods for c in p["containers"] for a in c.get("args", [])]
         check("media" in args and "sync" in args, f"media: no media-sync CronJob: {args}")
-    if variant == "ha":
-        check("ServiceMonitor" in kinds, "ha: ServiceMonitor missing")
-        check("ClusterRole" in kinds, "ha: restore ClusterRole missing")
+    if variant == "drill":
+        args = [a for p in pods for c in p["containers"] for a in c.get("args", [])]
+        check("drill" in args, f"drill: no drill CronJob: {args}")
+        ns_rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"] if "namespaces" in r["resources"]]
+        check(any("delete" in r["verbs"] for r in ns_rules), "drill: teardown cannot delete its namespace")
+    if variant in ("ha", "drill"):
+        check("ClusterRole" in kinds, f"{variant}: restore ClusterRole missing")
     else:
         check("ClusterRole" not in kinds, f"{variant}: the restore role must be off by default")
+    if variant == "ha":
+        check("ServiceMonitor" in kinds, "ha: ServiceMonitor missing")
     # The rendered configuration must be accepted by wpdr itself.
     cms = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
     cfgdir = f"{out}/{variant}-cfg"
@@ -119,5 +136,5 @@ check(r.returncode == 0, f"schema validation failed:\n{r.stdout}{r.stderr}")
 if failures:
     print("chart-check FAILED:\n  " + "\n  ".join(failures))
     sys.exit(1)
-print("chart-check: lint, 4 variants rendered, schemas (k8s 1.32, strict), security posture and wpdr config: ok")
+print("chart-check: lint, 5 variants rendered, schemas (k8s 1.32, strict), security posture and wpdr config: ok")
 PY

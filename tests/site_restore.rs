@@ -638,3 +638,67 @@ async fn the_full_plan_applies_the_namespace_waits_for_rollouts_and_restores_the
         0
     );
 }
+
+/// The daemon's drill job: a manual trigger runs a drill, and `/metrics`
+/// then reports the newest drill's result, age, RTO and RPO from the report
+/// the drill kept in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_runs_a_drill_and_exports_its_result() {
+    let svc = Services::get();
+    let site = wordpress_site(&svc, "daemondrill", "", 10).await;
+    svc.backup(&site.cfg);
+    let sched = site.cfg.parent().unwrap().join("schedules");
+    std::fs::create_dir(&sched).unwrap();
+    std::fs::write(
+        sched.join("drill.yaml"),
+        "name: weekly-drill\njob: drill\nplan: site\ncron: \"0 0 7 1 1 *\"\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = svc.spawn_daemon(&site.cfg, &sched, port, 60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "daemon did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (_, m) = http(port, "GET", "/metrics");
+    assert_eq!(metric(&m, "wpdr_last_drill_success"), -1.0, "{m}");
+    assert_eq!(http(port, "POST", "/run/weekly-drill").0, 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let m = loop {
+        let (_, m) = http(port, "GET", "/metrics");
+        if metric(&m, "wpdr_job_successes_total{job=\"weekly-drill\"") >= 1.0 {
+            break m;
+        }
+        assert!(
+            !m.contains("job=\"weekly-drill\",kind=\"drill\",reason="),
+            "the drill failed:\n{m}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no drill in 120 s:\n{m}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(metric(&m, "wpdr_last_drill_success"), 1.0, "{m}");
+    assert!(metric(&m, "wpdr_last_drill_age_seconds") >= 0.0);
+    assert!(metric(&m, "wpdr_last_drill_rto_seconds") > 0.0);
+    assert!(metric(&m, "wpdr_last_drill_rpo_seconds") > 0.0);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    // A plan given to a job that is not a drill is refused with the file named.
+    std::fs::write(
+        sched.join("bad.yaml"),
+        "name: bad\njob: backup\nplan: site\ncron: \"0 0 7 1 1 *\"\n",
+    )
+    .unwrap();
+    let out = svc.wpdr(
+        &site.cfg,
+        &["check-config", "--schedules", sched.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bad.yaml") && stderr(&out).contains("only for job drill"));
+}

@@ -26,6 +26,16 @@ pub struct JobStats {
 pub struct Metrics {
     jobs: Mutex<BTreeMap<String, JobStats>>,
     newest_set: Mutex<Option<DateTime<Utc>>>,
+    last_drill: Mutex<Option<LastDrill>>,
+}
+
+/// The newest drill's outcome, as `drills/latest.json` in the store holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastDrill {
+    pub finished_at: DateTime<Utc>,
+    pub ok: bool,
+    pub rto_seconds: f64,
+    pub rpo_seconds: f64,
 }
 
 fn ts(t: &Option<DateTime<Utc>>) -> f64 {
@@ -58,6 +68,12 @@ impl Metrics {
     pub fn set_newest_set(&self, started_at: Option<DateTime<Utc>>) {
         if let Ok(mut n) = self.newest_set.lock() {
             *n = started_at;
+        }
+    }
+
+    pub fn set_last_drill(&self, drill: Option<LastDrill>) {
+        if let Ok(mut d) = self.last_drill.lock() {
+            *d = drill;
         }
     }
 
@@ -178,6 +194,45 @@ impl Metrics {
             "Age of the newest complete set: the data a restore now would lose (RPO now); -1 when there is none.",
             vec![(String::new(), newest.map_or(-1.0, |t| (now - t).num_milliseconds() as f64 / 1000.0))],
         );
+        let drill = match self.last_drill.lock() {
+            Ok(d) => d.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        family(
+            "wpdr_last_drill_success",
+            "gauge",
+            "1 when the newest drill restored and checked the site, 0 when it failed, -1 when none ran.",
+            vec![(String::new(), drill.as_ref().map_or(-1.0, |d| f64::from(u8::from(d.ok))))],
+        );
+        family(
+            "wpdr_last_drill_age_seconds",
+            "gauge",
+            "Time since the newest drill finished; -1 when none ran.",
+            vec![(
+                String::new(),
+                drill.as_ref().map_or(-1.0, |d| {
+                    (now - d.finished_at).num_milliseconds() as f64 / 1000.0
+                }),
+            )],
+        );
+        family(
+            "wpdr_last_drill_rto_seconds",
+            "gauge",
+            "Measured restore time of the newest drill (RTO); -1 when none ran.",
+            vec![(
+                String::new(),
+                drill.as_ref().map_or(-1.0, |d| d.rto_seconds),
+            )],
+        );
+        family(
+            "wpdr_last_drill_rpo_seconds",
+            "gauge",
+            "Age of the data the newest drill restored (RPO); -1 when none ran.",
+            vec![(
+                String::new(),
+                drill.as_ref().map_or(-1.0, |d| d.rpo_seconds),
+            )],
+        );
         family(
             "wpdr_daemon_shutting_down",
             "gauge",
@@ -211,5 +266,22 @@ mod tests {
         assert!(text.contains("wpdr_job_failures_total{job=\"nightly\",kind=\"backup\",reason=\"db_unreachable\"} 1\n"));
         assert!(text.contains("wpdr_newest_set_age_seconds{} 3600\n"));
         assert!(text.contains("# TYPE wpdr_job_runs_total counter"));
+        assert!(text.contains("wpdr_last_drill_success{} -1\n"), "{text}");
+        m.set_last_drill(Some(LastDrill {
+            finished_at: "2026-11-25T11:30:00Z".parse().unwrap(),
+            ok: false,
+            rto_seconds: 42.5,
+            rpo_seconds: 7200.0,
+        }));
+        let text = m.render(now, false);
+        assert!(text.contains("wpdr_last_drill_success{} 0\n"), "{text}");
+        assert!(
+            text.contains("wpdr_last_drill_age_seconds{} 1800\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wpdr_last_drill_rto_seconds{} 42.5\n"),
+            "{text}"
+        );
     }
 }

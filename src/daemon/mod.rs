@@ -272,6 +272,40 @@ impl Runner {
                     objects: r.copied,
                 })
             }
+            JobKind::Drill => {
+                let plan =
+                    crate::restore::run::load_plan(schedule.plan.as_deref().unwrap_or("drill"))
+                        .map_err(|e| fail(&e, e.to_string()))?;
+                let ctx = crate::restore::run::RestoreContext {
+                    cfg: self.cfg.clone(),
+                    store: self.store.clone(),
+                    kube: kube::Client::try_default().await.ok(),
+                    cache_password: std::env::var("WPDR_RESTORE_CACHE_PASSWORD")
+                        .ok()
+                        .map(crate::secret::Secret::new),
+                    create_namespace: true,
+                };
+                let (report, _) = crate::restore::drill::drill(&ctx, "latest", plan, None, false)
+                    .await
+                    .map_err(|e| fail(&e, e.to_string()))?;
+                if report.ok {
+                    Ok(Outcome {
+                        bytes: 0,
+                        objects: report.steps.len() as u64,
+                    })
+                } else {
+                    let failed = report
+                        .steps
+                        .iter()
+                        .find(|s| s.error.is_some())
+                        .map(|s| format!("step {}: {}", s.id, s.error.clone().unwrap_or_default()))
+                        .unwrap_or_default();
+                    Err((
+                        "drill_failed",
+                        format!("drill {} failed: {failed}", report.restore_id),
+                    ))
+                }
+            }
             JobKind::VerifyLatest => {
                 let m = catalog
                     .resolve("latest")
@@ -321,6 +355,16 @@ impl Runner {
             Ok(sets) => {
                 self.metrics
                     .set_newest_set(sets.first().map(|m| m.started_at));
+                let drill =
+                    crate::restore::drill::latest_report(&self.store, &self.cfg.site_prefix())
+                        .await
+                        .map(|r| metrics::LastDrill {
+                            finished_at: r.finished_at,
+                            ok: r.ok,
+                            rto_seconds: r.rto_seconds,
+                            rpo_seconds: r.rpo_seconds,
+                        });
+                self.metrics.set_last_drill(drill);
                 self.ready.store(true, Ordering::SeqCst);
             }
             Err(e) => {

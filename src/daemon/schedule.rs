@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::DaemonError;
 
-/// The jobs the daemon can run. Media sync and drills join as their issues land.
+/// The jobs the daemon can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobKind {
@@ -16,6 +16,9 @@ pub enum JobKind {
     Prune,
     VerifyLatest,
     MediaSync,
+    /// `wpdr drill` with the built-in drill plan: restore the newest set into
+    /// a throw-away namespace, check it, report, tear down.
+    Drill,
 }
 
 impl JobKind {
@@ -25,6 +28,7 @@ impl JobKind {
             JobKind::Prune => "prune",
             JobKind::VerifyLatest => "verify-latest",
             JobKind::MediaSync => "media-sync",
+            JobKind::Drill => "drill",
         }
     }
 }
@@ -42,6 +46,8 @@ struct RawSchedule {
     run_missed_on_start: bool,
     #[serde(default = "yes")]
     enabled: bool,
+    /// For `job: drill`: a built-in plan name or a plan file (default `drill`).
+    plan: Option<String>,
 }
 
 fn utc() -> String {
@@ -60,6 +66,8 @@ pub struct Schedule {
     pub timezone: chrono_tz::Tz,
     pub run_missed_on_start: bool,
     pub file: PathBuf,
+    /// The restore plan of a drill.
+    pub plan: Option<String>,
     parsed: Cron,
 }
 
@@ -105,8 +113,21 @@ impl Schedule {
                 raw.timezone
             ))
         })?;
+        match (&raw.plan, raw.job) {
+            (Some(_), j) if j != JobKind::Drill => {
+                return Err(bad(format!(
+                    "plan is only for job drill, not {}",
+                    j.as_str()
+                )))
+            }
+            (Some(p), _) => {
+                crate::restore::run::load_plan(p).map_err(|e| bad(e.to_string()))?;
+            }
+            _ => {}
+        }
         Ok(Some(Schedule {
             name: raw.name,
+            plan: raw.plan,
             job: raw.job,
             cron: raw.cron,
             timezone,

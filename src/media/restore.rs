@@ -212,11 +212,10 @@ impl MediaRestore<'_> {
             Ok::<u64, MediaError>(extra)
         };
         let budget = MemoryBudget::new(MEMORY_BUDGET);
-        let jobs =
-            futures::stream::unfold(
-                job_rx,
-                |mut rx| async move { rx.recv().await.map(|j| (j, rx)) },
-            );
+        // poll_fn rather than unfold over an async block: the latter's
+        // higher-ranked type keeps callers' futures from being provably Send.
+        let mut job_rx = job_rx;
+        let jobs = futures::stream::poll_fn(move |cx| job_rx.poll_recv(cx));
         let work = async {
             let mut outcomes = std::pin::pin!(jobs
                 .map(|job| {
