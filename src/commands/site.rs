@@ -65,8 +65,14 @@ fn print_journal(j: &Journal) {
 pub(crate) async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitCode> {
     if let Some(id) = &args.resume {
         let ctx = context(cli, None, !args.no_create_namespace).await?;
-        let outcome = run::resume(&ctx, id).await?;
-        return finish(cli, outcome);
+        return match run::resume(&ctx, id).await {
+            Ok(outcome) => finish(cli, outcome),
+            Err(e @ run::RunError::AlreadyDone { .. }) => {
+                println!("{e}");
+                Ok(ExitCode::Ok)
+            }
+            Err(e) => Err(e.into()),
+        };
     }
     let (Some(set), Some(namespace)) = (&args.set, &args.namespace) else {
         bail!(wpdr::config::ConfigError::Invalid {
