@@ -63,6 +63,7 @@ SELECT ID, '_wpdr_bench', CONCAT('a:2:{s:3:"url";s:', LENGTH('$LIVE') + 5, ':"$L
 FROM wp_posts WHERE post_type = 'post';
 SQL
 fi
+"${M[@]}" "$DB" -e "ANALYZE TABLE wp_posts, wp_postmeta" >/dev/null
 SIZE=$("${M[@]}" -N -e "SELECT ROUND(SUM(data_length + index_length) / 1048576) FROM information_schema.TABLES WHERE table_schema = '$DB'")
 echo "== database $DB: $SIZE MiB (data + indexes)"
 
@@ -121,7 +122,7 @@ scripts/wp-site.sh config "$WORK/site" "127.0.0.1:$WPDR_TEST_DB_PORT" "$DB" "$WP
 PIDS+=("$(scripts/wp-site.sh serve "$WORK/site" 127.0.0.1:8091)")
 echo "== wpdr backup (database, the site's answers, media mirror into $OFF)"
 t0=$(date +%s.%N)
-"$WPDR" -c "$WORK/wpdr.yaml" -q backup
+"$WPDR" -c "$WORK/wpdr.yaml" -q backup >"$WORK/backup.out"
 echo "   backup: $(elapsed "$t0") s"
 
 echo "== the alternative's backup (not timed): mariadb-dump | zstd"

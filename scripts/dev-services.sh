@@ -40,6 +40,7 @@ command -v curl >/dev/null || need_apt+=(curl)
 # The object cache a restore flushes cold (tests start their own servers).
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+command -v memcached >/dev/null || need_apt+=(memcached)
 
 install_apt() {
   if [ "${#need_apt[@]}" -gt 0 ]; then

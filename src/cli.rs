@@ -209,6 +209,10 @@ pub struct RestoreArgs {
     /// The namespace exists already (created by GitOps, or the role may not create namespaces).
     #[arg(long)]
     pub no_create_namespace: bool,
+    /// With --resume: take over a restore whose journal says it is still running
+    /// (its process is gone, on another host).
+    #[arg(long, requires = "resume")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

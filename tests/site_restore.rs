@@ -265,6 +265,19 @@ async fn a_wordpress_site_is_restored_whole_answers_as_at_backup_and_starts_with
             .unwrap()
             > 10
     );
+    // A serialised option holding the URL was rewritten with its lengths fixed.
+    let mut c = svc.admin(Some(&ns)).await;
+    use mysql_async::prelude::Queryable;
+    let widget: String = c
+        .query_first("SELECT option_value FROM wp_options WHERE option_name = 'wpdr_demo_widget'")
+        .await
+        .unwrap()
+        .unwrap();
+    let contact = format!("{new_url}/contact/");
+    assert!(
+        widget.contains(&format!("s:{}:\"{contact}\"", contact.len())),
+        "{widget}"
+    );
     // The cache starts cold.
     assert_eq!(redis_cli(redis_port, &["EXISTS", "wp:posts:1"]), "0");
     // The restored site links to its new address only.
@@ -453,8 +466,20 @@ async fn a_restore_killed_in_the_middle_resumes_without_redoing_finished_steps()
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Kill -9 once the database step is done and the media step is running.
+    // While it runs, a resume elsewhere is refused: the journal has a live holder.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let running = loop {
+        if let Some(j) = journal_file(&site, None) {
+            break j;
+        }
+        assert!(std::time::Instant::now() < deadline, "no journal appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let id = running["restore_id"].as_str().unwrap().to_string();
+    let busy = svc.wpdr(&site.cfg, &["restore", "--resume", &id]);
+    assert_eq!(busy.status.code(), Some(9), "{}", stderr(&busy));
+    assert!(stderr(&busy).contains("still running"), "{}", stderr(&busy));
+    // Kill -9 once the database step is done and the media step is running.
     let at_kill = loop {
         if let Some(j) = journal_file(&site, None) {
             let s = &j["steps"];
@@ -478,7 +503,7 @@ async fn a_restore_killed_in_the_middle_resumes_without_redoing_finished_steps()
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    let id = at_kill["restore_id"].as_str().unwrap().to_string();
+    assert_eq!(at_kill["restore_id"], id.as_str());
     assert_eq!(at_kill["status"], "running");
     // The journal left by the kill does not claim anything it did not finish.
     assert_ne!(at_kill["steps"]["checks"]["state"], "done");

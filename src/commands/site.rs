@@ -65,7 +65,7 @@ fn print_journal(j: &Journal) {
 pub(crate) async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitCode> {
     if let Some(id) = &args.resume {
         let ctx = context(cli, None, !args.no_create_namespace).await?;
-        return match run::resume(&ctx, id).await {
+        return match run::resume(&ctx, id, args.force).await {
             Ok(outcome) => finish(cli, outcome),
             Err(e @ run::RunError::AlreadyDone { .. }) => {
                 println!("{e}");

@@ -57,6 +57,12 @@ pub enum RunError {
     UnknownRestore { id: String, key: String },
     #[error("restore {id} already succeeded: nothing to resume")]
     AlreadyDone { id: String },
+    #[error("restore {id} is still running ({holder}, journal written {seconds}s ago): wait for it, or pass --force if that process is gone")]
+    StillRunning {
+        id: String,
+        holder: String,
+        seconds: i64,
+    },
     #[error("'{id}' is not a restore id")]
     BadId { id: String },
     #[error("{what} is needed by step '{step}' but not configured: {hint}")]
@@ -78,6 +84,7 @@ impl Classify for RunError {
             RunError::Journal(_) => ExitCode::StoreUnavailable,
             RunError::UnknownRestore { .. } => ExitCode::SetNotFound,
             RunError::AlreadyDone { .. } => ExitCode::Ok,
+            RunError::StillRunning { .. } => ExitCode::Locked,
             RunError::BadId { .. }
             | RunError::MissingTarget { .. }
             | RunError::BadNamespace(_)
@@ -90,6 +97,7 @@ impl Classify for RunError {
             RunError::Journal(_) => "journal",
             RunError::UnknownRestore { .. } => "unknown_restore",
             RunError::AlreadyDone { .. } => "already_done",
+            RunError::StillRunning { .. } => "restore_running",
             RunError::BadId { .. } => "bad_restore_id",
             RunError::MissingTarget { .. } => "missing_target",
             RunError::BadNamespace(_) => "bad_namespace",
@@ -494,12 +502,20 @@ pub async fn start(
         steps,
     };
     tracing::info!(restore = %j.restore_id, set = %j.set_id, namespace = %j.namespace, plan = %j.plan.name, "restore started");
-    let handle = JournalHandle::new(ctx.store.clone(), &ctx.cfg.site_prefix(), j);
+    let handle = Arc::new(JournalHandle::new(
+        ctx.store.clone(),
+        &ctx.cfg.site_prefix(),
+        j,
+    ));
     execute(ctx, &catalog, &manifest, &targets, handle).await
 }
 
 /// Resumes a stopped restore: every step not done runs again.
-pub async fn resume(ctx: &RestoreContext, restore_id: &str) -> Result<RestoreOutcome, RunError> {
+pub async fn resume(
+    ctx: &RestoreContext,
+    restore_id: &str,
+    force: bool,
+) -> Result<RestoreOutcome, RunError> {
     if !journal::valid_restore_id(restore_id) {
         return Err(RunError::BadId {
             id: restore_id.into(),
@@ -517,6 +533,16 @@ pub async fn resume(ctx: &RestoreContext, restore_id: &str) -> Result<RestoreOut
             id: restore_id.into(),
         });
     }
+    if j.status == RunStatus::Running && !force {
+        let quiet = (Utc::now() - j.updated_at).num_seconds();
+        if quiet < STALE_AFTER.as_secs() as i64 && !holder_is_gone(&j.holder) {
+            return Err(RunError::StillRunning {
+                id: restore_id.into(),
+                holder: j.holder.clone(),
+                seconds: quiet,
+            });
+        }
+    }
     let catalog = Catalog::new(&ctx.store, &ctx.cfg.site, &prefix);
     let manifest = catalog.load(&j.set_id).await?;
     let targets = Targets::resolve(
@@ -529,8 +555,37 @@ pub async fn resume(ctx: &RestoreContext, restore_id: &str) -> Result<RestoreOut
         return Err(e);
     }
     tracing::info!(restore = %j.restore_id, set = %j.set_id, previous_holder = %j.holder, "restore resumed");
-    let handle = JournalHandle::new(ctx.store.clone(), &prefix, j);
+    let handle = Arc::new(JournalHandle::new(ctx.store.clone(), &prefix, j));
     execute(ctx, &catalog, &manifest, &targets, handle).await
+}
+
+/// How often a running restore touches its journal.
+const HEARTBEAT: Duration = Duration::from_secs(20);
+/// A running journal untouched this long has lost its process.
+const STALE_AFTER: Duration = Duration::from_secs(90);
+
+/// True when the journal's holder is a process on this host that no longer
+/// exists (killed, crashed): its restore can be resumed at once.
+fn holder_is_gone(holder: &str) -> bool {
+    let Some((pid, host)) = holder
+        .strip_prefix("pid ")
+        .and_then(|r| r.split_once(" on "))
+    else {
+        return false;
+    };
+    let this_host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Ok(pid) = pid.parse::<i32>() else {
+        return false;
+    };
+    if host != this_host || pid <= 0 {
+        return false;
+    }
+    // Signal 0 checks existence; ESRCH means no such process.
+    let alive = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+    !alive
 }
 
 fn holder() -> String {
@@ -551,7 +606,32 @@ async fn execute(
     catalog: &Catalog<'_>,
     manifest: &Manifest,
     targets: &Targets,
-    journal: JournalHandle,
+    journal: Arc<JournalHandle>,
+) -> Result<RestoreOutcome, RunError> {
+    // A heartbeat in the journal while this process runs it, so a resume
+    // elsewhere can tell a live restore from one whose process is gone.
+    let heartbeat = {
+        let journal = journal.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                if let Err(e) = journal.update(|_| {}).await {
+                    tracing::warn!(error = %e, "could not write the restore journal's heartbeat");
+                }
+            }
+        })
+    };
+    let result = execute_steps(ctx, catalog, manifest, targets, &journal).await;
+    heartbeat.abort();
+    result
+}
+
+async fn execute_steps(
+    ctx: &RestoreContext,
+    catalog: &Catalog<'_>,
+    manifest: &Manifest,
+    targets: &Targets,
+    journal: &JournalHandle,
 ) -> Result<RestoreOutcome, RunError> {
     let pin = catalog.pin(&manifest.set_id, "full restore", 24).await?;
     let j = journal
@@ -606,7 +686,7 @@ async fn execute(
                     catalog,
                     manifest,
                     targets,
-                    journal: &journal,
+                    journal,
                     resumed: ran_before.contains(&step.id),
                     drill: j.drill,
                     has_cluster_step: plan
