@@ -1,7 +1,8 @@
 //! The site-URL rewrite applied to a whole database: every text column of
-//! every table, rows found by a byte-exact LIKE on the server, rewritten with
-//! [`Rewriter`] (serialisation-safe) and written back by primary key in small
-//! transactions. Rows are read in key order in pages, so memory stays bounded
+//! every table, rows found by a byte-exact LIKE on the server (one scan per
+//! table over all its text columns), rewritten with [`Rewriter`]
+//! (serialisation-safe) and written back by primary key in small
+//! transactions, each row in the columns that changed. Rows are read in key order in pages, so memory stays bounded
 //! and a rerun is harmless (the new URL no longer matches).
 
 use super::rewrite::{Outcome, Rewriter};
@@ -96,11 +97,6 @@ pub async fn rewrite_database(
     let rewriter = Rewriter::new(from, to);
     let mut reader = endpoint.connect(Some(database)).await?;
     let mut writer = endpoint.connect(Some(database)).await?;
-    let fail = |t: &str, c: &str, e: mysql_async::Error| RewriteError::Query {
-        table: t.to_string(),
-        column: c.to_string(),
-        detail: e.to_string(),
-    };
     let columns: Vec<(String, String)> = reader
         .exec(
             "SELECT c.TABLE_NAME, c.COLUMN_NAME FROM information_schema.COLUMNS c \
@@ -125,149 +121,58 @@ pub async fn rewrite_database(
     for (t, c) in keys {
         primary.entry(t).or_default().push(c);
     }
-    // The server finds candidate rows; each form of the old URL is one LIKE.
-    let patterns: Vec<Vec<u8>> = [from.to_string(), from.replace('/', "\\/")]
-        .iter()
-        .map(|f| like_anywhere(f.as_bytes()))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
     let mut report = RewriteReport {
         from: from.to_string(),
         to: to.to_string(),
         dry_run,
         ..Default::default()
     };
+    let needles: Vec<Vec<u8>> = [from.to_string(), from.replace('/', "\\/")]
+        .into_iter()
+        .map(String::into_bytes)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // The server finds candidate rows; each form of the old URL is one LIKE.
+    let patterns: Vec<Vec<u8>> = needles.iter().map(|n| like_anywhere(n)).collect();
+    // Columns grouped by table, in the schema's order.
+    let mut tables: Vec<(String, Vec<String>)> = Vec::new();
     for (table, column) in columns {
+        match tables.last_mut() {
+            Some((t, cols)) if *t == table => cols.push(column),
+            _ => tables.push((table, vec![column])),
+        }
+    }
+    for (table, columns) in tables {
         let pk = primary.get(&table).cloned().unwrap_or_default();
         // Never rewrite a key column: rows are found again by it.
-        if pk.contains(&column) {
+        let columns: Vec<String> = columns.into_iter().filter(|c| !pk.contains(c)).collect();
+        if columns.is_empty() {
             continue;
         }
-        let mut col = ColumnReport {
-            table: table.clone(),
-            column: column.clone(),
-            ..Default::default()
-        };
-        let matches = patterns
+        let mut cols: Vec<ColumnReport> = columns
             .iter()
-            .map(|_| format!("CAST({} AS BINARY) LIKE ?", qi(&column)))
-            .collect::<Vec<_>>()
-            .join(" OR ");
+            .map(|c| ColumnReport {
+                table: table.clone(),
+                column: c.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let ctx = Pass {
+            rewriter: &rewriter,
+            patterns: &patterns,
+            needles: &needles,
+            dry_run,
+        };
         if pk.is_empty() {
-            // No key: identical values get identical rewrites, so update by value.
-            let sql = format!(
-                "SELECT DISTINCT {c} FROM {t} WHERE {matches}",
-                c = qi(&column),
-                t = qi(&table)
-            );
-            let values: Vec<Option<Vec<u8>>> = reader
-                .exec(sql, patterns.clone())
-                .await
-                .map_err(|e| fail(&table, &column, e))?;
-            let mut updates = Vec::new();
-            for old in values.into_iter().flatten() {
-                col.matched += 1;
-                match rewriter.rewrite(&old) {
-                    Outcome::Changed(new) => {
-                        col.changed += 1;
-                        updates.push((new, old));
-                    }
-                    Outcome::Unparseable(why) => note(
-                        &mut col,
-                        String::from_utf8_lossy(&old[..old.len().min(60)]).into(),
-                        why,
-                    ),
-                    Outcome::Unchanged => {}
-                }
-            }
-            if !dry_run && !updates.is_empty() {
-                let sql = format!(
-                    "UPDATE {t} SET {c} = ? WHERE CAST({c} AS BINARY) = ?",
-                    c = qi(&column),
-                    t = qi(&table)
-                );
-                apply(
-                    &mut writer,
-                    &sql,
-                    updates
-                        .into_iter()
-                        .map(|(n, o)| vec![Value::from(n), Value::from(o)])
-                        .collect(),
-                )
-                .await
-                .map_err(|e| fail(&table, &column, e))?;
+            for col in cols.iter_mut() {
+                ctx.by_value(&mut reader, &mut writer, col).await?;
             }
         } else {
-            let key_list = pk.iter().map(|k| qi(k)).collect::<Vec<_>>().join(", ");
-            let marks = vec!["?"; pk.len()].join(", ");
-            let mut after: Option<Vec<Value>> = None;
-            loop {
-                let mut params: Vec<Value> =
-                    patterns.iter().map(|p| Value::from(p.clone())).collect();
-                let page_filter = match &after {
-                    Some(last) => {
-                        params.extend(last.iter().cloned());
-                        format!(" AND ({key_list}) > ({marks})")
-                    }
-                    None => String::new(),
-                };
-                let sql = format!(
-                    "SELECT {key_list}, {c} FROM {t} WHERE ({matches}){page_filter} ORDER BY {key_list} LIMIT {PAGE}",
-                    c = qi(&column),
-                    t = qi(&table)
-                );
-                let rows: Vec<Row> = reader
-                    .exec(sql, params)
-                    .await
-                    .map_err(|e| fail(&table, &column, e))?;
-                let n = rows.len();
-                let mut updates = Vec::new();
-                for row in rows {
-                    let mut vals = row.unwrap();
-                    let value = vals.pop().unwrap_or(Value::NULL);
-                    after = Some(vals.clone());
-                    let Value::Bytes(old) = value else { continue };
-                    col.matched += 1;
-                    match rewriter.rewrite(&old) {
-                        Outcome::Changed(new) => {
-                            col.changed += 1;
-                            let mut p = vec![Value::from(new)];
-                            p.extend(vals);
-                            updates.push(p);
-                        }
-                        Outcome::Unparseable(why) => {
-                            let key = vals
-                                .iter()
-                                .map(|v| v.as_sql(false))
-                                .collect::<Vec<_>>()
-                                .join(",");
-                            note(&mut col, key, why);
-                        }
-                        Outcome::Unchanged => {}
-                    }
-                }
-                if !dry_run && !updates.is_empty() {
-                    let cond = pk
-                        .iter()
-                        .map(|k| format!("{} = ?", qi(k)))
-                        .collect::<Vec<_>>()
-                        .join(" AND ");
-                    let sql = format!(
-                        "UPDATE {t} SET {c} = ? WHERE {cond}",
-                        c = qi(&column),
-                        t = qi(&table)
-                    );
-                    apply(&mut writer, &sql, updates)
-                        .await
-                        .map_err(|e| fail(&table, &column, e))?;
-                }
-                if n < PAGE {
-                    break;
-                }
-            }
+            ctx.by_key(&mut reader, &mut writer, &table, &pk, &mut cols)
+                .await?;
         }
-        if col.matched > 0 {
+        for col in cols.into_iter().filter(|c| c.matched > 0) {
             report.rows_changed += col.changed;
             report.rows_unparseable += col.unparseable;
             if col.unparseable > 0 {
@@ -277,6 +182,199 @@ pub async fn rewrite_database(
         }
     }
     Ok(report)
+}
+
+fn fail(t: &str, c: &str, e: mysql_async::Error) -> RewriteError {
+    RewriteError::Query {
+        table: t.to_string(),
+        column: c.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// What one rewrite pass over a table needs.
+struct Pass<'a> {
+    rewriter: &'a Rewriter,
+    /// LIKE patterns, one per form of the old URL.
+    patterns: &'a [Vec<u8>],
+    /// The same forms as bytes, to tell which column of a row matched.
+    needles: &'a [Vec<u8>],
+    dry_run: bool,
+}
+
+impl Pass<'_> {
+    fn holds(&self, value: &[u8]) -> bool {
+        self.needles
+            .iter()
+            .any(|n| !n.is_empty() && value.windows(n.len()).any(|w| w == n.as_slice()))
+    }
+
+    fn matches(&self, column: &str) -> String {
+        self.patterns
+            .iter()
+            .map(|_| format!("CAST({} AS BINARY) LIKE ?", qi(column)))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    }
+
+    /// A table without a primary key: identical values get identical
+    /// rewrites, so each distinct value is updated by value.
+    async fn by_value(
+        &self,
+        reader: &mut Conn,
+        writer: &mut Conn,
+        col: &mut ColumnReport,
+    ) -> Result<(), RewriteError> {
+        let (table, column) = (col.table.clone(), col.column.clone());
+        let sql = format!(
+            "SELECT DISTINCT {c} FROM {t} WHERE {m}",
+            c = qi(&column),
+            t = qi(&table),
+            m = self.matches(&column)
+        );
+        let values: Vec<Option<Vec<u8>>> = reader
+            .exec(sql, self.patterns.to_vec())
+            .await
+            .map_err(|e| fail(&table, &column, e))?;
+        let mut updates = Vec::new();
+        for old in values.into_iter().flatten() {
+            col.matched += 1;
+            match self.rewriter.rewrite(&old) {
+                Outcome::Changed(new) => {
+                    col.changed += 1;
+                    updates.push(vec![Value::from(new), Value::from(old)]);
+                }
+                Outcome::Unparseable(why) => note(
+                    col,
+                    String::from_utf8_lossy(&old[..old.len().min(60)]).into(),
+                    why,
+                ),
+                Outcome::Unchanged => {}
+            }
+        }
+        if !self.dry_run && !updates.is_empty() {
+            let sql = format!(
+                "UPDATE {t} SET {c} = ? WHERE CAST({c} AS BINARY) = ?",
+                c = qi(&column),
+                t = qi(&table)
+            );
+            apply(writer, &[(sql, updates)])
+                .await
+                .map_err(|e| fail(&table, &column, e))?;
+        }
+        Ok(())
+    }
+
+    /// A keyed table: one scan in key order reads every text column of the
+    /// rows where any holds the old URL (one pass over the table, not one
+    /// per column), and each row is updated in the columns that changed.
+    async fn by_key(
+        &self,
+        reader: &mut Conn,
+        writer: &mut Conn,
+        table: &str,
+        pk: &[String],
+        cols: &mut [ColumnReport],
+    ) -> Result<(), RewriteError> {
+        let key_list = pk.iter().map(|k| qi(k)).collect::<Vec<_>>().join(", ");
+        let marks = vec!["?"; pk.len()].join(", ");
+        let value_list = cols
+            .iter()
+            .map(|c| qi(&c.column))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let matches = cols
+            .iter()
+            .map(|c| self.matches(&c.column))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let cond = pk
+            .iter()
+            .map(|k| format!("{} = ?", qi(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let all = "*";
+        let mut after: Option<Vec<Value>> = None;
+        loop {
+            let mut params: Vec<Value> = cols
+                .iter()
+                .flat_map(|_| self.patterns.iter().map(|p| Value::from(p.clone())))
+                .collect();
+            let page_filter = match &after {
+                Some(last) => {
+                    params.extend(last.iter().cloned());
+                    format!(" AND ({key_list}) > ({marks})")
+                }
+                None => String::new(),
+            };
+            let sql = format!(
+                "SELECT {key_list}, {value_list} FROM {t} WHERE ({matches}){page_filter} ORDER BY {key_list} LIMIT {PAGE}",
+                t = qi(table)
+            );
+            let rows: Vec<Row> = reader
+                .exec(sql, params)
+                .await
+                .map_err(|e| fail(table, all, e))?;
+            let n = rows.len();
+            // Updates grouped by which columns changed (one statement each).
+            let mut updates: BTreeMap<Vec<usize>, Vec<Vec<Value>>> = BTreeMap::new();
+            for row in rows {
+                let mut vals = row.unwrap();
+                let values = vals.split_off(pk.len());
+                after = Some(vals.clone());
+                let mut changed: Vec<(usize, Vec<u8>)> = Vec::new();
+                for (i, value) in values.into_iter().enumerate() {
+                    let Value::Bytes(old) = value else { continue };
+                    if !self.holds(&old) {
+                        continue;
+                    }
+                    let col = &mut cols[i];
+                    col.matched += 1;
+                    match self.rewriter.rewrite(&old) {
+                        Outcome::Changed(new) => {
+                            col.changed += 1;
+                            changed.push((i, new));
+                        }
+                        Outcome::Unparseable(why) => {
+                            let key = vals
+                                .iter()
+                                .map(|v| v.as_sql(false))
+                                .collect::<Vec<_>>()
+                                .join(",");
+                            note(col, key, why);
+                        }
+                        Outcome::Unchanged => {}
+                    }
+                }
+                if !changed.is_empty() {
+                    let which: Vec<usize> = changed.iter().map(|(i, _)| *i).collect();
+                    let mut p: Vec<Value> =
+                        changed.into_iter().map(|(_, v)| Value::from(v)).collect();
+                    p.extend(vals);
+                    updates.entry(which).or_default().push(p);
+                }
+            }
+            if !self.dry_run && !updates.is_empty() {
+                let batches: Vec<(String, Vec<Vec<Value>>)> = updates
+                    .into_iter()
+                    .map(|(which, rows)| {
+                        let set = which
+                            .iter()
+                            .map(|i| format!("{} = ?", qi(&cols[*i].column)))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        (format!("UPDATE {} SET {set} WHERE {cond}", qi(table)), rows)
+                    })
+                    .collect();
+                apply(writer, &batches)
+                    .await
+                    .map_err(|e| fail(table, all, e))?;
+            }
+            if n < PAGE {
+                return Ok(());
+            }
+        }
+    }
 }
 
 fn note(col: &mut ColumnReport, key: String, why: String) {
@@ -289,11 +387,12 @@ fn note(col: &mut ColumnReport, key: String, why: String) {
 /// One transaction per page of updates.
 async fn apply(
     conn: &mut Conn,
-    sql: &str,
-    rows: Vec<Vec<Value>>,
+    batches: &[(String, Vec<Vec<Value>>)],
 ) -> Result<(), mysql_async::Error> {
     let mut tx = conn.start_transaction(Default::default()).await?;
-    tx.exec_batch(sql, rows).await?;
+    for (sql, rows) in batches {
+        tx.exec_batch(sql.as_str(), rows.clone()).await?;
+    }
     tx.commit().await
 }
 
