@@ -416,9 +416,29 @@ async fn a_drill_fails_when_media_was_deleted_offsite_and_tears_down_what_it_mad
         .await
         .unwrap();
     assert_eq!(left, None);
-    // The report is in the store for the daemon's metrics.
-    let status = svc.wpdr(&site.cfg, &["sets", "list"]);
-    assert!(status.status.success());
+    // With --keep nothing is torn down: the failed drill's database stays to be looked at.
+    let kept = svc.wpdr(
+        &site.cfg,
+        &[
+            "--output", "json", "drill", "--set", &set, "--plan", "site", "--keep",
+        ],
+    );
+    assert_eq!(kept.status.code(), Some(14));
+    let kept: serde_json::Value = serde_json::from_slice(&kept.stdout).unwrap();
+    assert_eq!(kept["kept"], true);
+    assert_eq!(kept["teardown"].as_array().unwrap().len(), 0);
+    let kept_ns = kept["namespace"].as_str().unwrap();
+    let left: Option<String> = c
+        .exec_first(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            (kept_ns,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.as_deref(), Some(kept_ns));
+    c.query_drop(format!("DROP DATABASE `{kept_ns}`"))
+        .await
+        .unwrap();
 }
 
 fn journal_file(site: &Site, restore_id: Option<&str>) -> Option<serde_json::Value> {
