@@ -3,8 +3,9 @@
 //! the manifest last so that only a finished run produces a set.
 
 use crate::catalog::{
-    manifest::SiteSection, new_set_id, Artifact, Catalog, CatalogError, ClusterSection, Manifest,
-    MediaSection, FORMAT_VERSION,
+    manifest::{ReadFrom, SiteSection},
+    new_set_id, Artifact, Catalog, CatalogError, ClusterSection, Manifest, MediaSection,
+    FORMAT_VERSION,
 };
 use crate::cluster::{inventory, seal, ClusterError};
 use crate::config::Config;
@@ -98,7 +99,11 @@ async fn run_locked(
     let set_id = new_set_id(started_at);
     let set_key = catalog.key(&set_id, "");
     tracing::info!(set = %set_id, site = %cfg.site, store = %store.describe(), "backup started");
-    let endpoint = Endpoint::from_config(&cfg.database);
+    let source = crate::mysql::topology::choose(&cfg.database).await?;
+    for h in &source.checked {
+        tracing::info!(replica = %h.replica, lag = ?h.lag_seconds, problem = ?h.problem, "replica checked");
+    }
+    let endpoint = source.endpoint.clone();
     let opts = DumpOptions {
         connections: cfg.database.connections,
         chunk_bytes: cfg.backup.chunk_bytes,
@@ -120,6 +125,27 @@ async fn run_locked(
             return Err(e.into());
         }
     };
+    let mut dumped = dumped;
+    if cfg.database.topology.read_from_replica {
+        let s = &dumped.section;
+        let primary_gtid = match source.role {
+            // Read while commits were blocked; without that (one connection)
+            // the replica's own binlog, which holds the primary's GTIDs
+            // when it logs replicated events.
+            "replica" => s
+                .gtid_slave_pos
+                .clone()
+                .or_else(|| s.gtid_binlog_pos.clone()),
+            _ => s.gtid_binlog_pos.clone(),
+        };
+        dumped.section.read_from = Some(ReadFrom {
+            role: source.role.to_string(),
+            server: source.endpoint.display(),
+            lag_seconds: source.chosen.as_ref().and_then(|h| h.lag_seconds),
+            primary_gtid,
+            fallback_reason: source.fallback_reason.clone(),
+        });
+    }
     let mut artifacts = dumped.artifacts;
     // The site's answers right after the snapshot, before the (longer) media step.
     let site = match &cfg.wordpress_url {

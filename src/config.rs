@@ -156,6 +156,10 @@ struct RawDatabase {
     name: Option<String>,
     connections: Option<usize>,
     table_prefix: Option<String>,
+    replicas: Option<Vec<String>>,
+    read_from: Option<String>,
+    max_replica_lag_seconds: Option<u64>,
+    fallback_to_primary: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,6 +279,20 @@ pub struct DatabaseConfig {
     pub connections: usize,
     /// WordPress's `$table_prefix` (`wp_`): where attachments are looked up.
     pub table_prefix: String,
+    pub topology: Topology,
+}
+
+/// Where a backup reads the database from in a primary/replica cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topology {
+    /// `host:port` of each replica (same user and password as the primary).
+    pub replicas: Vec<(String, u16)>,
+    /// Read from the healthiest replica (the default when replicas are named).
+    pub read_from_replica: bool,
+    /// A replica further behind than this is not used.
+    pub max_replica_lag_seconds: u64,
+    /// With no usable replica, back up from the primary instead of refusing.
+    pub fallback_to_primary: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -1156,6 +1174,78 @@ impl Config {
                 format!("'{table_prefix}' may hold only letters, digits and '_' (as WordPress requires)"),
             ));
         }
+        let replicas = pick(
+            env,
+            "WPDR_DB_REPLICAS",
+            "database.replicas",
+            &d.replicas,
+            |v| {
+                Ok(v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect())
+            },
+        )?
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let (h, p) = r.rsplit_once(':').unwrap_or((r.as_str(), "3306"));
+            match p.parse::<u16>() {
+                Ok(port) if port > 0 && !h.is_empty() => Ok((h.to_string(), port)),
+                _ => Err(invalid(
+                    "database.replicas",
+                    "WPDR_DB_REPLICAS",
+                    format!("'{r}' is not host:port"),
+                )),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+        let read_from = pick(
+            env,
+            "WPDR_DB_READ_FROM",
+            "database.read_from",
+            &d.read_from,
+            as_string,
+        )?;
+        let read_from_replica = match read_from.as_deref() {
+            None => !replicas.is_empty(),
+            Some("replica") if replicas.is_empty() => {
+                return Err(invalid(
+                    "database.read_from",
+                    "WPDR_DB_READ_FROM",
+                    "is 'replica' but database.replicas names none",
+                ))
+            }
+            Some("replica") => true,
+            Some("primary") => false,
+            Some(other) => {
+                return Err(invalid(
+                    "database.read_from",
+                    "WPDR_DB_READ_FROM",
+                    format!("'{other}' is not primary or replica"),
+                ))
+            }
+        };
+        let topology = Topology {
+            replicas,
+            read_from_replica,
+            max_replica_lag_seconds: pick(
+                env,
+                "WPDR_DB_MAX_REPLICA_LAG_SECONDS",
+                "database.max_replica_lag_seconds",
+                &d.max_replica_lag_seconds,
+                as_number,
+            )?
+            .unwrap_or(300),
+            fallback_to_primary: pick(
+                env,
+                "WPDR_DB_FALLBACK_TO_PRIMARY",
+                "database.fallback_to_primary",
+                &d.fallback_to_primary,
+                as_bool,
+            )?
+            .unwrap_or(false),
+        };
         Ok(DatabaseConfig {
             host,
             port,
@@ -1165,6 +1255,7 @@ impl Config {
             name,
             connections,
             table_prefix,
+            topology,
         })
     }
 
@@ -1230,6 +1321,66 @@ mod tests {
         assert!(err.to_string().contains("store.bucket"));
         let err = Config::from_yaml("site: 'a/b'\n", &env(&[])).unwrap_err();
         assert!(err.to_string().contains("site"));
+    }
+
+    #[test]
+    fn replicas_make_a_backup_read_from_a_replica_unless_told_otherwise() {
+        let c = Config::from_yaml(
+            "database:\n  replicas: ['db-1.db:3306', db-2.db]\n",
+            &env(&[]),
+        )
+        .unwrap();
+        let t = &c.database.topology;
+        assert!(t.read_from_replica && !t.fallback_to_primary);
+        assert_eq!(
+            t.replicas,
+            vec![("db-1.db".to_string(), 3306), ("db-2.db".to_string(), 3306)]
+        );
+        assert_eq!(t.max_replica_lag_seconds, 300);
+        let c = Config::from_yaml(
+            "database:\n  replicas: [a:3307]\n",
+            &env(&[
+                ("WPDR_DB_READ_FROM", "primary"),
+                ("WPDR_DB_FALLBACK_TO_PRIMARY", "yes"),
+            ]),
+        )
+        .unwrap();
+        assert!(!c.database.topology.read_from_replica && c.database.topology.fallback_to_primary);
+        assert!(
+            !Config::from_yaml("{}", &env(&[]))
+                .unwrap()
+                .database
+                .topology
+                .read_from_replica
+        );
+        let e = Config::from_yaml("database:\n  read_from: replica\n", &env(&[])).unwrap_err();
+        assert!(
+            e.to_string().contains("database.replicas names none"),
+            "{e}"
+        );
+        let e = Config::from_yaml("database:\n  replicas: ['a:x']\n", &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("'a:x' is not host:port"), "{e}");
+    }
+
+    #[test]
+    fn restore_targets_are_templates_over_the_namespace() {
+        let c = Config::from_yaml(
+            "restore:\n  database: mysql://root@db.{namespace}.svc:3306/wordpress\n  media: {bucket: 'up-{namespace}', endpoint: 'http://minio.{namespace}.svc:9000'}\n  caches: ['redis://redis.{namespace}.svc']\n  site_url: http://wp.{namespace}.svc/\n",
+            &env(&[("WPDR_RESTORE_DATABASE_PASSWORD", "pw")]),
+        )
+        .unwrap();
+        let m = c.restore.media_for("drill-1").unwrap();
+        assert_eq!(m.bucket, "up-drill-1");
+        assert_eq!(m.endpoint.as_deref(), Some("http://minio.drill-1.svc:9000"));
+        assert_eq!(
+            c.restore.site_url.as_deref(),
+            Some("http://wp.{namespace}.svc")
+        );
+        assert!(!format!("{:?}", c.restore).contains("pw\""));
+        let e = Config::from_yaml("restore:\n  caches: ['http://x']\n", &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("restore.caches"), "{e}");
+        let e = Config::from_yaml("restore:\n  site_url: ftp://x\n", &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("restore.site_url"), "{e}");
     }
 
     #[test]

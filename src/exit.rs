@@ -38,6 +38,9 @@ pub enum ExitCode {
     /// A restore step did not finish (or its component did not become
     /// ready) within the plan's timeout.
     Timeout = 15,
+    /// No replica is replicating within the lag bound (and falling back to
+    /// the primary is not allowed).
+    ReplicaUnusable = 16,
     /// Interrupted by a signal.
     Interrupted = 130,
 }

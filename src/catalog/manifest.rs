@@ -47,6 +47,20 @@ pub struct SiteSection {
     pub error: Option<String>,
 }
 
+/// The server a backup read in a primary/replica cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReadFrom {
+    /// `replica` or `primary`.
+    pub role: String,
+    pub server: String,
+    pub lag_seconds: Option<u64>,
+    /// The primary's GTID position the snapshot matches.
+    pub primary_gtid: Option<String>,
+    /// Why the primary was read although a replica was wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+}
+
 /// The set's view of the media library: which versions it holds and where.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MediaSection {
@@ -136,6 +150,13 @@ pub struct DatabaseSection {
     pub consistency: Consistency,
     pub binlog: Option<BinlogPosition>,
     pub gtid_binlog_pos: Option<String>,
+    /// On a replica: the primary's GTIDs applied at the snapshot, read while
+    /// commits were blocked (absent on a primary, or in single-connection mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid_slave_pos: Option<String>,
+    /// Which server of the cluster was read, and why (absent: the primary, no topology).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<ReadFrom>,
     /// The largest SQL statement in any artifact: a restore target needs a
     /// `max_allowed_packet` at least this large.
     pub max_statement_bytes: u64,

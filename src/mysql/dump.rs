@@ -352,6 +352,7 @@ struct Snapshot {
     blocked_ms: f64,
     binlog: Option<BinlogPosition>,
     gtid: Option<String>,
+    slave_pos: Option<String>,
 }
 
 async fn start_snapshot(conn: &mut Conn) -> Result<(), MysqlError> {
@@ -423,6 +424,7 @@ async fn open_snapshots(
             blocked_ms: 0.0,
             binlog,
             gtid,
+            slave_pos: None,
         });
     }
     exec(control, "SET SESSION lock_wait_timeout = 60").await?;
@@ -463,18 +465,35 @@ async fn open_snapshots(
                 .flatten()
                 .flatten()
         };
-        Ok::<_, MysqlError>((binlog, gtid.filter(|g| !g.is_empty())))
+        // On a replica, its SQL thread cannot commit either while blocked:
+        // the primary's GTIDs applied so far are exactly the snapshot's.
+        let slave_pos: Option<String> = if mariadb {
+            control
+                .query_first::<Option<String>, _>("SELECT @@gtid_slave_pos")
+                .await
+                .ok()
+                .flatten()
+                .flatten()
+        } else {
+            None
+        };
+        Ok::<_, MysqlError>((
+            binlog,
+            gtid.filter(|g| !g.is_empty()),
+            slave_pos.filter(|g| !g.is_empty()),
+        ))
     }
     .await;
     let end = exec(control, unlock).await;
     let blocked_ms = held.elapsed().as_secs_f64() * 1000.0;
-    let (binlog, gtid) = result?;
+    let (binlog, gtid, slave_pos) = result?;
     end?;
     Ok(Snapshot {
         method,
         blocked_ms,
         binlog,
         gtid,
+        slave_pos,
     })
 }
 
@@ -746,6 +765,8 @@ pub async fn snapshot(
             },
             binlog: snap.binlog,
             gtid_binlog_pos: snap.gtid,
+            gtid_slave_pos: snap.slave_pos,
+            read_from: None,
             max_statement_bytes: max_statement as u64,
             tables: entries,
             objects,

@@ -7,6 +7,7 @@ pub mod dump;
 pub mod load;
 pub mod pipeline;
 pub mod sql;
+pub mod topology;
 
 use crate::exit::{Classify, ExitCode};
 use crate::secret::Secret;
@@ -47,6 +48,8 @@ pub enum MysqlError {
     Store(#[from] crate::store::StoreError),
     #[error("compression failed for {path}: {detail}")]
     Compression { path: String, detail: String },
+    #[error("no replica can be backed up from: {details}. Fix replication, raise database.max_replica_lag_seconds, or allow database.fallback_to_primary.")]
+    NoUsableReplica { details: String },
 }
 
 impl Classify for MysqlError {
@@ -60,6 +63,7 @@ impl Classify for MysqlError {
             MysqlError::Artifact { .. } => ExitCode::Integrity,
             MysqlError::Store(e) => e.exit_code(),
             MysqlError::Compression { .. } => ExitCode::Internal,
+            MysqlError::NoUsableReplica { .. } => ExitCode::ReplicaUnusable,
         }
     }
     fn metric_label(&self) -> &'static str {
@@ -74,6 +78,7 @@ impl Classify for MysqlError {
             MysqlError::Artifact { .. } => "artifact",
             MysqlError::Store(e) => e.metric_label(),
             MysqlError::Compression { .. } => "compression",
+            MysqlError::NoUsableReplica { .. } => "replica_unusable",
         }
     }
 }

@@ -1,0 +1,173 @@
+//! Which server a backup reads: the primary, or the healthiest replica of a
+//! primary/replica cluster (a nightly dump on the primary competes with the
+//! site). A replica is usable only while both replication threads run and it
+//! is within the lag bound; a stopped or lagging replica would give a set
+//! that silently misses recent orders and comments.
+
+use super::{query_err, Endpoint, MysqlError};
+use crate::config::DatabaseConfig;
+use mysql_async::prelude::Queryable;
+use mysql_async::Row;
+use serde::{Deserialize, Serialize};
+
+/// What a replica reported about its replication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaHealth {
+    /// `host:port`.
+    pub replica: String,
+    pub io_running: bool,
+    pub sql_running: bool,
+    /// `Seconds_Behind_Master`; `None` while a thread is stopped.
+    pub lag_seconds: Option<u64>,
+    /// The primary's GTIDs this replica has applied.
+    pub gtid_slave_pos: Option<String>,
+    /// Why it cannot be used (unreachable, not a replica, stopped, lagging).
+    pub problem: Option<String>,
+}
+
+/// Where a backup reads from, and why.
+#[derive(Debug, Clone)]
+pub struct ReadSource {
+    pub endpoint: Endpoint,
+    pub role: &'static str,
+    pub chosen: Option<ReplicaHealth>,
+    /// Set when a replica was wanted but the primary is used.
+    pub fallback_reason: Option<String>,
+    pub checked: Vec<ReplicaHealth>,
+}
+
+fn column(row: &Row, names: &[&str]) -> Option<String> {
+    let cols = row.columns_ref();
+    names.iter().find_map(|n| {
+        let i = cols
+            .iter()
+            .position(|c| c.name_str().eq_ignore_ascii_case(n))?;
+        row.get_opt::<Option<String>, usize>(i)
+            .and_then(|r| r.ok())
+            .flatten()
+    })
+}
+
+/// Asks one replica how it replicates, and judges it against `max_lag`.
+pub async fn replica_health(endpoint: &Endpoint, max_lag: u64) -> ReplicaHealth {
+    let replica = endpoint.display();
+    let mut h = ReplicaHealth {
+        replica: replica.clone(),
+        io_running: false,
+        sql_running: false,
+        lag_seconds: None,
+        gtid_slave_pos: None,
+        problem: None,
+    };
+    let status = async {
+        let mut c = endpoint.connect(None).await?;
+        let row: Option<Row> = c
+            .query_first("SHOW SLAVE STATUS")
+            .await
+            .map_err(|e| query_err("SHOW SLAVE STATUS", e))?;
+        let pos: Option<String> = c
+            .query_first("SELECT @@gtid_slave_pos")
+            .await
+            .map_err(|e| query_err("reading @@gtid_slave_pos", e))?;
+        let _ = c.disconnect().await;
+        Ok::<_, MysqlError>((row, pos))
+    }
+    .await;
+    match status {
+        Err(e) => h.problem = Some(e.to_string()),
+        Ok((None, _)) => h.problem = Some("not a replica (SHOW SLAVE STATUS is empty)".into()),
+        Ok((Some(row), pos)) => {
+            let yes =
+                |names: &[&str]| column(&row, names).is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+            h.io_running = yes(&["Slave_IO_Running", "Replica_IO_Running"]);
+            h.sql_running = yes(&["Slave_SQL_Running", "Replica_SQL_Running"]);
+            h.lag_seconds = column(&row, &["Seconds_Behind_Master", "Seconds_Behind_Source"])
+                .and_then(|v| v.parse().ok());
+            h.gtid_slave_pos = pos.filter(|p| !p.is_empty());
+            let last_error = column(&row, &["Last_Error", "Last_SQL_Error"])
+                .filter(|e| !e.is_empty())
+                .or_else(|| column(&row, &["Last_IO_Error"]).filter(|e| !e.is_empty()));
+            h.problem = match (h.io_running, h.sql_running, h.lag_seconds) {
+                (true, true, Some(lag)) if lag <= max_lag => None,
+                (true, true, Some(lag)) => {
+                    Some(format!("{lag} s behind the primary (bound: {max_lag} s)"))
+                }
+                (io, sql, _) => Some(format!(
+                    "replication is stopped (IO thread {}, SQL thread {}){}",
+                    if io { "running" } else { "stopped" },
+                    if sql { "running" } else { "stopped" },
+                    last_error.map(|e| format!(": {e}")).unwrap_or_default()
+                )),
+            };
+        }
+    }
+    h
+}
+
+/// The server to back up from, as the configuration's topology says: the
+/// least-lagging usable replica, else the primary when allowed, else an error
+/// naming every replica's problem.
+pub async fn choose(cfg: &DatabaseConfig) -> Result<ReadSource, MysqlError> {
+    let primary = Endpoint::from_config(cfg);
+    let t = &cfg.topology;
+    if !t.read_from_replica {
+        return Ok(ReadSource {
+            endpoint: primary,
+            role: "primary",
+            chosen: None,
+            fallback_reason: None,
+            checked: Vec::new(),
+        });
+    }
+    let mut checked = Vec::new();
+    for (host, port) in &t.replicas {
+        let mut e = primary.clone();
+        e.host = host.clone();
+        e.port = *port;
+        e.socket = None;
+        checked.push((
+            e.clone(),
+            replica_health(&e, t.max_replica_lag_seconds).await,
+        ));
+    }
+    let best = checked
+        .iter()
+        .filter(|(_, h)| h.problem.is_none())
+        .min_by_key(|(_, h)| h.lag_seconds.unwrap_or(u64::MAX))
+        .cloned();
+    let reports: Vec<ReplicaHealth> = checked.iter().map(|(_, h)| h.clone()).collect();
+    match best {
+        Some((endpoint, health)) => Ok(ReadSource {
+            endpoint,
+            role: "replica",
+            chosen: Some(health),
+            fallback_reason: None,
+            checked: reports,
+        }),
+        None => {
+            let details = reports
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{}: {}",
+                        h.replica,
+                        h.problem.as_deref().unwrap_or("unusable")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            if t.fallback_to_primary {
+                tracing::warn!(%details, "no usable replica; backing up from the primary as allowed");
+                Ok(ReadSource {
+                    endpoint: primary,
+                    role: "primary",
+                    chosen: None,
+                    fallback_reason: Some(details),
+                    checked: reports,
+                })
+            } else {
+                Err(MysqlError::NoUsableReplica { details })
+            }
+        }
+    }
+}
