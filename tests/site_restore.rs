@@ -439,6 +439,13 @@ async fn a_drill_fails_when_media_was_deleted_offsite_and_tears_down_what_it_mad
     c.query_drop(format!("DROP DATABASE `{kept_ns}`"))
         .await
         .unwrap();
+    // The reports are in the store: `status` shows the newest (failed) drill.
+    let status = json(&svc.wpdr(&site.cfg, &["--output", "json", "status"]));
+    assert_eq!(status["last_drill"]["ok"], false, "{status}");
+    assert_eq!(
+        status["last_drill"]["restore_id"], kept["restore_id"],
+        "{status}"
+    );
 }
 
 fn journal_file(site: &Site, restore_id: Option<&str>) -> Option<serde_json::Value> {

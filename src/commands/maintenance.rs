@@ -88,6 +88,20 @@ pub(crate) async fn status(cli: &Cli) -> Result<ExitCode> {
     let now = chrono::Utc::now();
     let newest = sets.first();
     let rpo_seconds = newest.map(|m| (now - m.started_at).num_seconds());
+    let drill = wpdr::restore::drill::latest_report(&store, &cfg.site_prefix()).await;
+    let restores = wpdr::restore::journal::list(&store, &cfg.site_prefix())
+        .await
+        .unwrap_or_default();
+    let unfinished: Vec<serde_json::Value> = restores
+        .iter()
+        .filter(|j| j.status != wpdr::restore::journal::RunStatus::Succeeded)
+        .map(|j| {
+            serde_json::json!({
+                "restore_id": j.restore_id, "set": j.set_id, "namespace": j.namespace,
+                "status": j.status, "holder": j.holder, "updated_at": j.updated_at,
+            })
+        })
+        .collect();
     let json = serde_json::json!({
         "site": cfg.site,
         "store": store.describe(),
@@ -99,6 +113,12 @@ pub(crate) async fn status(cli: &Cli) -> Result<ExitCode> {
         "oldest_set": sets.last().map(|m| m.set_id.clone()),
         "incomplete_runs": incomplete,
         "lock": lock,
+        "last_drill": drill.as_ref().map(|d| serde_json::json!({
+            "restore_id": d.restore_id, "ok": d.ok, "finished_at": d.finished_at,
+            "age_seconds": (now - d.finished_at).num_seconds(),
+            "rto_seconds": d.rto_seconds, "rpo_seconds": d.rpo_seconds,
+        })),
+        "unfinished_restores": unfinished,
     });
     if cli.output == OutputFormat::Json {
         print_json(&json)?;
@@ -138,6 +158,30 @@ pub(crate) async fn status(cli: &Cli) -> Result<ExitCode> {
             l.purpose, l.pid, l.host
         ),
         None => println!("lock        free"),
+    }
+    match &drill {
+        Some(d) => {
+            let age = (now - d.finished_at).num_seconds();
+            println!(
+                "last drill  {} {}h{:02}m ago (set {}): RTO {:.0}s, RPO {:.0}s",
+                if d.ok { "PASSED" } else { "FAILED" },
+                age / 3600,
+                (age % 3600) / 60,
+                d.set_id,
+                d.rto_seconds,
+                d.rpo_seconds
+            );
+        }
+        None => println!("last drill  none: run `wpdr drill`"),
+    }
+    for j in restores
+        .iter()
+        .filter(|j| j.status != wpdr::restore::journal::RunStatus::Succeeded)
+    {
+        println!(
+            "restore     {} of set {} into {}: {:?} ({}); resume with `wpdr restore --resume {}`",
+            j.restore_id, j.set_id, j.namespace, j.status, j.holder, j.restore_id
+        );
     }
     Ok(ExitCode::Ok)
 }
