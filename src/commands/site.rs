@@ -2,7 +2,7 @@
 
 use super::open;
 use super::output::print_json;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use wpdr::cli::{Cli, DrillArgs, OutputFormat, RestoreArgs};
 use wpdr::exit::ExitCode;
 use wpdr::restore::journal::Journal;
@@ -75,11 +75,8 @@ pub(crate) async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitCode> {
         };
     }
     let (Some(set), Some(namespace)) = (&args.set, &args.namespace) else {
-        bail!(wpdr::config::ConfigError::Invalid {
-            field: "restore".into(),
-            env: "-".into(),
-            problem: "give a set and --namespace (wpdr restore latest --namespace shop-restored), --resume ID, or a part (db, media, cluster)".into(),
-        });
+        eprintln!("error: wpdr restore needs a set and --namespace (wpdr restore latest --namespace shop-restored), --resume ID, or a part (restore db|media|cluster); see wpdr restore --help");
+        return Ok(ExitCode::Usage);
     };
     let plan = run::load_plan(&args.plan)?;
     let ctx = context(cli, Some(&plan), !args.no_create_namespace).await?;
