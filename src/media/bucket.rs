@@ -145,9 +145,19 @@ impl Bucket {
         match Bucket::open(cfg).await {
             Err(StoreError::BucketMissing { .. }) => {
                 let b = Bucket::new(cfg).await;
-                b.client
-                    .create_bucket()
-                    .bucket(&b.name)
+                let mut create = b.client.create_bucket().bucket(&b.name);
+                // Outside us-east-1, AWS (and servers that check it) refuse a
+                // bucket without the region as its location constraint.
+                if cfg.region != "us-east-1" {
+                    create = create.create_bucket_configuration(
+                        aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                            .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                                cfg.region.as_str(),
+                            ))
+                            .build(),
+                    );
+                }
+                create
                     .send()
                     .await
                     .map_err(|e| b.err(e, "CreateBucket", ""))?;

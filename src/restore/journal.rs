@@ -145,8 +145,17 @@ impl JournalHandle {
         site_prefix: &str,
         restore_id: &str,
     ) -> Result<Option<Journal>, StoreError> {
-        match store.get_bytes(&journal_key(site_prefix, restore_id)).await {
-            Ok(b) => Ok(serde_json::from_slice(&b).ok()),
+        let key = journal_key(site_prefix, restore_id);
+        match store.get_bytes(&key).await {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| StoreError::Io {
+                    path: key.clone().into(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("the restore journal is not valid JSON: {e}"),
+                    ),
+                }),
             Err(StoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
