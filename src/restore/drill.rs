@@ -160,6 +160,42 @@ pub fn drill_namespace(now: DateTime<Utc>) -> String {
     )
 }
 
+/// A drill fills, and then tears down, what `restore:` names for its
+/// namespace. A target that does not vary with the namespace (a fixed
+/// database or bucket) would be overwritten by every drill and dropped by its
+/// teardown: refused before anything is touched.
+pub fn check_throwaway_targets(
+    targets: &crate::config::RestoreTargets,
+    plan: &super::plan::Plan,
+) -> Result<(), RunError> {
+    use crate::config::NAMESPACE_PLACEHOLDER as NS;
+    let has = |k: StepKind| plan.steps.iter().any(|s| s.kind == k);
+    let fixed = |what: &str, step: &str| RunError::MissingTarget {
+        step: step.to_string(),
+        what: format!("a per-drill {what}"),
+        hint: format!(
+            "a drill drops what it restored; put {NS} in restore.{what} so each drill gets its own"
+        ),
+    };
+    if has(StepKind::DatabaseLoad) {
+        if let Some(db) = &targets.database {
+            if !db.contains(NS) {
+                return Err(fixed("database", "database-load"));
+            }
+        }
+    }
+    if has(StepKind::MediaRestore) {
+        if let Some(m) = &targets.media {
+            let per_ns =
+                m.bucket.contains(NS) || m.endpoint.as_deref().is_some_and(|e| e.contains(NS));
+            if !per_ns {
+                return Err(fixed("media", "media-restore"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs a drill: restore, report, teardown.
 pub async fn drill(
     ctx: &RestoreContext,
@@ -168,6 +204,7 @@ pub async fn drill(
     site_url: Option<&str>,
     keep: bool,
 ) -> Result<(DrillReport, RestoreOutcome), RunError> {
+    check_throwaway_targets(&ctx.cfg.restore, &plan)?;
     let namespace = drill_namespace(Utc::now());
     let outcome = run::start(
         ctx,
@@ -251,4 +288,44 @@ pub async fn teardown(ctx: &RestoreContext, j: &Journal) -> Vec<String> {
         tracing::info!("drill teardown: {d}");
     }
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, RestoreTargets};
+    use std::collections::HashMap;
+
+    fn targets(yaml: &str) -> RestoreTargets {
+        Config::from_yaml(yaml, &HashMap::<String, String>::new())
+            .unwrap()
+            .restore
+    }
+
+    #[test]
+    fn a_drill_refuses_targets_that_do_not_vary_with_its_namespace() {
+        let plan = crate::restore::run::load_plan("site").unwrap();
+        let per_ns = targets(
+            "restore:\n  database: mysql://root@db.{namespace}.svc/wordpress\n  media: {bucket: uploads, endpoint: 'http://minio.{namespace}.svc:9000'}\n",
+        );
+        assert!(check_throwaway_targets(&per_ns, &plan).is_ok());
+        let fixed_db = targets("restore:\n  database: mysql://root@staging-db/wordpress\n");
+        let e = check_throwaway_targets(&fixed_db, &plan)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("restore.database") && e.contains("{namespace}"),
+            "{e}"
+        );
+        let fixed_bucket = targets(
+            "restore:\n  database: mysql://root@h/wp_{namespace}\n  media: {bucket: uploads, endpoint: 'http://minio:9000'}\n",
+        );
+        let e = check_throwaway_targets(&fixed_bucket, &plan)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("restore.media"), "{e}");
+        // A plan without the media step does not care about the bucket.
+        let db_only = crate::restore::run::load_plan("db-only").unwrap();
+        assert!(check_throwaway_targets(&fixed_bucket, &db_only).is_ok());
+    }
 }
