@@ -28,23 +28,7 @@ async fn backup_records_namespace_objects_sealed_secrets_and_digests() {
     let key = SealKey::generate();
     let (mut cfg, store) = svc.open_store(&cfg_path).await;
     cfg.cluster.secrets_key = Some(key.clone());
-    let kube = ClientBuilder::new()
-        .with_object::<k8s_openapi::api::apps::v1::Deployment>(serde_json::from_value(json!({
-            "metadata": {"name": "wordpress", "namespace": "shop", "uid": "d1"},
-            "spec": {"selector": {"matchLabels": {"app": "wp"}}, "template": {"metadata": {"labels": {"app": "wp"}},
-                "spec": {"containers": [{"name": "php", "image": "wordpress:6.6"}]}}}
-        })).unwrap())
-        .with_object::<k8s_openapi::api::apps::v1::ReplicaSet>(serde_json::from_value(json!({
-            "metadata": {"name": "wordpress-1", "namespace": "shop",
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "wordpress", "uid": "d1"}]},
-            "spec": {"selector": {"matchLabels": {"app": "wp"}}}
-        })).unwrap())
-        .with_object::<k8s_openapi::api::core::v1::Pod>(serde_json::from_value(json!({
-            "metadata": {"name": "wordpress-1-x", "namespace": "shop",
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "wordpress-1", "uid": "r1"}]},
-            "spec": {"containers": [{"name": "php", "image": "wordpress:6.6"}]},
-            "status": {"containerStatuses": [{"name": "php", "image": "wordpress:6.6", "imageID": "docker-pullable://wordpress@sha256:feed", "ready": true, "restartCount": 0}]}
-        })).unwrap())
+    let kube = fake_shop(None)
         .with_object::<k8s_openapi::api::core::v1::Secret>(serde_json::from_value(json!({
             "metadata": {"name": "db", "namespace": "shop"}, "type": "Opaque", "stringData": {"password": "top-secret-pw"}
         })).unwrap())

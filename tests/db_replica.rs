@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,6 +35,26 @@ fn wpdr(svc: &Services, cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> std:
     cmd.output().unwrap()
 }
 
+/// A primary and a replica started for the test, replicating by GTID from
+/// the start, with database `shop` and the table `ddl` creates on the
+/// primary; connections to both.
+async fn replicated_pair(ddl: &str) -> (MariaDb, MariaDb, Conn, Conn) {
+    let primary = MariaDb::start(&["--log-slave-updates"]);
+    let replica = MariaDb::start(&["--server-id=78", "--log-slave-updates"]);
+    let mut p = primary.conn(None).await;
+    p.query_drop("CREATE DATABASE shop").await.unwrap();
+    p.query_drop(ddl).await.unwrap();
+    let mut r = replica.conn(None).await;
+    r.query_drop(format!(
+        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='{TEST_USER}', MASTER_PASSWORD='{TEST_PASSWORD}', MASTER_USE_GTID=slave_pos",
+        primary.port
+    ))
+    .await
+    .unwrap();
+    r.query_drop("START SLAVE").await.unwrap();
+    (primary, replica, p, r)
+}
+
 /// The sequence number of domain 0 in a GTID position like `0-77-1234`.
 fn seq(pos: &str) -> u64 {
     pos.split(',')
@@ -46,23 +67,10 @@ fn seq(pos: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_from_the_replica_holds_exactly_the_primary_up_to_its_recorded_gtid() {
     let svc = Services::get();
-    let primary = MariaDb::start(&["--log-slave-updates"]);
-    let replica = MariaDb::start(&["--server-id=78", "--log-slave-updates"]);
-    let mut p = primary.conn(None).await;
-    p.query_drop("CREATE DATABASE shop").await.unwrap();
-    p.query_drop(
+    let (primary, replica, mut p, mut r) = replicated_pair(
         "CREATE TABLE shop.orders (id INT PRIMARY KEY, gtid_seq BIGINT NOT NULL, note VARCHAR(64))",
     )
-    .await
-    .unwrap();
-    let mut r = replica.conn(None).await;
-    r.query_drop(format!(
-        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='{TEST_USER}', MASTER_PASSWORD='{TEST_PASSWORD}', MASTER_USE_GTID=slave_pos",
-        primary.port
-    ))
-    .await
-    .unwrap();
-    r.query_drop("START SLAVE").await.unwrap();
+    .await;
     // Orders keep coming while the backup runs; each row records its own GTID.
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -173,21 +181,8 @@ async fn a_backup_from_the_replica_holds_exactly_the_primary_up_to_its_recorded_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_replica_is_refused_unless_falling_back_to_the_primary_is_allowed() {
     let svc = Services::get();
-    let primary = MariaDb::start(&["--log-slave-updates"]);
-    let replica = MariaDb::start(&["--server-id=78", "--log-slave-updates"]);
-    let mut p = primary.conn(None).await;
-    p.query_drop("CREATE DATABASE shop").await.unwrap();
-    p.query_drop("CREATE TABLE shop.t (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    let mut r = replica.conn(None).await;
-    r.query_drop(format!(
-        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='{TEST_USER}', MASTER_PASSWORD='{TEST_PASSWORD}', MASTER_USE_GTID=slave_pos",
-        primary.port
-    ))
-    .await
-    .unwrap();
-    r.query_drop("START SLAVE").await.unwrap();
+    let (primary, replica, _p, mut r) =
+        replicated_pair("CREATE TABLE shop.t (id INT PRIMARY KEY)").await;
     r.query_drop("STOP SLAVE SQL_THREAD").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &primary, &replica, "");

@@ -181,9 +181,8 @@ async fn a_wordpress_site_is_restored_whole_answers_as_at_backup_and_starts_with
     redis_cli(redis_port, &["SET", "wp:posts:1", "stale"]);
 
     // The dry run names what each step touches and writes nothing.
-    let dry = svc.wpdr(
-        &site.cfg,
-        &[
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
             "--output",
             "json",
             "restore",
@@ -194,9 +193,11 @@ async fn a_wordpress_site_is_restored_whole_answers_as_at_backup_and_starts_with
             "site",
             "--site-url",
             &new_url,
-            "--dry-run",
-        ],
-    );
+        ];
+        args.extend_from_slice(extra);
+        svc.wpdr(&site.cfg, &args)
+    };
+    let dry = restore(&["--dry-run"]);
     let dry = json(&dry);
     assert_eq!(dry["problems"].as_array().unwrap().len(), 0, "{dry}");
     let touches: Vec<&str> = dry["steps"]
@@ -217,21 +218,7 @@ async fn a_wordpress_site_is_restored_whole_answers_as_at_backup_and_starts_with
     );
     assert_eq!(redis_cli(redis_port, &["GET", "wp:posts:1"]), "stale");
 
-    let out = svc.wpdr(
-        &site.cfg,
-        &[
-            "--output",
-            "json",
-            "restore",
-            &set,
-            "--namespace",
-            &ns,
-            "--plan",
-            "site",
-            "--site-url",
-            &new_url,
-        ],
-    );
+    let out = restore(&[]);
     let r = json(&out);
     assert_eq!(r["ok"], true, "{r}\n{}", stderr(&out));
     let steps = &r["journal"]["steps"];
@@ -448,23 +435,28 @@ async fn a_drill_fails_when_media_was_deleted_offsite_and_tears_down_what_it_mad
     );
 }
 
-fn journal_file(site: &Site, restore_id: Option<&str>) -> Option<serde_json::Value> {
-    let dir = site
-        .cfg
-        .parent()
-        .unwrap()
-        .join("store/wpdr/testsite/restores");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
+/// The newest restore journal in a local store's `restores/` directory.
+/// Only committed `.json` files: a temporary file beside one may hold a
+/// state its restore never committed (killed between write and rename).
+fn newest_journal(dir: &Path) -> Option<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    let f = match restore_id {
-        Some(id) => dir.join(format!("{id}.json")),
-        None => files.pop()?,
-    };
-    serde_json::from_slice(&std::fs::read(f).ok()?).ok()
+    serde_json::from_slice(&std::fs::read(files.pop()?).ok()?).ok()
+}
+
+fn journal_file(site: &Site) -> Option<serde_json::Value> {
+    newest_journal(
+        &site
+            .cfg
+            .parent()
+            .unwrap()
+            .join("store/wpdr/testsite/restores"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,7 +488,7 @@ async fn a_restore_killed_in_the_middle_resumes_without_redoing_finished_steps()
     // While it runs, a resume elsewhere is refused: the journal has a live holder.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let running = loop {
-        if let Some(j) = journal_file(&site, None) {
+        if let Some(j) = journal_file(&site) {
             break j;
         }
         assert!(std::time::Instant::now() < deadline, "no journal appeared");
@@ -508,7 +500,7 @@ async fn a_restore_killed_in_the_middle_resumes_without_redoing_finished_steps()
     assert!(stderr(&busy).contains("still running"), "{}", stderr(&busy));
     // Kill -9 once the database step is done and the media step is running.
     let at_kill = loop {
-        if let Some(j) = journal_file(&site, None) {
+        if let Some(j) = journal_file(&site) {
             let s = &j["steps"];
             if s["database"]["state"] == "done" && s["media"]["state"] == "running" {
                 child.kill().unwrap();
@@ -575,31 +567,11 @@ async fn a_restore_killed_in_the_middle_resumes_without_redoing_finished_steps()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_full_plan_applies_the_namespace_waits_for_rollouts_and_restores_the_data() {
     use k8s_openapi::api::apps::v1::Deployment;
-    use kube_fake_client::ClientBuilder;
     use serde_json::json;
     use std::sync::Arc;
     let svc = Services::get();
     let mut site = wordpress_site(&svc, "fullplan", "cluster:\n  namespace: shop\n", 10).await;
-    let kube = ClientBuilder::new()
-        .with_object::<Deployment>(serde_json::from_value(json!({
-            "metadata": {"name": "wordpress", "namespace": "shop", "uid": "d1"},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "wp"}}, "template": {"metadata": {"labels": {"app": "wp"}},
-                "spec": {"containers": [{"name": "php", "image": "wordpress:6.6"}]}}}
-        })).unwrap())
-        .with_object::<k8s_openapi::api::apps::v1::ReplicaSet>(serde_json::from_value(json!({
-            "metadata": {"name": "wordpress-1", "namespace": "shop",
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "wordpress", "uid": "d1"}]},
-            "spec": {"selector": {"matchLabels": {"app": "wp"}}}
-        })).unwrap())
-        .with_object::<k8s_openapi::api::core::v1::Pod>(serde_json::from_value(json!({
-            "metadata": {"name": "wordpress-1-x", "namespace": "shop",
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "wordpress-1", "uid": "r1"}]},
-            "spec": {"containers": [{"name": "php", "image": "wordpress:6.6"}]},
-            "status": {"containerStatuses": [{"name": "php", "image": "wordpress:6.6", "imageID": "docker-pullable://wordpress@sha256:feed", "ready": true, "restartCount": 0}]}
-        })).unwrap())
-        .build()
-        .await
-        .unwrap();
+    let kube = fake_shop(Some(2)).build().await.unwrap();
     let (cfg, store) = svc.open_store(&site.cfg).await;
     let store = Arc::new(store);
     let m = wpdr::backup::run_with(
@@ -615,12 +587,20 @@ async fn the_full_plan_applies_the_namespace_waits_for_rollouts_and_restores_the
     let ns = format!("wpfp{:06x}", rand::random::<u32>() & 0xffffff);
     let new_url = restored_copy(&mut site, &svc, &ns);
     // The fake API server runs no controllers: play the Deployment
-    // controller, reporting the rollout ready a moment after it appears.
+    // controller, reporting the rollout ready only once the application
+    // step waits for it (so the wait is seen), a moment after it started.
     let controller = {
         let api: kube::Api<Deployment> = kube::Api::namespaced(kube.clone(), &ns);
+        let restores = site
+            .cfg
+            .parent()
+            .unwrap()
+            .join("store/wpdr/testsite/restores");
         tokio::spawn(async move {
             loop {
-                if let Ok(Some(mut d)) = api.get_opt("wordpress").await {
+                let waiting = newest_journal(&restores)
+                    .is_some_and(|j| j["steps"]["application"]["state"] == "running");
+                if let (true, Ok(Some(mut d))) = (waiting, api.get_opt("wordpress").await) {
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
                     d.status = Some(

@@ -349,6 +349,26 @@ pub async fn apply(
     Ok(applied)
 }
 
+/// What a workload still lacks: its desired replicas (default 1) ready on
+/// its current generation; `None` when it has them.
+fn not_ready(
+    kind: &str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    want: Option<i32>,
+    observed_generation: Option<i64>,
+    ready: Option<i32>,
+) -> Option<String> {
+    let want = want.unwrap_or(1);
+    let ready = ready.unwrap_or(0);
+    let current = observed_generation.unwrap_or(0) >= meta.generation.unwrap_or(0);
+    (!current || ready < want).then(|| {
+        format!(
+            "{kind}/{} {ready}/{want} ready",
+            meta.name.as_deref().unwrap_or("?")
+        )
+    })
+}
+
 /// Waits until every Deployment and StatefulSet in `ns` runs its desired
 /// replicas as ready on its current generation; `log` hears each change of
 /// what is still missing. The caller bounds the wait.
@@ -371,16 +391,14 @@ pub async fn wait_ready(
             .map_err(|e| api_err("listing Deployments", e))?;
         for d in &deployments.items {
             total += 1;
-            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             let st = d.status.clone().unwrap_or_default();
-            let current = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
-            let ready = st.ready_replicas.unwrap_or(0);
-            if !current || ready < want {
-                waiting.push(format!(
-                    "Deployment/{} {ready}/{want} ready",
-                    d.metadata.name.as_deref().unwrap_or("?")
-                ));
-            }
+            waiting.extend(not_ready(
+                "Deployment",
+                &d.metadata,
+                d.spec.as_ref().and_then(|s| s.replicas),
+                st.observed_generation,
+                st.ready_replicas,
+            ));
         }
         let sets = Api::<StatefulSet>::namespaced(client.clone(), ns)
             .list(&ListParams::default())
@@ -388,16 +406,14 @@ pub async fn wait_ready(
             .map_err(|e| api_err("listing StatefulSets", e))?;
         for s in &sets.items {
             total += 1;
-            let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             let st = s.status.clone().unwrap_or_default();
-            let current = st.observed_generation.unwrap_or(0) >= s.metadata.generation.unwrap_or(0);
-            let ready = st.ready_replicas.unwrap_or(0);
-            if !current || ready < want {
-                waiting.push(format!(
-                    "StatefulSet/{} {ready}/{want} ready",
-                    s.metadata.name.as_deref().unwrap_or("?")
-                ));
-            }
+            waiting.extend(not_ready(
+                "StatefulSet",
+                &s.metadata,
+                s.spec.as_ref().and_then(|s| s.replicas),
+                st.observed_generation,
+                st.ready_replicas,
+            ));
         }
         if waiting.is_empty() {
             log(format!("{total} workload(s) ready in {ns}"));

@@ -10,9 +10,8 @@ use wpdr::catalog::Catalog;
 use wpdr::cli::{Cli, OutputFormat, RestoreMediaArgs};
 use wpdr::config::{Config, ConfigError, S3Credentials};
 use wpdr::exit::ExitCode;
-use wpdr::media::bucket::Bucket;
-use wpdr::media::mirror::{state_key, MediaProgress, MirrorOptions};
-use wpdr::media::restore::{IndexRef, MediaRestore, RestoreOptions};
+use wpdr::media::mirror::{MediaProgress, MirrorOptions};
+use wpdr::media::restore::{restore_set, IndexRef, RestoreOptions};
 use wpdr::media::MediaError;
 use wpdr::secret::Secret;
 
@@ -149,42 +148,24 @@ pub(crate) async fn restore(cli: &Cli, args: &RestoreMediaArgs) -> Result<ExitCo
     let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
     let manifest = catalog.resolve(&args.set).await?;
     let section = manifest.media.as_ref().ok_or(MediaError::NoIndex)?;
-    let artifact = manifest
-        .artifact(&section.index_artifact)
-        .ok_or(MediaError::NoIndex)?;
-    let index = IndexRef {
-        set_id: manifest.set_id.clone(),
-        key: catalog.key(&manifest.set_id, &artifact.path),
-        size: artifact.size,
-        sha256: artifact.sha256.clone(),
-    };
+    let index = IndexRef::of(&catalog, &manifest)?.ok_or(MediaError::NoIndex)?;
     let target_cfg = target_config(&cfg, args)?;
-    let offsite = Bucket::open(&media.offsite).await?;
-    let target = if args.dry_run {
-        Bucket::open(&target_cfg).await?
-    } else {
-        Bucket::open_or_create(&target_cfg).await?
-    };
-    let state = state_key(&cfg.site_prefix());
-    let restore = MediaRestore {
-        store: &store,
-        offsite: &offsite,
-        target: &target,
-        state_key: &state,
-        retained_prefix: &section.retained_prefix,
-    };
     let (pb, progress) = counter(cli, "restore media");
-    let report = restore
-        .run(
-            &index,
-            &RestoreOptions {
-                dry_run: args.dry_run,
-                deep_verify: args.deep_verify,
-                concurrency: media.concurrency,
-            },
-            progress,
-        )
-        .await;
+    let report = restore_set(
+        media,
+        &store,
+        &cfg.site_prefix(),
+        &index,
+        &section.retained_prefix,
+        &target_cfg,
+        &RestoreOptions {
+            dry_run: args.dry_run,
+            deep_verify: args.deep_verify,
+            concurrency: media.concurrency,
+        },
+        progress,
+    )
+    .await;
     pb.finish_and_clear();
     let report = report?;
     if cli.output == OutputFormat::Json {

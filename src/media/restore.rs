@@ -32,6 +32,60 @@ pub struct IndexRef {
     pub sha256: String,
 }
 
+impl IndexRef {
+    /// The media index a set holds; `None` when the set has no media
+    /// section, `NoIndex` when the section names an artifact the set lacks.
+    pub fn of(
+        catalog: &crate::catalog::Catalog<'_>,
+        manifest: &crate::catalog::Manifest,
+    ) -> Result<Option<IndexRef>, MediaError> {
+        let Some(section) = manifest.media.as_ref() else {
+            return Ok(None);
+        };
+        let artifact = manifest
+            .artifact(&section.index_artifact)
+            .ok_or(MediaError::NoIndex)?;
+        Ok(Some(IndexRef {
+            set_id: manifest.set_id.clone(),
+            key: catalog.key(&manifest.set_id, &artifact.path),
+            size: artifact.size,
+            sha256: artifact.sha256.clone(),
+        }))
+    }
+}
+
+/// Restores a set's media into the bucket `target`: the offsite mirror and
+/// the target opened (the target created unless a dry run), then
+/// [`MediaRestore::run`] with the mirror's recorded state.
+#[allow(clippy::too_many_arguments)]
+pub async fn restore_set(
+    media: &crate::config::MediaConfig,
+    store: &Store,
+    site_prefix: &str,
+    index: &IndexRef,
+    retained_prefix: &str,
+    target: &crate::config::S3Config,
+    opts: &RestoreOptions,
+    progress: MediaProgress,
+) -> Result<MediaRestoreReport, MediaError> {
+    let offsite = Bucket::open(&media.offsite).await?;
+    let target = if opts.dry_run {
+        Bucket::open(target).await?
+    } else {
+        Bucket::open_or_create(target).await?
+    };
+    let state = super::mirror::state_key(site_prefix);
+    MediaRestore {
+        store,
+        offsite: &offsite,
+        target: &target,
+        state_key: &state,
+        retained_prefix,
+    }
+    .run(index, opts, progress)
+    .await
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     pub dry_run: bool,

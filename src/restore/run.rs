@@ -12,8 +12,7 @@ use super::{restore_cluster, restore_db, ClusterRestoreOptions};
 use crate::catalog::{Catalog, Manifest};
 use crate::config::{Config, RestoreTargets, S3Config};
 use crate::exit::{Classify, ExitCode};
-use crate::media::bucket::Bucket;
-use crate::media::restore::{IndexRef, MediaRestore, RestoreOptions as MediaOptions};
+use crate::media::restore::{restore_set, IndexRef, RestoreOptions as MediaOptions};
 use crate::mysql::load::LoadOptions;
 use crate::mysql::Endpoint;
 use crate::secret::Secret;
@@ -954,36 +953,22 @@ async fn database_load(env: &StepEnv<'_>) -> Result<serde_json::Value, StepError
     }))
 }
 
-/// The set's media index, as the media restore reads it.
-fn index_ref(env: &StepEnv<'_>) -> Result<Option<IndexRef>, StepError> {
-    let Some(section) = env.manifest.media.as_ref() else {
-        return Ok(None);
-    };
-    let artifact = env
-        .manifest
-        .artifact(&section.index_artifact)
-        .ok_or_else(|| {
-            StepError::new(
-                format!("the set lists no artifact {}", section.index_artifact),
-                ExitCode::Integrity,
-            )
-        })?;
-    Ok(Some(IndexRef {
-        set_id: env.manifest.set_id.clone(),
-        key: env.catalog.key(&env.manifest.set_id, &artifact.path),
-        size: artifact.size,
-        sha256: artifact.sha256.clone(),
-    }))
-}
-
 async fn run_media_restore(
     env: &StepEnv<'_>,
     dry_run: bool,
     deep_verify: bool,
 ) -> Result<Option<crate::media::restore::MediaRestoreReport>, StepError> {
-    let Some(index) = index_ref(env)? else {
+    let Some(section) = env.manifest.media.as_ref() else {
         return Ok(None);
     };
+    let index = IndexRef::of(env.catalog, env.manifest)
+        .map_err(|_| {
+            StepError::new(
+                format!("the set lists no artifact {}", section.index_artifact),
+                ExitCode::Integrity,
+            )
+        })?
+        .ok_or_else(|| StepError::new("the set holds no media index", ExitCode::Integrity))?;
     let media = env.ctx.cfg.media.as_ref().ok_or_else(|| {
         StepError::new(
             "the set holds media but media.offsite is not configured: it is where the media is read from",
@@ -995,36 +980,22 @@ async fn run_media_restore(
         .media
         .as_ref()
         .ok_or_else(|| StepError::new("restore.media is not configured", ExitCode::Config))?;
-    let section = env.manifest.media.as_ref();
-    let offsite = Bucket::open(&media.offsite)
-        .await
-        .map_err(StepError::from)?;
-    let target = if dry_run {
-        Bucket::open(target_cfg).await
-    } else {
-        Bucket::open_or_create(target_cfg).await
-    }
+    let report = restore_set(
+        media,
+        &env.ctx.store,
+        &env.ctx.cfg.site_prefix(),
+        &index,
+        &section.retained_prefix,
+        target_cfg,
+        &MediaOptions {
+            dry_run,
+            deep_verify,
+            concurrency: media.concurrency,
+        },
+        Arc::new(|_, _| {}),
+    )
+    .await
     .map_err(StepError::from)?;
-    let state = crate::media::mirror::state_key(&env.ctx.cfg.site_prefix());
-    let restore = MediaRestore {
-        store: &env.ctx.store,
-        offsite: &offsite,
-        target: &target,
-        state_key: &state,
-        retained_prefix: section.map(|s| s.retained_prefix.as_str()).unwrap_or(""),
-    };
-    let report = restore
-        .run(
-            &index,
-            &MediaOptions {
-                dry_run,
-                deep_verify,
-                concurrency: media.concurrency,
-            },
-            Arc::new(|_, _| {}),
-        )
-        .await
-        .map_err(StepError::from)?;
     Ok(Some(report))
 }
 

@@ -637,3 +637,31 @@ pub fn metric(text: &str, prefix: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no metric {prefix} in:\n{text}"))
 }
+
+/// An in-memory API server holding namespace `shop`: a WordPress Deployment
+/// (with `replicas` when given) whose Pod, through its ReplicaSet, runs
+/// `wordpress:6.6` as digest `sha256:feed`. Add objects before `build()`.
+pub fn fake_shop(replicas: Option<i32>) -> kube_fake_client::ClientBuilder {
+    use serde_json::json;
+    let mut spec = json!({"selector": {"matchLabels": {"app": "wp"}}, "template": {"metadata": {"labels": {"app": "wp"}},
+        "spec": {"containers": [{"name": "php", "image": "wordpress:6.6"}]}}});
+    if let Some(n) = replicas {
+        spec["replicas"] = json!(n);
+    }
+    kube_fake_client::ClientBuilder::new()
+        .with_object::<k8s_openapi::api::apps::v1::Deployment>(serde_json::from_value(json!({
+            "metadata": {"name": "wordpress", "namespace": "shop", "uid": "d1"},
+            "spec": spec
+        })).unwrap())
+        .with_object::<k8s_openapi::api::apps::v1::ReplicaSet>(serde_json::from_value(json!({
+            "metadata": {"name": "wordpress-1", "namespace": "shop",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "wordpress", "uid": "d1"}]},
+            "spec": {"selector": {"matchLabels": {"app": "wp"}}}
+        })).unwrap())
+        .with_object::<k8s_openapi::api::core::v1::Pod>(serde_json::from_value(json!({
+            "metadata": {"name": "wordpress-1-x", "namespace": "shop",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "wordpress-1", "uid": "r1"}]},
+            "spec": {"containers": [{"name": "php", "image": "wordpress:6.6"}]},
+            "status": {"containerStatuses": [{"name": "php", "image": "wordpress:6.6", "imageID": "docker-pullable://wordpress@sha256:feed", "ready": true, "restartCount": 0}]}
+        })).unwrap())
+}
