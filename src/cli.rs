@@ -61,6 +61,9 @@ pub enum Command {
     /// The media library's offsite mirror.
     #[command(subcommand)]
     Media(MediaCommand),
+    /// The primary's binary log, archived continuously for point-in-time restores.
+    #[command(subcommand)]
+    Binlog(BinlogCommand),
     /// Replace the site URL everywhere in a database (a restored copy served at another
     /// address): safe inside PHP-serialised data and JSON; reports what it cannot parse.
     RewriteUrl(RewriteUrlArgs),
@@ -129,6 +132,23 @@ pub enum SetsCommand {
     Show {
         /// Set id, or `latest`.
         set: String,
+    },
+    /// The window a point-in-time restore can reach: oldest and newest
+    /// restorable second, per set, and any gap in the binlog archive.
+    Recoverable,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BinlogCommand {
+    /// Follow the primary's binary log and write segments to the store until
+    /// stopped (SIGTERM/Ctrl-C closes the open segment first).
+    Archive {
+        /// Stop once caught up with the primary (for a CronJob, or a first catch-up).
+        #[arg(long)]
+        until_caught_up: bool,
+        /// Stop after this many seconds.
+        #[arg(long = "for", value_name = "SECONDS")]
+        run_for: Option<u64>,
     },
 }
 
@@ -302,4 +322,12 @@ pub struct RestoreDbArgs {
     /// by default they are built by sorting after the data is in).
     #[arg(long)]
     pub no_defer_indexes: bool,
+    /// Point in time: restore the newest set before it and replay the
+    /// archived binary log up to it (2026-11-25T10:00:00Z; whole seconds,
+    /// server clock). Every transaction committed before it, none after.
+    #[arg(long, conflicts_with = "to_gtid", value_parser = crate::binlog::replay::Point::parse_time)]
+    pub to_time: Option<crate::binlog::replay::Point>,
+    /// Point by GTID position: replay up to and including this transaction (e.g. 0-1-4711).
+    #[arg(long, value_parser = crate::binlog::replay::Point::parse_gtid)]
+    pub to_gtid: Option<crate::binlog::replay::Point>,
 }

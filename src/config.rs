@@ -160,6 +160,15 @@ struct RawDatabase {
     read_from: Option<String>,
     max_replica_lag_seconds: Option<u64>,
     fallback_to_primary: Option<bool>,
+    binlog: Option<RawBinlog>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBinlog {
+    server_id: Option<u32>,
+    segment_seconds: Option<u64>,
+    segment_size: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -280,6 +289,28 @@ pub struct DatabaseConfig {
     /// WordPress's `$table_prefix` (`wp_`): where attachments are looked up.
     pub table_prefix: String,
     pub topology: Topology,
+    pub binlog: BinlogArchiveConfig,
+}
+
+/// How `wpdr binlog archive` follows the primary's binary log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinlogArchiveConfig {
+    /// The server id the archiver registers with; unique among the primary's replicas.
+    pub server_id: u32,
+    /// A segment is closed at least this often while transactions arrive (the RPO bound).
+    pub segment_seconds: u64,
+    /// ... or once it holds this many bytes of events.
+    pub segment_bytes: u64,
+}
+
+impl Default for BinlogArchiveConfig {
+    fn default() -> Self {
+        BinlogArchiveConfig {
+            server_id: 4_031_000_001,
+            segment_seconds: 30,
+            segment_bytes: 16 << 20,
+        }
+    }
 }
 
 /// Where a backup reads the database from in a primary/replica cluster.
@@ -1246,6 +1277,56 @@ impl Config {
             )?
             .unwrap_or(false),
         };
+        let b = d.binlog.clone().unwrap_or_default();
+        let defaults = BinlogArchiveConfig::default();
+        let binlog = BinlogArchiveConfig {
+            server_id: pick(
+                env,
+                "WPDR_BINLOG_SERVER_ID",
+                "database.binlog.server_id",
+                &b.server_id,
+                as_number,
+            )?
+            .unwrap_or(defaults.server_id),
+            segment_seconds: pick(
+                env,
+                "WPDR_BINLOG_SEGMENT_SECONDS",
+                "database.binlog.segment_seconds",
+                &b.segment_seconds,
+                as_number,
+            )?
+            .unwrap_or(defaults.segment_seconds),
+            segment_bytes: pick(
+                env,
+                "WPDR_BINLOG_SEGMENT_SIZE",
+                "database.binlog.segment_size",
+                &b.segment_size,
+                ByteSize::parse,
+            )?
+            .map(|s| s.0)
+            .unwrap_or(defaults.segment_bytes),
+        };
+        if binlog.server_id == 0 {
+            return Err(invalid(
+                "database.binlog.server_id",
+                "WPDR_BINLOG_SERVER_ID",
+                "0 is not a valid server id (the server refuses replicas with id 0)",
+            ));
+        }
+        if !(1..=3600).contains(&binlog.segment_seconds) {
+            return Err(invalid(
+                "database.binlog.segment_seconds",
+                "WPDR_BINLOG_SEGMENT_SECONDS",
+                format!("{} is outside 1..3600", binlog.segment_seconds),
+            ));
+        }
+        if binlog.segment_bytes < 64 << 10 {
+            return Err(invalid(
+                "database.binlog.segment_size",
+                "WPDR_BINLOG_SEGMENT_SIZE",
+                "is below 64 KiB",
+            ));
+        }
         Ok(DatabaseConfig {
             host,
             port,
@@ -1256,6 +1337,7 @@ impl Config {
             connections,
             table_prefix,
             topology,
+            binlog,
         })
     }
 

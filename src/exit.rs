@@ -41,6 +41,13 @@ pub enum ExitCode {
     /// No replica is replicating within the lag bound (and falling back to
     /// the primary is not allowed).
     ReplicaUnusable = 16,
+    /// The binary log archive cannot continue its chain: the primary no
+    /// longer has the log at the archived position (purged, or a failover
+    /// to a server that never had it). The gap is recorded and reported.
+    BinlogGap = 17,
+    /// The requested point in time or GTID is outside the recoverable window
+    /// (no set before it, or the archive does not reach it without a gap).
+    NotRecoverable = 18,
     /// Interrupted by a signal.
     Interrupted = 130,
 }

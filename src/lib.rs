@@ -5,6 +5,7 @@
 //! (`catalog`, `backup`, `restore`) decide what to do and in what order.
 
 pub mod backup;
+pub mod binlog;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;

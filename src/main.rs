@@ -102,6 +102,9 @@ fn classify(e: &anyhow::Error) -> ExitCode {
         if let Some(x) = cause.downcast_ref::<wpdr::cluster::ClusterError>() {
             return x.exit_code();
         }
+        if let Some(x) = cause.downcast_ref::<wpdr::binlog::BinlogError>() {
+            return x.exit_code();
+        }
         if let Some(x) = cause.downcast_ref::<wpdr::media::MediaError>() {
             return x.exit_code();
         }

@@ -154,6 +154,10 @@ pub struct DatabaseSection {
     /// commits were blocked (absent on a primary, or in single-connection mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid_slave_pos: Option<String>,
+    /// The server's clock at the snapshot: no transaction in the set
+    /// committed later (a point-in-time restore starts from a set before its point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_at: Option<DateTime<Utc>>,
     /// Which server of the cluster was read, and why (absent: the primary, no topology).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_from: Option<ReadFrom>,

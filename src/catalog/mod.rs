@@ -246,6 +246,24 @@ impl<'a> Catalog<'a> {
         .await
     }
 
+    /// Takes another of the site's locks (`name` under the site prefix), for
+    /// work that must run once per site but not exclude backups.
+    pub async fn named_lock(
+        &self,
+        name: &str,
+        ttl_seconds: u64,
+        purpose: &str,
+    ) -> Result<LockGuard, CatalogError> {
+        lock::acquire(
+            self.store,
+            &format!("{}/{name}", self.site_prefix),
+            &self.site,
+            ttl_seconds,
+            purpose,
+        )
+        .await
+    }
+
     /// Who holds the site's lock now, if anyone (expired locks included, marked by their time).
     pub async fn lock_holder(&self) -> Result<Option<LockInfo>, CatalogError> {
         Ok(lock::current(self.store, &self.lock_key()).await?)

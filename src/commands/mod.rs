@@ -2,6 +2,7 @@
 //! `anyhow` here, typed everywhere below.
 
 mod backup;
+mod binlog;
 mod daemon;
 mod maintenance;
 mod media;
@@ -12,7 +13,9 @@ mod site;
 
 use anyhow::Result;
 use std::sync::Arc;
-use wpdr::cli::{Cli, Command, MediaCommand, RestoreArgs, RestoreCommand, SetsCommand};
+use wpdr::cli::{
+    BinlogCommand, Cli, Command, MediaCommand, RestoreArgs, RestoreCommand, SetsCommand,
+};
 use wpdr::config::{Config, ProcessEnv};
 use wpdr::exit::ExitCode;
 use wpdr::store::Store;
@@ -28,6 +31,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Backup(args) => backup::run(&cli, args).await,
         Command::Sets(SetsCommand::List) => sets::list(&cli).await,
         Command::Sets(SetsCommand::Show { set }) => sets::show(&cli, set).await,
+        Command::Sets(SetsCommand::Recoverable) => binlog::recoverable(&cli).await,
+        Command::Binlog(BinlogCommand::Archive {
+            until_caught_up,
+            run_for,
+        }) => binlog::archive(&cli, *until_caught_up, *run_for).await,
         Command::Verify { set } => sets::verify(&cli, set).await,
         Command::Restore(RestoreArgs {
             part: Some(RestoreCommand::Db(args)),

@@ -581,7 +581,8 @@ async fn keep_leading(runner: Arc<Runner>, elector: Arc<LeaderElector>) {
     }
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -353,6 +353,22 @@ struct Snapshot {
     binlog: Option<BinlogPosition>,
     gtid: Option<String>,
     slave_pos: Option<String>,
+    /// The server's clock at the snapshot (no transaction in it committed later).
+    at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The server's clock, the one binary log timestamps are taken from.
+async fn server_now(conn: &mut Conn) -> Result<chrono::DateTime<chrono::Utc>, MysqlError> {
+    let micros: Option<i64> = conn
+        .query_first("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)")
+        .await
+        .map_err(|e| query_err("reading the server's clock", e))?;
+    micros
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .ok_or_else(|| MysqlError::Query {
+            doing: "reading the server's clock".into(),
+            detail: "no answer".into(),
+        })
 }
 
 async fn start_snapshot(conn: &mut Conn) -> Result<(), MysqlError> {
@@ -419,12 +435,14 @@ async fn open_snapshots(
                 .flatten(),
             _ => None,
         };
+        let at = Some(server_now(w).await?);
         return Ok(Snapshot {
             method: "single-connection",
             blocked_ms: 0.0,
             binlog,
             gtid,
             slave_pos: None,
+            at,
         });
     }
     exec(control, "SET SESSION lock_wait_timeout = 60").await?;
@@ -477,16 +495,18 @@ async fn open_snapshots(
         } else {
             None
         };
+        let at = server_now(control).await?;
         Ok::<_, MysqlError>((
             binlog,
             gtid.filter(|g| !g.is_empty()),
             slave_pos.filter(|g| !g.is_empty()),
+            at,
         ))
     }
     .await;
     let end = exec(control, unlock).await;
     let blocked_ms = held.elapsed().as_secs_f64() * 1000.0;
-    let (binlog, gtid, slave_pos) = result?;
+    let (binlog, gtid, slave_pos, at) = result?;
     end?;
     Ok(Snapshot {
         method,
@@ -494,6 +514,7 @@ async fn open_snapshots(
         binlog,
         gtid,
         slave_pos,
+        at: Some(at),
     })
 }
 
@@ -766,6 +787,7 @@ pub async fn snapshot(
             binlog: snap.binlog,
             gtid_binlog_pos: snap.gtid,
             gtid_slave_pos: snap.slave_pos,
+            snapshot_at: snap.at,
             read_from: None,
             max_statement_bytes: max_statement as u64,
             tables: entries,

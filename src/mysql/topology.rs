@@ -104,6 +104,64 @@ pub async fn replica_health(endpoint: &Endpoint, max_lag: u64) -> ReplicaHealth 
     h
 }
 
+/// Each configured replica, reached with the primary's user and password.
+pub fn replica_endpoints(cfg: &DatabaseConfig) -> Vec<Endpoint> {
+    let primary = Endpoint::from_config(cfg);
+    cfg.topology
+        .replicas
+        .iter()
+        .map(|(host, port)| {
+            let mut e = primary.clone();
+            e.host = host.clone();
+            e.port = *port;
+            e.socket = None;
+            e
+        })
+        .collect()
+}
+
+/// The server that takes writes now: the configured primary if it is up and
+/// writable, else a replica that was promoted (writable, not replicating).
+/// Errors name what each server said.
+pub async fn writable_primary(cfg: &DatabaseConfig) -> Result<Endpoint, String> {
+    let mut problems = Vec::new();
+    for e in std::iter::once(Endpoint::from_config(cfg)).chain(replica_endpoints(cfg)) {
+        match primary_problem(&e).await {
+            None => return Ok(e),
+            Some(p) => problems.push(format!("{}: {p}", e.display())),
+        }
+    }
+    Err(problems.join("; "))
+}
+
+async fn primary_problem(e: &Endpoint) -> Option<String> {
+    let mut conn = match e.connect(None).await {
+        Ok(c) => c,
+        Err(err) => return Some(err.to_string()),
+    };
+    let flags: Result<Option<(u8, u8)>, _> =
+        conn.query_first("SELECT @@read_only, @@log_bin").await;
+    let problem = match flags {
+        Err(err) => Some(format!("cannot read @@read_only: {err}")),
+        Ok(None) => Some("no answer to SELECT @@read_only".into()),
+        Ok(Some((_, 0))) => Some("binary logging is off (log_bin)".into()),
+        Ok(Some((1, _))) => Some("read-only (a replica)".into()),
+        Ok(Some(_)) => match conn.query::<Row, _>("SHOW SLAVE STATUS").await {
+            Ok(rows)
+                if rows
+                    .iter()
+                    .any(|r| column(r, &["Slave_IO_Running"]).as_deref() == Some("Yes")) =>
+            {
+                Some("is replicating from another server".into())
+            }
+            Ok(_) => None,
+            Err(err) => Some(format!("SHOW SLAVE STATUS failed: {err}")),
+        },
+    };
+    let _ = conn.disconnect().await;
+    problem
+}
+
 /// The server to back up from, as the configuration's topology says: the
 /// least-lagging usable replica, else the primary when allowed, else an error
 /// naming every replica's problem.
@@ -120,11 +178,7 @@ pub async fn choose(cfg: &DatabaseConfig) -> Result<ReadSource, MysqlError> {
         });
     }
     let mut checked = Vec::new();
-    for (host, port) in &t.replicas {
-        let mut e = primary.clone();
-        e.host = host.clone();
-        e.port = *port;
-        e.socket = None;
+    for e in replica_endpoints(cfg) {
         checked.push((
             e.clone(),
             replica_health(&e, t.max_replica_lag_seconds).await,

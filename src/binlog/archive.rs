@@ -1,0 +1,592 @@
+//! `wpdr binlog archive`: follows the primary's binary log as a replica
+//! would (COM_BINLOG_DUMP from a GTID position, MariaDB's
+//! `@slave_connect_state`), and closes a segment at least every
+//! `segment_seconds` or `segment_size`. Segments hold whole transactions
+//! only; a restart or a failover resumes after the last archived
+//! transaction, so there is no gap and no duplicate. When the server no
+//! longer has that position (logs purged, or a failover to a server that
+//! never had it) the gap is recorded in the store and reported by `status`
+//! and the metrics; archiving goes on from the oldest position the server has.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStreamRequest, Conn};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::event::{
+    Fed, GroupTracker, RawEvent, FORMAT_DESCRIPTION_EVENT, HEARTBEAT_EVENT, INCIDENT_EVENT,
+};
+use super::gtid::GtidPos;
+use super::segment::{self, SegmentIndex, SegmentSpool};
+use super::BinlogError;
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::mysql::{query_err, topology, Endpoint};
+use crate::store::Store;
+
+/// How often the server sends a heartbeat while it has nothing new.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Silence longer than this means the connection is dead.
+const SILENCE: Duration = Duration::from_secs(10);
+/// ER_MASTER_FATAL_ERROR_READING_BINLOG: the position is not in the server's logs.
+const ER_BINLOG_POSITION: u16 = 1236;
+
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveOptions {
+    /// Stop (after closing the open segment) once caught up with the primary.
+    pub until_caught_up: bool,
+    /// Stop after this long.
+    pub run_for: Option<Duration>,
+    /// Where the open segment is spooled (default: the system temp dir).
+    pub spool_dir: Option<PathBuf>,
+}
+
+/// A recorded hole in the archive: transactions after `after` and before
+/// `resumed_at` are not archived.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GapRecord {
+    pub detected_at: DateTime<Utc>,
+    pub server: String,
+    pub after: GtidPos,
+    pub resumed_at: GtidPos,
+    pub detail: String,
+}
+
+/// The archiver's live state, rewritten on every segment and while idle.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Head {
+    pub server: String,
+    /// The end of the archived chain.
+    pub position: GtidPos,
+    /// Every transaction committed before this had been archived.
+    pub covered_until: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub host: String,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ArchiveReport {
+    pub segments: u64,
+    pub transactions: u64,
+    pub bytes: u64,
+    pub gaps: Vec<GapRecord>,
+    pub position: String,
+    pub server: String,
+}
+
+pub fn gaps_prefix(site_prefix: &str) -> String {
+    format!("{site_prefix}/binlog/gaps/")
+}
+
+pub fn head_key(site_prefix: &str) -> String {
+    format!("{site_prefix}/binlog/head.json")
+}
+
+pub async fn list_gaps(store: &Store, site_prefix: &str) -> Result<Vec<GapRecord>, BinlogError> {
+    let mut out = Vec::new();
+    for o in store.list(&gaps_prefix(site_prefix)).await? {
+        if !o.key.ends_with(".json") {
+            continue;
+        }
+        let bytes = store.get_bytes(&o.key).await?;
+        out.push(
+            serde_json::from_slice(&bytes).map_err(|e| BinlogError::Damaged {
+                key: o.key.clone(),
+                detail: e.to_string(),
+            })?,
+        );
+    }
+    Ok(out)
+}
+
+pub async fn read_head(store: &Store, site_prefix: &str) -> Result<Option<Head>, BinlogError> {
+    let key = head_key(site_prefix);
+    if store.head(&key).await?.is_none() {
+        return Ok(None);
+    }
+    let bytes = store.get_bytes(&key).await?;
+    Ok(serde_json::from_slice(&bytes).ok())
+}
+
+/// The primary's GTID position a set's snapshot matches.
+pub fn set_position(m: &crate::catalog::manifest::Manifest) -> Option<GtidPos> {
+    let db = m.database.as_ref()?;
+    let text = db
+        .read_from
+        .as_ref()
+        .and_then(|r| r.primary_gtid.clone())
+        .or_else(|| db.gtid_slave_pos.clone())
+        .or_else(|| db.gtid_binlog_pos.clone())?;
+    GtidPos::parse(&text).ok()
+}
+
+enum Ended {
+    /// Asked to stop, or caught up with `until_caught_up`.
+    Stopped,
+}
+
+struct Follower<'a> {
+    cfg: &'a Config,
+    store: &'a Store,
+    site_prefix: String,
+    opts: ArchiveOptions,
+    position: GtidPos,
+    report: ArchiveReport,
+    last_head_write: Option<Instant>,
+}
+
+/// Runs the archive until `shutdown` turns true (or the options say stop).
+pub async fn archive(
+    cfg: &Config,
+    store: &Store,
+    opts: ArchiveOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<ArchiveReport, BinlogError> {
+    let catalog = Catalog::new(store, &cfg.site, &cfg.site_prefix());
+    let site_prefix = cfg.site_prefix();
+    let segments = segment::list(store, &site_prefix).await?;
+    let position = match segments.last() {
+        Some(s) => s.end.clone(),
+        None => start_without_archive(cfg, &catalog).await?,
+    };
+    tracing::info!(position = %position, "binlog archive starting");
+    let deadline = opts.run_for.map(|d| Instant::now() + d);
+    let mut f = Follower {
+        cfg,
+        store,
+        site_prefix,
+        opts,
+        position,
+        report: ArchiveReport::default(),
+        last_head_write: None,
+    };
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        if *shutdown.borrow() || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let primary = match topology::writable_primary(&cfg.database).await {
+            Ok(p) => p,
+            Err(details) => {
+                if f.opts.until_caught_up {
+                    return Err(BinlogError::NoPrimary { details });
+                }
+                tracing::warn!(%details, "no writable primary; retrying");
+                f.pause(&mut shutdown, backoff, deadline).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        f.report.server = primary.display();
+        match f.follow(&primary, &mut shutdown, deadline).await {
+            Ok(Ended::Stopped) => break,
+            Err(BinlogError::Gap {
+                server,
+                position,
+                detail,
+            }) => {
+                tracing::error!(%server, %position, %detail, "binlog archive gap");
+                f.record_gap(&primary, detail).await?;
+                backoff = Duration::from_secs(1);
+            }
+            Err(e @ (BinlogError::Stream { .. } | BinlogError::Mysql(_))) => {
+                if f.opts.until_caught_up {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "binlog stream lost; resuming from the archived position");
+                f.pause(&mut shutdown, backoff, deadline).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    f.report.position = f.position.to_string();
+    Ok(f.report)
+}
+
+/// With no segment yet: start at the newest set (so the window reaches back
+/// to it), or at the server's current position when there is no set.
+async fn start_without_archive(
+    cfg: &Config,
+    catalog: &Catalog<'_>,
+) -> Result<GtidPos, BinlogError> {
+    let newest = catalog
+        .list()
+        .await?
+        .into_iter()
+        .find_map(|m| set_position(&m));
+    if let Some(p) = newest {
+        return Ok(p);
+    }
+    let primary = topology::writable_primary(&cfg.database)
+        .await
+        .map_err(|details| BinlogError::NoPrimary { details })?;
+    let mut conn = primary.connect(None).await?;
+    let pos: Option<String> = conn
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .map_err(|e| query_err("reading @@gtid_binlog_pos", e))?;
+    let _ = conn.disconnect().await;
+    GtidPos::parse(pos.as_deref().unwrap_or("")).map_err(|detail| BinlogError::Stream {
+        server: primary.display(),
+        detail,
+    })
+}
+
+impl Follower<'_> {
+    async fn pause(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+        d: Duration,
+        deadline: Option<Instant>,
+    ) {
+        let d = match deadline {
+            Some(dl) => d.min(dl.saturating_duration_since(Instant::now())),
+            None => d,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+
+    fn spool_dir(&self) -> PathBuf {
+        self.opts
+            .spool_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+    }
+
+    /// Streams from `primary` until stopped or the stream fails; every
+    /// complete segment is in the store when this returns.
+    async fn follow(
+        &mut self,
+        primary: &Endpoint,
+        shutdown: &mut watch::Receiver<bool>,
+        deadline: Option<Instant>,
+    ) -> Result<Ended, BinlogError> {
+        let server = primary.display();
+        let mut conn = primary.connect(None).await?;
+        let setup = [
+            "SET @mariadb_slave_capability = 4".to_string(),
+            format!("SET @slave_connect_state = '{}'", self.position),
+            "SET @slave_gtid_strict_mode = 1".to_string(),
+            "SET @slave_gtid_ignore_duplicates = 0".to_string(),
+            format!("SET @master_heartbeat_period = {}", HEARTBEAT.as_nanos()),
+        ];
+        for q in &setup {
+            conn.query_drop(q.as_str())
+                .await
+                .map_err(|e| query_err("preparing the binlog stream", e))?;
+        }
+        let mut stream = Conn::get_binlog_stream(
+            conn,
+            BinlogStreamRequest::new(self.cfg.database.binlog.server_id),
+        )
+        .await
+        .map_err(|e| classify_stream_error(&server, &self.position, e))?;
+        tracing::info!(%server, position = %self.position, "following the binary log");
+
+        let mut tracker = GroupTracker::new(true);
+        let mut fde: Option<RawEvent> = None;
+        let mut spool: Option<SegmentSpool> = None;
+        let mut caught_up_at: Option<DateTime<Utc>> = None;
+        let result = loop {
+            let next = tokio::select! {
+                n = tokio::time::timeout(SILENCE, stream.next()) => n,
+                _ = shutdown.changed() => break Ok(Ended::Stopped),
+                _ = tokio::time::sleep(deadline.map(|d| d.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(86_400))) => break Ok(Ended::Stopped),
+            };
+            let event = match next {
+                Err(_) => {
+                    break Err(BinlogError::Stream {
+                        server: server.clone(),
+                        detail: format!("no event or heartbeat for {} s", SILENCE.as_secs()),
+                    })
+                }
+                Ok(None) => {
+                    break Err(BinlogError::Stream {
+                        server: server.clone(),
+                        detail: "the server ended the stream".into(),
+                    })
+                }
+                Ok(Some(Err(e))) => break Err(classify_stream_error(&server, &self.position, e)),
+                Ok(Some(Ok(e))) => e,
+            };
+            let raw = match to_raw(&event) {
+                Ok(r) => r,
+                Err(detail) => {
+                    break Err(BinlogError::Stream {
+                        server: server.clone(),
+                        detail,
+                    })
+                }
+            };
+            match raw.kind() {
+                HEARTBEAT_EVENT if !tracker.in_group() => {
+                    // Sent only once the server has nothing newer: caught up.
+                    caught_up_at = Some(Utc::now());
+                    if self.opts.until_caught_up {
+                        if let Err(e) = self.close(&mut spool, &server, caught_up_at).await {
+                            break Err(e);
+                        }
+                        break Ok(Ended::Stopped);
+                    }
+                }
+                FORMAT_DESCRIPTION_EVENT => {
+                    tracker.set_checksummed(raw.fde_checksummed());
+                    let changed = fde.as_ref().is_none_or(|f| f.0[19..] != raw.0[19..]);
+                    if changed {
+                        if let Err(e) = self.close(&mut spool, &server, caught_up_at).await {
+                            break Err(e);
+                        }
+                        fde = Some(raw);
+                    }
+                    continue;
+                }
+                INCIDENT_EVENT => {
+                    // The primary itself says events are missing here.
+                    if let Err(e) = self.close(&mut spool, &server, caught_up_at).await {
+                        break Err(e);
+                    }
+                    break Err(BinlogError::Gap {
+                        server: server.clone(),
+                        position: self.position.to_string(),
+                        detail: "the primary logged an incident (lost events)".into(),
+                    });
+                }
+                _ => {}
+            }
+            match tracker.feed(&raw) {
+                Fed::Outside => {}
+                fed => {
+                    if spool.is_none() {
+                        let Some(f) = fde.as_ref() else {
+                            break Err(BinlogError::Stream {
+                                server: server.clone(),
+                                detail: "a transaction arrived before the Format_description event"
+                                    .into(),
+                            });
+                        };
+                        match SegmentSpool::new(&self.spool_dir(), f, self.position.clone()) {
+                            Ok(s) => spool = Some(s),
+                            Err(e) => break Err(e),
+                        }
+                    }
+                    let Some(s) = spool.as_mut() else { continue };
+                    if matches!(fed, Fed::Abandoned(_)) {
+                        if let Err(e) = s.rollback() {
+                            break Err(e);
+                        }
+                    }
+                    if let Err(e) = s.append(&raw) {
+                        break Err(e);
+                    }
+                    if let Fed::Completed(g) = fed {
+                        s.commit(&g);
+                    }
+                }
+            }
+            if tracker.in_group() {
+                continue;
+            }
+            let due = spool.as_ref().is_some_and(|s| {
+                s.transactions > 0
+                    && (s.committed_bytes() >= self.cfg.database.binlog.segment_bytes
+                        || s.opened.elapsed()
+                            >= Duration::from_secs(self.cfg.database.binlog.segment_seconds))
+            });
+            if due {
+                if let Err(e) = self.close(&mut spool, &server, caught_up_at).await {
+                    break Err(e);
+                }
+            } else if spool.is_none() && raw.kind() == HEARTBEAT_EVENT {
+                // Nothing pending: the archive is complete up to now.
+                let every = Duration::from_secs(self.cfg.database.binlog.segment_seconds);
+                if self.last_head_write.is_none_or(|t| t.elapsed() >= every) {
+                    if let Err(e) = self.write_head(&server, Utc::now()).await {
+                        break Err(e);
+                    }
+                }
+            }
+        };
+        // Whatever complete transactions are spooled go to the store before
+        // the stream is given up (a half-received one is cut off).
+        let closed = self.close(&mut spool, &server, caught_up_at).await;
+        let _ = stream.close().await;
+        match (result, closed) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(e),
+            (Ok(r), Ok(())) => Ok(r),
+        }
+    }
+
+    /// Uploads the spooled transactions as a segment and moves the position.
+    async fn close(
+        &mut self,
+        spool: &mut Option<SegmentSpool>,
+        server: &str,
+        caught_up_at: Option<DateTime<Utc>>,
+    ) -> Result<(), BinlogError> {
+        let Some(mut s) = spool.take() else {
+            return Ok(());
+        };
+        let covered = caught_up_at.unwrap_or_default();
+        if let Some(index) = s
+            .upload(self.store, &self.site_prefix, server, covered)
+            .await?
+        {
+            self.commit_segment(&index, server).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit_segment(
+        &mut self,
+        index: &SegmentIndex,
+        server: &str,
+    ) -> Result<(), BinlogError> {
+        tracing::info!(
+            segment = %index.name,
+            transactions = index.transactions,
+            bytes = index.raw_bytes,
+            end = %index.end,
+            "binlog segment archived"
+        );
+        self.position = index.end.clone();
+        self.report.segments += 1;
+        self.report.transactions += index.transactions;
+        self.report.bytes += index.stored_bytes;
+        self.write_head(server, index.covered_until).await
+    }
+
+    async fn write_head(
+        &mut self,
+        server: &str,
+        covered_until: DateTime<Utc>,
+    ) -> Result<(), BinlogError> {
+        let head = Head {
+            server: server.to_string(),
+            position: self.position.clone(),
+            covered_until,
+            updated_at: Utc::now(),
+            host: hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+        };
+        let json = serde_json::to_vec_pretty(&head).unwrap_or_default();
+        self.store
+            .put_bytes(&head_key(&self.site_prefix), json.into())
+            .await?;
+        self.last_head_write = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Records the gap and moves the position to the oldest the server has.
+    async fn record_gap(&mut self, primary: &Endpoint, detail: String) -> Result<(), BinlogError> {
+        let resumed_at = oldest_position(primary).await?;
+        let gap = GapRecord {
+            detected_at: Utc::now(),
+            server: primary.display(),
+            after: self.position.clone(),
+            resumed_at: resumed_at.clone(),
+            detail,
+        };
+        let key = format!(
+            "{}{}.json",
+            gaps_prefix(&self.site_prefix),
+            gap.detected_at.format("%Y%m%dT%H%M%S%3fZ")
+        );
+        let json = serde_json::to_vec_pretty(&gap).unwrap_or_default();
+        self.store.put_bytes(&key, json.into()).await?;
+        self.report.gaps.push(gap);
+        self.position = resumed_at;
+        Ok(())
+    }
+}
+
+/// The GTID position at the start of the server's oldest binary log (from
+/// its Gtid_list event): the earliest point archiving can go on from.
+async fn oldest_position(primary: &Endpoint) -> Result<GtidPos, BinlogError> {
+    let mut conn = primary.connect(None).await?;
+    let logs: Vec<mysql_async::Row> = conn
+        .query("SHOW BINARY LOGS")
+        .await
+        .map_err(|e| query_err("SHOW BINARY LOGS", e))?;
+    let first: Option<String> = logs.first().and_then(|r| r.get_opt(0).and_then(|v| v.ok()));
+    let Some(first) = first else {
+        return Err(BinlogError::Stream {
+            server: primary.display(),
+            detail: "SHOW BINARY LOGS lists no log".into(),
+        });
+    };
+    let events: Vec<mysql_async::Row> = conn
+        .exec("SHOW BINLOG EVENTS IN ? LIMIT 5", (first.clone(),))
+        .await
+        .or(conn
+            .query(format!(
+                "SHOW BINLOG EVENTS IN '{}' LIMIT 5",
+                first.replace('\'', "")
+            ))
+            .await)
+        .map_err(|e| query_err("SHOW BINLOG EVENTS", e))?;
+    let _ = conn.disconnect().await;
+    for r in events {
+        let kind: Option<String> = r.get_opt(2).and_then(|v| v.ok());
+        let info: Option<String> = r.get_opt(5).and_then(|v| v.ok());
+        if kind.as_deref() == Some("Gtid_list") {
+            let list = info.unwrap_or_default();
+            let list = list.trim().trim_start_matches('[').trim_end_matches(']');
+            return GtidPos::parse(list).map_err(|detail| BinlogError::Stream {
+                server: primary.display(),
+                detail,
+            });
+        }
+    }
+    Err(BinlogError::Stream {
+        server: primary.display(),
+        detail: format!("{first} has no Gtid_list event"),
+    })
+}
+
+/// The event as the bytes of a binlog file, checked against its CRC32.
+fn to_raw(event: &mysql_async::binlog::events::Event) -> Result<RawEvent, String> {
+    let mut bytes = Vec::with_capacity(event.header().event_size() as usize);
+    event
+        .write(mysql_async::binlog::BinlogVersion::Version4, &mut bytes)
+        .map_err(|e| format!("cannot re-encode an event: {e}"))?;
+    let raw = RawEvent::new(bytes)?;
+    // `write` recomputes the checksum: it equals the received one only if
+    // every byte arrived intact.
+    if let Some(received) = event.checksum() {
+        let n = raw.0.len();
+        if raw.0[n - 4..] != received {
+            return Err(format!(
+                "event at log position {} fails its CRC32 (corrupted in transit)",
+                raw.log_pos()
+            ));
+        }
+    }
+    Ok(raw)
+}
+
+fn classify_stream_error(server: &str, position: &GtidPos, e: mysql_async::Error) -> BinlogError {
+    match &e {
+        mysql_async::Error::Server(se) if se.code == ER_BINLOG_POSITION => BinlogError::Gap {
+            server: server.to_string(),
+            position: position.to_string(),
+            detail: se.message.clone(),
+        },
+        _ => BinlogError::Stream {
+            server: server.to_string(),
+            detail: e.to_string(),
+        },
+    }
+}

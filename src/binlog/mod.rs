@@ -1,0 +1,79 @@
+//! The primary's binary log, archived continuously, and replayed for a
+//! point-in-time restore.
+//!
+//! Data plane: [`event`] (raw events, transaction boundaries, CRC32) and
+//! [`segment`] (binlog files of whole transactions in the store).
+//! Control plane: [`archive`] (follow the primary, resume by GTID, follow
+//! failovers, record gaps), [`window`] (what can be restored to) and
+//! [`replay`] (choose a set and the transactions after it; apply them).
+
+pub mod archive;
+pub mod event;
+pub mod gtid;
+pub mod replay;
+pub mod segment;
+pub mod window;
+
+use crate::exit::{Classify, ExitCode};
+use crate::mysql::MysqlError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BinlogError {
+    #[error(transparent)]
+    Mysql(#[from] MysqlError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error("the binary log of {server} no longer holds the archive's position {position} ({detail}). The archive has a gap from here; it was recorded and archiving goes on from what the server still has. Take a backup (`wpdr backup`) so a restore can start after the gap.")]
+    Gap {
+        server: String,
+        position: String,
+        detail: String,
+    },
+    #[error("the binary log stream from {server} broke: {detail}")]
+    Stream { server: String, detail: String },
+    #[error("no server takes writes: {details}. Check database.host and database.replicas, and that the primary runs with log_bin.")]
+    NoPrimary { details: String },
+    #[error("archive segment {key} is damaged: {detail}. Restore to a point before it, or from a set taken after it.")]
+    Damaged { key: String, detail: String },
+    #[error("spool file {path}: {detail}")]
+    Spool { path: String, detail: String },
+    #[error("cannot restore to {point}: {reason}. `wpdr sets recoverable` shows the window.")]
+    NotRecoverable { point: String, reason: String },
+    #[error("replaying the archived transactions into {target} failed: {detail}")]
+    Replay { target: String, detail: String },
+}
+
+impl Classify for BinlogError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            BinlogError::Mysql(e) => e.exit_code(),
+            BinlogError::Store(e) => e.exit_code(),
+            BinlogError::Catalog(e) => e.exit_code(),
+            BinlogError::Gap { .. } => ExitCode::BinlogGap,
+            BinlogError::Stream { .. } | BinlogError::NoPrimary { .. } => {
+                ExitCode::DatabaseUnreachable
+            }
+            BinlogError::Damaged { .. } => ExitCode::Integrity,
+            BinlogError::Spool { .. } => ExitCode::Internal,
+            BinlogError::NotRecoverable { .. } => ExitCode::NotRecoverable,
+            BinlogError::Replay { .. } => ExitCode::Database,
+        }
+    }
+    fn metric_label(&self) -> &'static str {
+        match self {
+            BinlogError::Mysql(e) => e.metric_label(),
+            BinlogError::Store(e) => e.metric_label(),
+            BinlogError::Catalog(e) => e.metric_label(),
+            BinlogError::Gap { .. } => "binlog_gap",
+            BinlogError::Stream { .. } => "binlog_stream",
+            BinlogError::NoPrimary { .. } => "binlog_no_primary",
+            BinlogError::Damaged { .. } => "binlog_damaged",
+            BinlogError::Spool { .. } => "binlog_spool",
+            BinlogError::NotRecoverable { .. } => "not_recoverable",
+            BinlogError::Replay { .. } => "binlog_replay",
+        }
+    }
+}

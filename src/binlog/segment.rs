@@ -1,0 +1,304 @@
+//! Archive segments: a run of whole transactions as a valid binlog file
+//! (magic, the server's Format_description event, then the events byte for
+//! byte), zstd-compressed, with a JSON index written after it as the commit.
+//! `zstd -dc x.binlog.zst > x.binlog && mariadb-binlog x.binlog` reads one
+//! without wpdr.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::event::{split_events, Group, RawEvent, BINLOG_MAGIC, FORMAT_DESCRIPTION_EVENT};
+use super::gtid::{Gtid, GtidPos};
+use super::BinlogError;
+use crate::store::Store;
+
+pub const SEGMENT_FORMAT: u32 = 1;
+
+/// The index of one segment; its presence commits the segment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SegmentIndex {
+    pub format: u32,
+    pub name: String,
+    /// `host:port` the events were read from (never credentials).
+    pub server: String,
+    /// The position before the first transaction: equal to the previous
+    /// segment's `end` when the archive is continuous.
+    pub start: GtidPos,
+    /// The position after the last transaction.
+    pub end: GtidPos,
+    pub first_gtid: Gtid,
+    pub last_gtid: Gtid,
+    pub transactions: u64,
+    /// Commit timestamps (server clock, whole seconds) of the first and last transaction.
+    pub first_commit: DateTime<Utc>,
+    pub last_commit: DateTime<Utc>,
+    /// Every transaction committed before this second had reached the archive
+    /// when the segment closed (the newest restorable point it proves).
+    pub covered_until: DateTime<Utc>,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub sha256: String,
+    pub closed_at: DateTime<Utc>,
+}
+
+pub fn segments_prefix(site_prefix: &str) -> String {
+    format!("{site_prefix}/binlog/segments/")
+}
+
+pub fn data_key(site_prefix: &str, name: &str) -> String {
+    format!("{}{name}.binlog.zst", segments_prefix(site_prefix))
+}
+
+pub fn index_key(site_prefix: &str, name: &str) -> String {
+    format!("{}{name}.json", segments_prefix(site_prefix))
+}
+
+pub fn from_unix(ts: u32) -> DateTime<Utc> {
+    DateTime::from_timestamp(i64::from(ts), 0).unwrap_or_default()
+}
+
+/// The segment being filled: a binlog file in a local spool, so a
+/// transaction larger than memory still fits and a half-received one can
+/// be cut off (the file is truncated back to the last complete transaction).
+pub struct SegmentSpool {
+    path: PathBuf,
+    file: std::fs::File,
+    len: u64,
+    committed_len: u64,
+    pub start: GtidPos,
+    pub end: GtidPos,
+    first: Option<(Gtid, u32)>,
+    last: Option<(Gtid, u32)>,
+    pub transactions: u64,
+    pub opened: std::time::Instant,
+}
+
+impl SegmentSpool {
+    /// Starts a segment after position `start`, with the stream's FDE.
+    pub fn new(dir: &std::path::Path, fde: &RawEvent, start: GtidPos) -> Result<Self, BinlogError> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!(
+            "wpdr-binlog-spool-{}-{n}.binlog",
+            std::process::id()
+        ));
+        let io = |e: std::io::Error| BinlogError::Spool {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io)?;
+        file.write_all(BINLOG_MAGIC).map_err(io)?;
+        file.write_all(&fde.0).map_err(io)?;
+        let len = (BINLOG_MAGIC.len() + fde.0.len()) as u64;
+        Ok(SegmentSpool {
+            path,
+            file,
+            len,
+            committed_len: len,
+            end: start.clone(),
+            start,
+            first: None,
+            last: None,
+            transactions: 0,
+            opened: std::time::Instant::now(),
+        })
+    }
+
+    fn io(&self, e: std::io::Error) -> BinlogError {
+        BinlogError::Spool {
+            path: self.path.display().to_string(),
+            detail: e.to_string(),
+        }
+    }
+
+    pub fn append(&mut self, e: &RawEvent) -> Result<(), BinlogError> {
+        self.file.write_all(&e.0).map_err(|err| self.io(err))?;
+        self.len += e.0.len() as u64;
+        Ok(())
+    }
+
+    /// The events written since the last commit form the complete group `g`.
+    pub fn commit(&mut self, g: &Group) {
+        self.committed_len = self.len;
+        self.end.advance(g.gtid);
+        if self.first.is_none() {
+            self.first = Some((g.gtid, g.commit_time));
+        }
+        self.last = Some((g.gtid, g.commit_time));
+        self.transactions += 1;
+    }
+
+    /// Drops the events of a group that will never complete.
+    pub fn rollback(&mut self) -> Result<(), BinlogError> {
+        self.file
+            .set_len(self.committed_len)
+            .map_err(|e| self.io(e))?;
+        self.file
+            .seek(SeekFrom::Start(self.committed_len))
+            .map_err(|e| self.io(e))?;
+        self.len = self.committed_len;
+        Ok(())
+    }
+
+    pub fn committed_bytes(&self) -> u64 {
+        self.committed_len
+    }
+
+    /// Compresses the committed transactions into the store, then writes the
+    /// index (the commit). Returns `None` when there is nothing to write.
+    pub async fn upload(
+        &mut self,
+        store: &Store,
+        site_prefix: &str,
+        server: &str,
+        covered_until: DateTime<Utc>,
+    ) -> Result<Option<SegmentIndex>, BinlogError> {
+        let (Some(first), Some(last)) = (self.first, self.last) else {
+            return Ok(None);
+        };
+        self.rollback()?;
+        self.file.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
+        let closed_at = Utc::now();
+        let name = format!(
+            "{}-{}-{}-{}",
+            closed_at.format("%Y%m%dT%H%M%S%3fZ"),
+            first.0.domain,
+            first.0.server,
+            first.0.seq
+        );
+        let key = data_key(site_prefix, &name);
+        let mut writer = store.writer(&key);
+        let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(1 << 20), 3)
+            .map_err(|e| self.io(e))?;
+        let mut remaining = self.committed_len;
+        let mut buf = vec![0u8; 1 << 20];
+        while remaining > 0 {
+            let want = remaining.min(buf.len() as u64) as usize;
+            self.file
+                .read_exact(&mut buf[..want])
+                .map_err(|e| self.io(e))?;
+            remaining -= want as u64;
+            enc.write_all(&buf[..want]).map_err(|e| self.io(e))?;
+            if enc.get_ref().len() >= 1 << 20 {
+                writer.write(enc.get_ref()).await?;
+                enc.get_mut().clear();
+            }
+        }
+        let tail = enc.finish().map_err(|e| self.io(e))?;
+        writer.write(&tail).await?;
+        let written = writer.finish().await?;
+        let index = SegmentIndex {
+            format: SEGMENT_FORMAT,
+            name: name.clone(),
+            server: server.to_string(),
+            start: self.start.clone(),
+            end: self.end.clone(),
+            first_gtid: first.0,
+            last_gtid: last.0,
+            transactions: self.transactions,
+            first_commit: from_unix(first.1),
+            last_commit: from_unix(last.1),
+            covered_until: covered_until.max(from_unix(last.1)),
+            raw_bytes: self.committed_len,
+            stored_bytes: written.size,
+            sha256: written.sha256,
+            closed_at,
+        };
+        let json = serde_json::to_vec_pretty(&index).map_err(|e| BinlogError::Spool {
+            path: key.clone(),
+            detail: e.to_string(),
+        })?;
+        store
+            .put_bytes(&index_key(site_prefix, &name), json.into())
+            .await?;
+        Ok(Some(index))
+    }
+}
+
+impl Drop for SegmentSpool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Every committed segment index, sorted by name (the order they closed in).
+pub async fn list(store: &Store, site_prefix: &str) -> Result<Vec<SegmentIndex>, BinlogError> {
+    let mut out = Vec::new();
+    for o in store.list(&segments_prefix(site_prefix)).await? {
+        if !o.key.ends_with(".json") {
+            continue;
+        }
+        let bytes = store.get_bytes(&o.key).await?;
+        let index: SegmentIndex =
+            serde_json::from_slice(&bytes).map_err(|e| BinlogError::Damaged {
+                key: o.key.clone(),
+                detail: format!("unreadable index: {e}"),
+            })?;
+        if index.format != SEGMENT_FORMAT {
+            return Err(BinlogError::Damaged {
+                key: o.key,
+                detail: format!(
+                    "format {} is not {SEGMENT_FORMAT}; use the wpdr version that wrote it",
+                    index.format
+                ),
+            });
+        }
+        out.push(index);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Reads one segment back, checking its SHA-256, its magic and every
+/// event's CRC32. Returns the Format_description event and the rest.
+pub async fn read(
+    store: &Store,
+    site_prefix: &str,
+    index: &SegmentIndex,
+) -> Result<(RawEvent, Vec<RawEvent>), BinlogError> {
+    let key = data_key(site_prefix, &index.name);
+    let damaged = |detail: String| BinlogError::Damaged {
+        key: key.clone(),
+        detail,
+    };
+    let stored = store.get_bytes(&key).await?;
+    let sha = hex::encode(Sha256::digest(&stored));
+    if sha != index.sha256 || stored.len() as u64 != index.stored_bytes {
+        return Err(damaged(format!(
+            "{} bytes with SHA-256 {sha}, the index recorded {} bytes with {}",
+            stored.len(),
+            index.stored_bytes,
+            index.sha256
+        )));
+    }
+    let raw = zstd::stream::decode_all(&stored[..]).map_err(|e| damaged(e.to_string()))?;
+    if raw.len() < 4 || &raw[..4] != BINLOG_MAGIC {
+        return Err(damaged("does not start with the binlog magic".into()));
+    }
+    let mut events = split_events(&raw[4..]).map_err(damaged)?;
+    if events.is_empty() || events[0].kind() != FORMAT_DESCRIPTION_EVENT {
+        return Err(damaged(
+            "does not start with a Format_description event".into(),
+        ));
+    }
+    let fde = events.remove(0);
+    if fde.fde_checksummed() {
+        if let Some(bad) = std::iter::once(&fde)
+            .chain(events.iter())
+            .position(|e| !e.checksum_ok())
+        {
+            return Err(damaged(format!("event {bad} fails its CRC32")));
+        }
+    }
+    Ok((fde, events))
+}

@@ -1,0 +1,139 @@
+//! `wpdr binlog archive` and `wpdr sets recoverable`.
+
+use super::open;
+use super::output::{human_bytes, print_json};
+use anyhow::Result;
+use chrono::Utc;
+use wpdr::binlog::archive::{archive as run_archive, ArchiveOptions};
+use wpdr::binlog::window::{self, Window};
+use wpdr::cli::{Cli, OutputFormat};
+use wpdr::exit::ExitCode;
+
+pub(crate) async fn archive(
+    cli: &Cli,
+    until_caught_up: bool,
+    run_for: Option<u64>,
+) -> Result<ExitCode> {
+    let (cfg, store) = open(cli).await?;
+    let site_prefix = cfg.site_prefix();
+    let catalog = wpdr::catalog::Catalog::new(&store, &cfg.site, &site_prefix);
+    // One archiver per site: two would both write the same transactions.
+    let lock = catalog
+        .named_lock(
+            "binlog-lock.json",
+            cfg.backup.lock_ttl_seconds,
+            "binlog archive",
+        )
+        .await?;
+    let mut lock = lock;
+    lock.keep_alive(store.clone(), cfg.backup.lock_ttl_seconds);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wpdr::daemon::wait_for_signal().await;
+        let _ = tx.send(true);
+    });
+    let opts = ArchiveOptions {
+        until_caught_up,
+        run_for: run_for.map(std::time::Duration::from_secs),
+        spool_dir: None,
+    };
+    let result = run_archive(&cfg, &store, opts, rx).await;
+    let _ = lock.release(&store).await;
+    let report = result?;
+    if cli.output == OutputFormat::Json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "archived {} transaction(s) in {} segment(s) ({}) from {}; archive ends at {}",
+            report.transactions,
+            report.segments,
+            human_bytes(report.bytes),
+            if report.server.is_empty() {
+                "-"
+            } else {
+                &report.server
+            },
+            if report.position.is_empty() {
+                "-"
+            } else {
+                &report.position
+            },
+        );
+        for g in &report.gaps {
+            println!(
+                "GAP: {} no longer had {} ({}); archiving went on from {}. Take a backup now.",
+                g.server, g.after, g.detail, g.resumed_at
+            );
+        }
+    }
+    Ok(if report.gaps.is_empty() {
+        ExitCode::Ok
+    } else {
+        ExitCode::BinlogGap
+    })
+}
+
+pub(crate) async fn recoverable(cli: &Cli) -> Result<ExitCode> {
+    let (cfg, store) = open(cli).await?;
+    let w = window::load(&store, &cfg.site, &cfg.site_prefix()).await?;
+    if cli.output == OutputFormat::Json {
+        print_json(&w)?;
+    } else {
+        print_window(&w);
+    }
+    Ok(if w.open_gaps > 0 {
+        ExitCode::BinlogGap
+    } else {
+        ExitCode::Ok
+    })
+}
+
+pub(crate) fn print_window(w: &Window) {
+    let fmt = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match (w.oldest, w.newest) {
+        (Some(o), Some(n)) => println!(
+            "recoverable: {} .. {} (newest is {}s old)",
+            fmt(o),
+            fmt(n),
+            (Utc::now() - n).num_seconds().max(0)
+        ),
+        _ => println!("recoverable: nothing (no backup set yet)"),
+    }
+    for r in &w.ranges {
+        if r.from == r.to {
+            println!(
+                "  set {}  {} only (no archive after it)",
+                r.set_id,
+                fmt(r.from)
+            );
+        } else {
+            println!("  set {}  {} .. {}", r.set_id, fmt(r.from), fmt(r.to));
+        }
+    }
+    match &w.archive_head {
+        Some(h) => println!(
+            "binlog archive: {} run(s), at {} from {}, updated {}s ago",
+            w.runs.len(),
+            h.position,
+            h.server,
+            (Utc::now() - h.updated_at).num_seconds().max(0)
+        ),
+        None => println!("binlog archive: not running (no segment yet); run `wpdr binlog archive`"),
+    }
+    for g in &w.gaps {
+        println!(
+            "GAP detected {}: {} no longer had {} ({}); archive resumed at {}",
+            fmt(g.detected_at),
+            g.server,
+            g.after,
+            g.detail,
+            g.resumed_at
+        );
+    }
+    if w.open_gaps > 0 {
+        println!(
+            "WARNING: {} gap(s) not yet followed by a backup set: points after them cannot be restored until `wpdr backup` runs",
+            w.open_gaps
+        );
+    }
+}
