@@ -8,61 +8,8 @@ mod common;
 
 use common::*;
 use mysql_async::prelude::Queryable;
-use mysql_async::Conn;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-fn config(dir: &Path, primary: &MariaDb, replica: &MariaDb, extra: &str) -> std::path::PathBuf {
-    let yaml = format!(
-        "site: cluster\nstore:\n  type: local\n  path: {}\ndatabase:\n  host: 127.0.0.1\n  port: {}\n  user: {TEST_USER}\n  name: shop\n  connections: 2\n  replicas: ['127.0.0.1:{}']\n  max_replica_lag_seconds: 30\n{extra}",
-        dir.join("store").display(),
-        primary.port,
-        replica.port
-    );
-    let p = dir.join("wpdr.yaml");
-    std::fs::write(&p, yaml).unwrap();
-    p
-}
-
-fn wpdr(svc: &Services, cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = svc.wpdr_cmd(cfg, args);
-    cmd.env("WPDR_DB_PASSWORD", TEST_PASSWORD)
-        .env("WPDR_TARGET_PASSWORD", TEST_PASSWORD);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-/// A primary and a replica started for the test, replicating by GTID from
-/// the start, with database `shop` and the table `ddl` creates on the
-/// primary; connections to both.
-async fn replicated_pair(ddl: &str) -> (MariaDb, MariaDb, Conn, Conn) {
-    let primary = MariaDb::start(&["--log-slave-updates"]);
-    let replica = MariaDb::start(&["--server-id=78", "--log-slave-updates"]);
-    let mut p = primary.conn(None).await;
-    p.query_drop("CREATE DATABASE shop").await.unwrap();
-    p.query_drop(ddl).await.unwrap();
-    let mut r = replica.conn(None).await;
-    r.query_drop(format!(
-        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='{TEST_USER}', MASTER_PASSWORD='{TEST_PASSWORD}', MASTER_USE_GTID=slave_pos",
-        primary.port
-    ))
-    .await
-    .unwrap();
-    r.query_drop("START SLAVE").await.unwrap();
-    (primary, replica, p, r)
-}
-
-/// The sequence number of domain 0 in a GTID position like `0-77-1234`.
-fn seq(pos: &str) -> u64 {
-    pos.split(',')
-        .find(|g| g.starts_with("0-"))
-        .and_then(|g| g.rsplit('-').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no domain-0 GTID in '{pos}'"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_from_the_replica_holds_exactly_the_primary_up_to_its_recorded_gtid() {
@@ -113,12 +60,12 @@ async fn a_backup_from_the_replica_holds_exactly_the_primary_up_to_its_recorded_
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &primary, &replica, "");
-    let out = wpdr(&svc, &cfg, &["--output", "json", "backup"], &[]);
+    let cfg = cluster_config(dir.path(), &primary, &replica, "");
+    let out = wpdr_env(&svc, &cfg, &["--output", "json", "backup"], &[]);
     let set = json(&out)["id"].as_str().unwrap().to_string();
     stop.store(true, Ordering::SeqCst);
     let written = writer.await.unwrap();
-    let shown = json(&wpdr(
+    let shown = json(&wpdr_env(
         &svc,
         &cfg,
         &["--output", "json", "sets", "show", &set],
@@ -132,7 +79,7 @@ async fn a_backup_from_the_replica_holds_exactly_the_primary_up_to_its_recorded_
     // Restored: exactly the orders whose GTID is at or before the recorded one.
     let target = MariaDb::start(&[]);
     let url = target.url();
-    let o = wpdr(
+    let o = wpdr_env(
         &svc,
         &cfg,
         &[
@@ -185,8 +132,8 @@ async fn a_stopped_replica_is_refused_unless_falling_back_to_the_primary_is_allo
         replicated_pair("CREATE TABLE shop.t (id INT PRIMARY KEY)").await;
     r.query_drop("STOP SLAVE SQL_THREAD").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &primary, &replica, "");
-    let out = wpdr(&svc, &cfg, &["backup"], &[]);
+    let cfg = cluster_config(dir.path(), &primary, &replica, "");
+    let out = wpdr_env(&svc, &cfg, &["backup"], &[]);
     assert_eq!(out.status.code(), Some(16), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -195,14 +142,14 @@ async fn a_stopped_replica_is_refused_unless_falling_back_to_the_primary_is_allo
     );
     assert!(!err.contains(TEST_PASSWORD), "{err}");
     // Allowed to fall back: the set is taken from the primary and says why.
-    let out = wpdr(
+    let out = wpdr_env(
         &svc,
         &cfg,
         &["--output", "json", "backup"],
         &[("WPDR_DB_FALLBACK_TO_PRIMARY", "true")],
     );
     let set = json(&out)["id"].as_str().unwrap().to_string();
-    let shown = json(&wpdr(
+    let shown = json(&wpdr_env(
         &svc,
         &cfg,
         &["--output", "json", "sets", "show", &set],
@@ -228,7 +175,7 @@ async fn a_stopped_replica_is_refused_unless_falling_back_to_the_primary_is_allo
         ),
     )
     .unwrap();
-    let out = wpdr(&svc, &cfg2, &["backup"], &[]);
+    let out = wpdr_env(&svc, &cfg2, &["backup"], &[]);
     assert_eq!(out.status.code(), Some(16), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&format!("127.0.0.1:{dead}")),

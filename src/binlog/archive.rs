@@ -273,6 +273,14 @@ impl Follower<'_> {
     ) -> Result<Ended, BinlogError> {
         let server = primary.display();
         let mut conn = primary.connect(None).await?;
+        let format: Option<String> = conn
+            .query_first("SELECT @@GLOBAL.binlog_format")
+            .await
+            .map_err(|e| query_err("reading @@binlog_format", e))?;
+        let format = format.unwrap_or_default();
+        if !format.eq_ignore_ascii_case("ROW") {
+            return Err(BinlogError::NotRowBased { server, format });
+        }
         let setup = [
             "SET @mariadb_slave_capability = 4".to_string(),
             format!("SET @slave_connect_state = '{}'", self.position),

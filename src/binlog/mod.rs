@@ -34,6 +34,8 @@ pub enum BinlogError {
     },
     #[error("the binary log stream from {server} broke: {detail}")]
     Stream { server: String, detail: String },
+    #[error("{server} logs with binlog_format={format}: a replay filtered to the site's database can silently skip statements that name tables with another default database, so wpdr archives only row-based logs. Set binlog_format=ROW in the server's configuration (and SET GLOBAL binlog_format=ROW), then start the archive again.")]
+    NotRowBased { server: String, format: String },
     #[error("no server takes writes: {details}. Check database.host and database.replicas, and that the primary runs with log_bin.")]
     NoPrimary { details: String },
     #[error("archive segment {key} is damaged: {detail}. Restore to a point before it, or from a set taken after it.")]
@@ -59,7 +61,7 @@ impl Classify for BinlogError {
             BinlogError::Damaged { .. } => ExitCode::Integrity,
             BinlogError::Spool { .. } => ExitCode::Internal,
             BinlogError::NotRecoverable { .. } => ExitCode::NotRecoverable,
-            BinlogError::Replay { .. } => ExitCode::Database,
+            BinlogError::Replay { .. } | BinlogError::NotRowBased { .. } => ExitCode::Database,
         }
     }
     fn metric_label(&self) -> &'static str {
@@ -74,6 +76,7 @@ impl Classify for BinlogError {
             BinlogError::Spool { .. } => "binlog_spool",
             BinlogError::NotRecoverable { .. } => "not_recoverable",
             BinlogError::Replay { .. } => "binlog_replay",
+            BinlogError::NotRowBased { .. } => "binlog_not_row_based",
         }
     }
 }

@@ -135,8 +135,17 @@ pub fn compute(
 /// Reads the sets, segments, gaps and archive head of a site and computes its window.
 pub async fn load(store: &Store, site: &str, site_prefix: &str) -> Result<Window, BinlogError> {
     let sets = Catalog::new(store, site, site_prefix).list().await?;
+    load_for(store, site_prefix, &sets).await
+}
+
+/// The window over sets already read.
+pub async fn load_for(
+    store: &Store,
+    site_prefix: &str,
+    sets: &[Manifest],
+) -> Result<Window, BinlogError> {
     let segments = segment::list(store, site_prefix).await?;
     let gaps = list_gaps(store, site_prefix).await?;
     let head = read_head(store, site_prefix).await?;
-    Ok(compute(&sets, &segments, gaps, head))
+    Ok(compute(sets, &segments, gaps, head))
 }

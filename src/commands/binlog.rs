@@ -88,8 +88,11 @@ pub(crate) async fn recoverable(cli: &Cli) -> Result<ExitCode> {
     })
 }
 
+fn fmt(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 pub(crate) fn print_window(w: &Window) {
-    let fmt = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     match (w.oldest, w.newest) {
         (Some(o), Some(n)) => println!(
             "recoverable: {} .. {} (newest is {}s old)",
@@ -120,6 +123,35 @@ pub(crate) fn print_window(w: &Window) {
         ),
         None => println!("binlog archive: not running (no segment yet); run `wpdr binlog archive`"),
     }
+    print_gaps(w);
+}
+
+/// The window in `status`: one line, plus every gap.
+pub(crate) fn print_window_summary(w: &Window) {
+    match (w.oldest, w.newest) {
+        (Some(o), Some(n)) => println!(
+            "recoverable {} .. {} (newest {}s old; `wpdr sets recoverable` for details)",
+            fmt(o),
+            fmt(n),
+            (Utc::now() - n).num_seconds().max(0)
+        ),
+        _ => println!("recoverable nothing yet"),
+    }
+    match &w.archive_head {
+        Some(h) => println!(
+            "binlog      archived to {} from {}, updated {}s ago",
+            h.position,
+            h.server,
+            (Utc::now() - h.updated_at).num_seconds().max(0)
+        ),
+        None => {
+            println!("binlog      not archived (point-in-time restores need `wpdr binlog archive`)")
+        }
+    }
+    print_gaps(w);
+}
+
+fn print_gaps(w: &Window) {
     for g in &w.gaps {
         println!(
             "GAP detected {}: {} no longer had {} ({}); archive resumed at {}",

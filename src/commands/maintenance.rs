@@ -89,6 +89,7 @@ pub(crate) async fn status(cli: &Cli) -> Result<ExitCode> {
     let newest = sets.first();
     let rpo_seconds = newest.map(|m| (now - m.started_at).num_seconds());
     let drill = wpdr::restore::drill::latest_report(&store, &cfg.site_prefix()).await;
+    let window = wpdr::binlog::window::load_for(&store, &cfg.site_prefix(), &sets).await?;
     let restores = wpdr::restore::journal::list(&store, &cfg.site_prefix())
         .await
         .unwrap_or_default();
@@ -119,6 +120,14 @@ pub(crate) async fn status(cli: &Cli) -> Result<ExitCode> {
             "rto_seconds": d.rto_seconds, "rpo_seconds": d.rpo_seconds,
         })),
         "unfinished_restores": unfinished,
+        "recoverable": {
+            "oldest": window.oldest,
+            "newest": window.newest,
+            "pitr_rpo_seconds": window.newest.map(|n| (now - n).num_seconds().max(0)),
+            "archive": window.archive_head,
+            "gaps": window.gaps,
+            "open_gaps": window.open_gaps,
+        },
     });
     if cli.output == OutputFormat::Json {
         print_json(&json)?;
@@ -148,6 +157,7 @@ pub(crate) async fn status(cli: &Cli) -> Result<ExitCode> {
         "interrupted {} run(s) without a manifest (prune removes them after the grace period)",
         incomplete.len()
     );
+    super::binlog::print_window_summary(&window);
     match lock {
         Some(l) if l.expires_at > now => println!(
             "lock        held: {} by pid {} on {} until {}",

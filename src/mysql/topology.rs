@@ -147,12 +147,16 @@ async fn primary_problem(e: &Endpoint) -> Option<String> {
         Ok(Some((_, 0))) => Some("binary logging is off (log_bin)".into()),
         Ok(Some((1, _))) => Some("read-only (a replica)".into()),
         Ok(Some(_)) => match conn.query::<Row, _>("SHOW SLAVE STATUS").await {
+            // A replica whose primary is gone still tries to connect: not promoted yet.
             Ok(rows)
-                if rows
-                    .iter()
-                    .any(|r| column(r, &["Slave_IO_Running"]).as_deref() == Some("Yes")) =>
+                if rows.iter().any(|r| {
+                    matches!(
+                        column(r, &["Slave_IO_Running"]).as_deref(),
+                        Some("Yes" | "Connecting")
+                    ) || column(r, &["Slave_SQL_Running"]).as_deref() == Some("Yes")
+                }) =>
             {
-                Some("is replicating from another server".into())
+                Some("is a replica (replication configured and running)".into())
             }
             Ok(_) => None,
             Err(err) => Some(format!("SHOW SLAVE STATUS failed: {err}")),

@@ -1,0 +1,568 @@
+//! The binary log archive and point-in-time restores, against real MariaDB
+//! servers started by the tests: a primary and a replica replicating by
+//! GTID, orders written while the archive runs (and while it is killed -9
+//! and restarted), restores to a second and to a GTID between two known
+//! transactions, a failover the archive follows, and purged logs reported
+//! as a gap.
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ORDERS: &str = "CREATE TABLE shop.orders (id INT PRIMARY KEY, gtid_seq BIGINT NOT NULL, created DATETIME NOT NULL, note VARCHAR(64))";
+/// Close a segment every second, so a few seconds of writes make several.
+const FAST_SEGMENTS: &str = "  binlog:\n    segment_seconds: 1\n";
+
+fn spawn_archive(svc: &Services, cfg: &Path, log: &Path) -> Child {
+    let mut cmd = svc.wpdr_cmd(cfg, &["binlog", "archive"]);
+    cmd.env("WPDR_DB_PASSWORD", TEST_PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    cmd.spawn().unwrap()
+}
+
+/// SIGTERM, then the exit status (the archiver closes its segment first).
+fn terminate(mut child: Child) -> std::process::ExitStatus {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "the archiver ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Inserts one order per transaction, each recording its own GTID
+/// sequence number and the statement's start second, until stopped.
+fn order_writer(
+    mut c: Conn,
+    first_id: u32,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU32>,
+) -> tokio::task::JoinHandle<Conn> {
+    tokio::spawn(async move {
+        let mut id = first_id;
+        while !stop.load(Ordering::SeqCst) {
+            insert_order(&mut c, id).await;
+            id += 1;
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(7)).await;
+        }
+        c
+    })
+}
+
+async fn insert_order(c: &mut Conn, id: u32) {
+    let pos: String = c
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    c.exec_drop(
+        "INSERT INTO shop.orders VALUES (?, ?, NOW(), 'order')",
+        (id, seq(&pos) + 1),
+    )
+    .await
+    .unwrap();
+}
+
+async fn ids(c: &mut Conn, query: &str) -> Vec<u32> {
+    c.query(query).await.unwrap()
+}
+
+/// The segment indexes in the store, in order.
+fn segment_indexes(dir: &Path, site: &str) -> Vec<serde_json::Value> {
+    let seg_dir = dir.join("store/wpdr").join(site).join("binlog/segments");
+    let mut names: Vec<_> = std::fs::read_dir(&seg_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect()
+}
+
+/// Every segment starts where the one before ended and transactions never repeat.
+fn assert_continuous(segments: &[serde_json::Value]) {
+    for w in segments.windows(2) {
+        assert_eq!(
+            w[1]["start"], w[0]["end"],
+            "a hole or overlap between segments: {w:?}"
+        );
+        assert!(
+            w[1]["first_gtid"]["seq"].as_u64() > w[0]["last_gtid"]["seq"].as_u64(),
+            "a transaction archived twice: {w:?}"
+        );
+    }
+}
+
+/// The JSON a command printed, whatever its exit code.
+fn json_any(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+fn pitr(
+    svc: &Services,
+    cfg: &Path,
+    target: &MariaDb,
+    database: &str,
+    point: &[&str],
+) -> std::process::Output {
+    let url = target.url();
+    let mut args = vec![
+        "--output",
+        "json",
+        "restore",
+        "db",
+        "latest",
+        "--target",
+        &url,
+        "--database",
+        database,
+    ];
+    args.extend_from_slice(point);
+    wpdr_env(svc, cfg, &args, &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn restores_to_a_second_and_to_a_gtid_exactly_while_orders_flow_and_the_archiver_is_killed() {
+    let svc = Services::get();
+    let (primary, replica, mut p, mut r) = replicated_pair(ORDERS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cluster_config(dir.path(), &primary, &replica, FAST_SEGMENTS);
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU32::new(0));
+    let writer = order_writer(primary.conn(None).await, 1, stop.clone(), count.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while r
+        .query_first::<u64, _>("SELECT COUNT(*) FROM shop.orders")
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+        < 50
+    {
+        assert!(Instant::now() < deadline, "the replica does not replicate");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The nightly set, from the replica, while orders keep coming.
+    let set = json(&wpdr_env(&svc, &cfg, &["--output", "json", "backup"], &[]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shown = json(&wpdr_env(
+        &svc,
+        &cfg,
+        &["--output", "json", "sets", "show", &set],
+        &[],
+    ));
+    let set_seq = seq(shown["database"]["read_from"]["primary_gtid"]
+        .as_str()
+        .unwrap());
+    assert!(shown["database"]["snapshot_at"].is_string(), "{shown}");
+
+    // The archiver follows, is killed -9 mid-stream, and is started again.
+    let log = dir.path().join("archive.log");
+    let archiver = spawn_archive(&svc, &cfg, &log);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut archiver = archiver;
+    archiver.kill().unwrap();
+    archiver.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let archiver = spawn_archive(&svc, &cfg, &dir.path().join("archive2.log"));
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let _ = writer.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = terminate(archiver);
+    assert!(
+        st.success(),
+        "archiver: {st} {}",
+        std::fs::read_to_string(dir.path().join("archive2.log")).unwrap()
+    );
+
+    let segments = segment_indexes(dir.path(), "cluster");
+    assert!(
+        segments.len() >= 3,
+        "expected several segments, got {}",
+        segments.len()
+    );
+    assert_continuous(&segments);
+    let archived: u64 = segments
+        .iter()
+        .map(|s| s["transactions"].as_u64().unwrap())
+        .sum();
+    let written_after_set: u64 = p
+        .exec_first(
+            "SELECT COUNT(*) FROM shop.orders WHERE gtid_seq > ?",
+            (set_seq,),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        archived, written_after_set,
+        "every transaction after the set archived exactly once"
+    );
+
+    // A second in the middle of the orders after the set: some before, some after.
+    let seconds: Vec<String> = p
+        .exec(
+            "SELECT DISTINCT DATE_FORMAT(created, '%Y-%m-%dT%H:%i:%sZ') FROM shop.orders WHERE gtid_seq > ? ORDER BY 1",
+            (set_seq,),
+        )
+        .await
+        .unwrap();
+    assert!(
+        seconds.len() >= 4,
+        "orders span too few seconds: {seconds:?}"
+    );
+    let t = seconds[seconds.len() / 2].clone();
+    let rec = wpdr_env(
+        &svc,
+        &cfg,
+        &["--output", "json", "sets", "recoverable"],
+        &[],
+    );
+    assert_eq!(rec.status.code(), Some(0), "{}", stderr(&rec));
+    let w = json(&rec);
+    assert_eq!(w["gaps"].as_array().unwrap().len(), 0, "{w}");
+    assert_eq!(w["runs"].as_array().unwrap().len(), 1, "{w}");
+    assert!(w["newest"].as_str().unwrap() >= t.as_str(), "{w}");
+
+    let target = MariaDb::start(&[]);
+    let out = pitr(&svc, &cfg, &target, "shop_t", &["--to-time", &t]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["set"], set, "{report}");
+    let mut tc = target.conn(None).await;
+    let expected = ids(
+        &mut p,
+        &format!(
+            "SELECT id FROM shop.orders WHERE created < '{}' ORDER BY id",
+            t.trim_end_matches('Z').replace('T', " ")
+        ),
+    )
+    .await;
+    let got = ids(&mut tc, "SELECT id FROM shop_t.orders ORDER BY id").await;
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "restored to {t}: {} orders, the primary had {} before it",
+        got.len(),
+        expected.len()
+    );
+    assert_eq!(got, expected);
+    let after: u64 = p
+        .exec_first(
+            "SELECT COUNT(*) FROM shop.orders WHERE created >= ?",
+            (t.trim_end_matches('Z').replace('T', " "),),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(after > 0, "the point should fall between orders");
+
+    // By GTID: an order in the middle of those after the set.
+    let mid: u64 = p
+        .exec_first(
+            "SELECT gtid_seq FROM shop.orders WHERE gtid_seq > ? ORDER BY gtid_seq LIMIT 1 OFFSET ?",
+            (set_seq, written_after_set / 2),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let gtid = format!("0-77-{mid}");
+    let out = pitr(&svc, &cfg, &target, "shop_g", &["--to-gtid", &gtid]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let expected = ids(
+        &mut p,
+        &format!("SELECT id FROM shop.orders WHERE gtid_seq <= {mid} ORDER BY id"),
+    )
+    .await;
+    let got = ids(&mut tc, "SELECT id FROM shop_g.orders ORDER BY id").await;
+    assert_eq!(got, expected, "restored to {gtid}");
+    assert_eq!(json(&out)["point_in_time"]["replayed"]["last_gtid"], gtid);
+
+    // Beyond the archive: refused with its own code, saying where the archive ends.
+    let out = pitr(
+        &svc,
+        &cfg,
+        &target,
+        "shop_x",
+        &["--to-time", "2099-01-01T00:00:00Z"],
+    );
+    assert_eq!(out.status.code(), Some(18), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ends at"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(TEST_PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn the_archive_follows_a_failover_to_the_promoted_replica_without_a_gap() {
+    let svc = Services::get();
+    let (primary, replica, _p, mut r) = replicated_pair(ORDERS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cluster_config(dir.path(), &primary, &replica, FAST_SEGMENTS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while r
+        .query_first::<u64, _>(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema='shop'",
+        )
+        .await
+        .unwrap()
+        .unwrap_or(0)
+        < 1
+    {
+        assert!(Instant::now() < deadline, "the replica does not replicate");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let set = json(&wpdr_env(&svc, &cfg, &["--output", "json", "backup"], &[]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let log = dir.path().join("archive.log");
+    let archiver = spawn_archive(&svc, &cfg, &log);
+    let mut pc = primary.conn(None).await;
+    for id in 1..=50 {
+        insert_order(&mut pc, id).await;
+    }
+    while r
+        .query_first::<u64, _>("SELECT COUNT(*) FROM shop.orders")
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+        < 50
+    {
+        assert!(Instant::now() < deadline, "the replica does not replicate");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The primary dies; the replica is promoted and takes the next orders.
+    drop(pc);
+    drop(primary);
+    r.query_drop("STOP SLAVE").await.unwrap();
+    r.query_drop("RESET SLAVE ALL").await.unwrap();
+    r.query_drop("SET GLOBAL read_only = 0").await.unwrap();
+    for id in 51..=100 {
+        insert_order(&mut r, id).await;
+    }
+    let last: String = r
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    // The archiver notices, finds the promoted replica and catches up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let head = dir.path().join("store/wpdr/cluster/binlog/head.json");
+        let at = std::fs::read(&head)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["position"].as_str().map(str::to_string));
+        if at.as_deref() == Some(last.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the archive did not follow the new primary (at {at:?}, want {last}): {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let st = terminate(archiver);
+    assert!(st.success(), "{st}");
+    let archive_log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        archive_log.contains(&format!("127.0.0.1:{}", replica.port)),
+        "{archive_log}"
+    );
+
+    let segments = segment_indexes(dir.path(), "cluster");
+    assert_continuous(&segments);
+    let w = json(&wpdr_env(
+        &svc,
+        &cfg,
+        &["--output", "json", "sets", "recoverable"],
+        &[],
+    ));
+    assert_eq!(w["gaps"].as_array().unwrap().len(), 0, "{w}");
+    assert_eq!(w["runs"].as_array().unwrap().len(), 1, "{w}");
+
+    // Restored to the new primary's last order: all 100, from both primaries.
+    let target = MariaDb::start(&[]);
+    let out = pitr(&svc, &cfg, &target, "shop_f", &["--to-gtid", &last]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["set"], set);
+    let mut tc = target.conn(None).await;
+    let got = ids(&mut tc, "SELECT id FROM shop_f.orders ORDER BY id").await;
+    assert_eq!(got, (1..=100).collect::<Vec<u32>>(), "{}", stdout(&out));
+}
+
+/// FLUSH + PURGE until only the current binary log is left (the server keeps
+/// a log until its binlog checkpoint is durable, so the first PURGE may keep it).
+async fn purge_all_but_the_current_log(c: &mut Conn) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    c.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    loop {
+        let current: String = c
+            .query_first::<mysql_async::Row, _>("SHOW MASTER STATUS")
+            .await
+            .unwrap()
+            .unwrap()
+            .get(0)
+            .unwrap();
+        c.query_drop(format!("PURGE BINARY LOGS TO '{current}'"))
+            .await
+            .unwrap();
+        let logs: Vec<(String, u64)> = c.query("SHOW BINARY LOGS").await.unwrap();
+        if logs.len() == 1 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server keeps its old logs: {logs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn single_config(dir: &Path, db: &MariaDb) -> std::path::PathBuf {
+    let yaml = format!(
+        "site: single\nstore:\n  type: local\n  path: {}\ndatabase:\n  host: 127.0.0.1\n  port: {}\n  user: {TEST_USER}\n  name: shop\n",
+        dir.join("store").display(),
+        db.port
+    );
+    let p = dir.join("wpdr.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_purged_before_they_were_archived_are_reported_as_a_gap() {
+    let svc = Services::get();
+    let db = MariaDb::start(&["--binlog-format=ROW"]);
+    let mut c = db.conn(None).await;
+    c.query_drop("CREATE DATABASE shop").await.unwrap();
+    c.query_drop(ORDERS).await.unwrap();
+    for id in 1..=10 {
+        insert_order(&mut c, id).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = single_config(dir.path(), &db);
+    let catch_up = ["--output", "json", "binlog", "archive", "--until-caught-up"];
+    wpdr_env(&svc, &cfg, &["backup"], &[]);
+    for id in 11..=15 {
+        insert_order(&mut c, id).await;
+    }
+    let out = wpdr_env(&svc, &cfg, &catch_up, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["transactions"], 5);
+
+    // Orders the archive never saw, then their logs purged.
+    for id in 16..=25 {
+        insert_order(&mut c, id).await;
+    }
+    purge_all_but_the_current_log(&mut c).await;
+    for id in 26..=28 {
+        insert_order(&mut c, id).await;
+    }
+    let out = wpdr_env(&svc, &cfg, &catch_up, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(17),
+        "{} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let report = json_any(&out);
+    assert_eq!(report["gaps"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(
+        report["transactions"], 3,
+        "archiving goes on after the gap: {report}"
+    );
+
+    // Reported, never a silently shorter window.
+    let rec = wpdr_env(
+        &svc,
+        &cfg,
+        &["--output", "json", "sets", "recoverable"],
+        &[],
+    );
+    assert_eq!(rec.status.code(), Some(17));
+    let w = json_any(&rec);
+    assert_eq!(w["open_gaps"], 1, "{w}");
+    let text = stdout(&wpdr_env(&svc, &cfg, &["sets", "recoverable"], &[]));
+    assert!(
+        text.contains("GAP") && text.contains("wpdr backup"),
+        "{text}"
+    );
+    let status = stdout(&wpdr_env(&svc, &cfg, &["status"], &[]));
+    assert!(status.contains("GAP"), "{status}");
+    let target = MariaDb::start(&[]);
+    let last: String = c
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    let out = pitr(&svc, &cfg, &target, "shop_gap", &["--to-gtid", &last]);
+    assert_eq!(out.status.code(), Some(18), "{}", stderr(&out));
+
+    // A set after the gap heals the window from there on.
+    wpdr_env(&svc, &cfg, &["backup"], &[]);
+    let rec = wpdr_env(
+        &svc,
+        &cfg,
+        &["--output", "json", "sets", "recoverable"],
+        &[],
+    );
+    assert_eq!(rec.status.code(), Some(0), "{}", stdout(&rec));
+    for id in 29..=30 {
+        insert_order(&mut c, id).await;
+    }
+    assert_eq!(wpdr_env(&svc, &cfg, &catch_up, &[]).status.code(), Some(0));
+    let last: String = c
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    let out = pitr(&svc, &cfg, &target, "shop_healed", &["--to-gtid", &last]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut tc = target.conn(None).await;
+    let got = ids(&mut tc, "SELECT id FROM shop_healed.orders ORDER BY id").await;
+    assert_eq!(got, (1..=30).collect::<Vec<u32>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_based_log_is_refused_with_the_setting_to_change() {
+    let svc = Services::get();
+    let db = MariaDb::start(&["--binlog-format=MIXED"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = single_config(dir.path(), &db);
+    let out = wpdr_env(&svc, &cfg, &["binlog", "archive", "--until-caught-up"], &[]);
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("binlog_format=MIXED") && stderr(&out).contains("binlog_format=ROW"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir
+        .path()
+        .join("store/wpdr/single/binlog/segments")
+        .exists());
+}
