@@ -330,4 +330,13 @@ pub struct RestoreDbArgs {
     /// Point by GTID position: replay up to and including this transaction (e.g. 0-1-4711).
     #[arg(long, value_parser = crate::binlog::replay::Point::parse_gtid)]
     pub to_gtid: Option<crate::binlog::replay::Point>,
+    /// A replica to seed from the restored primary once it is restored (and
+    /// replayed), then start replicating at the GTID of that snapshot:
+    /// mysql://user@host:port (repeatable; password as for --target). The
+    /// replica reaches the primary at --target's host and port, as --target's user.
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
+    /// How long each replica may take to catch up with the primary.
+    #[arg(long, default_value_t = 300)]
+    pub replica_timeout_seconds: u64,
 }

@@ -404,14 +404,63 @@ async fn the_archive_follows_a_failover_to_the_promoted_replica_without_a_gap() 
     assert_eq!(w["gaps"].as_array().unwrap().len(), 0, "{w}");
     assert_eq!(w["runs"].as_array().unwrap().len(), 1, "{w}");
 
-    // Restored to the new primary's last order: all 100, from both primaries.
-    let target = MariaDb::start(&[]);
-    let out = pitr(&svc, &cfg, &target, "shop_f", &["--to-gtid", &last]);
+    // Restored to the new primary's last order (all 100, from both
+    // primaries), with two replicas seeded after the replay. The restored
+    // primary has the old primary's server id, as a re-created pod would.
+    let target = MariaDb::start(&["--binlog-format=ROW"]);
+    let replicas = [
+        MariaDb::start(&["--server-id=82", "--binlog-format=ROW"]),
+        MariaDb::start(&["--server-id=83"]),
+    ];
+    let urls: Vec<String> = replicas.iter().map(|r| r.url()).collect();
+    let out = pitr(
+        &svc,
+        &cfg,
+        &target,
+        "shop_f",
+        &[
+            "--to-gtid",
+            &last,
+            "--replica",
+            &urls[0],
+            "--replica",
+            &urls[1],
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(json(&out)["set"], set);
+    let report = json(&out);
+    assert_eq!(report["set"], set);
+    assert_eq!(report["replicas"].as_array().unwrap().len(), 2, "{report}");
+    for r in report["replicas"].as_array().unwrap() {
+        // Seeded after the replay: replication starts at the replayed position.
+        assert_eq!(r["seeded_at"], last.as_str(), "{report}");
+    }
     let mut tc = target.conn(None).await;
     let got = ids(&mut tc, "SELECT id FROM shop_f.orders ORDER BY id").await;
-    assert_eq!(got, (1..=100).collect::<Vec<u32>>(), "{}", stdout(&out));
+    assert_eq!(got, (1..=100).collect::<Vec<u32>>(), "{report}");
+    // Each replica holds the replayed orders, and a write on the restored
+    // primary reaches it.
+    tc.query_drop("INSERT INTO shop_f.orders VALUES (101, 0, NOW(), 'after the restore')")
+        .await
+        .unwrap();
+    for r in &replicas {
+        let mut rc = r.conn(None).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = ids(&mut rc, "SELECT id FROM shop_f.orders ORDER BY id").await;
+            if got == (1..=101).collect::<Vec<u32>>() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {} holds {} orders, not 101",
+                r.port,
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(!stdout(&out).contains(TEST_PASSWORD) && !stderr(&out).contains(TEST_PASSWORD));
 }
 
 /// FLUSH + PURGE until only the current binary log is left (the server keeps

@@ -15,9 +15,13 @@ use wpdr::mysql::Endpoint;
 /// A `--target mysql://user@host:port[/db]` server, its password from
 /// WPDR_TARGET_PASSWORD (never from the command line, where `ps` shows it).
 fn target_endpoint(text: &str) -> Result<(Endpoint, Option<String>), ConfigError> {
+    url_endpoint(text, "--target")
+}
+
+fn url_endpoint(text: &str, option: &str) -> Result<(Endpoint, Option<String>), ConfigError> {
     Endpoint::from_url(text, std::env::var("WPDR_TARGET_PASSWORD").ok()).map_err(|e| {
         ConfigError::Invalid {
-            field: "--target".into(),
+            field: option.into(),
             env: "-".into(),
             problem: e,
         }
@@ -48,6 +52,11 @@ pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<Exi
         None => catalog.resolve(&args.set).await?,
     };
     let (target, url_db) = target_endpoint(&args.target)?;
+    let replicas = args
+        .replicas
+        .iter()
+        .map(|u| url_endpoint(u, "--replica").map(|(e, _)| e))
+        .collect::<Result<Vec<_>, _>>()?;
     let section = manifest
         .database
         .as_ref()
@@ -81,6 +90,7 @@ pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<Exi
             "objects": section.objects.len(),
             "bytes": manifest.total_bytes(),
             "point_in_time": pitr,
+            "replicas_to_seed": replicas.iter().map(|r| r.display()).collect::<Vec<_>>(),
         });
         if cli.output == OutputFormat::Json {
             print_json(&plan)?;
@@ -109,6 +119,12 @@ pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<Exi
                     p.base,
                     p.point,
                     p.segments.len()
+                );
+            }
+            for r in &replicas {
+                println!(
+                    "  then seed replica {} from the restored primary and start replication",
+                    r.display()
                 );
             }
         }
@@ -145,6 +161,22 @@ pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<Exi
         }
         _ => None,
     };
+    // Replicas last: seeded from the primary as it now is, after any replay.
+    let mut seeded = Vec::new();
+    if bad.is_empty() {
+        for replica in &replicas {
+            seeded.push(
+                wpdr::mysql::seed::seed_replica(
+                    &target,
+                    &database,
+                    replica,
+                    &opts,
+                    std::time::Duration::from_secs(args.replica_timeout_seconds),
+                )
+                .await?,
+            );
+        }
+    }
     if cli.output == OutputFormat::Json {
         print_json(&serde_json::json!({
             "set": manifest.set_id,
@@ -161,6 +193,7 @@ pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<Exi
                 "set_position": p.base,
                 "replayed": replayed,
             })),
+            "replicas": seeded,
         }))?;
     } else {
         for t in &bad {
@@ -194,6 +227,12 @@ pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<Exi
                 r.last_gtid.as_deref().unwrap_or("-"),
                 p.point,
                 if r.position.is_empty() { "-" } else { &r.position },
+            );
+        }
+        for s in &seeded {
+            println!(
+                "replica {} seeded at {} ({} tables) and replicating: caught up to {} in {:.1}s",
+                s.replica, s.seeded_at, s.tables, s.caught_up_to, s.seconds
             );
         }
     }

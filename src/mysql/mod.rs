@@ -6,6 +6,7 @@ pub mod checksum;
 pub mod dump;
 pub mod load;
 pub mod pipeline;
+pub mod seed;
 pub mod sql;
 pub mod topology;
 
