@@ -615,3 +615,83 @@ async fn a_statement_based_log_is_refused_with_the_setting_to_change() {
         .join("store/wpdr/single/binlog/segments")
         .exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_archives_continuously_and_its_metrics_show_the_window() {
+    let svc = Services::get();
+    let db = MariaDb::start(&["--binlog-format=ROW"]);
+    let mut c = db.conn(None).await;
+    c.query_drop("CREATE DATABASE shop").await.unwrap();
+    c.query_drop(ORDERS).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = single_config(dir.path(), &db);
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap() + FAST_SEGMENTS).unwrap();
+    wpdr_env(&svc, &cfg, &["backup"], &[]);
+    let schedules = dir.path().join("schedules");
+    std::fs::create_dir_all(&schedules).unwrap();
+    std::fs::write(
+        schedules.join("binlog.yaml"),
+        "name: binlog\njob: binlog-archive\ncron: \"0 * * * * *\"\nrun_missed_on_start: true\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut daemon = svc
+        .wpdr_cmd(
+            &cfg,
+            &[
+                "daemon",
+                "--schedules",
+                schedules.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--grace-seconds",
+                "20",
+            ],
+        )
+        .env("WPDR_DB_PASSWORD", TEST_PASSWORD)
+        .env("WPDR_DAEMON_REFRESH_SECONDS", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    for id in 1..=20 {
+        insert_order(&mut c, id).await;
+    }
+    let written_at = chrono::Utc::now().timestamp() as f64;
+    // The window's newest second reaches the last order without any job finishing.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, text) = http(port, "GET", "/metrics");
+        if code == 200
+            && metric(&text, "wpdr_recoverable_newest_timestamp_seconds") >= written_at
+            && metric(&text, "wpdr_binlog_archive_age_seconds") >= 0.0
+        {
+            assert_eq!(metric(&text, "wpdr_binlog_open_gaps"), 0.0, "{text}");
+            assert!(metric(&text, "wpdr_recoverable_oldest_timestamp_seconds") > 0.0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the window never reached the last order: {text}\n{}",
+            std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    let st = daemon.wait().unwrap();
+    assert!(st.success(), "{st}");
+    let segments = segment_indexes(dir.path(), "single");
+    assert_continuous(&segments);
+    let archived: u64 = segments
+        .iter()
+        .map(|s| s["transactions"].as_u64().unwrap())
+        .sum();
+    assert_eq!(archived, 20, "each order archived once");
+    // The lock is released for the next archiver.
+    assert!(!dir
+        .path()
+        .join("store/wpdr/single/binlog-lock.json")
+        .exists());
+}

@@ -29,6 +29,9 @@ use crate::config::Config;
 use crate::mysql::{query_err, topology, Endpoint};
 use crate::store::Store;
 
+/// The store lock (under the site prefix) that keeps a site to one archiver.
+pub const LOCK_NAME: &str = "binlog-lock.json";
+
 /// How often the server sends a heartbeat while it has nothing new.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Silence longer than this means the connection is dead.

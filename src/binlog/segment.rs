@@ -233,9 +233,25 @@ impl Drop for SegmentSpool {
 
 /// Every committed segment index, sorted by name (the order they closed in).
 pub async fn list(store: &Store, site_prefix: &str) -> Result<Vec<SegmentIndex>, BinlogError> {
+    list_cached(store, site_prefix, &mut std::collections::BTreeMap::new()).await
+}
+
+/// [`list`], reading only the indexes not in `cache` (indexes never change
+/// once written; a long-running daemon lists often).
+pub async fn list_cached(
+    store: &Store,
+    site_prefix: &str,
+    cache: &mut std::collections::BTreeMap<String, SegmentIndex>,
+) -> Result<Vec<SegmentIndex>, BinlogError> {
     let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for o in store.list(&segments_prefix(site_prefix)).await? {
         if !o.key.ends_with(".json") {
+            continue;
+        }
+        seen.insert(o.key.clone());
+        if let Some(index) = cache.get(&o.key) {
+            out.push(index.clone());
             continue;
         }
         let bytes = store.get_bytes(&o.key).await?;
@@ -253,8 +269,10 @@ pub async fn list(store: &Store, site_prefix: &str) -> Result<Vec<SegmentIndex>,
                 ),
             });
         }
+        cache.insert(o.key.clone(), index.clone());
         out.push(index);
     }
+    cache.retain(|k, _| seen.contains(k));
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }

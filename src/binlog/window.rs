@@ -144,7 +144,17 @@ pub async fn load_for(
     site_prefix: &str,
     sets: &[Manifest],
 ) -> Result<Window, BinlogError> {
-    let segments = segment::list(store, site_prefix).await?;
+    load_cached(store, site_prefix, sets, &mut Default::default()).await
+}
+
+/// [`load_for`] with a cache of segment indexes kept between calls.
+pub async fn load_cached(
+    store: &Store,
+    site_prefix: &str,
+    sets: &[Manifest],
+    cache: &mut std::collections::BTreeMap<String, SegmentIndex>,
+) -> Result<Window, BinlogError> {
+    let segments = segment::list_cached(store, site_prefix, cache).await?;
     let gaps = list_gaps(store, site_prefix).await?;
     let head = read_head(store, site_prefix).await?;
     Ok(compute(sets, &segments, gaps, head))

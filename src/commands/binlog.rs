@@ -20,7 +20,7 @@ pub(crate) async fn archive(
     // One archiver per site: two would both write the same transactions.
     let lock = catalog
         .named_lock(
-            "binlog-lock.json",
+            wpdr::binlog::archive::LOCK_NAME,
             cfg.backup.lock_ttl_seconds,
             "binlog archive",
         )

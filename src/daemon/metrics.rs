@@ -27,6 +27,18 @@ pub struct Metrics {
     jobs: Mutex<BTreeMap<String, JobStats>>,
     newest_set: Mutex<Option<DateTime<Utc>>>,
     last_drill: Mutex<Option<LastDrill>>,
+    recoverable: Mutex<Recoverable>,
+}
+
+/// The point-in-time window, as `sets recoverable` computes it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recoverable {
+    pub oldest: Option<DateTime<Utc>>,
+    pub newest: Option<DateTime<Utc>>,
+    pub gaps: usize,
+    pub open_gaps: usize,
+    /// When the binlog archiver last wrote its head (None: never ran).
+    pub archive_updated_at: Option<DateTime<Utc>>,
 }
 
 /// The newest drill's outcome, as `drills/latest.json` in the store holds it.
@@ -74,6 +86,12 @@ impl Metrics {
     pub fn set_last_drill(&self, drill: Option<LastDrill>) {
         if let Ok(mut d) = self.last_drill.lock() {
             *d = drill;
+        }
+    }
+
+    pub fn set_recoverable(&self, r: Recoverable) {
+        if let Ok(mut x) = self.recoverable.lock() {
+            *x = r;
         }
     }
 
@@ -232,6 +250,49 @@ impl Metrics {
                 String::new(),
                 drill.as_ref().map_or(-1.0, |d| d.rpo_seconds),
             )],
+        );
+        let rec = match self.recoverable.lock() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let age = |t: Option<DateTime<Utc>>| {
+            t.map_or(-1.0, |t| (now - t).num_milliseconds() as f64 / 1000.0)
+        };
+        family(
+            "wpdr_recoverable_oldest_timestamp_seconds",
+            "gauge",
+            "Oldest second a point-in-time restore can reach (0: none).",
+            vec![(String::new(), ts(&rec.oldest))],
+        );
+        family(
+            "wpdr_recoverable_newest_timestamp_seconds",
+            "gauge",
+            "Newest second a point-in-time restore can reach (0: none).",
+            vec![(String::new(), ts(&rec.newest))],
+        );
+        family(
+            "wpdr_recoverable_newest_age_seconds",
+            "gauge",
+            "Time since the newest restorable second: what a restore now would lose (RPO with the binlog archive); -1 when nothing is restorable.",
+            vec![(String::new(), age(rec.newest))],
+        );
+        family(
+            "wpdr_binlog_gaps",
+            "gauge",
+            "Gaps recorded in the binlog archive (purged logs, a failover to a server without the archived position).",
+            vec![(String::new(), rec.gaps as f64)],
+        );
+        family(
+            "wpdr_binlog_open_gaps",
+            "gauge",
+            "Gaps no backup set has been taken after yet: alert on > 0.",
+            vec![(String::new(), rec.open_gaps as f64)],
+        );
+        family(
+            "wpdr_binlog_archive_age_seconds",
+            "gauge",
+            "Time since the binlog archiver last reported; -1 when it never ran.",
+            vec![(String::new(), age(rec.archive_updated_at))],
         );
         family(
             "wpdr_daemon_shutting_down",

@@ -101,6 +101,10 @@ struct Runner {
     ready: AtomicBool,
     /// Always true without leader election.
     leader: AtomicBool,
+    /// Binlog segment indexes already read (they never change).
+    segment_cache: tokio::sync::Mutex<
+        std::collections::BTreeMap<String, crate::binlog::segment::SegmentIndex>,
+    >,
 }
 
 impl Runner {
@@ -135,11 +139,16 @@ impl Runner {
         };
         if running.get(name).is_some_and(|h| !h.is_finished()) {
             self.metrics.with_job(name, |s| s.skipped_overlap += 1);
-            tracing::warn!(
-                job = name,
-                why,
-                "previous run still going; this tick is skipped"
-            );
+            if schedule.job == JobKind::BinlogArchive {
+                // Expected: the archive runs continuously; the tick only restarts it.
+                tracing::debug!(job = name, why, "binlog archive running");
+            } else {
+                tracing::warn!(
+                    job = name,
+                    why,
+                    "previous run still going; this tick is skipped"
+                );
+            }
             return Trigger::AlreadyRunning;
         }
         let this = self.clone();
@@ -272,6 +281,42 @@ impl Runner {
                     objects: r.copied,
                 })
             }
+            JobKind::BinlogArchive => {
+                let mut lock = catalog
+                    .named_lock(
+                        crate::binlog::archive::LOCK_NAME,
+                        self.cfg.backup.lock_ttl_seconds,
+                        "binlog archive",
+                    )
+                    .await
+                    .map_err(|e| fail(&e, e.to_string()))?;
+                lock.keep_alive(self.store.clone(), self.cfg.backup.lock_ttl_seconds);
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let archive = crate::binlog::archive::archive(
+                    &self.cfg,
+                    &self.store,
+                    Default::default(),
+                    stopped,
+                );
+                tokio::pin!(archive);
+                // Stop on SIGTERM, and when another replica becomes the leader.
+                let result = loop {
+                    tokio::select! {
+                        r = &mut archive => break r,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                            if self.shutting_down.load(Ordering::SeqCst) || !self.leader.load(Ordering::SeqCst) {
+                                let _ = stop.send(true);
+                            }
+                        }
+                    }
+                };
+                let _ = lock.release(&self.store).await;
+                let r = result.map_err(|e| fail(&e, e.to_string()))?;
+                Ok(Outcome {
+                    bytes: r.bytes,
+                    objects: r.segments,
+                })
+            }
             JobKind::Drill => {
                 let plan =
                     crate::restore::run::load_plan(schedule.plan.as_deref().unwrap_or("drill"))
@@ -365,6 +410,24 @@ impl Runner {
                             rpo_seconds: r.rpo_seconds,
                         });
                 self.metrics.set_last_drill(drill);
+                let mut cache = self.segment_cache.lock().await;
+                match crate::binlog::window::load_cached(
+                    &self.store,
+                    &self.cfg.site_prefix(),
+                    &sets,
+                    &mut cache,
+                )
+                .await
+                {
+                    Ok(w) => self.metrics.set_recoverable(metrics::Recoverable {
+                        oldest: w.oldest,
+                        newest: w.newest,
+                        gaps: w.gaps.len(),
+                        open_gaps: w.open_gaps,
+                        archive_updated_at: w.archive_head.map(|h| h.updated_at),
+                    }),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the binlog archive"),
+                }
                 self.ready.store(true, Ordering::SeqCst);
             }
             Err(e) => {
@@ -482,6 +545,7 @@ pub async fn run_until(
         shutting_down: AtomicBool::new(false),
         ready: AtomicBool::new(false),
         leader: AtomicBool::new(opts.leader.is_none()),
+        segment_cache: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -495,6 +559,17 @@ pub async fn run_until(
         Arc::new(move |m, p| http_runner.clone().respond(m, p)),
     ));
     runner.refresh_newest().await;
+    // The window moves while the binlog archive runs, with no job finishing:
+    // refresh what /metrics reports from the store every half minute.
+    let refresher = {
+        let r = runner.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(refresh_every()).await;
+                r.refresh_newest().await;
+            }
+        })
+    };
 
     let mut scheduler = JobScheduler::new()
         .await
@@ -542,6 +617,7 @@ pub async fn run_until(
     if let Err(e) = scheduler.shutdown().await {
         tracing::warn!(error = %e, "scheduler shutdown");
     }
+    refresher.abort();
     runner.drain(opts.grace).await;
     if let Some(t) = elector_task {
         t.abort();
@@ -579,6 +655,17 @@ async fn keep_leading(runner: Arc<Runner>, elector: Arc<LeaderElector>) {
         }
         tokio::time::sleep(elector.renew_every()).await;
     }
+}
+
+/// How often /metrics' store-derived values are re-read
+/// (WPDR_DAEMON_REFRESH_SECONDS, default 30).
+fn refresh_every() -> std::time::Duration {
+    let secs = std::env::var("WPDR_DAEMON_REFRESH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(30);
+    std::time::Duration::from_secs(secs)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

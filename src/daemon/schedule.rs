@@ -19,6 +19,10 @@ pub enum JobKind {
     /// `wpdr drill` with the built-in drill plan: restore the newest set into
     /// a throw-away namespace, check it, report, tear down.
     Drill,
+    /// `wpdr binlog archive`: follows the primary's binary log until the
+    /// daemon stops or loses leadership. Give it a frequent cron (every
+    /// minute): a tick restarts it if it ended, and is skipped while it runs.
+    BinlogArchive,
 }
 
 impl JobKind {
@@ -29,6 +33,7 @@ impl JobKind {
             JobKind::VerifyLatest => "verify-latest",
             JobKind::MediaSync => "media-sync",
             JobKind::Drill => "drill",
+            JobKind::BinlogArchive => "binlog-archive",
         }
     }
 }
