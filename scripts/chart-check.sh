@@ -34,12 +34,13 @@ trap 'rm -rf "$OUT"' EXIT
 "$HELM" template wpdr charts/wpdr --namespace wp >"$OUT/daemon.yaml"
 "$HELM" template wpdr charts/wpdr --namespace wp --set mode=cronjobs >"$OUT/cronjobs.yaml"
 "$HELM" template wpdr charts/wpdr --namespace wp --set daemon.replicas=3 --set serviceMonitor.enabled=true --set rbac.restore.enabled=true \
+  --set-json 'schedules=[{"name":"nightly-backup","job":"backup","cron":"0 15 2 * * *"},{"name":"binlog-archive","job":"binlog-archive","cron":"0 * * * * *","run_missed_on_start":true}]' \
   --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef >"$OUT/ha.yaml"
 "$HELM" template wpdr charts/wpdr --namespace wp --set mode=cronjobs \
   --set config.media.source.bucket=wp-uploads --set config.media.source.endpoint=http://minio.wp:9000 \
   --set config.media.offsite.bucket=wp-media-offsite \
   --set secretKeys.mediaSourceAccessKeyId=minio-access-key-id --set secretKeys.mediaSourceSecretAccessKey=minio-secret-access-key \
-  --set-json 'schedules=[{"name":"nightly-backup","job":"backup","cron":"0 15 2 * * *"},{"name":"hourly-media-sync","job":"media-sync","cron":"0 15 * * * *"}]' \
+  --set-json 'schedules=[{"name":"nightly-backup","job":"backup","cron":"0 15 2 * * *"},{"name":"hourly-media-sync","job":"media-sync","cron":"0 15 * * * *"},{"name":"binlog-archive","job":"binlog-archive","cron":"0 * * * * *"}]' \
   >"$OUT/media.yaml"
 # Drills in staging: the restore role with namespace teardown, a drill CronJob,
 # and restore targets in the config.
@@ -110,6 +111,7 @@ for variant in ["daemon", "cronjobs", "ha", "media", "drill"]:
         check("WPDR_MEDIA_OFFSITE_SECRET_ACCESS_KEY_FILE" not in envs, "media: offsite key set without a secret key name")
         args = [a for p in pods for c in p["containers"] for a in c.get("args", [])]
         check("media" in args and "sync" in args, f"media: no media-sync CronJob: {args}")
+        check("--until-caught-up" in args, f"media: the binlog-archive CronJob does not catch up and exit: {args}")
     if variant == "drill":
         args = [a for p in pods for c in p["containers"] for a in c.get("args", [])]
         check("drill" in args, f"drill: no drill CronJob: {args}")

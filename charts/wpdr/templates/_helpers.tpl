@@ -119,5 +119,5 @@ capabilities:
     defaultMode: 0400
 - name: tmp
   emptyDir:
-    sizeLimit: 64Mi
+    sizeLimit: {{ .Values.tmpSizeLimit | default "1Gi" }}
 {{- end -}}
