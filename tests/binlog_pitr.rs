@@ -595,6 +595,34 @@ async fn logs_purged_before_they_were_archived_are_reported_as_a_gap() {
     let mut tc = target.conn(None).await;
     let got = ids(&mut tc, "SELECT id FROM shop_healed.orders ORDER BY id").await;
     assert_eq!(got, (1..=30).collect::<Vec<u32>>());
+
+    // Retention keeps the newest set: the segments and the gap before it can
+    // never be replayed again and go; what follows it stays and still restores.
+    let before = segment_indexes(dir.path(), "single").len();
+    let out = wpdr_env(
+        &svc,
+        &cfg,
+        &["--output", "json", "prune"],
+        &[("WPDR_KEEP_LAST", "1")],
+    );
+    let pruned = json(&out);
+    assert_eq!(pruned["deleted"].as_array().unwrap().len(), 1, "{pruned}");
+    let deleted = pruned["binlog"]["segments_deleted"].as_u64().unwrap() as usize;
+    assert!(deleted >= 1, "{pruned}");
+    assert_eq!(pruned["binlog"]["gaps_deleted"], 1, "{pruned}");
+    let after = segment_indexes(dir.path(), "single");
+    assert_eq!(after.len(), before - deleted);
+    let rec = wpdr_env(
+        &svc,
+        &cfg,
+        &["--output", "json", "sets", "recoverable"],
+        &[],
+    );
+    assert_eq!(rec.status.code(), Some(0), "{}", stdout(&rec));
+    let out = pitr(&svc, &cfg, &target, "shop_pruned", &["--to-gtid", &last]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = ids(&mut tc, "SELECT id FROM shop_pruned.orders ORDER BY id").await;
+    assert_eq!(got, (1..=30).collect::<Vec<u32>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,6 +87,14 @@ pub fn gaps_prefix(site_prefix: &str) -> String {
     format!("{site_prefix}/binlog/gaps/")
 }
 
+pub fn gap_key(site_prefix: &str, detected_at: DateTime<Utc>) -> String {
+    format!(
+        "{}{}.json",
+        gaps_prefix(site_prefix),
+        detected_at.format("%Y%m%dT%H%M%S%3fZ")
+    )
+}
+
 pub fn head_key(site_prefix: &str) -> String {
     format!("{site_prefix}/binlog/head.json")
 }
@@ -510,11 +518,7 @@ impl Follower<'_> {
             resumed_at: resumed_at.clone(),
             detail,
         };
-        let key = format!(
-            "{}{}.json",
-            gaps_prefix(&self.site_prefix),
-            gap.detected_at.format("%Y%m%dT%H%M%S%3fZ")
-        );
+        let key = gap_key(&self.site_prefix, gap.detected_at);
         let json = serde_json::to_vec_pretty(&gap).unwrap_or_default();
         self.store.put_bytes(&key, json.into()).await?;
         self.report.gaps.push(gap);

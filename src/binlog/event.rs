@@ -334,6 +334,26 @@ pub(crate) mod tests {
         assert_eq!(t.feed(&gtid_event(g(5), 106, false)), Fed::Abandoned(g(4)));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn splitting_never_panics_and_round_trips(
+            junk in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            bodies in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..64), 0..8),
+        ) {
+            let _ = split_events(&junk);
+            let events: Vec<RawEvent> = bodies.iter().map(|b| event(QUERY_EVENT, 1, 1, b)).collect();
+            let bytes: Vec<u8> = events.iter().flat_map(|e| e.0.clone()).collect();
+            let back = split_events(&bytes).unwrap();
+            proptest::prop_assert!(back.iter().all(|e| e.checksum_ok()));
+            proptest::prop_assert_eq!(back, events);
+            // The tracker copes with anything, too.
+            let mut t = GroupTracker::new(true);
+            for e in split_events(&junk).unwrap_or_default() {
+                let _ = t.feed(&e);
+            }
+        }
+    }
+
     #[test]
     fn checksums_and_splitting() {
         let a = gtid_event(g(1), 1, false);

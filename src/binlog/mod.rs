@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod event;
 pub mod gtid;
+pub mod prune;
 pub mod replay;
 pub mod segment;
 pub mod window;

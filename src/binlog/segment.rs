@@ -320,3 +320,90 @@ pub async fn read(
     }
     Ok((fde, events))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binlog::event::tests::{event, gtid_event, query_event};
+    use crate::binlog::event::{Fed, GroupTracker, XID_EVENT};
+
+    #[tokio::test]
+    async fn only_complete_transactions_reach_the_store_and_read_back_checked() {
+        let dir =
+            std::env::temp_dir().join(format!("wpdr-seg-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::Local(crate::store::LocalStore::open(&dir).await.unwrap());
+        // An FDE: header + body ending in the CRC32 algorithm byte, then its checksum.
+        let fde = event(FORMAT_DESCRIPTION_EVENT, 1, 1, &[0, 0, 0, 0, 1]);
+        let mut spool = SegmentSpool::new(&dir, &fde, GtidPos::parse("0-1-9").unwrap()).unwrap();
+        let mut tracker = GroupTracker::new(true);
+        let whole = [
+            gtid_event(
+                Gtid {
+                    domain: 0,
+                    server: 1,
+                    seq: 10,
+                },
+                100,
+                false,
+            ),
+            query_event(100, "wp", "BEGIN"),
+            event(XID_EVENT, 101, 1, &[0; 8]),
+        ];
+        for e in &whole {
+            spool.append(e).unwrap();
+            if let Fed::Completed(g) = tracker.feed(e) {
+                spool.commit(&g);
+            }
+        }
+        // A transaction whose end never arrives.
+        for e in [
+            gtid_event(
+                Gtid {
+                    domain: 0,
+                    server: 1,
+                    seq: 11,
+                },
+                102,
+                false,
+            ),
+            query_event(102, "wp", "BEGIN"),
+        ] {
+            spool.append(&e).unwrap();
+            tracker.feed(&e);
+        }
+        let index = spool
+            .upload(
+                &store,
+                "site",
+                "db:3306",
+                DateTime::from_timestamp(50, 0).unwrap(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(index.transactions, 1);
+        assert_eq!(index.end.to_string(), "0-1-10");
+        assert_eq!(
+            index.covered_until.timestamp(),
+            101,
+            "at least the last commit"
+        );
+        let listed = list(&store, "site").await.unwrap();
+        assert_eq!(listed, vec![index.clone()]);
+        let (back_fde, events) = read(&store, "site", &index).await.unwrap();
+        assert_eq!(back_fde, fde);
+        assert_eq!(events, whole.to_vec());
+        // One flipped byte in the stored object is caught.
+        let key = dir.join(data_key("site", &index.name));
+        let mut bytes = std::fs::read(&key).unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 0x40;
+        std::fs::write(&key, bytes).unwrap();
+        assert!(matches!(
+            read(&store, "site", &index).await,
+            Err(BinlogError::Damaged { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -159,3 +159,77 @@ pub async fn load_cached(
     let head = read_head(store, site_prefix).await?;
     Ok(compute(sets, &segments, gaps, head))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binlog::gtid::Gtid;
+
+    fn seg(name: &str, start: &str, end: &str, covered: i64) -> SegmentIndex {
+        let t = DateTime::from_timestamp(covered, 0).unwrap();
+        let g = Gtid::parse(end).unwrap();
+        SegmentIndex {
+            format: 1,
+            name: name.into(),
+            server: "db:3306".into(),
+            start: GtidPos::parse(start).unwrap(),
+            end: GtidPos::parse(end).unwrap(),
+            first_gtid: g,
+            last_gtid: g,
+            transactions: 1,
+            first_commit: t,
+            last_commit: t,
+            covered_until: t,
+            raw_bytes: 1,
+            stored_bytes: 1,
+            sha256: String::new(),
+            closed_at: t,
+        }
+    }
+
+    #[test]
+    fn a_gap_splits_the_archive_into_runs() {
+        let segments = vec![
+            seg("a", "0-1-10", "0-1-20", 100),
+            seg("b", "0-1-20", "0-1-30", 200),
+            // 31..39 never archived
+            seg("c", "0-1-40", "0-2-50", 300),
+            seg("d", "0-2-50", "0-2-60", 400),
+        ];
+        let r = runs(&segments, None);
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].segments, r[0].covered_until.timestamp()), (2, 200));
+        assert_eq!(r[1].start, GtidPos::parse("0-1-40").unwrap());
+        // A set inside the first run reaches its end, not past the gap.
+        let p = GtidPos::parse("0-1-25").unwrap();
+        assert_eq!(run_for(&r, &p).unwrap().first_segment, "a");
+        assert!(run_for(&r, &GtidPos::parse("0-1-35").unwrap()).is_none());
+        assert_eq!(
+            run_for(&r, &GtidPos::parse("0-2-55").unwrap())
+                .unwrap()
+                .first_segment,
+            "c"
+        );
+        // The idle archiver at the end of the last run vouches for later seconds.
+        let head = Head {
+            server: "db:3306".into(),
+            position: GtidPos::parse("0-2-60").unwrap(),
+            covered_until: DateTime::from_timestamp(900, 0).unwrap(),
+            updated_at: DateTime::from_timestamp(900, 0).unwrap(),
+            host: "h".into(),
+            pid: 1,
+        };
+        assert_eq!(
+            runs(&segments, Some(&head))[1].covered_until.timestamp(),
+            900
+        );
+        let stale = Head {
+            position: GtidPos::parse("0-2-55").unwrap(),
+            ..head
+        };
+        assert_eq!(
+            runs(&segments, Some(&stale))[1].covered_until.timestamp(),
+            400
+        );
+    }
+}

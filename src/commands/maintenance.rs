@@ -35,9 +35,25 @@ pub(crate) async fn prune(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
         ),
         None => None,
     };
+    // Then the binlog segments no remaining set can replay.
+    let remaining: Vec<_> = catalog
+        .list()
+        .await?
+        .into_iter()
+        .filter(|m| !report.deleted.contains(&m.set_id))
+        .collect();
+    let binlog = wpdr::binlog::prune::prune(
+        &store,
+        &cfg.site_prefix(),
+        &remaining,
+        chrono::Duration::hours(cfg.retention.incomplete_grace_hours),
+        dry_run,
+    )
+    .await?;
     if cli.output == OutputFormat::Json {
         let mut v = serde_json::to_value(&report)?;
         v["media_retained"] = serde_json::to_value(&media)?;
+        v["binlog"] = serde_json::to_value(&binlog)?;
         print_json(&v)?;
         return Ok(ExitCode::Ok);
     }
@@ -75,6 +91,16 @@ pub(crate) async fn prune(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
             m.referenced,
             m.deleted,
             human_bytes(m.bytes_freed)
+        );
+    }
+    if binlog.segments_deleted + binlog.orphans_deleted + binlog.kept_segments > 0 {
+        println!(
+            "binlog archive: {} segment(s) older than the oldest set {verb}, {} orphan(s), {} old gap record(s); {} kept ({})",
+            binlog.segments_deleted,
+            binlog.orphans_deleted,
+            binlog.gaps_deleted,
+            binlog.kept_segments,
+            human_bytes(binlog.bytes_freed)
         );
     }
     Ok(ExitCode::Ok)

@@ -244,6 +244,19 @@ impl Runner {
                     bytes: r.bytes_freed,
                     objects: r.deleted.len() as u64,
                 };
+                let remaining: Vec<_> =
+                    catalog.list().await.map_err(|e| fail(&e, e.to_string()))?;
+                let b = crate::binlog::prune::prune(
+                    &self.store,
+                    &self.cfg.site_prefix(),
+                    &remaining,
+                    chrono::Duration::hours(self.cfg.retention.incomplete_grace_hours),
+                    false,
+                )
+                .await
+                .map_err(|e| fail(&e, e.to_string()))?;
+                outcome.bytes += b.bytes_freed;
+                outcome.objects += (b.segments_deleted + b.orphans_deleted) as u64;
                 if self.cfg.media.is_some() {
                     let m = crate::media::retention::prune_retained(
                         &self.cfg,
