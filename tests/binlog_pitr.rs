@@ -77,6 +77,31 @@ async fn insert_order(c: &mut Conn, id: u32) {
     .unwrap();
 }
 
+/// Waits (up to a minute) until `query` counts at least `n`; errors count as 0
+/// (the replica may not have the table yet).
+async fn wait_for_count(c: &mut Conn, query: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c
+        .query_first::<u64, _>(query)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+        < n
+    {
+        assert!(Instant::now() < deadline, "still fewer than {n}: {query}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Takes a backup and returns its set id.
+fn backup(svc: &Services, cfg: &Path) -> String {
+    json(&wpdr_env(svc, cfg, &["--output", "json", "backup"], &[]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 async fn ids(c: &mut Conn, query: &str) -> Vec<u32> {
     c.query(query).await.unwrap()
 }
@@ -148,23 +173,9 @@ async fn restores_to_a_second_and_to_a_gtid_exactly_while_orders_flow_and_the_ar
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU32::new(0));
     let writer = order_writer(primary.conn(None).await, 1, stop.clone(), count.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while r
-        .query_first::<u64, _>("SELECT COUNT(*) FROM shop.orders")
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(0)
-        < 50
-    {
-        assert!(Instant::now() < deadline, "the replica does not replicate");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_count(&mut r, "SELECT COUNT(*) FROM shop.orders", 50).await;
     // The nightly set, from the replica, while orders keep coming.
-    let set = json(&wpdr_env(&svc, &cfg, &["--output", "json", "backup"], &[]))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let set = backup(&svc, &cfg);
     let shown = json(&wpdr_env(
         &svc,
         &cfg,
@@ -318,40 +329,20 @@ async fn the_archive_follows_a_failover_to_the_promoted_replica_without_a_gap() 
     let (primary, replica, _p, mut r) = replicated_pair(ORDERS).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = cluster_config(dir.path(), &primary, &replica, FAST_SEGMENTS);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while r
-        .query_first::<u64, _>(
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema='shop'",
-        )
-        .await
-        .unwrap()
-        .unwrap_or(0)
-        < 1
-    {
-        assert!(Instant::now() < deadline, "the replica does not replicate");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let set = json(&wpdr_env(&svc, &cfg, &["--output", "json", "backup"], &[]))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    wait_for_count(
+        &mut r,
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema='shop'",
+        1,
+    )
+    .await;
+    let set = backup(&svc, &cfg);
     let log = dir.path().join("archive.log");
     let archiver = spawn_archive(&svc, &cfg, &log);
     let mut pc = primary.conn(None).await;
     for id in 1..=50 {
         insert_order(&mut pc, id).await;
     }
-    while r
-        .query_first::<u64, _>("SELECT COUNT(*) FROM shop.orders")
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(0)
-        < 50
-    {
-        assert!(Instant::now() < deadline, "the replica does not replicate");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_count(&mut r, "SELECT COUNT(*) FROM shop.orders", 50).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // The primary dies; the replica is promoted and takes the next orders.
     drop(pc);
