@@ -16,20 +16,12 @@
 #   bench/binlog.sh                             50,000 small + 60 large transactions
 #   BENCH_TX=5000 BENCH_BATCHES=5 bench/binlog.sh   a quick look
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT="$PWD"
-scripts/dev-services.sh
-source "${WPDR_DEV_DIR:-/tmp/wpdr-dev}/env"
-for pkg in rclone time; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null; }
-done
-cargo build --release --quiet
-WPDR="$ROOT/target/release/wpdr"
+source "$(dirname "$0")/lib.sh"
+bench_setup rclone
 TX="${BENCH_TX:-50000}"
 BATCHES="${BENCH_BATCHES:-60}"
 WORK="${BENCH_DIR:-/tmp/wpdr-bench}/binlog"
 rm -rf "$WORK"; mkdir -p "$WORK"
-elapsed() { awk -v a="$(date +%s.%N)" -v b="$1" 'BEGIN { printf "%.1f", a - b }'; }
 
 # A private server: its own port, data dir and binary log.
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -51,14 +43,9 @@ CREATE TABLE shop.orders (id BIGINT PRIMARY KEY AUTO_INCREMENT, customer INT NOT
   KEY (customer), KEY (created)) ENGINE=InnoDB;
 SQL
 
-KEY="$WPDR_TEST_S3_ACCESS_KEY_ID"
-G="$WPDR_TEST_GARAGE"
 BUCKET=wpdr-bench-binlog
-$G bucket info "$BUCKET" >/dev/null 2>&1 || $G bucket create "$BUCKET" >/dev/null
-$G bucket allow --read --write --owner "$BUCKET" --key "$KEY" >/dev/null
-export RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=Other RCLONE_CONFIG_S3_ENDPOINT="$WPDR_TEST_S3_ENDPOINT" \
-  RCLONE_CONFIG_S3_REGION=garage RCLONE_CONFIG_S3_ACCESS_KEY_ID="$KEY" \
-  RCLONE_CONFIG_S3_SECRET_ACCESS_KEY="$WPDR_TEST_S3_SECRET_ACCESS_KEY" RCLONE_CONFIG_S3_FORCE_PATH_STYLE=true
+bucket "$BUCKET"
+rclone_remote s3
 RCLONE=(env -u AWS_CA_BUNDLE rclone --transfers 8 -q)
 "${RCLONE[@]}" purge "s3:$BUCKET/run" 2>/dev/null || true
 

@@ -8,15 +8,8 @@
 # Backup:  wpdr backup (local store)  vs  mariadb-dump --single-transaction | zstd -1  vs  mydumper -t 2
 # Restore: wpdr restore db            vs  zstd -dc | mariadb                          vs  myloader -t 2
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT="$PWD"
-scripts/dev-services.sh
-source "${WPDR_DEV_DIR:-/tmp/wpdr-dev}/env"
-for pkg in mydumper time; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null; }
-done
-cargo build --release --quiet
-WPDR="$ROOT/target/release/wpdr"
+source "$(dirname "$0")/lib.sh"
+bench_setup mydumper
 
 SCALE="${BENCH_SCALE:-1}"
 POSTS=$(python3 -c "print(int(100000*$SCALE))")

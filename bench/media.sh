@@ -11,34 +11,17 @@
 # with the same concurrency (32 transfers). rclone compares size + modtime,
 # its default; wpdr compares the listings with its recorded state.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT="$PWD"
-scripts/dev-services.sh
-source "${WPDR_DEV_DIR:-/tmp/wpdr-dev}/env"
-for pkg in rclone time; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null; }
-done
-cargo build --release --quiet
-WPDR="$ROOT/target/release/wpdr"
+source "$(dirname "$0")/lib.sh"
+bench_setup rclone
 OBJECTS="${BENCH_OBJECTS:-20000}"
 WORK="${BENCH_DIR:-/tmp/wpdr-bench}/media"
 mkdir -p "$WORK"
-G="$WPDR_TEST_GARAGE"
-KEY="$WPDR_TEST_S3_ACCESS_KEY_ID"
 
 # rclone reads its remotes from the environment; AWS_CA_BUNDLE makes it refuse to start here.
-export RCLONE_CONFIG_SRC_TYPE=s3 RCLONE_CONFIG_SRC_PROVIDER=Other RCLONE_CONFIG_SRC_ENDPOINT="$WPDR_TEST_S3_ENDPOINT" \
-  RCLONE_CONFIG_SRC_REGION=garage RCLONE_CONFIG_SRC_ACCESS_KEY_ID="$KEY" \
-  RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY="$WPDR_TEST_S3_SECRET_ACCESS_KEY" RCLONE_CONFIG_SRC_FORCE_PATH_STYLE=true
-export RCLONE_CONFIG_DST_TYPE=s3 RCLONE_CONFIG_DST_PROVIDER=Other RCLONE_CONFIG_DST_ENDPOINT="$WPDR_TEST_S3_ENDPOINT" \
-  RCLONE_CONFIG_DST_REGION=garage RCLONE_CONFIG_DST_ACCESS_KEY_ID="$KEY" \
-  RCLONE_CONFIG_DST_SECRET_ACCESS_KEY="$WPDR_TEST_S3_SECRET_ACCESS_KEY" RCLONE_CONFIG_DST_FORCE_PATH_STYLE=true
+rclone_remote src
+rclone_remote dst
 RCLONE=(env -u AWS_CA_BUNDLE rclone --transfers 32 --checkers 32 -q)
 
-bucket() { # create (or reuse) a bucket the test key owns
-  $G bucket info "$1" >/dev/null 2>&1 || $G bucket create "$1" >/dev/null
-  $G bucket allow --read --write --owner "$1" --key "$KEY" >/dev/null
-}
 drop_bucket() { # empty and delete
   "${RCLONE[@]}" purge "dst:$1" 2>/dev/null || true
   $G bucket delete --yes "$1" >/dev/null 2>&1 || true

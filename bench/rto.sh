@@ -11,37 +11,21 @@
 #   bench/rto.sh                          ~1 GB database, 5,000 uploads (both cached)
 #   BENCH_POSTS=20000 BENCH_OBJECTS=500 bench/rto.sh   a quick look
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT="$PWD"
-scripts/dev-services.sh
-source "${WPDR_DEV_DIR:-/tmp/wpdr-dev}/env"
-for pkg in rclone time; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null; }
-done
-cargo build --release --quiet
-WPDR="$ROOT/target/release/wpdr"
+source "$(dirname "$0")/lib.sh"
+bench_setup rclone
 POSTS="${BENCH_POSTS:-240000}"
 OBJECTS="${BENCH_OBJECTS:-5000}"
 WORK="${BENCH_DIR:-/tmp/wpdr-bench}/rto"
 mkdir -p "$WORK"
 DB="bench_rto_$POSTS"
 M=(mariadb --no-defaults -h127.0.0.1 -P"$WPDR_TEST_DB_PORT" -u"$WPDR_TEST_DB_USER" -p"$WPDR_TEST_DB_PASSWORD")
-G="$WPDR_TEST_GARAGE"
-KEY="$WPDR_TEST_S3_ACCESS_KEY_ID"
-export RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=Other RCLONE_CONFIG_S3_ENDPOINT="$WPDR_TEST_S3_ENDPOINT" \
-  RCLONE_CONFIG_S3_REGION=garage RCLONE_CONFIG_S3_ACCESS_KEY_ID="$KEY" \
-  RCLONE_CONFIG_S3_SECRET_ACCESS_KEY="$WPDR_TEST_S3_SECRET_ACCESS_KEY" RCLONE_CONFIG_S3_FORCE_PATH_STYLE=true
+rclone_remote s3
 RCLONE=(env -u AWS_CA_BUNDLE rclone --transfers 32 --checkers 32 -q)
-bucket() {
-  $G bucket info "$1" >/dev/null 2>&1 || $G bucket create "$1" >/dev/null
-  $G bucket allow --read --write --owner "$1" --key "$KEY" >/dev/null
-}
 drop_bucket() {
   "${RCLONE[@]}" purge "s3:$1" 2>/dev/null || true
   $G bucket delete --yes "$1" >/dev/null 2>&1 || true
 }
 LIVE=http://127.0.0.1:8091
-elapsed() { awk -v a="$(date +%s.%N)" -v b="$1" 'BEGIN { printf "%.1f", a - b }'; }
 RESTORED=http://127.0.0.1:8092
 
 # The site: a real WordPress install, grown server-side to ~1 GB of posts and meta (cached).

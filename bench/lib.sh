@@ -1,0 +1,39 @@
+# Shared set-up of the benchmarks (sourced by bench/*.sh, not run).
+
+# bench_setup PKG...: from the repository root, start the dev services (MariaDB,
+# Garage), install PKG and `time`, build wpdr in release mode. Sets ROOT,
+# WPDR, G (the garage CLI) and KEY (the test S3 key id).
+bench_setup() {
+  cd "$(dirname "${BASH_SOURCE[1]}")/.."
+  ROOT="$PWD"
+  scripts/dev-services.sh
+  source "${WPDR_DEV_DIR:-/tmp/wpdr-dev}/env"
+  for pkg in "$@" time; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null; }
+  done
+  cargo build --release --quiet
+  WPDR="$ROOT/target/release/wpdr"
+  G="$WPDR_TEST_GARAGE"
+  KEY="$WPDR_TEST_S3_ACCESS_KEY_ID"
+}
+
+# rclone_remote NAME: an rclone remote NAME (lower case) on the dev Garage,
+# configured through the environment. rclone refuses to start while
+# AWS_CA_BUNDLE is set here, so run it as "${RCLONE[@]}".
+rclone_remote() {
+  local n="${1^^}"
+  export "RCLONE_CONFIG_${n}_TYPE=s3" "RCLONE_CONFIG_${n}_PROVIDER=Other" \
+    "RCLONE_CONFIG_${n}_ENDPOINT=$WPDR_TEST_S3_ENDPOINT" "RCLONE_CONFIG_${n}_REGION=garage" \
+    "RCLONE_CONFIG_${n}_ACCESS_KEY_ID=$KEY" \
+    "RCLONE_CONFIG_${n}_SECRET_ACCESS_KEY=$WPDR_TEST_S3_SECRET_ACCESS_KEY" \
+    "RCLONE_CONFIG_${n}_FORCE_PATH_STYLE=true"
+}
+
+# bucket NAME: create (or reuse) a bucket the test key owns.
+bucket() {
+  $G bucket info "$1" >/dev/null 2>&1 || $G bucket create "$1" >/dev/null
+  $G bucket allow --read --write --owner "$1" --key "$KEY" >/dev/null
+}
+
+# elapsed START: seconds since START (a `date +%s.%N`), one decimal.
+elapsed() { awk -v a="$(date +%s.%N)" -v b="$1" 'BEGIN { printf "%.1f", a - b }'; }
