@@ -93,5 +93,26 @@ if [ "$status" = 0 ]; then
   echo "== restored: every table verified, every media object present, the site answers as at backup"
 else
   echo "== the restore FAILED (exit $status): see the step above" >&2
+  exit "$status"
+fi
+
+echo "== point in time: wpdr binlog archive (catches up from the set and exits; the daemon follows continuously)"
+"$WPDR" -c "$QS/wpdr.yaml" --log-format text -q binlog archive --until-caught-up
+sleep 1.2; POINT=$(date -u +%Y-%m-%dT%H:%M:%SZ); sleep 1.2
+echo "   a post published after $POINT, then archived"
+"${MYSQL[@]}" "$DB" -e "INSERT INTO wp_posts (post_author, post_date, post_date_gmt, post_content, post_title, post_excerpt, post_status, post_name, to_ping, pinged, post_modified, post_modified_gmt, post_content_filtered, post_type, guid) VALUES (1, NOW(), UTC_TIMESTAMP(), 'oops', 'Published after the point', '', 'publish', 'after-the-point', '', '', NOW(), UTC_TIMESTAMP(), '', 'post', '')"
+"$WPDR" -c "$QS/wpdr.yaml" --log-format text -q binlog archive --until-caught-up
+echo "== wpdr sets recoverable"
+"$WPDR" -c "$QS/wpdr.yaml" --log-format text -q sets recoverable
+echo "== wpdr restore db latest --to-time $POINT (the newest set, then the archive replayed up to the point)"
+WPDR_TARGET_PASSWORD="$WPDR_TEST_DB_PASSWORD" "$WPDR" -c "$QS/wpdr.yaml" --log-format text -q restore db latest \
+  --target "mysql://$WPDR_TEST_DB_USER@127.0.0.1:$WPDR_TEST_DB_PORT" --database "wpdemo_pitr_$NS" --to-time "$POINT" || status=$?
+after=$("${MYSQL[@]}" -N -e "SELECT COUNT(*) FROM wpdemo_pitr_$NS.wp_posts WHERE post_name = 'after-the-point'" 2>/dev/null || echo "?")
+live=$("${MYSQL[@]}" -N -e "SELECT COUNT(*) FROM $DB.wp_posts WHERE post_name = 'after-the-point'")
+if [ "$status" = 0 ] && [ "$after" = 0 ] && [ "$live" = 1 ]; then
+  echo "== restored to $POINT: the live site has the later post, the restored database does not"
+else
+  echo "== the point-in-time restore FAILED (exit $status; later post in the restore: $after)" >&2
+  [ "$status" = 0 ] && status=1
 fi
 exit "$status"

@@ -162,10 +162,20 @@ pub async fn archive(
     let catalog = Catalog::new(store, &cfg.site, &cfg.site_prefix());
     let site_prefix = cfg.site_prefix();
     let segments = segment::list(store, &site_prefix).await?;
-    let position = match segments.last() {
+    let mut position = match segments.last() {
         Some(s) => s.end.clone(),
         None => start_without_archive(cfg, &catalog).await?,
     };
+    // A gap recorded at this position already moved the archive on (the run
+    // that recorded it stopped before its first segment): do not record it twice.
+    if let Some(g) = list_gaps(store, &site_prefix)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|g| g.after == position)
+    {
+        position = g.resumed_at;
+    }
     tracing::info!(position = %position, "binlog archive starting");
     let deadline = opts.run_for.map(|d| Instant::now() + d);
     let mut f = Follower {
@@ -195,7 +205,12 @@ pub async fn archive(
             }
         };
         f.report.server = primary.display();
-        match f.follow(&primary, &mut shutdown, deadline).await {
+        let segments_before = f.report.segments;
+        let outcome = f.follow(&primary, &mut shutdown, deadline).await;
+        if f.report.segments > segments_before {
+            backoff = Duration::from_secs(1);
+        }
+        match outcome {
             Ok(Ended::Stopped) => break,
             Err(BinlogError::Gap {
                 server,
@@ -542,15 +557,13 @@ async fn oldest_position(primary: &Endpoint) -> Result<GtidPos, BinlogError> {
             detail: "SHOW BINARY LOGS lists no log".into(),
         });
     };
+    // A file name the server gave; SHOW statements take no placeholders.
     let events: Vec<mysql_async::Row> = conn
-        .exec("SHOW BINLOG EVENTS IN ? LIMIT 5", (first.clone(),))
+        .query(format!(
+            "SHOW BINLOG EVENTS IN '{}' LIMIT 5",
+            first.replace(['\'', '\\'], "")
+        ))
         .await
-        .or(conn
-            .query(format!(
-                "SHOW BINLOG EVENTS IN '{}' LIMIT 5",
-                first.replace('\'', "")
-            ))
-            .await)
         .map_err(|e| query_err("SHOW BINLOG EVENTS", e))?;
     let _ = conn.disconnect().await;
     for r in events {

@@ -202,6 +202,17 @@ pub(crate) async fn drill(cli: &Cli, args: &DrillArgs) -> Result<ExitCode> {
             report.rto_seconds,
             report.rpo_seconds
         );
+        if let Some(r) = report.recoverable.as_ref().filter(|r| r.newest.is_some()) {
+            println!(
+                "  point in time: restorable up to {}s before the drill began{}",
+                r.rpo_seconds.unwrap_or(0.0).round(),
+                if r.open_gaps > 0 {
+                    format!(" — {} binlog gap(s) without a later set", r.open_gaps)
+                } else {
+                    String::new()
+                }
+            );
+        }
         for t in &report.teardown {
             println!("  teardown: {t}");
         }

@@ -46,6 +46,19 @@ pub struct DrillReport {
     /// What the teardown removed (empty with --keep).
     pub teardown: Vec<String>,
     pub kept: bool,
+    /// The point-in-time window when the drill ran: what a restore could
+    /// reach beyond the set itself (None without a readable archive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recoverable: Option<RecoverableAtDrill>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecoverableAtDrill {
+    pub oldest: Option<DateTime<Utc>>,
+    pub newest: Option<DateTime<Utc>>,
+    /// Age of the newest restorable second: the RPO with the binlog archive.
+    pub rpo_seconds: Option<f64>,
+    pub open_gaps: usize,
 }
 
 impl DrillReport {
@@ -81,6 +94,7 @@ impl DrillReport {
                 .unwrap_or_default(),
             teardown,
             kept,
+            recoverable: None,
         }
     }
 
@@ -222,7 +236,19 @@ pub async fn drill(
     } else {
         teardown(ctx, &outcome.journal).await
     };
-    let report = DrillReport::from_journal(&outcome.journal, outcome.exit, teardown, keep);
+    let mut report = DrillReport::from_journal(&outcome.journal, outcome.exit, teardown, keep);
+    report.recoverable =
+        crate::binlog::window::load(&ctx.store, &ctx.cfg.site, &ctx.cfg.site_prefix())
+            .await
+            .ok()
+            .map(|w| RecoverableAtDrill {
+                oldest: w.oldest,
+                newest: w.newest,
+                rpo_seconds: w
+                    .newest
+                    .map(|n| (report.started_at - n).num_milliseconds().max(0) as f64 / 1000.0),
+                open_gaps: w.open_gaps,
+            });
     store_report(ctx, &report).await?;
     Ok((report, outcome))
 }
