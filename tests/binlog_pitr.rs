@@ -587,6 +587,38 @@ async fn logs_purged_before_they_were_archived_are_reported_as_a_gap() {
     let got = ids(&mut tc, "SELECT id FROM shop_healed.orders ORDER BY id").await;
     assert_eq!(got, (1..=30).collect::<Vec<u32>>());
 
+    // Without the replay tools nothing is loaded: the error says what to install.
+    let url = target.url();
+    let out = wpdr_env(
+        &svc,
+        &cfg,
+        &[
+            "restore",
+            "db",
+            "latest",
+            "--target",
+            &url,
+            "--database",
+            "shop_tools",
+            "--to-gtid",
+            &last,
+        ],
+        &[("WPDR_MARIADB_BINLOG", "/nonexistent/mariadb-binlog")],
+    );
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("apt install mariadb-client"),
+        "{}",
+        stderr(&out)
+    );
+    let loaded: Option<String> = tc
+        .query_first(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'shop_tools'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(loaded, None, "nothing is loaded when the replay cannot run");
+
     // Retention keeps the newest set: the segments and the gap before it can
     // never be replayed again and go; what follows it stays and still restores.
     let before = segment_indexes(dir.path(), "single").len();

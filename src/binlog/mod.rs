@@ -45,7 +45,7 @@ pub enum BinlogError {
     Spool { path: String, detail: String },
     #[error("cannot restore to {point}: {reason}. `wpdr sets recoverable` shows the window.")]
     NotRecoverable { point: String, reason: String },
-    #[error("replaying the archived transactions into {target} failed: {detail}")]
+    #[error("replaying the archived transactions into {target} failed: {detail}. The database holds the set's data but not the transactions after it: fix the cause and run the restore again with --force.")]
     Replay { target: String, detail: String },
 }
 

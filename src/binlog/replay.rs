@@ -310,10 +310,7 @@ pub async fn apply(
         target: target.display(),
         detail,
     };
-    let binlog_tool = tool("WPDR_MARIADB_BINLOG", &["mariadb-binlog", "mysqlbinlog"])
-        .ok_or_else(|| fail("neither mariadb-binlog nor mysqlbinlog is installed (Debian: apt install mariadb-client), or set WPDR_MARIADB_BINLOG".into()))?;
-    let client_tool = tool("WPDR_MARIADB_CLIENT", &["mariadb", "mysql"])
-        .ok_or_else(|| fail("neither mariadb nor mysql client is installed (Debian: apt install mariadb-client), or set WPDR_MARIADB_CLIENT".into()))?;
+    let (binlog_tool, client_tool) = tools().map_err(fail)?;
     let options = dir.join("client.cnf");
     write_private(
         &options,
@@ -394,9 +391,29 @@ fn pipe(
     Ok(())
 }
 
+/// `mariadb-binlog` and the `mariadb` client, or what is wrong with them.
+fn tools() -> Result<(PathBuf, PathBuf), String> {
+    let binlog = tool("WPDR_MARIADB_BINLOG", &["mariadb-binlog", "mysqlbinlog"]).ok_or(
+        "mariadb-binlog is not installed (Debian: apt install mariadb-client), or WPDR_MARIADB_BINLOG names a missing file",
+    )?;
+    let client = tool("WPDR_MARIADB_CLIENT", &["mariadb", "mysql"]).ok_or(
+        "the mariadb client is not installed (Debian: apt install mariadb-client), or WPDR_MARIADB_CLIENT names a missing file",
+    )?;
+    Ok((binlog, client))
+}
+
+/// Checks, before anything is loaded, that the replay tools are there.
+pub fn check_tools(target: &Endpoint) -> Result<(), BinlogError> {
+    tools().map(|_| ()).map_err(|detail| BinlogError::Replay {
+        target: target.display(),
+        detail,
+    })
+}
+
 fn tool(env: &str, names: &[&str]) -> Option<PathBuf> {
     if let Ok(p) = std::env::var(env) {
-        return Some(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
     }
     let path = std::env::var_os("PATH")?;
     names.iter().find_map(|n| {

@@ -52,6 +52,10 @@ pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<Exi
         None => catalog.resolve(&args.set).await?,
     };
     let (target, url_db) = target_endpoint(&args.target)?;
+    if pitr.is_some() && !args.dry_run {
+        // Before the set is loaded: a restore that cannot replay stops here.
+        wpdr::binlog::replay::check_tools(&target)?;
+    }
     let replicas = args
         .replicas
         .iter()
