@@ -12,6 +12,7 @@ pub const STOP_EVENT: u8 = 3;
 pub const ROTATE_EVENT: u8 = 4;
 pub const FORMAT_DESCRIPTION_EVENT: u8 = 15;
 pub const XID_EVENT: u8 = 16;
+pub const TABLE_MAP_EVENT: u8 = 19;
 pub const INCIDENT_EVENT: u8 = 26;
 pub const HEARTBEAT_EVENT: u8 = 27;
 pub const XA_PREPARE_EVENT: u8 = 38;
@@ -97,6 +98,33 @@ impl RawEvent {
             },
             b[12],
         ))
+    }
+
+    /// The database an event acts on: a Table_map event's table's database,
+    /// or a Query event's default database (what `mariadb-binlog --database`
+    /// filters by). `BEGIN`/`COMMIT` and other events: `None`.
+    pub fn database(&self, checksum_len: usize) -> Option<&[u8]> {
+        let body = &self.0[HEADER_LEN..];
+        match self.kind() {
+            TABLE_MAP_EVENT => {
+                // table id (6) and flags (2), then the database name with its length
+                let len = *body.get(8)? as usize;
+                body.get(9..9 + len)
+            }
+            QUERY_EVENT => {
+                let q = self.query_text(checksum_len)?.trim_ascii();
+                if q.eq_ignore_ascii_case(b"BEGIN")
+                    || q.eq_ignore_ascii_case(b"COMMIT")
+                    || q.eq_ignore_ascii_case(b"ROLLBACK")
+                {
+                    return None;
+                }
+                let db_len = *body.get(8)? as usize;
+                let status_len = u16::from_le_bytes([*body.get(11)?, *body.get(12)?]) as usize;
+                body.get(13 + status_len..13 + status_len + db_len)
+            }
+            _ => None,
+        }
     }
 
     /// The statement text of a Query event (`checksum_len` trailing bytes cut).
@@ -352,6 +380,24 @@ pub(crate) mod tests {
                 let _ = t.feed(&e);
             }
         }
+    }
+
+    #[test]
+    fn finds_the_database_an_event_acts_on() {
+        assert_eq!(
+            query_event(1, "wp", "INSERT INTO t VALUES (1)").database(4),
+            Some(&b"wp"[..])
+        );
+        assert_eq!(query_event(1, "wp", "BEGIN").database(4), None);
+        let mut body = vec![1, 0, 0, 0, 0, 0, 0, 0, 4];
+        body.extend_from_slice(b"shop\0");
+        body.extend_from_slice(&[6]);
+        body.extend_from_slice(b"orders\0");
+        assert_eq!(
+            event(TABLE_MAP_EVENT, 1, 1, &body).database(4),
+            Some(&b"shop"[..])
+        );
+        assert_eq!(event(XID_EVENT, 1, 1, &[0; 8]).database(4), None);
     }
 
     #[test]

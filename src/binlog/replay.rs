@@ -215,10 +215,14 @@ pub struct ReplayReport {
 
 /// Writes the selected transactions as binlog files in `dir` (one per
 /// segment, each with its Format_description event). Returns the files.
+/// Only transactions that act on `source_db` are written (others on the same
+/// server are left out and not counted; `mariadb-binlog --database` filters
+/// the same way again when applying).
 pub async fn select(
     store: &Store,
     site_prefix: &str,
     plan: &PitrPlan,
+    source_db: &str,
     dir: &Path,
     report: &mut ReplayReport,
 ) -> Result<Vec<PathBuf>, BinlogError> {
@@ -226,6 +230,7 @@ pub async fn select(
     let mut position = plan.base.clone();
     'segments: for (i, index) in plan.indexes.iter().enumerate() {
         let (fde, events) = segment::read(store, site_prefix, index).await?;
+        let checksum_len = if fde.fde_checksummed() { 4 } else { 0 };
         let mut tracker = GroupTracker::new(fde.fde_checksummed());
         let mut pending: Vec<&RawEvent> = Vec::new();
         let mut chosen: Vec<u8> = Vec::new();
@@ -251,11 +256,16 @@ pub async fn select(
                     {
                         stop = true;
                     }
+                    let ours = pending
+                        .iter()
+                        .any(|e| e.database(checksum_len) == Some(source_db.as_bytes()));
                     if take {
+                        position.advance(g.gtid);
+                    }
+                    if take && ours {
                         for p in pending.iter() {
                             chosen.extend_from_slice(&p.0);
                         }
-                        position.advance(g.gtid);
                         report.transactions += 1;
                         report.first_gtid.get_or_insert_with(|| g.gtid.to_string());
                         report.last_gtid = Some(g.gtid.to_string());

@@ -155,9 +155,15 @@ pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<Exi
             let started = std::time::Instant::now();
             let scratch = wpdr::binlog::replay::ScratchDir::new()?;
             let mut r = wpdr::binlog::replay::ReplayReport::default();
-            let files =
-                wpdr::binlog::replay::select(&store, &cfg.site_prefix(), plan, &scratch.0, &mut r)
-                    .await?;
+            let files = wpdr::binlog::replay::select(
+                &store,
+                &cfg.site_prefix(),
+                plan,
+                &section.database,
+                &scratch.0,
+                &mut r,
+            )
+            .await?;
             wpdr::binlog::replay::apply(&files, &scratch.0, &target, &section.database, &database)
                 .await?;
             r.seconds = started.elapsed().as_secs_f64();
