@@ -746,3 +746,38 @@ async fn the_daemon_archives_continuously_and_its_metrics_show_the_window() {
         .join("store/wpdr/single/binlog-lock.json")
         .exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_replication_slave_is_told_which_grant_is_missing() {
+    let svc = Services::get();
+    let db = MariaDb::start(&["--binlog-format=ROW"]);
+    let mut c = db.conn(None).await;
+    c.query_drop("CREATE USER 'reader'@'%' IDENTIFIED BY 'reader-pw-3141'")
+        .await
+        .unwrap();
+    c.query_drop("GRANT SELECT, SLAVE MONITOR, BINLOG MONITOR ON *.* TO 'reader'@'%'")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = single_config(dir.path(), &db);
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(&format!("user: {TEST_USER}"), "user: reader"),
+    )
+    .unwrap();
+    let out = wpdr_env(
+        &svc,
+        &cfg,
+        &["binlog", "archive", "--until-caught-up"],
+        &[("WPDR_DB_PASSWORD", "reader-pw-3141")],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("REPLICATION SLAVE") && err.contains("reader"),
+        "{err}"
+    );
+    assert!(!err.contains("reader-pw-3141"), "{err}");
+}

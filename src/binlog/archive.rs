@@ -221,6 +221,13 @@ pub async fn archive(
                 f.record_gap(&primary, detail).await?;
                 backoff = Duration::from_secs(1);
             }
+            // Credentials and privileges do not fix themselves: stop and say so.
+            Err(
+                e @ BinlogError::Mysql(
+                    crate::mysql::MysqlError::Privilege { .. }
+                    | crate::mysql::MysqlError::AuthFailed { .. },
+                ),
+            ) => return Err(e),
             Err(e @ (BinlogError::Stream { .. } | BinlogError::Mysql(_))) => {
                 if f.opts.until_caught_up {
                     return Err(e);
@@ -324,7 +331,7 @@ impl Follower<'_> {
             BinlogStreamRequest::new(self.cfg.database.binlog.server_id),
         )
         .await
-        .map_err(|e| classify_stream_error(&server, &self.position, e))?;
+        .map_err(|e| classify_stream_error(&server, &self.position, e, &self.cfg.database.user))?;
         tracing::info!(%server, position = %self.position, "following the binary log");
 
         let mut tracker = GroupTracker::new(true);
@@ -350,7 +357,14 @@ impl Follower<'_> {
                         detail: "the server ended the stream".into(),
                     })
                 }
-                Ok(Some(Err(e))) => break Err(classify_stream_error(&server, &self.position, e)),
+                Ok(Some(Err(e))) => {
+                    break Err(classify_stream_error(
+                        &server,
+                        &self.position,
+                        e,
+                        &self.cfg.database.user,
+                    ))
+                }
                 Ok(Some(Ok(e))) => e,
             };
             let raw = match to_raw(&event) {
@@ -605,8 +619,23 @@ fn to_raw(event: &mysql_async::binlog::events::Event) -> Result<RawEvent, String
     Ok(raw)
 }
 
-fn classify_stream_error(server: &str, position: &GtidPos, e: mysql_async::Error) -> BinlogError {
+fn classify_stream_error(
+    server: &str,
+    position: &GtidPos,
+    e: mysql_async::Error,
+    user: &str,
+) -> BinlogError {
     match &e {
+        // ER_SPECIFIC_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_ERROR...
+        mysql_async::Error::Server(se) if matches!(se.code, 1227 | 1045 | 1142 | 1044) => {
+            BinlogError::Mysql(crate::mysql::MysqlError::Privilege {
+                user: user.to_string(),
+                detail: format!(
+                    "reading the binary log of {server}: {}. The archive needs GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{user}'",
+                    se.message
+                ),
+            })
+        }
         mysql_async::Error::Server(se) if se.code == ER_BINLOG_POSITION => BinlogError::Gap {
             server: server.to_string(),
             position: position.to_string(),
