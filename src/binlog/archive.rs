@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::event::{
-    Fed, GroupTracker, RawEvent, FORMAT_DESCRIPTION_EVENT, HEARTBEAT_EVENT, INCIDENT_EVENT,
+    Fed, GroupTracker, RawEvent, FORMAT_DESCRIPTION_EVENT, HEADER_LEN, HEARTBEAT_EVENT,
+    INCIDENT_EVENT,
 };
 use super::gtid::GtidPos;
 use super::segment::{self, SegmentIndex, SegmentSpool};
@@ -389,7 +390,14 @@ impl Follower<'_> {
                 }
                 FORMAT_DESCRIPTION_EVENT => {
                     tracker.set_checksummed(raw.fde_checksummed());
-                    let changed = fde.as_ref().is_none_or(|f| f.0[19..] != raw.0[19..]);
+                    // Each new log file repeats the FDE; only a different
+                    // format (body, without the checksum over the header) closes the segment.
+                    let body = |e: &RawEvent| {
+                        e.0.get(HEADER_LEN..e.0.len().saturating_sub(4))
+                            .unwrap_or_default()
+                            .to_vec()
+                    };
+                    let changed = fde.as_ref().is_none_or(|f| body(f) != body(&raw));
                     if changed {
                         if let Err(e) = self.close(&mut spool, &server, caught_up_at).await {
                             break Err(e);

@@ -324,14 +324,20 @@ impl MariaDb {
                 "--no-defaults",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
+                // Many servers at once exhaust the kernel's AIO contexts
+                // (fs.aio-max-nr) and the bootstrap fails: use threads.
+                "--innodb-use-native-aio=0",
             ])
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--user={user}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .output()
             .unwrap();
-        assert!(st.success(), "mariadb-install-db failed");
+        assert!(
+            st.status.success(),
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&st.stdout),
+            String::from_utf8_lossy(&st.stderr)
+        );
         let port = free_port();
         let sock = dir.path().join("s.sock");
         let child = Command::new("/usr/sbin/mariadbd")
@@ -348,6 +354,7 @@ impl MariaDb {
             .arg(format!("--log-bin={}", data.join("binlog").display()))
             .arg("--server-id=77")
             .arg("--innodb-buffer-pool-size=128M")
+            .arg("--innodb-use-native-aio=0")
             .arg("--skip-name-resolve")
             .args(extra_args)
             .stdout(Stdio::null())
