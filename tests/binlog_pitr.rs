@@ -482,6 +482,15 @@ async fn purge_all_but_the_current_log(c: &mut Conn) {
     }
 }
 
+/// A server of the test's own with row-based logging and `shop.orders`.
+async fn shop_server() -> (MariaDb, Conn) {
+    let db = MariaDb::start(&["--binlog-format=ROW"]);
+    let mut c = db.conn(None).await;
+    c.query_drop("CREATE DATABASE shop").await.unwrap();
+    c.query_drop(ORDERS).await.unwrap();
+    (db, c)
+}
+
 fn single_config(dir: &Path, db: &MariaDb) -> std::path::PathBuf {
     let yaml = format!(
         "site: single\nstore:\n  type: local\n  path: {}\ndatabase:\n  host: 127.0.0.1\n  port: {}\n  user: {TEST_USER}\n  name: shop\n",
@@ -496,10 +505,7 @@ fn single_config(dir: &Path, db: &MariaDb) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_purged_before_they_were_archived_are_reported_as_a_gap() {
     let svc = Services::get();
-    let db = MariaDb::start(&["--binlog-format=ROW"]);
-    let mut c = db.conn(None).await;
-    c.query_drop("CREATE DATABASE shop").await.unwrap();
-    c.query_drop(ORDERS).await.unwrap();
+    let (db, mut c) = shop_server().await;
     for id in 1..=10 {
         insert_order(&mut c, id).await;
     }
@@ -670,10 +676,7 @@ async fn a_statement_based_log_is_refused_with_the_setting_to_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_archives_continuously_and_its_metrics_show_the_window() {
     let svc = Services::get();
-    let db = MariaDb::start(&["--binlog-format=ROW"]);
-    let mut c = db.conn(None).await;
-    c.query_drop("CREATE DATABASE shop").await.unwrap();
-    c.query_drop(ORDERS).await.unwrap();
+    let (db, mut c) = shop_server().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = single_config(dir.path(), &db);
     std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap() + FAST_SEGMENTS).unwrap();
