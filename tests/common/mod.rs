@@ -318,16 +318,22 @@ impl MariaDb {
     pub fn start(extra_args: &[&str]) -> MariaDb {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        // A temporary directory of its own: every server removes `#sql*`
+        // files from its tmpdir when it starts (mysql_rm_tmp_tables), and in
+        // a shared /tmp those were another bootstrap's working tables.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
         let user = whoami();
         let st = Command::new("mariadb-install-db")
             .args([
                 "--no-defaults",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
-                // Many servers at once exhaust the kernel's AIO contexts
-                // (fs.aio-max-nr) and the bootstrap fails: use threads.
+                // Many servers at once exhaust io_uring's locked memory
+                // (ulimit -l): use threads for I/O.
                 "--innodb-use-native-aio=0",
             ])
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--user={user}"))
             .output()
@@ -355,6 +361,7 @@ impl MariaDb {
             .arg("--server-id=77")
             .arg("--innodb-buffer-pool-size=128M")
             .arg("--innodb-use-native-aio=0")
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg("--skip-name-resolve")
             .args(extra_args)
             .stdout(Stdio::null())
