@@ -9,6 +9,7 @@
 //! and the metrics; archiving goes on from the oldest position the server has.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -153,19 +154,36 @@ struct Follower<'a> {
     last_head_write: Option<Instant>,
 }
 
-/// Runs the archive until `shutdown` turns true (or the options say stop).
+/// Runs the archive until `shutdown` turns true (or the options say stop),
+/// holding the site's archive lock: two archivers would both write the
+/// same transactions.
 pub async fn archive(
     cfg: &Config,
+    store: &Arc<Store>,
+    opts: ArchiveOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Result<ArchiveReport, BinlogError> {
+    let catalog = Catalog::new(store, &cfg.site, &cfg.site_prefix());
+    let ttl = cfg.backup.lock_ttl_seconds;
+    let mut lock = catalog.named_lock(LOCK_NAME, ttl, "binlog archive").await?;
+    lock.keep_alive(store.clone(), ttl);
+    let result = archive_locked(cfg, store, &catalog, opts, shutdown).await;
+    let _ = lock.release(store).await;
+    result
+}
+
+async fn archive_locked(
+    cfg: &Config,
     store: &Store,
+    catalog: &Catalog<'_>,
     opts: ArchiveOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<ArchiveReport, BinlogError> {
-    let catalog = Catalog::new(store, &cfg.site, &cfg.site_prefix());
     let site_prefix = cfg.site_prefix();
     let segments = segment::list(store, &site_prefix).await?;
     let mut position = match segments.last() {
         Some(s) => s.end.clone(),
-        None => start_without_archive(cfg, &catalog).await?,
+        None => start_without_archive(cfg, catalog).await?,
     };
     // A gap recorded at this position already moved the archive on (the run
     // that recorded it stopped before its first segment): do not record it twice.
@@ -583,7 +601,7 @@ async fn oldest_position(primary: &Endpoint) -> Result<GtidPos, BinlogError> {
     let events: Vec<mysql_async::Row> = conn
         .query(format!(
             "SHOW BINLOG EVENTS IN '{}' LIMIT 5",
-            first.replace(['\'', '\\'], "")
+            crate::mysql::sql::string_literal(&first)
         ))
         .await
         .map_err(|e| query_err("SHOW BINLOG EVENTS", e))?;

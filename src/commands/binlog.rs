@@ -15,18 +15,6 @@ pub(crate) async fn archive(
     run_for: Option<u64>,
 ) -> Result<ExitCode> {
     let (cfg, store) = open(cli).await?;
-    let site_prefix = cfg.site_prefix();
-    let catalog = wpdr::catalog::Catalog::new(&store, &cfg.site, &site_prefix);
-    // One archiver per site: two would both write the same transactions.
-    let lock = catalog
-        .named_lock(
-            wpdr::binlog::archive::LOCK_NAME,
-            cfg.backup.lock_ttl_seconds,
-            "binlog archive",
-        )
-        .await?;
-    let mut lock = lock;
-    lock.keep_alive(store.clone(), cfg.backup.lock_ttl_seconds);
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wpdr::daemon::wait_for_signal().await;
@@ -37,9 +25,7 @@ pub(crate) async fn archive(
         run_for: run_for.map(std::time::Duration::from_secs),
         spool_dir: None,
     };
-    let result = run_archive(&cfg, &store, opts, rx).await;
-    let _ = lock.release(&store).await;
-    let report = result?;
+    let report = run_archive(&cfg, &store, opts, rx).await?;
     if cli.output == OutputFormat::Json {
         print_json(&report)?;
     } else {

@@ -295,15 +295,6 @@ impl Runner {
                 })
             }
             JobKind::BinlogArchive => {
-                let mut lock = catalog
-                    .named_lock(
-                        crate::binlog::archive::LOCK_NAME,
-                        self.cfg.backup.lock_ttl_seconds,
-                        "binlog archive",
-                    )
-                    .await
-                    .map_err(|e| fail(&e, e.to_string()))?;
-                lock.keep_alive(self.store.clone(), self.cfg.backup.lock_ttl_seconds);
                 let (stop, stopped) = tokio::sync::watch::channel(false);
                 let archive = crate::binlog::archive::archive(
                     &self.cfg,
@@ -323,7 +314,6 @@ impl Runner {
                         }
                     }
                 };
-                let _ = lock.release(&self.store).await;
                 let r = result.map_err(|e| fail(&e, e.to_string()))?;
                 Ok(Outcome {
                     bytes: r.bytes,

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::dump::{snapshot, DumpOptions};
 use super::load::{load, LoadOptions};
+use super::sql::string_literal;
 use super::topology::replica_health;
 use super::{query_err, Endpoint, MysqlError};
 use crate::store::{LocalStore, Store};
@@ -112,10 +113,10 @@ pub async fn seed_replica(
     // The password is sent as a parameter-free literal; never logged or echoed.
     let change = format!(
         "CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, MASTER_USER='{}', MASTER_PASSWORD='{}', MASTER_USE_GTID=slave_pos",
-        escape(&primary.host),
+        string_literal(&primary.host),
         primary.port,
-        escape(&primary.user),
-        escape(primary.password.expose())
+        string_literal(&primary.user),
+        string_literal(primary.password.expose())
     );
     r.query_drop(change.as_str())
         .await
@@ -168,11 +169,6 @@ pub async fn seed_replica(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// A SQL string literal's contents.
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
 /// The server's own message, with the password cut out should the server

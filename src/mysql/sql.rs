@@ -43,6 +43,14 @@ pub fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&bytes[start..]);
 }
 
+/// `text` as the body of a single-quoted string literal (see [`escape_into`]).
+pub fn string_literal(text: &str) -> String {
+    let mut out = Vec::with_capacity(text.len());
+    escape_into(&mut out, text.as_bytes());
+    // Only ASCII escapes were inserted into valid UTF-8.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Appends a BIT value (big-endian bytes from the text protocol) as `b'0101'`.
 pub fn bits_into(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(b"b'");
