@@ -82,12 +82,7 @@ async fn an_s3_outage_mid_archive_loses_and_duplicates_nothing() {
         std::fs::read_to_string(&log).unwrap()
     );
 
-    let w = json(&wpdr_env(
-        &svc,
-        &cfg,
-        &["--output", "json", "sets", "recoverable"],
-        &[],
-    ));
+    let w = json(&recoverable(&svc, &cfg));
     assert_eq!(w["gaps"].as_array().unwrap().len(), 0, "{w}");
     assert_eq!(
         w["runs"].as_array().unwrap().len(),
@@ -100,25 +95,7 @@ async fn an_s3_outage_mid_archive_loses_and_duplicates_nothing() {
         .unwrap()
         .unwrap();
     let target = MariaDb::start(&[]);
-    let url = target.url();
-    let out = wpdr_env(
-        &svc,
-        &cfg,
-        &[
-            "--output",
-            "json",
-            "restore",
-            "db",
-            "latest",
-            "--target",
-            &url,
-            "--database",
-            "shop_r",
-            "--to-gtid",
-            &last,
-        ],
-        &[],
-    );
+    let out = svc.restore_db(&cfg, "latest", &target, "shop_r", &["--to-gtid", &last]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(json(&out)["point_in_time"]["replayed"]["transactions"], 100);
     let mut t = target.conn(None).await;

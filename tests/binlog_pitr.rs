@@ -141,29 +141,6 @@ fn json_any(o: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
 }
 
-fn pitr(
-    svc: &Services,
-    cfg: &Path,
-    target: &MariaDb,
-    database: &str,
-    point: &[&str],
-) -> std::process::Output {
-    let url = target.url();
-    let mut args = vec![
-        "--output",
-        "json",
-        "restore",
-        "db",
-        "latest",
-        "--target",
-        &url,
-        "--database",
-        database,
-    ];
-    args.extend_from_slice(point);
-    wpdr_env(svc, cfg, &args, &[])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn restores_to_a_second_and_to_a_gtid_exactly_while_orders_flow_and_the_archiver_is_killed() {
     let svc = Services::get();
@@ -244,12 +221,7 @@ async fn restores_to_a_second_and_to_a_gtid_exactly_while_orders_flow_and_the_ar
         "orders span too few seconds: {seconds:?}"
     );
     let t = seconds[seconds.len() / 2].clone();
-    let rec = wpdr_env(
-        &svc,
-        &cfg,
-        &["--output", "json", "sets", "recoverable"],
-        &[],
-    );
+    let rec = recoverable(&svc, &cfg);
     assert_eq!(rec.status.code(), Some(0), "{}", stderr(&rec));
     let w = json(&rec);
     assert_eq!(w["gaps"].as_array().unwrap().len(), 0, "{w}");
@@ -257,7 +229,7 @@ async fn restores_to_a_second_and_to_a_gtid_exactly_while_orders_flow_and_the_ar
     assert!(w["newest"].as_str().unwrap() >= t.as_str(), "{w}");
 
     let target = MariaDb::start(&[]);
-    let out = pitr(&svc, &cfg, &target, "shop_t", &["--to-time", &t]);
+    let out = svc.restore_db(&cfg, "latest", &target, "shop_t", &["--to-time", &t]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report = json(&out);
     assert_eq!(report["set"], set, "{report}");
@@ -299,7 +271,7 @@ async fn restores_to_a_second_and_to_a_gtid_exactly_while_orders_flow_and_the_ar
         .unwrap()
         .unwrap();
     let gtid = format!("0-77-{mid}");
-    let out = pitr(&svc, &cfg, &target, "shop_g", &["--to-gtid", &gtid]);
+    let out = svc.restore_db(&cfg, "latest", &target, "shop_g", &["--to-gtid", &gtid]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let expected = ids(
         &mut p,
@@ -311,9 +283,9 @@ async fn restores_to_a_second_and_to_a_gtid_exactly_while_orders_flow_and_the_ar
     assert_eq!(json(&out)["point_in_time"]["replayed"]["last_gtid"], gtid);
 
     // Beyond the archive: refused with its own code, saying where the archive ends.
-    let out = pitr(
-        &svc,
+    let out = svc.restore_db(
         &cfg,
+        "latest",
         &target,
         "shop_x",
         &["--to-time", "2099-01-01T00:00:00Z"],
@@ -386,12 +358,7 @@ async fn the_archive_follows_a_failover_to_the_promoted_replica_without_a_gap() 
 
     let segments = segment_indexes(dir.path(), "cluster");
     assert_continuous(&segments);
-    let w = json(&wpdr_env(
-        &svc,
-        &cfg,
-        &["--output", "json", "sets", "recoverable"],
-        &[],
-    ));
+    let w = json(&recoverable(&svc, &cfg));
     assert_eq!(w["gaps"].as_array().unwrap().len(), 0, "{w}");
     assert_eq!(w["runs"].as_array().unwrap().len(), 1, "{w}");
 
@@ -404,9 +371,9 @@ async fn the_archive_follows_a_failover_to_the_promoted_replica_without_a_gap() 
         MariaDb::start(&["--server-id=83"]),
     ];
     let urls: Vec<String> = replicas.iter().map(|r| r.url()).collect();
-    let out = pitr(
-        &svc,
+    let out = svc.restore_db(
         &cfg,
+        "latest",
         &target,
         "shop_f",
         &[
@@ -544,12 +511,7 @@ async fn logs_purged_before_they_were_archived_are_reported_as_a_gap() {
     );
 
     // Reported, never a silently shorter window.
-    let rec = wpdr_env(
-        &svc,
-        &cfg,
-        &["--output", "json", "sets", "recoverable"],
-        &[],
-    );
+    let rec = recoverable(&svc, &cfg);
     assert_eq!(rec.status.code(), Some(17));
     let w = json_any(&rec);
     assert_eq!(w["open_gaps"], 1, "{w}");
@@ -566,17 +528,12 @@ async fn logs_purged_before_they_were_archived_are_reported_as_a_gap() {
         .await
         .unwrap()
         .unwrap();
-    let out = pitr(&svc, &cfg, &target, "shop_gap", &["--to-gtid", &last]);
+    let out = svc.restore_db(&cfg, "latest", &target, "shop_gap", &["--to-gtid", &last]);
     assert_eq!(out.status.code(), Some(18), "{}", stderr(&out));
 
     // A set after the gap heals the window from there on.
     wpdr_env(&svc, &cfg, &["backup"], &[]);
-    let rec = wpdr_env(
-        &svc,
-        &cfg,
-        &["--output", "json", "sets", "recoverable"],
-        &[],
-    );
+    let rec = recoverable(&svc, &cfg);
     assert_eq!(rec.status.code(), Some(0), "{}", stdout(&rec));
     for id in 29..=30 {
         insert_order(&mut c, id).await;
@@ -587,7 +544,13 @@ async fn logs_purged_before_they_were_archived_are_reported_as_a_gap() {
         .await
         .unwrap()
         .unwrap();
-    let out = pitr(&svc, &cfg, &target, "shop_healed", &["--to-gtid", &last]);
+    let out = svc.restore_db(
+        &cfg,
+        "latest",
+        &target,
+        "shop_healed",
+        &["--to-gtid", &last],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let mut tc = target.conn(None).await;
     let got = ids(&mut tc, "SELECT id FROM shop_healed.orders ORDER BY id").await;
@@ -641,14 +604,15 @@ async fn logs_purged_before_they_were_archived_are_reported_as_a_gap() {
     assert_eq!(pruned["binlog"]["gaps_deleted"], 1, "{pruned}");
     let after = segment_indexes(dir.path(), "single");
     assert_eq!(after.len(), before - deleted);
-    let rec = wpdr_env(
-        &svc,
-        &cfg,
-        &["--output", "json", "sets", "recoverable"],
-        &[],
-    );
+    let rec = recoverable(&svc, &cfg);
     assert_eq!(rec.status.code(), Some(0), "{}", stdout(&rec));
-    let out = pitr(&svc, &cfg, &target, "shop_pruned", &["--to-gtid", &last]);
+    let out = svc.restore_db(
+        &cfg,
+        "latest",
+        &target,
+        "shop_pruned",
+        &["--to-gtid", &last],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let got = ids(&mut tc, "SELECT id FROM shop_pruned.orders ORDER BY id").await;
     assert_eq!(got, (1..=30).collect::<Vec<u32>>());

@@ -743,3 +743,8 @@ pub fn seq(pos: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no domain-0 GTID in '{pos}'"))
 }
+
+/// `wpdr --output json sets recoverable`, whatever its exit code.
+pub fn recoverable(svc: &Services, cfg: &Path) -> Output {
+    wpdr_env(svc, cfg, &["--output", "json", "sets", "recoverable"], &[])
+}
