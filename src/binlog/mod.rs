@@ -9,7 +9,8 @@
 
 pub mod archive;
 pub mod event;
-pub mod gtid;
+/// GTIDs are the server's (`mysql::gtid`); the archive and replay speak them.
+pub use crate::mysql::gtid;
 pub mod prune;
 pub mod replay;
 pub mod segment;

@@ -6,31 +6,10 @@
 //! is kept. The newest set is always kept, whatever the policy says.
 
 use chrono::{DateTime, Datelike, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeSet;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Policy {
-    #[serde(default)]
-    pub keep_last: usize,
-    #[serde(default)]
-    pub keep_daily: usize,
-    #[serde(default)]
-    pub keep_weekly: usize,
-    #[serde(default)]
-    pub keep_monthly: usize,
-    #[serde(default)]
-    pub keep_yearly: usize,
-}
-
-impl Policy {
-    /// A policy that keeps nothing beyond the newest set is almost certainly a mistake.
-    pub fn is_empty(&self) -> bool {
-        self.keep_last + self.keep_daily + self.keep_weekly + self.keep_monthly + self.keep_yearly
-            == 0
-    }
-}
+pub use crate::config::RetentionPolicy as Policy;
 
 /// Why a set is kept (for `prune --dry-run` and its JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

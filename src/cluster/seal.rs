@@ -9,49 +9,19 @@
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
-use std::fmt;
 
 const MAGIC: &[u8] = b"WPDRSEAL1";
 const NONCE_LEN: usize = 12;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SealError {
-    #[error("the secrets key must be 32 bytes written as 64 hex characters ({0})")]
-    BadKey(String),
     #[error("the sealed Secrets are not in wpdr's format (truncated or not a wpdr backup)")]
     NotSealed,
     #[error("the sealed Secrets cannot be opened: wrong secrets key, or the data was altered")]
     WrongKeyOrAltered,
 }
 
-/// The key, never printed.
-#[derive(Clone)]
-pub struct SealKey([u8; 32]);
-
-impl fmt::Debug for SealKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SealKey(***)")
-    }
-}
-
-impl SealKey {
-    pub fn from_hex(text: &str) -> Result<Self, SealError> {
-        let bytes = hex::decode(text.trim()).map_err(|e| SealError::BadKey(e.to_string()))?;
-        let arr: [u8; 32] = bytes
-            .try_into()
-            .map_err(|v: Vec<u8>| SealError::BadKey(format!("got {} bytes", v.len())))?;
-        Ok(SealKey(arr))
-    }
-
-    /// A new random key (for `wpdr` to suggest, and for tests).
-    pub fn generate() -> Self {
-        SealKey(rand::random())
-    }
-
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
+pub use crate::config::SealKey;
 
 pub fn seal(key: &SealKey, plaintext: &[u8]) -> Vec<u8> {
     let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key.0));

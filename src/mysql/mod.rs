@@ -4,6 +4,7 @@
 
 pub mod checksum;
 pub mod dump;
+pub mod gtid;
 pub mod load;
 pub mod pipeline;
 pub mod seed;
@@ -11,7 +12,6 @@ pub mod sql;
 pub mod topology;
 
 use crate::exit::{Classify, ExitCode};
-use crate::secret::Secret;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 
@@ -84,84 +84,11 @@ impl Classify for MysqlError {
     }
 }
 
-/// Where and how to connect. Built from config or from a `mysql://` URL.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub socket: Option<std::path::PathBuf>,
-    pub user: String,
-    pub password: Secret,
-}
+/// The address of a server lives with the config (the ground floor); how to
+/// connect to it lives here.
+pub use crate::config::Endpoint;
 
 impl Endpoint {
-    pub fn from_config(c: &crate::config::DatabaseConfig) -> Self {
-        Endpoint {
-            host: c.host.clone(),
-            port: c.port,
-            socket: c.socket.clone(),
-            user: c.user.clone(),
-            password: c.password.clone(),
-        }
-    }
-
-    /// Parses `mysql://user[:password]@host[:port][/database]`; returns the database too.
-    /// The password may also come from `WPDR_TARGET_PASSWORD` so it stays off the command line.
-    pub fn from_url(
-        text: &str,
-        env_password: Option<String>,
-    ) -> Result<(Self, Option<String>), String> {
-        let u = url::Url::parse(text)
-            .map_err(|e| format!("not a URL ({e}); expected mysql://user@host:port/database"))?;
-        if !matches!(u.scheme(), "mysql" | "mariadb") {
-            return Err(format!(
-                "scheme '{}' is not mysql:// or mariadb://",
-                u.scheme()
-            ));
-        }
-        let host = u.host_str().ok_or("the URL has no host")?.to_string();
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .map_err(|_| "the URL has invalid percent-encoding".to_string())
-        };
-        let user = if u.username().is_empty() {
-            "root".to_string()
-        } else {
-            decode(u.username())?
-        };
-        let password = match (u.password(), env_password) {
-            (Some(p), _) => Secret::new(decode(p)?),
-            (None, Some(p)) => Secret::new(p),
-            (None, None) => Secret::default(),
-        };
-        let db = u.path().trim_start_matches('/');
-        let db = if db.is_empty() {
-            None
-        } else {
-            Some(decode(db)?)
-        };
-        Ok((
-            Endpoint {
-                host,
-                port: u.port().unwrap_or(3306),
-                socket: None,
-                user,
-                password,
-            },
-            db,
-        ))
-    }
-
-    /// `host:port` for messages and manifests (never credentials).
-    pub fn display(&self) -> String {
-        match &self.socket {
-            Some(s) => format!("socket {}", s.display()),
-            None => format!("{}:{}", self.host, self.port),
-        }
-    }
-
     fn opts(&self, database: Option<&str>) -> OptsBuilder {
         let mut b = OptsBuilder::default()
             .ip_or_hostname(self.host.clone())

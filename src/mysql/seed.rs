@@ -136,15 +136,14 @@ pub async fn seed_replica(
         .await
         .map_err(|e| query_err("reading the primary's @@gtid_binlog_pos", e))?;
     let _ = p.disconnect().await;
-    let target =
-        crate::binlog::gtid::GtidPos::parse(target.as_deref().unwrap_or("")).unwrap_or_default();
+    let target = super::gtid::GtidPos::parse(target.as_deref().unwrap_or("")).unwrap_or_default();
     let deadline = Instant::now() + timeout;
     loop {
         let h = replica_health(replica, u64::MAX).await;
         let applied = h
             .gtid_slave_pos
             .as_deref()
-            .and_then(|p| crate::binlog::gtid::GtidPos::parse(p).ok())
+            .and_then(|p| super::gtid::GtidPos::parse(p).ok())
             .unwrap_or_default();
         if h.io_running && h.sql_running && applied.includes(&target) {
             return Ok(SeedReport {

@@ -12,30 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheKind {
-    Redis,
-    Memcached,
-}
-
-/// One cache server, `redis://host:port[/db]` or `memcached://host:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheServer {
-    pub kind: CacheKind,
-    pub host: String,
-    pub port: u16,
-}
-
-impl std::fmt::Display for CacheServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = match self.kind {
-            CacheKind::Redis => "redis",
-            CacheKind::Memcached => "memcached",
-        };
-        write!(f, "{scheme}://{}:{}", self.host, self.port)
-    }
-}
+pub use crate::config::{CacheKind, CacheServer};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cache {server}: {detail}")]
@@ -45,37 +22,6 @@ pub struct CacheError {
 }
 
 impl CacheServer {
-    pub fn parse(text: &str) -> Result<CacheServer, String> {
-        let u = url::Url::parse(text.trim()).map_err(|e| {
-            format!("'{text}' is not a cache URL (redis://host:port or memcached://host:port): {e}")
-        })?;
-        let kind = match u.scheme() {
-            "redis" => CacheKind::Redis,
-            "memcached" => CacheKind::Memcached,
-            other => {
-                return Err(format!(
-                    "'{text}': scheme {other} is not redis:// or memcached://"
-                ))
-            }
-        };
-        if !u.username().is_empty() || u.password().is_some() {
-            return Err(format!(
-                "'{}' holds credentials: put the Redis password in WPDR_RESTORE_CACHE_PASSWORD instead",
-                u.host_str().unwrap_or("?")
-            ));
-        }
-        let host = u
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("'{text}' names no host"))?
-            .to_string();
-        let port = u.port().unwrap_or(match kind {
-            CacheKind::Redis => 6379,
-            CacheKind::Memcached => 11211,
-        });
-        Ok(CacheServer { kind, host, port })
-    }
-
     /// Empties the server. Retries until `timeout` while the server does
     /// not accept connections yet (a cache pod still starting).
     pub async fn flush(
