@@ -1,6 +1,7 @@
 //! `wpdr daemon`: runs the jobs of `schedules/` in-cluster.
 //!
-//! * tokio-cron-scheduler fires each schedule (time-zone aware);
+//! * tokio-cron-scheduler fires each schedule: one run at a time, armed from the
+//!   schedule's next occurrence in its time zone (see `schedule`);
 //! * a job never overlaps itself: a tick that finds it running is skipped and counted;
 //! * a run missed while the daemon was down runs once at start when the schedule says so
 //!   (last runs are kept in the store, so a restarted pod knows);
@@ -578,23 +579,7 @@ pub async fn run_until(
         .await
         .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
     for s in &schedules {
-        let r = runner.clone();
-        let name = s.name.clone();
-        let job = Job::new_async_tz(s.cron.as_str(), s.timezone, move |_id, _sched| {
-            let r = r.clone();
-            let name = name.clone();
-            Box::pin(async move {
-                r.trigger(&name, "schedule");
-            })
-        })
-        .map_err(|e| DaemonError::Schedule {
-            file: s.file.clone(),
-            problem: format!("cron '{}': {e}", s.cron),
-        })?;
-        scheduler
-            .add(job)
-            .await
-            .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+        arm(&scheduler, runner.clone(), s.clone(), Utc::now()).await?;
         tracing::info!(job = %s.name, kind = s.job.as_str(), cron = %s.cron, timezone = %s.timezone, next = ?s.next_after(now), "scheduled");
     }
     let leader = opts.leader.map(Arc::new);
@@ -633,6 +618,47 @@ pub async fn run_until(
     server.abort();
     tracing::info!("daemon stopped");
     Ok(())
+}
+
+/// Adds the schedule's next run after `after` to the scheduler as a one-shot;
+/// when it fires, it triggers the run and arms the one after. The time comes
+/// from [`Schedule::next_after`] (the expression tokio-cron-scheduler parsed,
+/// in the zone's offset at that instant), so firing and `next_run` agree.
+fn arm<'a>(
+    scheduler: &'a JobScheduler,
+    runner: Arc<Runner>,
+    schedule: Schedule,
+    after: DateTime<Utc>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DaemonError>> + Send + 'a>> {
+    Box::pin(async move {
+        let Some(at) = schedule.next_after(after) else {
+            tracing::warn!(job = %schedule.name, cron = %schedule.cron, "the schedule has no future run");
+            return Ok(());
+        };
+        // The scheduler stores whole seconds from now, rounded down: round
+        // the wait up so a run never fires before its second.
+        let wait_ms = (at - Utc::now()).num_milliseconds().max(0) as u64;
+        let instant = std::time::Instant::now() + Duration::from_secs(wait_ms.div_ceil(1000));
+        let job = Job::new_one_shot_at_instant_async(instant, move |_id, sched| {
+            let runner = runner.clone();
+            let schedule = schedule.clone();
+            Box::pin(async move {
+                runner.trigger(&schedule.name, "schedule");
+                if runner.shutting_down.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Err(e) = arm(&sched, runner.clone(), schedule.clone(), at).await {
+                    tracing::error!(job = %schedule.name, error = %e, "cannot arm the next run");
+                }
+            })
+        })
+        .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+        scheduler
+            .add(job)
+            .await
+            .map(|_| ())
+            .map_err(|e| DaemonError::Scheduler(e.to_string()))
+    })
 }
 
 /// Renews (or tries to take) the Lease for as long as the daemon runs. A

@@ -1,10 +1,17 @@
 //! Schedule files (`schedules/*.yaml`): what runs when.
+//!
+//! One cron engine: tokio-cron-scheduler parses every expression (so a
+//! schedule that validates is one the daemon can fire), and the next run is
+//! computed from the very expression it parsed, in the schedule's time zone
+//! at that instant. The daemon fires each run as a one-shot at that time and
+//! then arms the next: tokio-cron-scheduler's own time-zone jobs fix the
+//! zone's UTC offset when they are created, so a daemon started in winter
+//! would run an hour off after the change to summer time.
 
 use chrono::{DateTime, Utc};
-use croner::parser::{CronParser, Seconds};
-use croner::Cron;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::DaemonError;
 
@@ -63,7 +70,11 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone)]
+/// The next occurrence strictly after a time, in the schedule's zone.
+type NextFn =
+    Arc<dyn Fn(&DateTime<chrono_tz::Tz>) -> Option<DateTime<chrono_tz::Tz>> + Send + Sync>;
+
+#[derive(Clone)]
 pub struct Schedule {
     pub name: String,
     pub job: JobKind,
@@ -73,21 +84,40 @@ pub struct Schedule {
     pub file: PathBuf,
     /// The restore plan of a drill.
     pub plan: Option<String>,
-    parsed: Cron,
+    next: NextFn,
 }
 
-/// Parses a cron expression the way tokio-cron-scheduler does (seconds required).
-fn parse_cron(expr: &str) -> Result<Cron, String> {
-    CronParser::builder()
-        .seconds(Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expr)
-        .map_err(|e| {
-            format!(
-                "'{expr}' is not a cron expression with seconds (sec min hour dom month dow): {e}"
-            )
-        })
+impl std::fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schedule")
+            .field("name", &self.name)
+            .field("job", &self.job)
+            .field("cron", &self.cron)
+            .field("timezone", &self.timezone)
+            .field("run_missed_on_start", &self.run_missed_on_start)
+            .field("file", &self.file)
+            .field("plan", &self.plan)
+            .finish()
+    }
+}
+
+/// Parses a cron expression with tokio-cron-scheduler (six fields, seconds
+/// first) and returns its next-occurrence function.
+fn parse_cron(expr: &str, timezone: chrono_tz::Tz) -> Result<NextFn, String> {
+    let bad = |why: String| {
+        format!("'{expr}' is not a cron expression with seconds (sec min hour dom month dow){why}")
+    };
+    let mut job =
+        tokio_cron_scheduler::Job::new_async_tz(expr, timezone, |_, _| Box::pin(async {}))
+            .map_err(|e| bad(format!(": {e}")))?;
+    let cron = job
+        .job_data()
+        .ok()
+        .and_then(|d| d.schedule())
+        .ok_or_else(|| bad(String::new()))?;
+    Ok(Arc::new(move |after| {
+        cron.find_next_occurrence(after, false).ok()
+    }))
 }
 
 impl Schedule {
@@ -111,13 +141,13 @@ impl Schedule {
                 raw.name
             )));
         }
-        let parsed = parse_cron(&raw.cron).map_err(bad)?;
         let timezone: chrono_tz::Tz = raw.timezone.parse().map_err(|_| {
             bad(format!(
                 "timezone '{}' is not an IANA zone like Europe/Berlin",
                 raw.timezone
             ))
         })?;
+        let next = parse_cron(&raw.cron, timezone).map_err(bad)?;
         match (&raw.plan, raw.job) {
             (Some(_), j) if j != JobKind::Drill => {
                 return Err(bad(format!(
@@ -138,7 +168,7 @@ impl Schedule {
             timezone,
             run_missed_on_start: raw.run_missed_on_start,
             file: file.to_path_buf(),
-            parsed,
+            next,
         }))
     }
 
@@ -181,10 +211,7 @@ impl Schedule {
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         // Whole seconds: cron has no finer resolution.
         let after = DateTime::from_timestamp(after.timestamp(), 0).unwrap_or(after);
-        self.parsed
-            .find_next_occurrence(&after.with_timezone(&self.timezone), false)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+        (self.next)(&after.with_timezone(&self.timezone)).map(|t| t.with_timezone(&Utc))
     }
 
     /// Whether a run was due between the last run and `now` and did not happen.
@@ -223,6 +250,27 @@ mod tests {
             "2026-11-25T12:00:00Z".parse().unwrap()
         ));
         assert!(s.missed(None, Utc::now()));
+    }
+
+    #[test]
+    fn next_runs_follow_the_zone_across_summer_time() {
+        // Parsed in winter; the run after the change to summer time is still
+        // 02:30 local (00:30 UTC), not 01:30 UTC as a fixed offset would give.
+        let s = sched("name: n\njob: backup\ncron: \"0 30 2 * * *\"\ntimezone: Europe/Berlin\n")
+            .unwrap()
+            .unwrap();
+        let summer = s
+            .next_after("2027-04-10T12:00:00Z".parse().unwrap())
+            .unwrap();
+        assert_eq!(summer.to_rfc3339(), "2027-04-11T00:30:00+00:00");
+        // Day-of-month and day-of-week together: both must hold (the 13th that is a Friday).
+        let s = sched("name: f\njob: backup\ncron: \"0 0 3 13 * Fri\"\n")
+            .unwrap()
+            .unwrap();
+        let next = s
+            .next_after("2026-11-29T00:00:00Z".parse().unwrap())
+            .unwrap();
+        assert_eq!(next.to_rfc3339(), "2027-08-13T03:00:00+00:00");
     }
 
     #[test]
