@@ -53,8 +53,40 @@ pub enum ExitCode {
 }
 
 impl ExitCode {
+    /// Every code, in order.
+    pub const ALL: [ExitCode; 20] = [
+        ExitCode::Ok,
+        ExitCode::Internal,
+        ExitCode::Usage,
+        ExitCode::Config,
+        ExitCode::DatabaseUnreachable,
+        ExitCode::DatabaseAuth,
+        ExitCode::StoreUnavailable,
+        ExitCode::SetNotFound,
+        ExitCode::Integrity,
+        ExitCode::Locked,
+        ExitCode::TargetNotEmpty,
+        ExitCode::RestoreMismatch,
+        ExitCode::Database,
+        ExitCode::StoreAuth,
+        ExitCode::MediaIncomplete,
+        ExitCode::Timeout,
+        ExitCode::ReplicaUnusable,
+        ExitCode::BinlogGap,
+        ExitCode::NotRecoverable,
+        ExitCode::Interrupted,
+    ];
+
     pub fn code(self) -> u8 {
         self as u8
+    }
+
+    /// The code a journal or report recorded as a number; unknown numbers are `Internal`.
+    pub fn from_code(code: u8) -> ExitCode {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.code() == code)
+            .unwrap_or(ExitCode::Internal)
     }
 }
 

@@ -1,10 +1,12 @@
 //! wpdr: backup and disaster recovery for WordPress on Kubernetes.
 //!
-//! The crate is split by the part of the system each module owns. Data-plane
-//! modules (`store`, `mysql`) move bytes and rows; control-plane modules
-//! (`catalog`, `backup`, `restore`) decide what to do and in what order.
+//! The crate is split by the part of the system each module owns. `config`,
+//! `exit` and `secret` are the ground floor; the parts (`store`, `catalog`,
+//! `mysql`, `binlog`, `media`, `cluster`, `wordpress`, `restore`) move bytes,
+//! rows and objects; `jobs` is the control plane — each job once, in its
+//! order — called by the CLI (`cli` + the binary's `commands`) and the
+//! `daemon`. `tests/architecture.rs` keeps the layers free of cycles.
 
-pub mod backup;
 pub mod binlog;
 pub mod catalog;
 pub mod cli;
@@ -12,6 +14,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod exit;
+pub mod jobs;
 pub mod media;
 pub mod mysql;
 pub mod restore;

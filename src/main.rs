@@ -72,6 +72,9 @@ fn bound_driver_buffers() {
 /// Finds the most specific classified error in the chain.
 fn classify(e: &anyhow::Error) -> ExitCode {
     for cause in e.chain() {
+        if let Some(x) = cause.downcast_ref::<wpdr::jobs::JobError>() {
+            return x.exit_code();
+        }
         if let Some(x) = cause.downcast_ref::<ConfigError>() {
             return x.exit_code();
         }
@@ -84,7 +87,7 @@ fn classify(e: &anyhow::Error) -> ExitCode {
         if let Some(x) = cause.downcast_ref::<MysqlError>() {
             return x.exit_code();
         }
-        if let Some(x) = cause.downcast_ref::<wpdr::backup::BackupError>() {
+        if let Some(x) = cause.downcast_ref::<wpdr::jobs::backup::BackupError>() {
             return x.exit_code();
         }
         if let Some(x) = cause.downcast_ref::<wpdr::restore::RestoreError>() {

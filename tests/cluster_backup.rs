@@ -36,7 +36,7 @@ async fn backup_records_namespace_objects_sealed_secrets_and_digests() {
         .await
         .unwrap();
     let store = Arc::new(store);
-    let m = wpdr::backup::run_with(
+    let m = wpdr::jobs::backup::run_with(
         &cfg,
         store.clone(),
         "manual",
@@ -155,9 +155,10 @@ async fn backup_records_namespace_objects_sealed_secrets_and_digests() {
         .build()
         .await
         .unwrap();
-    let m = wpdr::backup::run_with(&cfg, store.clone(), "manual", Arc::new(|_| {}), Some(kube))
-        .await
-        .unwrap();
+    let m =
+        wpdr::jobs::backup::run_with(&cfg, store.clone(), "manual", Arc::new(|_| {}), Some(kube))
+            .await
+            .unwrap();
     let c = m.cluster.unwrap();
     assert!(c.secrets_artifact.is_none() && c.secrets_skipped.is_some());
 }

@@ -574,7 +574,7 @@ async fn the_full_plan_applies_the_namespace_waits_for_rollouts_and_restores_the
     let kube = fake_shop(Some(2)).build().await.unwrap();
     let (cfg, store) = svc.open_store(&site.cfg).await;
     let store = Arc::new(store);
-    let m = wpdr::backup::run_with(
+    let m = wpdr::jobs::backup::run_with(
         &cfg,
         store.clone(),
         "manual",

@@ -1,21 +1,19 @@
 //! `wpdr backup`.
 
-use super::open;
+use super::job_context;
 use super::output::{human_bytes, print_json, progress_bar};
 use anyhow::Result;
 use indicatif::ProgressStyle;
-use std::sync::Arc;
 use wpdr::catalog::SetSummary;
 use wpdr::cli::BackupArgs;
 use wpdr::cli::{Cli, OutputFormat};
-use wpdr::config::Config;
 use wpdr::exit::ExitCode;
-use wpdr::mysql::Endpoint;
+use wpdr::jobs;
 
 pub(crate) async fn run(cli: &Cli, args: &BackupArgs) -> Result<ExitCode> {
-    let (cfg, store) = open(cli).await?;
+    let ctx = job_context(cli).await?;
     if args.dry_run {
-        return dry_run(cli, &cfg).await;
+        return dry_run(cli, &ctx).await;
     }
     let pb = progress_bar(cli, 0, "backup");
     // The size is known only inside the snapshot: count bytes without a total.
@@ -26,10 +24,10 @@ pub(crate) async fn run(cli: &Cli, args: &BackupArgs) -> Result<ExitCode> {
         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
-    let pb2 = pb.clone();
-    let progress: wpdr::mysql::dump::Progress = Arc::new(move |n| pb2.inc(n));
-    let manifest = wpdr::backup::run(&cfg, store.clone(), &args.schedule, progress).await?;
+    let ctx = ctx.with_progress(super::output::bytes_progress(&pb));
+    let manifest = jobs::backup::backup(&ctx, &args.schedule).await;
     pb.finish_and_clear();
+    let manifest = manifest?;
     if cli.output == OutputFormat::Json {
         print_json(&SetSummary::from(&manifest))?;
     } else {
@@ -38,25 +36,16 @@ pub(crate) async fn run(cli: &Cli, args: &BackupArgs) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
-async fn dry_run(cli: &Cli, cfg: &Config) -> Result<ExitCode> {
-    let endpoint = Endpoint::from_config(&cfg.database);
-    let mut conn = endpoint.connect(Some(&cfg.database.name)).await?;
-    let version = wpdr::mysql::server_version(&mut conn).await?;
-    let tables = wpdr::mysql::dump::plan_tables(&mut conn, &cfg.database.name).await?;
+async fn dry_run(cli: &Cli, ctx: &jobs::JobContext) -> Result<ExitCode> {
+    let plan = jobs::backup::plan(ctx).await?;
     if cli.output == OutputFormat::Json {
-        print_json(&serde_json::json!({
-            "dry_run": true,
-            "site": cfg.site,
-            "server_version": version,
-            "database": cfg.database.name,
-            "tables": tables,
-        }))?;
+        print_json(&plan)?;
     } else {
         println!(
-            "dry run: would back up database '{}' ({version}) of site '{}' with {} connection(s):",
-            cfg.database.name, cfg.site, cfg.database.connections
+            "dry run: would back up database '{}' ({}) of site '{}' with {} connection(s):",
+            plan.database, plan.server_version, plan.site, plan.connections
         );
-        for t in &tables {
+        for t in &plan.tables {
             println!(
                 "  {:<40} ~{:>10}  key: {}",
                 t.name,

@@ -4,28 +4,26 @@ use super::open;
 use super::output::{human_bytes, print_json};
 use anyhow::Result;
 use chrono::Utc;
-use wpdr::binlog::archive::{archive as run_archive, ArchiveOptions};
+use wpdr::binlog::archive::ArchiveOptions;
 use wpdr::binlog::window::{self, Window};
 use wpdr::cli::{Cli, OutputFormat};
 use wpdr::exit::ExitCode;
+use wpdr::jobs::JobReport;
 
 pub(crate) async fn archive(
     cli: &Cli,
     until_caught_up: bool,
     run_for: Option<u64>,
 ) -> Result<ExitCode> {
-    let (cfg, store) = open(cli).await?;
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        wpdr::daemon::wait_for_signal().await;
-        let _ = tx.send(true);
-    });
+    // SIGTERM or Ctrl-C is the archive's normal end: it stops after the
+    // last whole transaction it uploaded.
+    let ctx = super::job_context(cli).await?;
     let opts = ArchiveOptions {
         until_caught_up,
         run_for: run_for.map(std::time::Duration::from_secs),
         spool_dir: None,
     };
-    let report = run_archive(&cfg, &store, opts, rx).await?;
+    let report = wpdr::jobs::binlog_archive::archive(&ctx, opts).await?;
     if cli.output == OutputFormat::Json {
         print_json(&report)?;
     } else {
@@ -52,11 +50,7 @@ pub(crate) async fn archive(
             );
         }
     }
-    Ok(if report.gaps.is_empty() {
-        ExitCode::Ok
-    } else {
-        ExitCode::BinlogGap
-    })
+    Ok(report.verdict().exit)
 }
 
 pub(crate) async fn recoverable(cli: &Cli) -> Result<ExitCode> {

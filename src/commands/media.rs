@@ -1,22 +1,22 @@
 //! `wpdr media sync` and `wpdr restore media`.
 
-use super::open;
+use super::job_context;
 use super::output::{human_bytes, print_json};
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Arc;
-use wpdr::catalog::Catalog;
 use wpdr::cli::{Cli, OutputFormat, RestoreMediaArgs};
 use wpdr::config::{Config, ConfigError, S3Credentials};
 use wpdr::exit::ExitCode;
-use wpdr::media::mirror::{MediaProgress, MirrorOptions};
-use wpdr::media::restore::{restore_set, IndexRef, RestoreOptions};
+use wpdr::jobs::{self, JobReport, Progress, ProgressEvent};
+use wpdr::media::mirror::MirrorOptions;
+use wpdr::media::restore::RestoreOptions;
 use wpdr::media::MediaError;
 use wpdr::secret::Secret;
 
 /// Objects and bytes as they go; the totals are unknown while listings stream.
-fn counter(cli: &Cli, what: &str) -> (ProgressBar, MediaProgress) {
+fn counter(cli: &Cli, what: &str) -> (ProgressBar, Progress) {
     let pb = if cli.quiet || cli.output == OutputFormat::Json || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
     } else {
@@ -31,28 +31,29 @@ fn counter(cli: &Cli, what: &str) -> (ProgressBar, MediaProgress) {
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
     let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let p = pb.clone();
-    let progress: MediaProgress = Arc::new(move |objects, n| {
-        p.inc(objects);
-        if n > 0 {
-            let total = bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
-            p.set_message(human_bytes(total));
+    let progress = Progress::new(move |e| {
+        if let ProgressEvent::Objects { objects, bytes: n } = e {
+            p.inc(objects);
+            if n > 0 {
+                let total = bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+                p.set_message(human_bytes(total));
+            }
         }
     });
     (pb, progress)
 }
 
 pub(crate) async fn sync(cli: &Cli, dry_run: bool, confirm_deletes: bool) -> Result<ExitCode> {
-    let (cfg, store) = open(cli).await?;
+    let ctx = job_context(cli).await?;
     let (pb, progress) = counter(cli, "media sync");
-    let result = wpdr::media::mirror::sync(
-        &cfg,
-        store,
+    let ctx = ctx.with_progress(progress);
+    let result = jobs::media_sync::sync(
+        &ctx,
         MirrorOptions {
             dry_run,
             confirm_deletes,
             ..Default::default()
         },
-        progress,
     )
     .await;
     pb.finish_and_clear();
@@ -90,11 +91,7 @@ pub(crate) async fn sync(cli: &Cli, dry_run: bool, confirm_deletes: bool) -> Res
         }
         println!("  {:.1}s", report.seconds);
     }
-    Ok(if report.is_complete() {
-        ExitCode::Ok
-    } else {
-        ExitCode::MediaIncomplete
-    })
+    Ok(report.verdict().exit)
 }
 
 /// The target bucket: media.source's settings with another bucket (and
@@ -143,29 +140,17 @@ fn target_config(cfg: &Config, args: &RestoreMediaArgs) -> Result<wpdr::config::
 }
 
 pub(crate) async fn restore(cli: &Cli, args: &RestoreMediaArgs) -> Result<ExitCode> {
-    let (cfg, store) = open(cli).await?;
-    let media = cfg.media.as_ref().ok_or(MediaError::NotConfigured)?;
-    let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
-    let manifest = catalog.resolve(&args.set).await?;
-    let section = manifest.media.as_ref().ok_or(MediaError::NoIndex)?;
-    let index = IndexRef::of(&catalog, &manifest)?.ok_or(MediaError::NoIndex)?;
-    let target_cfg = target_config(&cfg, args)?;
+    let ctx = job_context(cli).await?;
     let (pb, progress) = counter(cli, "restore media");
-    let report = restore_set(
-        media,
-        &store,
-        &cfg.site_prefix(),
-        &index,
-        &section.retained_prefix,
-        &target_cfg,
-        &RestoreOptions {
-            dry_run: args.dry_run,
-            deep_verify: args.deep_verify,
-            concurrency: media.concurrency,
-        },
-        progress,
-    )
-    .await;
+    let ctx = ctx.with_progress(progress);
+    let media = ctx.cfg.media.as_ref().ok_or(MediaError::NotConfigured)?;
+    let target_cfg = target_config(&ctx.cfg, args)?;
+    let opts = RestoreOptions {
+        dry_run: args.dry_run,
+        deep_verify: args.deep_verify,
+        concurrency: media.concurrency,
+    };
+    let report = jobs::restore::restore_media(&ctx, &args.set, &target_cfg, &opts).await;
     pb.finish_and_clear();
     let report = report?;
     if cli.output == OutputFormat::Json {
@@ -214,9 +199,5 @@ pub(crate) async fn restore(cli: &Cli, args: &RestoreMediaArgs) -> Result<ExitCo
         }
         println!("  {:.1}s", report.seconds);
     }
-    Ok(if report.failed_total == 0 {
-        ExitCode::Ok
-    } else {
-        ExitCode::MediaIncomplete
-    })
+    Ok(report.verdict().exit)
 }

@@ -18,12 +18,27 @@ use wpdr::cli::{
 };
 use wpdr::config::{Config, ProcessEnv};
 use wpdr::exit::ExitCode;
+use wpdr::jobs::{CancellationToken, JobContext};
 use wpdr::store::Store;
 
 pub(crate) async fn open(cli: &Cli) -> Result<(Config, Arc<Store>)> {
     let cfg = Config::load(cli.config.as_deref(), &ProcessEnv)?;
     let store = Store::open(&cfg.store).await?;
     Ok((cfg, Arc::new(store)))
+}
+
+/// The context a job runs in from the command line: SIGTERM or Ctrl-C
+/// cancels it (it stops, leaves nothing that looks complete, exit 130).
+pub(crate) async fn job_context(cli: &Cli) -> Result<JobContext> {
+    let (cfg, store) = open(cli).await?;
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        wpdr::daemon::wait_for_signal().await;
+        tracing::warn!("interrupted: stopping");
+        on_signal.cancel();
+    });
+    Ok(JobContext::new(cfg, store).with_cancel(cancel))
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {

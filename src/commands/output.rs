@@ -4,6 +4,7 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use wpdr::cli::{Cli, OutputFormat};
+use wpdr::jobs::{Progress, ProgressEvent};
 
 pub(crate) fn progress_bar(cli: &Cli, total: u64, what: &str) -> ProgressBar {
     if cli.quiet || cli.output == OutputFormat::Json || !std::io::stderr().is_terminal() {
@@ -19,6 +20,16 @@ pub(crate) fn progress_bar(cli: &Cli, total: u64, what: &str) -> ProgressBar {
     );
     pb.set_message(what.to_string());
     pb
+}
+
+/// A job's byte progress on a bar: the job says the total once it knows it.
+pub(crate) fn bytes_progress(pb: &ProgressBar) -> Progress {
+    let pb = pb.clone();
+    Progress::new(move |e| match e {
+        ProgressEvent::Total(n) => pb.set_length(n),
+        ProgressEvent::Bytes(n) => pb.inc(n),
+        ProgressEvent::Objects { .. } => {}
+    })
 }
 
 pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {

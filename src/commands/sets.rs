@@ -6,6 +6,7 @@ use anyhow::Result;
 use wpdr::catalog::{Catalog, Manifest, SetSummary};
 use wpdr::cli::{Cli, OutputFormat};
 use wpdr::exit::ExitCode;
+use wpdr::jobs::{self, JobReport};
 
 pub(crate) async fn list(cli: &Cli) -> Result<ExitCode> {
     let (cfg, store) = open(cli).await?;
@@ -54,12 +55,12 @@ pub(crate) async fn show(cli: &Cli, set: &str) -> Result<ExitCode> {
 }
 
 pub(crate) async fn verify(cli: &Cli, set: &str) -> Result<ExitCode> {
-    let (cfg, store) = open(cli).await?;
-    let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
-    let m = catalog.resolve(set).await?;
-    let pb = progress_bar(cli, m.total_bytes(), "verify");
-    let report = catalog.verify(&m, &|n| pb.inc(n)).await?;
+    let ctx = super::job_context(cli).await?;
+    let pb = progress_bar(cli, 0, "verify");
+    let ctx = ctx.with_progress(super::output::bytes_progress(&pb));
+    let report = jobs::verify::verify(&ctx, set).await;
     pb.finish_and_clear();
+    let report = report?;
     if cli.output == OutputFormat::Json {
         print_json(&report)?;
     } else {
@@ -74,11 +75,7 @@ pub(crate) async fn verify(cli: &Cli, set: &str) -> Result<ExitCode> {
             report.problems.len()
         );
     }
-    Ok(if report.ok() {
-        ExitCode::Ok
-    } else {
-        ExitCode::Integrity
-    })
+    Ok(report.verdict().exit)
 }
 
 fn describe_problem(p: &wpdr::catalog::ArtifactProblem) -> String {

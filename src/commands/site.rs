@@ -1,37 +1,15 @@
 //! `wpdr restore <set> --namespace NEW`, `wpdr restore --resume ID`, `wpdr drill`.
 
-use super::open;
+use super::job_context;
 use super::output::print_json;
 use anyhow::Result;
 use wpdr::cli::{Cli, DrillArgs, OutputFormat, RestoreArgs};
 use wpdr::exit::ExitCode;
+use wpdr::jobs::restore::{DrillRequest, SiteRestoreRequest};
+use wpdr::jobs::{self, JobError, JobReport};
 use wpdr::restore::journal::Journal;
-use wpdr::restore::plan::{Plan, StepKind};
-use wpdr::restore::run::{self, RestoreContext, RestoreRequest};
-use wpdr::secret::Secret;
-
-async fn context(cli: &Cli, plan: Option<&Plan>, create_namespace: bool) -> Result<RestoreContext> {
-    let (cfg, store) = open(cli).await?;
-    // A client only when the plan touches the cluster; its absence is then
-    // reported by the restore as a missing target, with what to do.
-    let needs_kube = plan
-        .map(|p| p.steps.iter().any(|s| s.kind == StepKind::ClusterObjects))
-        .unwrap_or(true);
-    let kube = if needs_kube {
-        kube::Client::try_default().await.ok()
-    } else {
-        None
-    };
-    Ok(RestoreContext {
-        cfg,
-        store,
-        kube,
-        cache_password: std::env::var("WPDR_RESTORE_CACHE_PASSWORD")
-            .ok()
-            .map(Secret::new),
-        create_namespace,
-    })
-}
+use wpdr::restore::plan::StepKind;
+use wpdr::restore::run::{load_plan, RestoreOutcome, RunError};
 
 fn print_journal(j: &Journal) {
     println!(
@@ -64,10 +42,12 @@ fn print_journal(j: &Journal) {
 
 pub(crate) async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitCode> {
     if let Some(id) = &args.resume {
-        let ctx = context(cli, None, !args.no_create_namespace).await?;
-        return match run::resume(&ctx, id, args.force).await {
+        let ctx = job_context(cli).await?;
+        return match jobs::restore::resume_site(&ctx, id, args.force, !args.no_create_namespace)
+            .await
+        {
             Ok(outcome) => finish(cli, outcome),
-            Err(e @ run::RunError::AlreadyDone { .. }) => {
+            Err(JobError::Run(e)) if matches!(*e, RunError::AlreadyDone { .. }) => {
                 println!("{e}");
                 Ok(ExitCode::Ok)
             }
@@ -78,17 +58,17 @@ pub(crate) async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitCode> {
         eprintln!("error: wpdr restore needs a set and --namespace (wpdr restore latest --namespace shop-restored), --resume ID, or a part (restore db|media|cluster); see wpdr restore --help");
         return Ok(ExitCode::Usage);
     };
-    let plan = run::load_plan(&args.plan)?;
-    let ctx = context(cli, Some(&plan), !args.no_create_namespace).await?;
-    let req = RestoreRequest {
+    let plan = load_plan(&args.plan)?;
+    let ctx = job_context(cli).await?;
+    let req = SiteRestoreRequest {
         set,
         namespace,
         plan,
         site_url: args.site_url.as_deref(),
-        drill: false,
+        create_namespace: !args.no_create_namespace,
     };
     if args.dry_run {
-        let d = run::dry_run(&ctx, req).await?;
+        let d = jobs::restore::plan_site(&ctx, req).await?;
         if cli.output == OutputFormat::Json {
             print_json(&d)?;
         } else {
@@ -129,11 +109,11 @@ pub(crate) async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitCode> {
             ExitCode::Config
         });
     }
-    let outcome = run::start(&ctx, req).await?;
+    let outcome = jobs::restore::restore_site(&ctx, req).await?;
     finish(cli, outcome)
 }
 
-fn finish(cli: &Cli, outcome: run::RestoreOutcome) -> Result<ExitCode> {
+fn finish(cli: &Cli, outcome: RestoreOutcome) -> Result<ExitCode> {
     if cli.output == OutputFormat::Json {
         print_json(&outcome)?;
     } else {
@@ -150,40 +130,22 @@ fn finish(cli: &Cli, outcome: run::RestoreOutcome) -> Result<ExitCode> {
             );
         }
     }
-    Ok(exit_from(outcome.exit))
-}
-
-fn exit_from(code: u8) -> ExitCode {
-    use ExitCode::*;
-    [
-        Ok,
-        Internal,
-        Usage,
-        Config,
-        DatabaseUnreachable,
-        DatabaseAuth,
-        StoreUnavailable,
-        SetNotFound,
-        Integrity,
-        Locked,
-        TargetNotEmpty,
-        RestoreMismatch,
-        Database,
-        StoreAuth,
-        MediaIncomplete,
-        Timeout,
-    ]
-    .into_iter()
-    .find(|c| c.code() == code)
-    .unwrap_or(Internal)
+    Ok(outcome.verdict().exit)
 }
 
 pub(crate) async fn drill(cli: &Cli, args: &DrillArgs) -> Result<ExitCode> {
-    let plan = run::load_plan(&args.plan)?;
-    let ctx = context(cli, Some(&plan), true).await?;
-    let (report, outcome) =
-        wpdr::restore::drill::drill(&ctx, &args.set, plan, args.site_url.as_deref(), args.keep)
-            .await?;
+    let plan = load_plan(&args.plan)?;
+    let ctx = job_context(cli).await?;
+    let (report, outcome) = jobs::restore::drill(
+        &ctx,
+        DrillRequest {
+            set: &args.set,
+            plan,
+            site_url: args.site_url.as_deref(),
+            keep: args.keep,
+        },
+    )
+    .await?;
     if let Some(p) = &args.report {
         std::fs::write(p, serde_json::to_vec_pretty(&report)?)?;
     }
@@ -220,5 +182,5 @@ pub(crate) async fn drill(cli: &Cli, args: &DrillArgs) -> Result<ExitCode> {
             println!("  kept: namespace, database and bucket stay (--keep)");
         }
     }
-    Ok(exit_from(report.exit_code))
+    Ok(report.verdict().exit)
 }

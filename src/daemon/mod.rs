@@ -17,6 +17,7 @@ use crate::catalog::Catalog;
 use crate::cluster::lease::LeaderElector;
 use crate::config::Config;
 use crate::exit::{Classify, ExitCode};
+use crate::jobs::{self, CancellationToken, JobContext, JobError, JobReport, Verdict};
 use crate::store::Store;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -78,12 +79,6 @@ struct LastRun {
     ok: bool,
 }
 
-/// What a finished run reports for the metrics.
-struct Outcome {
-    bytes: u64,
-    objects: u64,
-}
-
 pub enum Trigger {
     Started,
     AlreadyRunning,
@@ -102,6 +97,9 @@ struct Runner {
     ready: AtomicBool,
     /// Always true without leader election.
     leader: AtomicBool,
+    /// Cancelled at the end of the shutdown grace period: runs still going
+    /// are abandoned (an abandoned backup never commits a manifest).
+    abandon: CancellationToken,
     /// Binlog segment indexes already read (they never change).
     segment_cache: tokio::sync::Mutex<
         std::collections::BTreeMap<String, crate::binlog::segment::SegmentIndex>,
@@ -167,29 +165,30 @@ impl Runner {
             s.last_start = Some(started_at);
         });
         tracing::info!(job = %name, kind = schedule.job.as_str(), why, "run started");
-        let result = self.execute(&schedule).await;
+        let verdict = self.execute(&schedule).await;
         let finished_at = Utc::now();
         let seconds = (finished_at - started_at).num_milliseconds() as f64 / 1000.0;
-        let ok = result.is_ok();
+        let ok = verdict.is_ok();
         self.metrics.with_job(&name, |s| {
             s.running = false;
             s.last_duration_seconds = seconds;
             s.next_run = schedule.next_after(Utc::now());
-            match &result {
-                Ok(o) => {
+            match verdict.reason {
+                None => {
                     s.successes += 1;
                     s.last_success = Some(finished_at);
-                    s.last_bytes = o.bytes;
-                    s.last_objects = o.objects;
+                    s.last_bytes = verdict.bytes;
+                    s.last_objects = verdict.objects;
                 }
-                Err((reason, _)) => *s.failures.entry(reason.to_string()).or_default() += 1,
+                Some(reason) => *s.failures.entry(reason.to_string()).or_default() += 1,
             }
         });
-        match &result {
-            Ok(o) => {
-                tracing::info!(job = %name, seconds, bytes = o.bytes, objects = o.objects, "run succeeded")
+        match verdict.reason {
+            None => {
+                tracing::info!(job = %name, seconds, bytes = verdict.bytes, objects = verdict.objects, "run succeeded")
             }
-            Err((reason, message)) => {
+            Some(reason) => {
+                let message = verdict.message.as_deref().unwrap_or_default();
                 tracing::error!(job = %name, seconds, reason, error = %message, "run failed")
             }
         }
@@ -210,173 +209,58 @@ impl Runner {
         self.refresh_newest().await;
     }
 
-    async fn execute(&self, schedule: &Schedule) -> Result<Outcome, (&'static str, String)> {
-        let fail = |e: &dyn Classify, msg: String| (e.metric_label(), msg);
-        let catalog = Catalog::new(&self.store, &self.cfg.site, &self.cfg.site_prefix());
-        match schedule.job {
-            JobKind::Backup => {
-                let m = crate::backup::run(
-                    &self.cfg,
-                    self.store.clone(),
-                    &schedule.name,
-                    Arc::new(|_| {}),
-                )
+    /// Runs the schedule's job (the same function the CLI runs) and says how it went.
+    async fn execute(&self, schedule: &Schedule) -> Verdict {
+        let ctx = JobContext::new(self.cfg.clone(), self.store.clone())
+            .with_cancel(self.abandon.child_token());
+        let result: Result<Verdict, JobError> = match schedule.job {
+            JobKind::Backup => jobs::backup::backup(&ctx, &schedule.name)
                 .await
-                .map_err(|e| fail(&e, e.to_string()))?;
-                Ok(Outcome {
-                    bytes: m.total_bytes(),
-                    objects: m.artifacts.len() as u64,
-                })
-            }
-            JobKind::Prune => {
-                if self.cfg.retention.policy.is_empty() {
-                    return Err(("config", "no retention policy configured".into()));
-                }
-                let r = catalog
-                    .prune(
-                        &self.cfg.retention.policy,
-                        chrono::Duration::hours(self.cfg.retention.incomplete_grace_hours),
-                        self.cfg.backup.lock_ttl_seconds,
-                        false,
-                    )
-                    .await
-                    .map_err(|e| fail(&e, e.to_string()))?;
-                let mut outcome = Outcome {
-                    bytes: r.bytes_freed,
-                    objects: r.deleted.len() as u64,
-                };
-                let remaining: Vec<_> =
-                    catalog.list().await.map_err(|e| fail(&e, e.to_string()))?;
-                let b = crate::binlog::prune::prune(
-                    &self.store,
-                    &self.cfg.site_prefix(),
-                    &remaining,
-                    chrono::Duration::hours(self.cfg.retention.incomplete_grace_hours),
-                    false,
-                )
+                .map(|m| m.verdict()),
+            JobKind::Prune => jobs::prune::prune(&ctx, false).await.map(|r| r.verdict()),
+            JobKind::MediaSync => jobs::media_sync::sync(&ctx, Default::default())
                 .await
-                .map_err(|e| fail(&e, e.to_string()))?;
-                outcome.bytes += b.bytes_freed;
-                outcome.objects += (b.segments_deleted + b.orphans_deleted) as u64;
-                if self.cfg.media.is_some() {
-                    let m = crate::media::retention::prune_retained(
-                        &self.cfg,
-                        self.store.clone(),
-                        false,
-                        &r.deleted,
-                    )
-                    .await
-                    .map_err(|e| fail(&e, e.to_string()))?;
-                    outcome.bytes += m.bytes_freed;
-                    outcome.objects += m.deleted;
-                }
-                Ok(outcome)
-            }
-            JobKind::MediaSync => {
-                let r = crate::media::mirror::sync(
-                    &self.cfg,
-                    self.store.clone(),
-                    Default::default(),
-                    Arc::new(|_, _| {}),
-                )
-                .await
-                .map_err(|e| fail(&e, e.to_string()))?;
-                if let Some(refused) = &r.deletes_refused {
-                    return Err(("media_deletes_refused", refused.clone()));
-                }
-                if r.failed_total > 0 {
-                    return Err((
-                        "media_incomplete",
-                        format!("{} object(s) could not be copied", r.failed_total),
-                    ));
-                }
-                Ok(Outcome {
-                    bytes: r.copied_bytes,
-                    objects: r.copied,
-                })
-            }
+                .map(|r| r.verdict()),
             JobKind::BinlogArchive => {
-                let (stop, stopped) = tokio::sync::watch::channel(false);
-                let archive = crate::binlog::archive::archive(
-                    &self.cfg,
-                    &self.store,
-                    Default::default(),
-                    stopped,
-                );
-                tokio::pin!(archive);
-                // Stop on SIGTERM, and when another replica becomes the leader.
-                let result = loop {
-                    tokio::select! {
-                        r = &mut archive => break r,
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
-                            if self.shutting_down.load(Ordering::SeqCst) || !self.leader.load(Ordering::SeqCst) {
-                                let _ = stop.send(true);
-                            }
+                // The archive runs until told to stop: on SIGTERM, and when
+                // another replica becomes the leader.
+                let stop = ctx.cancel.clone();
+                let watch = async {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if self.shutting_down.load(Ordering::SeqCst)
+                            || !self.leader.load(Ordering::SeqCst)
+                        {
+                            stop.cancel();
                         }
                     }
                 };
-                let r = result.map_err(|e| fail(&e, e.to_string()))?;
-                Ok(Outcome {
-                    bytes: r.bytes,
-                    objects: r.segments,
-                })
+                tokio::select! {
+                    r = jobs::binlog_archive::archive(&ctx, Default::default()) => r.map(|r| r.verdict()),
+                    _ = watch => unreachable!("the watch loop never ends"),
+                }
             }
             JobKind::Drill => {
-                let plan =
-                    crate::restore::run::load_plan(schedule.plan.as_deref().unwrap_or("drill"))
-                        .map_err(|e| fail(&e, e.to_string()))?;
-                let ctx = crate::restore::run::RestoreContext {
-                    cfg: self.cfg.clone(),
-                    store: self.store.clone(),
-                    kube: kube::Client::try_default().await.ok(),
-                    cache_password: std::env::var("WPDR_RESTORE_CACHE_PASSWORD")
-                        .ok()
-                        .map(crate::secret::Secret::new),
-                    create_namespace: true,
-                };
-                let (report, _) = crate::restore::drill::drill(&ctx, "latest", plan, None, false)
+                match crate::restore::run::load_plan(schedule.plan.as_deref().unwrap_or("drill")) {
+                    Ok(plan) => jobs::restore::drill(
+                        &ctx,
+                        jobs::restore::DrillRequest {
+                            set: "latest",
+                            plan,
+                            site_url: None,
+                            keep: false,
+                        },
+                    )
                     .await
-                    .map_err(|e| fail(&e, e.to_string()))?;
-                if report.ok {
-                    Ok(Outcome {
-                        bytes: 0,
-                        objects: report.steps.len() as u64,
-                    })
-                } else {
-                    let failed = report
-                        .steps
-                        .iter()
-                        .find(|s| s.error.is_some())
-                        .map(|s| format!("step {}: {}", s.id, s.error.clone().unwrap_or_default()))
-                        .unwrap_or_default();
-                    Err((
-                        "drill_failed",
-                        format!("drill {} failed: {failed}", report.restore_id),
-                    ))
+                    .map(|(report, _)| report.verdict()),
+                    Err(e) => Err(e.into()),
                 }
             }
-            JobKind::VerifyLatest => {
-                let m = catalog
-                    .resolve("latest")
-                    .await
-                    .map_err(|e| fail(&e, e.to_string()))?;
-                let r = catalog
-                    .verify(&m, &|_| {})
-                    .await
-                    .map_err(|e| fail(&e, e.to_string()))?;
-                if r.ok() {
-                    Ok(Outcome {
-                        bytes: r.bytes_checked,
-                        objects: r.artifacts_checked as u64,
-                    })
-                } else {
-                    Err((
-                        "integrity",
-                        format!("set {}: {} bad artifact(s)", m.set_id, r.problems.len()),
-                    ))
-                }
-            }
-        }
+            JobKind::VerifyLatest => jobs::verify::verify(&ctx, "latest")
+                .await
+                .map(|r| r.verdict()),
+        };
+        result.unwrap_or_else(|e| Verdict::from(&e))
     }
 
     /// Runs once each schedule whose run was missed while no daemon led.
@@ -497,10 +381,17 @@ impl Runner {
             match tokio::time::timeout_at(deadline, &mut h).await {
                 Ok(_) => tracing::info!(job = %name, "finished before shutdown"),
                 Err(_) => {
-                    // Dropping the run's futures aborts its uploads; the manifest,
-                    // written last, is never written, so no partial set appears.
-                    h.abort();
-                    let _ = h.await;
+                    // Cancelling drops the run's futures, which aborts its uploads;
+                    // the manifest, written last, is never written, so no partial
+                    // set appears. A run that does not stop within seconds is aborted.
+                    self.abandon.cancel();
+                    if tokio::time::timeout(Duration::from_secs(5), &mut h)
+                        .await
+                        .is_err()
+                    {
+                        h.abort();
+                        let _ = h.await;
+                    }
                     tracing::warn!(job = %name, "abandoned at the end of the grace period; its set is incomplete and never listed");
                 }
             }
@@ -549,6 +440,7 @@ pub async fn run_until(
         shutting_down: AtomicBool::new(false),
         ready: AtomicBool::new(false),
         leader: AtomicBool::new(opts.leader.is_none()),
+        abandon: CancellationToken::new(),
         segment_cache: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(opts.listen)

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod drill;
 pub mod journal;
+pub mod pitr;
 pub mod plan;
 pub mod run;
 
@@ -34,6 +35,8 @@ pub enum RestoreError {
     },
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Binlog(#[from] crate::binlog::BinlogError),
 }
 
 impl Classify for RestoreError {
@@ -47,6 +50,7 @@ impl Classify for RestoreError {
             RestoreError::SecretsKeyMissing { .. } => ExitCode::Config,
             RestoreError::Secrets { .. } => ExitCode::Integrity,
             RestoreError::Cluster(e) => e.exit_code(),
+            RestoreError::Binlog(e) => e.exit_code(),
         }
     }
     fn metric_label(&self) -> &'static str {
@@ -58,6 +62,7 @@ impl Classify for RestoreError {
             RestoreError::SecretsKeyMissing { .. } => "secrets_key_missing",
             RestoreError::Secrets { .. } => "secrets_unreadable",
             RestoreError::Cluster(e) => e.metric_label(),
+            RestoreError::Binlog(e) => e.metric_label(),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The backup run: what happens, in what order. Data movement lives in
+//! The backup job: what happens, in what order. Data movement lives in
 //! `mysql` and `store`; this module holds the lock, names the set, and writes
 //! the manifest last so that only a finished run produces a set.
 
@@ -49,6 +49,52 @@ impl Classify for BackupError {
             BackupError::Media(e) => e.metric_label(),
         }
     }
+}
+
+/// The backup job: one set of the configured site; returns its committed manifest.
+pub async fn backup(ctx: &super::JobContext, schedule: &str) -> Result<Manifest, super::JobError> {
+    ctx.cancellable(run(
+        &ctx.cfg,
+        ctx.store.clone(),
+        schedule,
+        ctx.progress.bytes_sink(),
+    ))
+    .await
+}
+
+impl super::JobReport for Manifest {
+    fn verdict(&self) -> super::Verdict {
+        super::Verdict::ok(self.total_bytes(), self.artifacts.len() as u64)
+    }
+}
+
+/// What a backup would read: `backup --dry-run`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackupPlan {
+    pub dry_run: bool,
+    pub site: String,
+    pub server_version: String,
+    pub database: String,
+    pub connections: usize,
+    pub tables: Vec<dump::PlannedTable>,
+}
+
+/// Connects and lists the tables a backup would take, with sizes and how
+/// each is split; writes nothing.
+pub async fn plan(ctx: &super::JobContext) -> Result<BackupPlan, super::JobError> {
+    let cfg = &ctx.cfg;
+    let endpoint = Endpoint::from_config(&cfg.database);
+    let mut conn = endpoint.connect(Some(&cfg.database.name)).await?;
+    let server_version = crate::mysql::server_version(&mut conn).await?;
+    let tables = dump::plan_tables(&mut conn, &cfg.database.name).await?;
+    Ok(BackupPlan {
+        dry_run: true,
+        site: cfg.site.clone(),
+        server_version,
+        database: cfg.database.name.clone(),
+        connections: cfg.database.connections,
+        tables,
+    })
 }
 
 /// Runs one backup of the configured site and returns the committed manifest.

@@ -1,0 +1,423 @@
+//! The restore jobs: the database alone (to a point in time, with its
+//! replicas), the media library alone, the namespace's objects alone, the
+//! whole site by a plan (and its resume), and the drill.
+
+use super::{JobContext, JobError, JobReport, Verdict};
+use crate::binlog::replay::{self, PitrPlan, Point, ReplayReport};
+use crate::catalog::Manifest;
+use crate::config::S3Config;
+use crate::exit::ExitCode;
+use crate::media::restore::{IndexRef, MediaRestoreReport, RestoreOptions};
+use crate::media::MediaError;
+use crate::mysql::load::{LoadOptions, LoadReport};
+use crate::mysql::seed::SeedReport;
+use crate::mysql::Endpoint;
+use crate::restore::drill::DrillReport;
+use crate::restore::plan::{Plan, StepKind};
+use crate::restore::run::{self, DryRun, RestoreContext, RestoreOutcome, RestoreRequest};
+use crate::restore::{pitr, ClusterRestore, ClusterRestoreOptions, RestoreError};
+use crate::secret::Secret;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// `restore db`: a set (or the newest set before a point) into a server.
+#[derive(Debug, Clone)]
+pub struct DbRestoreRequest {
+    /// A set id or `latest`.
+    pub set: String,
+    pub target: Endpoint,
+    /// The database to restore into; `None`: the set's own name.
+    pub database: Option<String>,
+    /// Replay the binlog archive up to this point after the set.
+    pub point: Option<Point>,
+    /// Seeded from the restored primary once it holds everything.
+    pub replicas: Vec<Endpoint>,
+    pub load: LoadOptions,
+    pub replica_timeout: Duration,
+}
+
+/// What `restore db --dry-run` finds: the set, the target and what would happen.
+#[derive(Debug, Clone, Serialize)]
+pub struct DbRestorePlan {
+    pub dry_run: bool,
+    pub set: String,
+    pub target: String,
+    pub database: String,
+    pub target_contents: Option<String>,
+    pub would_drop_existing: bool,
+    pub refused_without_force: bool,
+    pub tables: usize,
+    pub rows: u64,
+    pub objects: usize,
+    pub bytes: u64,
+    pub point_in_time: Option<PitrPlan>,
+    pub replicas_to_seed: Vec<String>,
+}
+
+/// What `restore db` did.
+#[derive(Debug, Clone)]
+pub struct DbRestoreReport {
+    pub set_id: String,
+    pub target: String,
+    pub seconds: f64,
+    pub load: LoadReport,
+    pub point_in_time: Option<PitrPlan>,
+    /// `None` without a point, or when the load did not match the set.
+    pub replayed: Option<ReplayReport>,
+    pub replicas: Vec<SeedReport>,
+}
+
+impl DbRestoreReport {
+    /// The JSON `restore db --output json` prints.
+    pub fn to_json(&self) -> serde_json::Value {
+        let bad = self.load.mismatches();
+        serde_json::json!({
+            "set": self.set_id,
+            "database": self.load.database,
+            "target": self.target,
+            "seconds": self.seconds,
+            "statements": self.load.statements,
+            "phases": self.load.phases,
+            "tables": self.load.tables,
+            "mismatches": bad.len(),
+            "ok": bad.is_empty(),
+            "point_in_time": self.point_in_time.as_ref().map(|p| serde_json::json!({
+                "point": p.point,
+                "set_position": p.base,
+                "replayed": self.replayed,
+            })),
+            "replicas": self.replicas,
+        })
+    }
+}
+
+impl JobReport for DbRestoreReport {
+    fn verdict(&self) -> Verdict {
+        let bad = self.load.mismatches();
+        if bad.is_empty() {
+            let rows = self.load.tables.iter().map(|t| t.found_rows).sum();
+            Verdict::ok(0, rows)
+        } else {
+            Verdict::failed(
+                ExitCode::RestoreMismatch,
+                "restore_mismatch",
+                format!("{} table(s) differ from the set", bad.len()),
+            )
+        }
+    }
+}
+
+fn database_section(manifest: &Manifest) -> Result<&crate::catalog::DatabaseSection, JobError> {
+    manifest.database.as_ref().ok_or_else(|| {
+        RestoreError::NoDatabase {
+            id: manifest.set_id.clone(),
+        }
+        .into()
+    })
+}
+
+/// Checks the target and says what a restore would do; changes nothing.
+pub async fn plan_database(
+    ctx: &JobContext,
+    req: &DbRestoreRequest,
+) -> Result<DbRestorePlan, JobError> {
+    let catalog = ctx.catalog();
+    let (manifest, pitr) = pitr::choose(
+        &catalog,
+        &ctx.store,
+        &ctx.cfg.site_prefix(),
+        &req.set,
+        req.point.as_ref(),
+    )
+    .await?;
+    let section = database_section(&manifest)?;
+    let database = req
+        .database
+        .clone()
+        .unwrap_or_else(|| section.database.clone());
+    let mut conn = req.target.connect(None).await?;
+    let contents = crate::mysql::load::describe_contents(&mut conn, &database).await?;
+    Ok(DbRestorePlan {
+        dry_run: true,
+        set: manifest.set_id.clone(),
+        target: req.target.display(),
+        database,
+        would_drop_existing: contents.is_some() && req.load.force,
+        refused_without_force: contents.is_some() && !req.load.force,
+        target_contents: contents,
+        tables: section.tables.len(),
+        rows: section.tables.iter().map(|t| t.rows).sum(),
+        objects: section.objects.len(),
+        bytes: manifest.total_bytes(),
+        point_in_time: pitr,
+        replicas_to_seed: req.replicas.iter().map(|r| r.display()).collect(),
+    })
+}
+
+/// Loads the set and checks every table; with a point, replays the archive
+/// up to it; then seeds each replica from the result.
+pub async fn restore_database(
+    ctx: &JobContext,
+    req: &DbRestoreRequest,
+) -> Result<DbRestoreReport, JobError> {
+    let started = Instant::now();
+    let catalog = ctx.catalog();
+    let prefix = ctx.cfg.site_prefix();
+    let (manifest, pitr) =
+        pitr::choose(&catalog, &ctx.store, &prefix, &req.set, req.point.as_ref()).await?;
+    ctx.progress
+        .emit(super::ProgressEvent::Total(manifest.total_bytes()));
+    if pitr.is_some() {
+        // Before the set is loaded: a restore that cannot replay stops here.
+        replay::check_tools(&req.target)?;
+    }
+    let section = database_section(&manifest)?;
+    let database = req
+        .database
+        .clone()
+        .unwrap_or_else(|| section.database.clone());
+    let load = ctx
+        .cancellable(crate::restore::restore_db(
+            &catalog,
+            ctx.store.clone(),
+            &manifest,
+            &req.target,
+            &database,
+            &req.load,
+            ctx.progress.bytes_sink(),
+        ))
+        .await?;
+    let matches = load.mismatches().is_empty();
+    // The set loaded and matches its manifest: now the transactions after it.
+    let replayed = match &pitr {
+        Some(plan) if matches => Some(
+            ctx.cancellable(pitr::replay(
+                &ctx.store,
+                &prefix,
+                plan,
+                &section.database,
+                &req.target,
+                &database,
+            ))
+            .await?,
+        ),
+        _ => None,
+    };
+    // Replicas last: seeded from the primary as it now is, after any replay.
+    let mut replicas = Vec::new();
+    if matches {
+        for replica in &req.replicas {
+            replicas.push(
+                ctx.cancellable(crate::mysql::seed::seed_replica(
+                    &req.target,
+                    &database,
+                    replica,
+                    &req.load,
+                    req.replica_timeout,
+                ))
+                .await?,
+            );
+        }
+    }
+    Ok(DbRestoreReport {
+        set_id: manifest.set_id.clone(),
+        target: req.target.display(),
+        seconds: started.elapsed().as_secs_f64(),
+        load,
+        point_in_time: pitr,
+        replayed,
+        replicas,
+    })
+}
+
+/// `restore media`: exactly the set's versions into `target`, every byte checked.
+pub async fn restore_media(
+    ctx: &JobContext,
+    set: &str,
+    target: &S3Config,
+    opts: &RestoreOptions,
+) -> Result<MediaRestoreReport, JobError> {
+    let media = ctx.cfg.media.as_ref().ok_or(MediaError::NotConfigured)?;
+    let catalog = ctx.catalog();
+    let manifest = catalog.resolve(set).await?;
+    let section = manifest.media.as_ref().ok_or(MediaError::NoIndex)?;
+    let index = IndexRef::of(&catalog, &manifest)?.ok_or(MediaError::NoIndex)?;
+    ctx.cancellable(crate::media::restore::restore_set(
+        media,
+        &ctx.store,
+        &ctx.cfg.site_prefix(),
+        &index,
+        &section.retained_prefix,
+        target,
+        opts,
+        ctx.progress.objects_sink(),
+    ))
+    .await
+}
+
+impl JobReport for MediaRestoreReport {
+    fn verdict(&self) -> Verdict {
+        if self.failed_total == 0 {
+            Verdict::ok(self.copied_bytes, self.copied)
+        } else {
+            Verdict::failed(
+                ExitCode::MediaIncomplete,
+                "media_incomplete",
+                format!("{} object(s) could not be restored", self.failed_total),
+            )
+        }
+    }
+}
+
+/// `restore cluster`: the set's namespace objects, images pinned, into a namespace.
+pub async fn restore_cluster(
+    ctx: &JobContext,
+    set: &str,
+    client: &kube::Client,
+    opts: &ClusterRestoreOptions<'_>,
+) -> Result<ClusterRestore, JobError> {
+    let catalog = ctx.catalog();
+    let manifest = catalog.resolve(set).await?;
+    ctx.cancellable(crate::restore::restore_cluster(
+        &catalog, &manifest, client, opts,
+    ))
+    .await
+}
+
+/// What a site restore or drill needs beyond the job context: a Kubernetes
+/// client when the plan touches the cluster (its absence is then reported
+/// by the restore as a missing target, with what to do), the cache password.
+pub async fn restore_context(
+    ctx: &JobContext,
+    plan: Option<&Plan>,
+    create_namespace: bool,
+) -> RestoreContext {
+    let needs_kube = plan
+        .map(|p| p.steps.iter().any(|s| s.kind == StepKind::ClusterObjects))
+        .unwrap_or(true);
+    let kube = if needs_kube {
+        kube::Client::try_default().await.ok()
+    } else {
+        None
+    };
+    RestoreContext {
+        cfg: ctx.cfg.clone(),
+        store: ctx.store.clone(),
+        kube,
+        cache_password: std::env::var("WPDR_RESTORE_CACHE_PASSWORD")
+            .ok()
+            .map(Secret::new),
+        create_namespace,
+    }
+}
+
+/// A whole-site restore by a plan.
+pub struct SiteRestoreRequest<'a> {
+    pub set: &'a str,
+    pub namespace: &'a str,
+    pub plan: Plan,
+    pub site_url: Option<&'a str>,
+    pub create_namespace: bool,
+}
+
+pub async fn plan_site(ctx: &JobContext, req: SiteRestoreRequest<'_>) -> Result<DryRun, JobError> {
+    let rctx = restore_context(ctx, Some(&req.plan), req.create_namespace).await;
+    Ok(run::dry_run(
+        &rctx,
+        RestoreRequest {
+            set: req.set,
+            namespace: req.namespace,
+            plan: req.plan,
+            site_url: req.site_url,
+            drill: false,
+        },
+    )
+    .await?)
+}
+
+pub async fn restore_site(
+    ctx: &JobContext,
+    req: SiteRestoreRequest<'_>,
+) -> Result<RestoreOutcome, JobError> {
+    let rctx = restore_context(ctx, Some(&req.plan), req.create_namespace).await;
+    ctx.cancellable(run::start(
+        &rctx,
+        RestoreRequest {
+            set: req.set,
+            namespace: req.namespace,
+            plan: req.plan,
+            site_url: req.site_url,
+            drill: false,
+        },
+    ))
+    .await
+}
+
+/// Resumes a restore from its journal: every step not done, none that is.
+pub async fn resume_site(
+    ctx: &JobContext,
+    restore_id: &str,
+    force: bool,
+    create_namespace: bool,
+) -> Result<RestoreOutcome, JobError> {
+    let rctx = restore_context(ctx, None, create_namespace).await;
+    ctx.cancellable(run::resume(&rctx, restore_id, force)).await
+}
+
+impl JobReport for RestoreOutcome {
+    fn verdict(&self) -> Verdict {
+        if self.ok {
+            Verdict::ok(0, self.journal.steps.len() as u64)
+        } else {
+            Verdict::failed(
+                ExitCode::from_code(self.exit),
+                "restore_failed",
+                format!("restore {} failed", self.journal.restore_id),
+            )
+        }
+    }
+}
+
+/// A drill: the set restored into a throw-away namespace, checked, reported, torn down.
+pub struct DrillRequest<'a> {
+    /// A set id or `latest`.
+    pub set: &'a str,
+    pub plan: Plan,
+    pub site_url: Option<&'a str>,
+    /// Leave what the drill created (for a look at it).
+    pub keep: bool,
+}
+
+pub async fn drill(
+    ctx: &JobContext,
+    req: DrillRequest<'_>,
+) -> Result<(DrillReport, RestoreOutcome), JobError> {
+    let rctx = restore_context(ctx, Some(&req.plan), true).await;
+    ctx.cancellable(crate::restore::drill::drill(
+        &rctx,
+        req.set,
+        req.plan,
+        req.site_url,
+        req.keep,
+    ))
+    .await
+}
+
+impl JobReport for DrillReport {
+    fn verdict(&self) -> Verdict {
+        if self.ok {
+            return Verdict::ok(0, self.steps.len() as u64);
+        }
+        let failed = self
+            .steps
+            .iter()
+            .find(|s| s.error.is_some())
+            .map(|s| format!("step {}: {}", s.id, s.error.clone().unwrap_or_default()))
+            .unwrap_or_default();
+        Verdict::failed(
+            ExitCode::from_code(self.exit_code),
+            "drill_failed",
+            format!("drill {} failed: {failed}", self.restore_id),
+        )
+    }
+}
