@@ -12,13 +12,7 @@
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
-/// One object as a listing shows it (ETag without quotes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Listed {
-    pub key: String,
-    pub size: u64,
-    pub etag: String,
-}
+pub use crate::store::s3::client::Listed;
 
 /// One mirrored object: the source version and where its copy is. The
 /// mirror's state and every set's media index are sorted streams of these.
