@@ -213,12 +213,16 @@ impl Runner {
     async fn execute(&self, schedule: &Schedule) -> Verdict {
         let ctx = JobContext::new(self.cfg.clone(), self.store.clone())
             .with_cancel(self.abandon.child_token());
+        // Each job's future is boxed: together they would make this one
+        // future as large as the largest, on a worker thread's small stack.
         let result: Result<Verdict, JobError> = match schedule.job {
-            JobKind::Backup => jobs::backup::backup(&ctx, &schedule.name)
+            JobKind::Backup => Box::pin(jobs::backup::backup(&ctx, &schedule.name))
                 .await
                 .map(|m| m.verdict()),
-            JobKind::Prune => jobs::prune::prune(&ctx, false).await.map(|r| r.verdict()),
-            JobKind::MediaSync => jobs::media_sync::sync(&ctx, Default::default())
+            JobKind::Prune => Box::pin(jobs::prune::prune(&ctx, false))
+                .await
+                .map(|r| r.verdict()),
+            JobKind::MediaSync => Box::pin(jobs::media_sync::sync(&ctx, Default::default()))
                 .await
                 .map(|r| r.verdict()),
             JobKind::BinlogArchive => {
@@ -236,7 +240,7 @@ impl Runner {
                     }
                 };
                 tokio::select! {
-                    r = jobs::binlog_archive::archive(&ctx, Default::default()) => r.map(|r| r.verdict()),
+                    r = Box::pin(jobs::binlog_archive::archive(&ctx, Default::default())) => r.map(|r| r.verdict()),
                     _ = watch => unreachable!("the watch loop never ends"),
                 }
             }
@@ -256,7 +260,7 @@ impl Runner {
                     Err(e) => Err(e.into()),
                 }
             }
-            JobKind::VerifyLatest => jobs::verify::verify(&ctx, "latest")
+            JobKind::VerifyLatest => Box::pin(jobs::verify::verify(&ctx, "latest"))
                 .await
                 .map(|r| r.verdict()),
         };

@@ -73,6 +73,9 @@ impl JobContext {
         &self,
         work: impl Future<Output = Result<T, E>>,
     ) -> Result<T, JobError> {
+        // On the heap: a restore's future is large, and a daemon's worker
+        // thread has a small stack.
+        let work = Box::pin(work);
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Err(JobError::Cancelled),
