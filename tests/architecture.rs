@@ -1,5 +1,6 @@
 //! The shape of the house, checked: no cycle between the library's top-level
-//! modules, and the layers stay in their order (config at the bottom, the
+//! modules nor between the files of one module (the restore executor and
+//! its steps, say), and the layers stay in their order (config at the bottom, the
 //! jobs layer above the parts, the CLI and the daemon above the jobs). A new
 //! `use crate::…` that closes a loop fails here with the loop named.
 
@@ -164,6 +165,73 @@ fn no_cycle_between_top_level_modules() {
             edges.join("\n")
         );
     }
+}
+
+/// Inside each module folder: which of its files (submodules) name which,
+/// through `crate::<module>::<sub>` anywhere or `super::<sub>` in a file of
+/// the folder itself. `mod.rs`, the folder's own namespace, is left out.
+fn submodule_graphs() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
+    let mut out = BTreeMap::new();
+    for top in library_modules() {
+        let dir = src().join(&top);
+        if !dir.is_dir() {
+            continue;
+        }
+        let subs: BTreeSet<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                let name = e.unwrap().file_name().to_string_lossy().to_string();
+                name.trim_end_matches(".rs").to_string()
+            })
+            .filter(|n| n != "mod")
+            .collect();
+        let mut files = Vec::new();
+        rust_files(&dir, &mut files);
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for f in files {
+            let rel: Vec<String> = f
+                .strip_prefix(&dir)
+                .unwrap()
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().to_string())
+                .collect();
+            let me = rel[0].trim_end_matches(".rs").to_string();
+            if me == "mod" {
+                continue;
+            }
+            let code = code_of(&std::fs::read_to_string(&f).unwrap());
+            // `crate::restore::steps` reads as `crate::steps` once the prefix is cut.
+            let mut refs = referenced(&code.replace(&format!("crate::{top}::"), "crate::"), &subs);
+            if rel.len() == 1 {
+                refs.extend(referenced(&code.replace("super::", "crate::"), &subs));
+            }
+            let entry = graph.entry(me.clone()).or_default();
+            for r in refs {
+                if r != me {
+                    entry.insert(r);
+                }
+            }
+        }
+        out.insert(top, graph);
+    }
+    out
+}
+
+#[test]
+fn no_cycle_between_the_files_of_a_module() {
+    for (top, graph) in submodule_graphs() {
+        if let Some(cycle) = find_cycle(&graph) {
+            panic!("cycle inside {top}/: {}", cycle.join(" -> "));
+        }
+    }
+    // The restore executor and its steps meet only in the shared types.
+    let restore = &submodule_graphs()["restore"];
+    let steps = restore.get("steps").cloned().unwrap_or_default();
+    assert!(
+        !steps.contains("run"),
+        "the steps must not reach into the executor: {steps:?}"
+    );
+    assert!(restore["run"].contains("steps") && restore["run"].contains("step"));
 }
 
 #[test]

@@ -7,6 +7,9 @@ pub mod journal;
 pub mod pitr;
 pub mod plan;
 pub mod run;
+pub(crate) mod step;
+pub mod steps;
+pub mod targets;
 
 use crate::catalog::{ArtifactProblem, Catalog, CatalogError, Manifest};
 use crate::exit::{Classify, ExitCode};
