@@ -1,0 +1,180 @@
+//! The consistent snapshot: every worker's `START TRANSACTION WITH
+//! CONSISTENT SNAPSHOT` opened while commits are held still, and the binlog
+//! position, GTID and server time of that point read while they are.
+
+use crate::catalog::BinlogPosition;
+use crate::mysql::{exec, query_err, MysqlError};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row};
+use std::time::Instant;
+
+pub(super) struct Snapshot {
+    pub(super) method: &'static str,
+    pub(super) blocked_ms: f64,
+    pub(super) binlog: Option<BinlogPosition>,
+    pub(super) gtid: Option<String>,
+    pub(super) slave_pos: Option<String>,
+    /// The server's clock at the snapshot (no transaction in it committed later).
+    pub(super) at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The server's clock, the one binary log timestamps are taken from.
+async fn server_now(conn: &mut Conn) -> Result<chrono::DateTime<chrono::Utc>, MysqlError> {
+    let micros: Option<i64> = conn
+        .query_first("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)")
+        .await
+        .map_err(|e| query_err("reading the server's clock", e))?;
+    micros
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .ok_or_else(|| MysqlError::Query {
+            doing: "reading the server's clock".into(),
+            detail: "no answer".into(),
+        })
+}
+
+async fn start_snapshot(conn: &mut Conn) -> Result<(), MysqlError> {
+    exec(
+        conn,
+        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    )
+    .await?;
+    exec(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT").await
+}
+
+async fn master_status(conn: &mut Conn) -> Result<Option<BinlogPosition>, MysqlError> {
+    let row: Option<Row> = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .map_err(|e| query_err("SHOW MASTER STATUS", e))?;
+    Ok(row.and_then(|r| {
+        let file: Option<String> = r.get(0);
+        let pos: Option<u64> = r.get(1);
+        match (file, pos) {
+            (Some(file), Some(position)) if !file.is_empty() => {
+                Some(BinlogPosition { file, position })
+            }
+            _ => None,
+        }
+    }))
+}
+
+/// Opens the workers' snapshots at one shared point; see the module docs.
+pub(super) async fn open_snapshots(
+    control: &mut Conn,
+    workers: &mut [Conn],
+    mariadb: bool,
+) -> Result<Snapshot, MysqlError> {
+    if workers.len() == 1 {
+        let w = &mut workers[0];
+        start_snapshot(w).await?;
+        let rows: Vec<(String, String)> = w
+            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+            .await
+            .map_err(|e| query_err("reading the snapshot's binlog position", e))?;
+        let file = rows
+            .iter()
+            .find(|r| r.0.eq_ignore_ascii_case("Binlog_snapshot_file"))
+            .map(|r| r.1.clone());
+        let pos = rows
+            .iter()
+            .find(|r| r.0.eq_ignore_ascii_case("Binlog_snapshot_position"))
+            .and_then(|r| r.1.parse::<u64>().ok());
+        let binlog = match (file, pos) {
+            (Some(file), Some(position)) if !file.is_empty() => {
+                Some(BinlogPosition { file, position })
+            }
+            _ => None,
+        };
+        let gtid = match &binlog {
+            Some(b) if mariadb => control
+                .exec_first::<Option<String>, _, _>(
+                    "SELECT BINLOG_GTID_POS(?, ?)",
+                    (b.file.clone(), b.position),
+                )
+                .await
+                .map_err(|e| query_err("BINLOG_GTID_POS", e))?
+                .flatten(),
+            _ => None,
+        };
+        let at = Some(server_now(w).await?);
+        return Ok(Snapshot {
+            method: "single-connection",
+            blocked_ms: 0.0,
+            binlog,
+            gtid,
+            slave_pos: None,
+            at,
+        });
+    }
+    exec(control, "SET SESSION lock_wait_timeout = 60").await?;
+    let (method, lock, unlock) = if mariadb {
+        (
+            "backup-stage-block-commit",
+            "BACKUP STAGE START",
+            "BACKUP STAGE END",
+        )
+    } else {
+        (
+            "flush-tables-with-read-lock",
+            "FLUSH TABLES WITH READ LOCK",
+            "UNLOCK TABLES",
+        )
+    };
+    exec(control, lock).await?;
+    let held = Instant::now();
+    let result = async {
+        if mariadb {
+            exec(control, "BACKUP STAGE BLOCK_COMMIT").await?;
+        }
+        let opened = futures::future::join_all(workers.iter_mut().map(start_snapshot)).await;
+        for r in opened {
+            r?;
+        }
+        let binlog = master_status(control).await?;
+        let gtid: Option<String> = if mariadb {
+            control
+                .query_first("SELECT @@gtid_binlog_pos")
+                .await
+                .map_err(|e| query_err("reading @@gtid_binlog_pos", e))?
+        } else {
+            control
+                .query_first::<Option<String>, _>("SELECT @@gtid_executed")
+                .await
+                .ok()
+                .flatten()
+                .flatten()
+        };
+        // On a replica, its SQL thread cannot commit either while blocked:
+        // the primary's GTIDs applied so far are exactly the snapshot's.
+        let slave_pos: Option<String> = if mariadb {
+            control
+                .query_first::<Option<String>, _>("SELECT @@gtid_slave_pos")
+                .await
+                .ok()
+                .flatten()
+                .flatten()
+        } else {
+            None
+        };
+        let at = server_now(control).await?;
+        Ok::<_, MysqlError>((
+            binlog,
+            gtid.filter(|g| !g.is_empty()),
+            slave_pos.filter(|g| !g.is_empty()),
+            at,
+        ))
+    }
+    .await;
+    let end = exec(control, unlock).await;
+    let blocked_ms = held.elapsed().as_secs_f64() * 1000.0;
+    let (binlog, gtid, slave_pos, at) = result?;
+    end?;
+    Ok(Snapshot {
+        method,
+        blocked_ms,
+        binlog,
+        gtid,
+        slave_pos,
+        at: Some(at),
+    })
+}

@@ -1,0 +1,238 @@
+//! Schema objects: views (ordered after what they read), routines,
+//! triggers and events, with DEFINER clauses removed.
+
+use super::put_compressed;
+use crate::catalog::SchemaObject;
+use crate::mysql::sql::quote_ident;
+use crate::mysql::{query_err, MysqlError};
+use crate::store::{Store, Written};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row};
+
+/// Removes `DEFINER=user@host` so objects can be created on a server that lacks that account.
+pub(crate) fn strip_definer(stmt: &str) -> String {
+    let Some(at) = stmt.find("DEFINER=") else {
+        return stmt.to_string();
+    };
+    let bytes = stmt.as_bytes();
+    let mut i = at + "DEFINER=".len();
+    let mut part = 0;
+    while part < 2 && i < bytes.len() {
+        if bytes[i] == b'`' || bytes[i] == b'\'' {
+            let q = bytes[i];
+            i += 1;
+            while i < bytes.len() {
+                if bytes[i] == q {
+                    if i + 1 < bytes.len() && bytes[i + 1] == q {
+                        i += 2;
+                        continue;
+                    }
+                    i += 1;
+                    break;
+                }
+                i += 1;
+            }
+        } else {
+            while i < bytes.len() && bytes[i] != b'@' && !bytes[i].is_ascii_whitespace() {
+                i += 1;
+            }
+        }
+        part += 1;
+        if part == 1 && i < bytes.len() && bytes[i] == b'@' {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let rest = stmt[i..].trim_start();
+    format!("{}{}", &stmt[..at], rest)
+}
+
+/// Orders views so that a view comes after the views it selects from.
+fn order_views(mut views: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut ordered = Vec::new();
+    while !views.is_empty() {
+        let names: Vec<String> = views.iter().map(|v| v.0.clone()).collect();
+        let ready = views.iter().position(|(name, def)| {
+            !names
+                .iter()
+                .any(|other| other != name && def.contains(&quote_ident(other)))
+        });
+        // A cycle cannot exist between views; if the heuristic finds one, keep the order.
+        let i = ready.unwrap_or(0);
+        ordered.push(views.remove(i));
+    }
+    ordered
+}
+
+/// `SHOW CREATE <kind>` of a routine, trigger or event as a `;;`-delimited
+/// block that recreates it under the `sql_mode` it was created with.
+/// `body_column` is where the statement is in the SHOW output.
+async fn object_block(
+    conn: &mut Conn,
+    kind: &str,
+    name: &str,
+    body_column: usize,
+) -> Result<Option<String>, MysqlError> {
+    let show = format!("SHOW CREATE {kind} {}", quote_ident(name));
+    let row: Option<Row> = conn
+        .query_first(&show)
+        .await
+        .map_err(|e| query_err(&show, e))?;
+    let Some(row) = row else { return Ok(None) };
+    let sql_mode: String = row.get(1).unwrap_or_default();
+    let Some(create) = row.get::<Option<String>, _>(body_column).flatten() else {
+        return Err(MysqlError::Privilege {
+            user: String::new(),
+            detail: format!("{show} returned no body; the backup user needs SELECT on mysql.proc (or to be the object's definer)"),
+        });
+    };
+    Ok(Some(format!(
+        "SET SESSION sql_mode='{sql_mode}' ;;\nDROP {kind} IF EXISTS {} ;;\n{} ;;\n",
+        quote_ident(name),
+        strip_definer(&create)
+    )))
+}
+
+pub(super) async fn dump_objects(
+    conn: &mut Conn,
+    db: &str,
+    store: &Store,
+    set_key: &str,
+    level: i32,
+) -> Result<(Vec<SchemaObject>, Vec<Written>), MysqlError> {
+    let mut objects = Vec::new();
+    let mut written = Vec::new();
+    let header = "/*!40101 SET NAMES utf8mb4 */;\nDELIMITER ;;\n";
+
+    // Routines first: views and triggers may call them.
+    let routines: Vec<(String, String)> = conn
+        .exec(
+            "SELECT ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ? ORDER BY ROUTINE_TYPE, ROUTINE_NAME",
+            (db,),
+        )
+        .await
+        .map_err(|e| query_err("listing routines", e))?;
+    let views: Vec<String> = conn
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME",
+            (db,),
+        )
+        .await
+        .map_err(|e| query_err("listing views", e))?;
+    let triggers: Vec<String> = conn
+        .exec(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER",
+            (db,),
+        )
+        .await
+        .map_err(|e| query_err("listing triggers", e))?;
+    let events: Vec<String> = conn
+        .exec(
+            "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ? ORDER BY EVENT_NAME",
+            (db,),
+        )
+        .await
+        .map_err(|e| query_err("listing events", e))?;
+
+    let mut routine_text = String::from(header);
+    for (name, kind) in &routines {
+        if let Some(block) = object_block(conn, kind, name, 2).await? {
+            routine_text.push_str(&block);
+            objects.push((
+                kind.to_ascii_lowercase(),
+                name.clone(),
+                "db/3-routines.sql.zst",
+            ));
+        }
+    }
+
+    let mut view_defs = Vec::new();
+    for name in &views {
+        let show = format!("SHOW CREATE VIEW {}", quote_ident(name));
+        let row: Option<Row> = conn
+            .query_first(&show)
+            .await
+            .map_err(|e| query_err(&show, e))?;
+        if let Some(def) = row.and_then(|r| r.get::<String, _>(1)) {
+            view_defs.push((name.clone(), strip_definer(&def)));
+        }
+    }
+    let mut view_text = String::from(header);
+    for (name, def) in order_views(view_defs) {
+        view_text.push_str(&format!(
+            "DROP TABLE IF EXISTS {q} ;;\nDROP VIEW IF EXISTS {q} ;;\n{def} ;;\n",
+            q = quote_ident(&name)
+        ));
+        objects.push(("view".into(), name, "db/4-views.sql.zst"));
+    }
+
+    let mut trigger_text = String::from(header);
+    for name in &triggers {
+        if let Some(block) = object_block(conn, "TRIGGER", name, 2).await? {
+            trigger_text.push_str(&block);
+            objects.push(("trigger".into(), name.clone(), "db/5-triggers.sql.zst"));
+        }
+    }
+
+    let mut event_text = String::from(header);
+    for name in &events {
+        if let Some(block) = object_block(conn, "EVENT", name, 3).await? {
+            event_text.push_str(&block);
+            objects.push(("event".into(), name.clone(), "db/6-events.sql.zst"));
+        }
+    }
+
+    for (path, text, count) in [
+        ("db/3-routines.sql.zst", routine_text, routines.len()),
+        ("db/4-views.sql.zst", view_text, views.len()),
+        ("db/5-triggers.sql.zst", trigger_text, triggers.len()),
+        ("db/6-events.sql.zst", event_text, events.len()),
+    ] {
+        if count > 0 {
+            let text = format!("{text}DELIMITER ;\n");
+            written.push(put_compressed(store, set_key, path, text.as_bytes(), level).await?);
+        }
+    }
+    let objects = objects
+        .into_iter()
+        .map(|(kind, name, artifact)| SchemaObject {
+            kind,
+            name,
+            artifact: artifact.to_string(),
+        })
+        .collect();
+    Ok((objects, written))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_definers() {
+        assert_eq!(
+            strip_definer("CREATE ALGORITHM=UNDEFINED DEFINER=`root`@`localhost` SQL SECURITY DEFINER VIEW `v` AS select 1"),
+            "CREATE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v` AS select 1"
+        );
+        assert_eq!(
+            strip_definer(
+                "CREATE DEFINER=`we``ird`@`%` TRIGGER t BEFORE INSERT ON x FOR EACH ROW SET @a=1"
+            ),
+            "CREATE TRIGGER t BEFORE INSERT ON x FOR EACH ROW SET @a=1"
+        );
+        assert_eq!(
+            strip_definer("CREATE VIEW v AS select 1"),
+            "CREATE VIEW v AS select 1"
+        );
+    }
+
+    #[test]
+    fn views_are_ordered_after_their_dependencies() {
+        let v = order_views(vec![
+            ("b".into(), "CREATE VIEW `b` AS select * from `a`".into()),
+            ("a".into(), "CREATE VIEW `a` AS select * from `t`".into()),
+        ]);
+        assert_eq!(v[0].0, "a");
+    }
+}
