@@ -115,12 +115,7 @@ async fn sigterm_stops_a_backup_with_exit_130_and_no_set() {
     let first = svc.backup(&cfg);
     let mut stopped_mid_run = 0;
     for d in [300u64, 600, 900] {
-        let mut child = svc
-            .wpdr_cmd(&cfg, &["--output", "json", "backup"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = svc.spawn_wpdr(&cfg, &["--output", "json", "backup"]);
         std::thread::sleep(Duration::from_millis(d));
         if child.try_wait().unwrap().is_some() {
             continue;

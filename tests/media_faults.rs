@@ -28,12 +28,7 @@ async fn a_mirror_survives_a_restart_of_the_s3_server() {
         })
         .collect();
     put_objects(&s3, &source, objects).await;
-    let mut child = svc
-        .wpdr_cmd(&cfg, &["--output", "json", "media", "sync"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = svc.spawn_wpdr(&cfg, &["--output", "json", "media", "sync"]);
     wait_for_objects(&s3, &offsite, 40).await;
     assert!(
         child.try_wait().unwrap().is_none(),

@@ -23,12 +23,7 @@ async fn backup_survives_a_restart_of_the_s3_server() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = svc.s3_config(dir.path(), &db, "");
-    let mut child = svc
-        .wpdr_cmd(&cfg, &["--output", "json", "backup"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = svc.spawn_wpdr(&cfg, &["--output", "json", "backup"]);
     // Wait until the snapshot is open and data is flowing, then kill the S3 server outright.
     let stderr_pipe = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();

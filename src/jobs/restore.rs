@@ -320,37 +320,32 @@ pub struct SiteRestoreRequest<'a> {
     pub create_namespace: bool,
 }
 
-pub async fn plan_site(ctx: &JobContext, req: SiteRestoreRequest<'_>) -> Result<DryRun, JobError> {
-    let rctx = restore_context(ctx, Some(&req.plan), req.create_namespace).await;
-    Ok(run::dry_run(
-        &rctx,
-        RestoreRequest {
-            set: req.set,
-            namespace: req.namespace,
-            plan: req.plan,
-            site_url: req.site_url,
+impl<'a> SiteRestoreRequest<'a> {
+    /// The executor's request, and the context it runs in.
+    async fn prepare(self, ctx: &JobContext) -> (RestoreContext, RestoreRequest<'a>) {
+        let rctx = restore_context(ctx, Some(&self.plan), self.create_namespace).await;
+        let req = RestoreRequest {
+            set: self.set,
+            namespace: self.namespace,
+            plan: self.plan,
+            site_url: self.site_url,
             drill: false,
-        },
-    )
-    .await?)
+        };
+        (rctx, req)
+    }
+}
+
+pub async fn plan_site(ctx: &JobContext, req: SiteRestoreRequest<'_>) -> Result<DryRun, JobError> {
+    let (rctx, req) = req.prepare(ctx).await;
+    Ok(run::dry_run(&rctx, req).await?)
 }
 
 pub async fn restore_site(
     ctx: &JobContext,
     req: SiteRestoreRequest<'_>,
 ) -> Result<RestoreOutcome, JobError> {
-    let rctx = restore_context(ctx, Some(&req.plan), req.create_namespace).await;
-    ctx.cancellable(run::start(
-        &rctx,
-        RestoreRequest {
-            set: req.set,
-            namespace: req.namespace,
-            plan: req.plan,
-            site_url: req.site_url,
-            drill: false,
-        },
-    ))
-    .await
+    let (rctx, req) = req.prepare(ctx).await;
+    ctx.cancellable(run::start(&rctx, req)).await
 }
 
 /// Resumes a restore from its journal: every step not done, none that is.

@@ -270,6 +270,15 @@ impl Services {
         self.wpdr_target(config, &args)
     }
 
+    /// Starts wpdr in the background, its output captured.
+    pub fn spawn_wpdr(&self, config: &Path, args: &[&str]) -> Child {
+        self.wpdr_cmd(config, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn wpdr_cmd(&self, config: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wpdr"));
         cmd.arg("--config").arg(config).args(args);

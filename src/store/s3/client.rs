@@ -79,6 +79,21 @@ macro_rules! headers_of {
     };
 }
 
+/// Sets an object's served headers and user metadata on a PUT or a
+/// CreateMultipartUpload (two SDK builders, same setters).
+macro_rules! with_headers {
+    ($req:expr, $headers:expr) => {{
+        let h: Option<&Headers> = $headers;
+        let d = h.cloned().unwrap_or_default();
+        $req.set_content_type(d.content_type)
+            .set_cache_control(d.cache_control)
+            .set_content_disposition(d.content_disposition)
+            .set_content_encoding(d.content_encoding)
+            .set_content_language(d.content_language)
+            .set_metadata(h.map(|h| h.user.clone().into_iter().collect()))
+    }};
+}
+
 /// What a HEAD says.
 #[derive(Debug, Clone)]
 pub struct Head {
@@ -456,20 +471,12 @@ impl S3Client {
         body: Bytes,
         opts: &PutOptions<'_>,
     ) -> Result<String, StoreError> {
-        let h = opts.headers.cloned().unwrap_or_default();
-        let req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_content_md5(opts.content_md5.map(aws_smithy_types::base64::encode))
-            .set_content_type(h.content_type)
-            .set_cache_control(h.cache_control)
-            .set_content_disposition(h.content_disposition)
-            .set_content_encoding(h.content_encoding)
-            .set_content_language(h.content_language)
-            .set_metadata(opts.headers.map(|h| h.user.clone().into_iter().collect()))
-            .body(ByteStream::from(body));
+        let req = with_headers!(
+            self.client.put_object().bucket(&self.bucket).key(key),
+            opts.headers
+        )
+        .set_content_md5(opts.content_md5.map(aws_smithy_types::base64::encode))
+        .body(ByteStream::from(body));
         let out = if opts.content_md5.is_some() {
             req.customize().disable_payload_signing().send().await
         } else {
@@ -528,22 +535,17 @@ impl S3Client {
         opts: &PutOptions<'_>,
         part_md5: bool,
     ) -> Result<String, StoreError> {
-        let h = opts.headers.cloned().unwrap_or_default();
-        let out = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_content_type(h.content_type)
-            .set_cache_control(h.cache_control)
-            .set_content_disposition(h.content_disposition)
-            .set_content_encoding(h.content_encoding)
-            .set_content_language(h.content_language)
-            .set_metadata(opts.headers.map(|h| h.user.clone().into_iter().collect()))
-            .set_checksum_algorithm((!part_md5).then_some(ChecksumAlgorithm::Crc32))
-            .send()
-            .await
-            .map_err(|e| self.err(e, "CreateMultipartUpload", key))?;
+        let out = with_headers!(
+            self.client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key),
+            opts.headers
+        )
+        .set_checksum_algorithm((!part_md5).then_some(ChecksumAlgorithm::Crc32))
+        .send()
+        .await
+        .map_err(|e| self.err(e, "CreateMultipartUpload", key))?;
         Ok(out.upload_id().unwrap_or_default().to_string())
     }
 
