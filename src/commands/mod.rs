@@ -28,15 +28,18 @@ pub(crate) async fn open(cli: &Cli) -> Result<(Config, Arc<Store>)> {
 }
 
 /// The context a job runs in from the command line: SIGTERM or Ctrl-C
-/// cancels it (it stops, leaves nothing that looks complete, exit 130).
+/// cancels it (it stops, leaves nothing that looks complete, exit 130); a
+/// second signal ends the process at once.
 pub(crate) async fn job_context(cli: &Cli) -> Result<JobContext> {
     let (cfg, store) = open(cli).await?;
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
         wpdr::daemon::wait_for_signal().await;
-        tracing::warn!("interrupted: stopping");
+        tracing::warn!("interrupted: stopping (a second signal ends wpdr at once)");
         on_signal.cancel();
+        wpdr::daemon::wait_for_signal().await;
+        std::process::exit(i32::from(ExitCode::Interrupted.code()));
     });
     Ok(JobContext::new(cfg, store).with_cancel(cancel))
 }

@@ -82,6 +82,10 @@ pub struct BackupPlan {
 /// Connects and lists the tables a backup would take, with sizes and how
 /// each is split; writes nothing.
 pub async fn plan(ctx: &super::JobContext) -> Result<BackupPlan, super::JobError> {
+    ctx.cancellable(plan_inner(ctx)).await
+}
+
+async fn plan_inner(ctx: &super::JobContext) -> Result<BackupPlan, super::JobError> {
     let cfg = &ctx.cfg;
     let endpoint = Endpoint::from_config(&cfg.database);
     let mut conn = endpoint.connect(Some(&cfg.database.name)).await?;

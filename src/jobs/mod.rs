@@ -251,3 +251,97 @@ impl From<&JobError> for Verdict {
         Verdict::failed(e.exit_code(), e.metric_label(), e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    async fn context() -> (tempfile::TempDir, JobContext) {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!("store:\n  path: {}\n", dir.path().display());
+        let cfg = Config::from_yaml(&yaml, &std::collections::HashMap::new()).unwrap();
+        let store = Arc::new(Store::open(&cfg.store).await.unwrap());
+        (dir, JobContext::new(cfg, store))
+    }
+
+    /// Sets its flag when dropped: the work was abandoned, not left running.
+    struct Dropped(Arc<AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_job_drops_its_work_and_says_interrupted() {
+        let (_dir, ctx) = context().await;
+        let dropped = Arc::new(AtomicBool::new(false));
+        let guard = Dropped(dropped.clone());
+        let cancel = ctx.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            cancel.cancel();
+        });
+        let r: Result<(), JobError> = ctx
+            .cancellable(async move {
+                let _guard = guard;
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                Ok::<_, StoreError>(())
+            })
+            .await;
+        let e = r.unwrap_err();
+        assert!(matches!(e, JobError::Cancelled));
+        assert!(dropped.load(Ordering::SeqCst), "the work must be dropped");
+        let v = Verdict::from(&e);
+        assert_eq!(
+            (v.exit, v.reason),
+            (ExitCode::Interrupted, Some("cancelled"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_part_error_keeps_its_own_exit_code_and_label() {
+        let (_dir, ctx) = context().await;
+        let r: Result<(), JobError> = ctx
+            .cancellable(async { Err(StoreError::NotFound { key: "k".into() }) })
+            .await;
+        let e = r.unwrap_err();
+        let inner = StoreError::NotFound { key: "k".into() };
+        assert_eq!(e.exit_code(), inner.exit_code());
+        assert_eq!(e.metric_label(), inner.metric_label());
+        // A job on an empty store: verify names the missing set.
+        let e = verify::verify(&ctx, "latest").await.unwrap_err();
+        assert_eq!(e.exit_code(), ExitCode::SetNotFound, "{e}");
+    }
+
+    #[test]
+    fn progress_sinks_forward_to_the_one_callback() {
+        let bytes = Arc::new(AtomicU64::new(0));
+        let objects = Arc::new(AtomicU64::new(0));
+        let (b, o) = (bytes.clone(), objects.clone());
+        let p = Progress::new(move |e| match e {
+            ProgressEvent::Bytes(n) => {
+                b.fetch_add(n, Ordering::SeqCst);
+            }
+            ProgressEvent::Objects { objects, bytes } => {
+                o.fetch_add(objects, Ordering::SeqCst);
+                b.fetch_add(bytes, Ordering::SeqCst);
+            }
+            ProgressEvent::Total(_) => {}
+        });
+        p.bytes_sink()(10);
+        p.objects_sink()(2, 5);
+        assert_eq!(bytes.load(Ordering::SeqCst), 15);
+        assert_eq!(objects.load(Ordering::SeqCst), 2);
+        Progress::none().bytes_sink()(1); // no callback: nothing happens
+    }
+
+    #[test]
+    fn exit_codes_round_trip_through_their_numbers() {
+        for c in ExitCode::ALL {
+            assert_eq!(ExitCode::from_code(c.code()), c);
+        }
+        assert_eq!(ExitCode::from_code(99), ExitCode::Internal);
+    }
+}

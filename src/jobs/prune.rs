@@ -19,6 +19,10 @@ pub struct PruneJobReport {
 }
 
 pub async fn prune(ctx: &JobContext, dry_run: bool) -> Result<PruneJobReport, JobError> {
+    ctx.cancellable(prune_all(ctx, dry_run)).await
+}
+
+async fn prune_all(ctx: &JobContext, dry_run: bool) -> Result<PruneJobReport, JobError> {
     let cfg = &ctx.cfg;
     if cfg.retention.policy.is_empty() {
         return Err(ConfigError::Invalid {
@@ -30,23 +34,18 @@ pub async fn prune(ctx: &JobContext, dry_run: bool) -> Result<PruneJobReport, Jo
     }
     let grace = chrono::Duration::hours(cfg.retention.incomplete_grace_hours);
     let catalog = ctx.catalog();
-    let sets = ctx
-        .cancellable(catalog.prune(
+    let sets = catalog
+        .prune(
             &cfg.retention.policy,
             grace,
             cfg.backup.lock_ttl_seconds,
             dry_run,
-        ))
+        )
         .await?;
     let media_retained = match &cfg.media {
         Some(_) => Some(
-            ctx.cancellable(crate::media::retention::prune_retained(
-                cfg,
-                ctx.store.clone(),
-                dry_run,
-                &sets.deleted,
-            ))
-            .await?,
+            crate::media::retention::prune_retained(cfg, ctx.store.clone(), dry_run, &sets.deleted)
+                .await?,
         ),
         None => None,
     };
@@ -57,15 +56,9 @@ pub async fn prune(ctx: &JobContext, dry_run: bool) -> Result<PruneJobReport, Jo
         .into_iter()
         .filter(|m| !sets.deleted.contains(&m.set_id))
         .collect();
-    let binlog = ctx
-        .cancellable(crate::binlog::prune::prune(
-            &ctx.store,
-            &cfg.site_prefix(),
-            &remaining,
-            grace,
-            dry_run,
-        ))
-        .await?;
+    let binlog =
+        crate::binlog::prune::prune(&ctx.store, &cfg.site_prefix(), &remaining, grace, dry_run)
+            .await?;
     Ok(PruneJobReport {
         sets,
         media_retained,

@@ -121,6 +121,13 @@ pub async fn plan_database(
     ctx: &JobContext,
     req: &DbRestoreRequest,
 ) -> Result<DbRestorePlan, JobError> {
+    ctx.cancellable(plan_database_inner(ctx, req)).await
+}
+
+async fn plan_database_inner(
+    ctx: &JobContext,
+    req: &DbRestoreRequest,
+) -> Result<DbRestorePlan, JobError> {
     let catalog = ctx.catalog();
     let (manifest, pitr) = pitr::choose(
         &catalog,
@@ -160,6 +167,13 @@ pub async fn restore_database(
     ctx: &JobContext,
     req: &DbRestoreRequest,
 ) -> Result<DbRestoreReport, JobError> {
+    ctx.cancellable(restore_database_inner(ctx, req)).await
+}
+
+async fn restore_database_inner(
+    ctx: &JobContext,
+    req: &DbRestoreRequest,
+) -> Result<DbRestoreReport, JobError> {
     let started = Instant::now();
     let catalog = ctx.catalog();
     let prefix = ctx.cfg.site_prefix();
@@ -176,29 +190,28 @@ pub async fn restore_database(
         .database
         .clone()
         .unwrap_or_else(|| section.database.clone());
-    let load = ctx
-        .cancellable(crate::restore::restore_db(
-            &catalog,
-            ctx.store.clone(),
-            &manifest,
-            &req.target,
-            &database,
-            &req.load,
-            ctx.progress.bytes_sink(),
-        ))
-        .await?;
+    let load = crate::restore::restore_db(
+        &catalog,
+        ctx.store.clone(),
+        &manifest,
+        &req.target,
+        &database,
+        &req.load,
+        ctx.progress.bytes_sink(),
+    )
+    .await?;
     let matches = load.mismatches().is_empty();
     // The set loaded and matches its manifest: now the transactions after it.
     let replayed = match &pitr {
         Some(plan) if matches => Some(
-            ctx.cancellable(pitr::replay(
+            pitr::replay(
                 &ctx.store,
                 &prefix,
                 plan,
                 &section.database,
                 &req.target,
                 &database,
-            ))
+            )
             .await?,
         ),
         _ => None,
@@ -208,13 +221,13 @@ pub async fn restore_database(
     if matches {
         for replica in &req.replicas {
             replicas.push(
-                ctx.cancellable(crate::mysql::seed::seed_replica(
+                crate::mysql::seed::seed_replica(
                     &req.target,
                     &database,
                     replica,
                     &req.load,
                     req.replica_timeout,
-                ))
+                )
                 .await?,
             );
         }
@@ -237,21 +250,26 @@ pub async fn restore_media(
     target: &S3Config,
     opts: &RestoreOptions,
 ) -> Result<MediaRestoreReport, JobError> {
-    let media = ctx.cfg.media.as_ref().ok_or(MediaError::NotConfigured)?;
-    let catalog = ctx.catalog();
-    let manifest = catalog.resolve(set).await?;
-    let section = manifest.media.as_ref().ok_or(MediaError::NoIndex)?;
-    let index = IndexRef::of(&catalog, &manifest)?.ok_or(MediaError::NoIndex)?;
-    ctx.cancellable(crate::media::restore::restore_set(
-        media,
-        &ctx.store,
-        &ctx.cfg.site_prefix(),
-        &index,
-        &section.retained_prefix,
-        target,
-        opts,
-        ctx.progress.objects_sink(),
-    ))
+    ctx.cancellable(async {
+        let media = ctx.cfg.media.as_ref().ok_or(MediaError::NotConfigured)?;
+        let catalog = ctx.catalog();
+        let manifest = catalog.resolve(set).await?;
+        let section = manifest.media.as_ref().ok_or(MediaError::NoIndex)?;
+        let index = IndexRef::of(&catalog, &manifest)?.ok_or(MediaError::NoIndex)?;
+        Ok::<_, JobError>(
+            crate::media::restore::restore_set(
+                media,
+                &ctx.store,
+                &ctx.cfg.site_prefix(),
+                &index,
+                &section.retained_prefix,
+                target,
+                opts,
+                ctx.progress.objects_sink(),
+            )
+            .await?,
+        )
+    })
     .await
 }
 
@@ -276,11 +294,11 @@ pub async fn restore_cluster(
     client: &kube::Client,
     opts: &ClusterRestoreOptions<'_>,
 ) -> Result<ClusterRestore, JobError> {
-    let catalog = ctx.catalog();
-    let manifest = catalog.resolve(set).await?;
-    ctx.cancellable(crate::restore::restore_cluster(
-        &catalog, &manifest, client, opts,
-    ))
+    ctx.cancellable(async {
+        let catalog = ctx.catalog();
+        let manifest = catalog.resolve(set).await?;
+        Ok::<_, JobError>(crate::restore::restore_cluster(&catalog, &manifest, client, opts).await?)
+    })
     .await
 }
 
@@ -337,7 +355,7 @@ impl<'a> SiteRestoreRequest<'a> {
 
 pub async fn plan_site(ctx: &JobContext, req: SiteRestoreRequest<'_>) -> Result<DryRun, JobError> {
     let (rctx, req) = req.prepare(ctx).await;
-    Ok(run::dry_run(&rctx, req).await?)
+    ctx.cancellable(run::dry_run(&rctx, req)).await
 }
 
 pub async fn restore_site(

@@ -27,6 +27,10 @@ pub struct Status {
 }
 
 pub async fn status(ctx: &JobContext) -> Result<Status, JobError> {
+    ctx.cancellable(gather(ctx)).await
+}
+
+async fn gather(ctx: &JobContext) -> Result<Status, JobError> {
     let catalog = ctx.catalog();
     let prefix = ctx.cfg.site_prefix();
     let (sets, incomplete) = catalog.scan().await?;

@@ -6,6 +6,10 @@ use crate::exit::ExitCode;
 
 /// `set` is an id or `latest`.
 pub async fn verify(ctx: &JobContext, set: &str) -> Result<VerifyReport, JobError> {
+    ctx.cancellable(verify_set(ctx, set)).await
+}
+
+async fn verify_set(ctx: &JobContext, set: &str) -> Result<VerifyReport, JobError> {
     let catalog = ctx.catalog();
     let manifest = catalog.resolve(set).await?;
     ctx.progress
