@@ -748,3 +748,83 @@ async fn a_user_without_replication_slave_is_told_which_grant_is_missing() {
     );
     assert!(!err.contains("reader-pw-3141"), "{err}");
 }
+
+/// Recovering a deleted post the way a user would: a point-in-time restore
+/// into a new database on the same, archived server. The replayed
+/// transactions carry GTIDs the server already has; written to its binary
+/// log again they would move its position backwards, and the archive's chain
+/// (and any replica) with it. They are applied without being logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_point_in_time_restore_onto_the_archived_server_never_rewinds_its_history() {
+    let svc = Services::get();
+    let (db, mut c) = shop_server().await;
+    for id in 1..=10 {
+        insert_order(&mut c, id).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = single_config(dir.path(), &db);
+    let catch_up = ["--output", "json", "binlog", "archive", "--until-caught-up"];
+    backup(&svc, &cfg);
+    for id in 11..=15 {
+        insert_order(&mut c, id).await;
+    }
+    let point: String = c
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    for id in 16..=20 {
+        insert_order(&mut c, id).await;
+    }
+    let out = wpdr_env(&svc, &cfg, &catch_up, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before: String = c
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+
+    let out = svc.restore_db(&cfg, "latest", &db, "shop_restored", &["--to-gtid", &point]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&out);
+    let replayed = &report["point_in_time"]["replayed"];
+    assert_eq!(replayed["transactions"], 5, "{report}");
+    assert_eq!(replayed["logged"], false, "{report}");
+    assert!(
+        replayed["not_logged_because"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rewind"),
+        "{report}"
+    );
+    let got = ids(&mut c, "SELECT id FROM shop_restored.orders ORDER BY id").await;
+    assert_eq!(got, (1..=15).collect::<Vec<u32>>());
+
+    // The server's history did not go back.
+    let after: String = c
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        seq(&after) >= seq(&before),
+        "gtid_binlog_pos went back from {before} to {after}"
+    );
+    // The archive's chain goes on forward: the next order is archived, no gap.
+    insert_order(&mut c, 21).await;
+    let out = wpdr_env(&svc, &cfg, &catch_up, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let archived = json(&out);
+    assert!(
+        archived["gaps"].as_array().unwrap().is_empty(),
+        "{archived}"
+    );
+    let rec = recoverable(&svc, &cfg);
+    assert_eq!(rec.status.code(), Some(0), "{}", stdout(&rec));
+    let w = json_any(&rec);
+    assert_eq!(
+        w["runs"].as_array().unwrap().len(),
+        1,
+        "one unbroken run: {w}"
+    );
+}

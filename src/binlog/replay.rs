@@ -211,6 +211,15 @@ pub struct ReplayReport {
     /// The position the restored database is at.
     pub position: String,
     pub seconds: f64,
+    /// Whether the target server wrote the replayed transactions to its own
+    /// binary log (under their original GTIDs); see [`logging_for`].
+    pub logged: bool,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_logged_because: Option<String>,
+    /// The first chosen GTID of each domain.
+    #[serde(skip)]
+    pub first: GtidPos,
 }
 
 /// Writes the selected transactions as binlog files in `dir` (one per
@@ -268,6 +277,9 @@ pub async fn select(
                         }
                         report.transactions += 1;
                         report.first_gtid.get_or_insert_with(|| g.gtid.to_string());
+                        if report.first.get(g.gtid.domain).is_none() {
+                            report.first.advance(g.gtid);
+                        }
                         report.last_gtid = Some(g.gtid.to_string());
                         report.last_commit = Some(segment::from_unix(g.commit_time));
                     }
@@ -306,12 +318,41 @@ pub async fn select(
 /// `mariadb-binlog | mariadb`, keeping only events of `source_db` (renamed
 /// to `database`). The password goes through a private option file, never
 /// the command line.
+/// Whether a replay may write its transactions to the target's binary log.
+///
+/// Replayed transactions carry their original GTIDs. On a server that has a
+/// history of its own at or past them — the archived server itself, or any
+/// server whose position in their domain is already beyond — logging them
+/// would move its `gtid_binlog_pos` backwards, break the chain of whatever
+/// archives it, and hand its replicas those GTIDs a second time: they are
+/// then applied without being logged. On a fresh primary (no position in
+/// their domains, or an older one) they become its history, so replicas
+/// seeded after the replay start from the point restored.
+pub fn logging_for(
+    log_bin: bool,
+    server_pos: &GtidPos,
+    first_replayed: &GtidPos,
+) -> Result<(), String> {
+    if !log_bin {
+        return Ok(());
+    }
+    for domain_first in first_replayed.iter() {
+        if server_pos.contains(domain_first) {
+            return Err(format!(
+                "the server's own GTID position {server_pos} is at or past the first replayed transaction {domain_first}: logging the replay would rewind its history"
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub async fn apply(
     files: &[PathBuf],
     dir: &Path,
     target: &Endpoint,
     source_db: &str,
     database: &str,
+    disable_log_bin: bool,
 ) -> Result<(), BinlogError> {
     if files.is_empty() {
         return Ok(());
@@ -336,6 +377,10 @@ pub async fn apply(
     binlog
         .arg("--no-defaults")
         .arg(format!("--database={source_db}"));
+    if disable_log_bin {
+        // `SET sql_log_bin=0` first: applied, not written to the server's log.
+        binlog.arg("--disable-log-bin");
+    }
     if source_db != database {
         binlog.arg(format!("--rewrite-db={source_db}->{database}"));
     }
@@ -494,5 +539,23 @@ mod tests {
         assert!(Point::parse_gtid("").is_err());
         assert!(Point::parse_gtid("0-1-5").is_ok());
         assert_eq!(option_value("a\"b#c"), "\"a\\\"b#c\"");
+    }
+
+    #[test]
+    fn a_replay_is_logged_only_where_it_cannot_rewind_the_server() {
+        let pos = |t: &str| GtidPos::parse(t).unwrap();
+        // The archived server itself, far past the replayed transactions.
+        let e = logging_for(true, &pos("0-1-80672"), &pos("0-1-38455")).unwrap_err();
+        assert!(e.contains("0-1-80672") && e.contains("0-1-38455"), "{e}");
+        // Exactly at the first replayed GTID: logging it again would repeat it.
+        assert!(logging_for(true, &pos("0-1-38455"), &pos("0-1-38455")).is_err());
+        // A fresh primary, or one behind in that domain, or in another domain only.
+        assert!(logging_for(true, &pos(""), &pos("0-1-38455")).is_ok());
+        assert!(logging_for(true, &pos("0-1-3"), &pos("0-1-38455")).is_ok());
+        assert!(logging_for(true, &pos("1-7-900"), &pos("0-1-38455")).is_ok());
+        // Any domain past its replayed transactions is enough to refuse.
+        assert!(logging_for(true, &pos("0-1-3,1-1-50"), &pos("0-1-38455,1-1-10")).is_err());
+        // A server that does not log has nothing to rewind.
+        assert!(logging_for(false, &pos("0-1-80672"), &pos("0-1-38455")).is_ok());
     }
 }

@@ -140,6 +140,9 @@ fn print_db_report(report: &jobs::restore::DbRestoreReport) {
             p.point,
             if r.position.is_empty() { "-" } else { &r.position },
         );
+        if let Some(why) = &r.not_logged_because {
+            println!("  applied without writing them to the target's binary log: {why}");
+        }
     }
     for s in &report.replicas {
         println!(

@@ -73,6 +73,11 @@ impl GtidPos {
         self.0.insert(g.domain, g);
     }
 
+    /// The GTID of each domain, in domain order.
+    pub fn iter(&self) -> impl Iterator<Item = &Gtid> {
+        self.0.values()
+    }
+
     pub fn get(&self, domain: u32) -> Option<&Gtid> {
         self.0.get(&domain)
     }
