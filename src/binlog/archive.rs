@@ -60,6 +60,10 @@ pub struct GapRecord {
     pub after: GtidPos,
     pub resumed_at: GtidPos,
     pub detail: String,
+    /// The server's history went backwards here: its log holds GTIDs twice,
+    /// so following it by GTID is ambiguous and archiving stays stopped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rewound: bool,
 }
 
 /// The archiver's live state, rewritten on every segment and while idle.
@@ -193,6 +197,17 @@ async fn archive_locked(
         .rev()
         .find(|g| g.after == position)
     {
+        if g.rewound {
+            return Err(BinlogError::Rewound {
+                server: g.server,
+                position: g.after.to_string(),
+                detail: format!(
+                    "{} (recorded {}). Archiving stays stopped: after the rewrite the server's log holds the same GTIDs twice, and following it by GTID could chain one history onto the other. Sets stay restorable. To archive again: turn on gtid_strict_mode on the server, purge its binary logs from before the rewrite, and archive under a new site or store prefix",
+                    g.detail,
+                    g.detected_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            });
+        }
         position = g.resumed_at;
     }
     tracing::info!(position = %position, "binlog archive starting");
@@ -236,9 +251,36 @@ async fn archive_locked(
                 position,
                 detail,
             }) => {
+                // The server being behind the archive is not a purge: its
+                // history went backwards (a reset, or old GTIDs logged again).
+                let now = current_position(&primary).await?;
+                if !now.includes(&f.position) {
+                    let detail = format!(
+                        "the server's position {now} is behind the archive's {}: its history went backwards (its binary log was reset, or old transactions were logged again) [{detail}]",
+                        f.position
+                    );
+                    tracing::error!(%server, %position, %detail, "binlog history went backwards: recorded as a gap; archiving stops");
+                    let at = f.position.clone();
+                    f.record_gap(&primary, detail, at, true).await?;
+                    break;
+                }
                 tracing::error!(%server, %position, %detail, "binlog archive gap");
-                f.record_gap(&primary, detail).await?;
+                let resumed_at = oldest_position(&primary).await?;
+                f.record_gap(&primary, detail, resumed_at, false).await?;
                 backoff = Duration::from_secs(1);
+            }
+            // Behind the archive's own position the server's log no longer
+            // tells one history: recorded, and archiving stops at the gap
+            // (a later run refuses to go on, see above).
+            Err(BinlogError::Rewound {
+                server,
+                position,
+                detail,
+            }) => {
+                tracing::error!(%server, %position, %detail, "binlog history went backwards: recorded as a gap; archiving stops");
+                let at = f.position.clone();
+                f.record_gap(&primary, detail, at, true).await?;
+                break;
             }
             // Credentials and privileges do not fix themselves: stop and say so.
             Err(
@@ -279,6 +321,11 @@ async fn start_without_archive(
     let primary = topology::writable_primary(&cfg.database)
         .await
         .map_err(|details| BinlogError::NoPrimary { details })?;
+    current_position(&primary).await
+}
+
+/// The server's current position (`@@gtid_binlog_pos`).
+async fn current_position(primary: &Endpoint) -> Result<GtidPos, BinlogError> {
     let mut conn = primary.connect(None).await?;
     let pos: Option<String> = conn
         .query_first("SELECT @@gtid_binlog_pos")
@@ -463,6 +510,26 @@ impl Follower<'_> {
                         break Err(e);
                     }
                     if let Fed::Completed(g) = fed {
+                        // A GTID at or before the position already reached in
+                        // its domain: the server's history went backwards.
+                        // Never chained on as a continuation.
+                        if s.end.contains(&g.gtid) {
+                            let reached = s.end.clone();
+                            if let Err(e) = s.rollback() {
+                                break Err(e);
+                            }
+                            if let Err(e) = self.close(&mut spool, &server, caught_up_at).await {
+                                break Err(e);
+                            }
+                            break Err(BinlogError::Rewound {
+                                server: server.clone(),
+                                position: reached.to_string(),
+                                detail: format!(
+                                    "GTID {} goes backwards from {reached} in domain {}: the server logged old transactions again (a replay that wrote its transactions to this server's log, or a reset of its binary log)",
+                                    g.gtid, g.gtid.domain
+                                ),
+                            });
+                        }
                         s.commit(&g);
                     }
                 }
@@ -563,15 +630,21 @@ impl Follower<'_> {
         Ok(())
     }
 
-    /// Records the gap and moves the position to the oldest the server has.
-    async fn record_gap(&mut self, primary: &Endpoint, detail: String) -> Result<(), BinlogError> {
-        let resumed_at = oldest_position(primary).await?;
+    /// Records the gap and moves the position to where archiving goes on.
+    async fn record_gap(
+        &mut self,
+        primary: &Endpoint,
+        detail: String,
+        resumed_at: GtidPos,
+        rewound: bool,
+    ) -> Result<(), BinlogError> {
         let gap = GapRecord {
             detected_at: Utc::now(),
             server: primary.display(),
             after: self.position.clone(),
             resumed_at: resumed_at.clone(),
             detail,
+            rewound,
         };
         let key = gap_key(&self.site_prefix, gap.detected_at);
         let json = serde_json::to_vec_pretty(&gap).unwrap_or_default();

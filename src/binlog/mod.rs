@@ -34,6 +34,12 @@ pub enum BinlogError {
         position: String,
         detail: String,
     },
+    #[error("the binary log of {server} went backwards after {position}: {detail}")]
+    Rewound {
+        server: String,
+        position: String,
+        detail: String,
+    },
     #[error("the binary log stream from {server} broke: {detail}")]
     Stream { server: String, detail: String },
     #[error("{server} logs with binlog_format={format}: a replay filtered to the site's database can silently skip statements that name tables with another default database, so wpdr archives only row-based logs. Set binlog_format=ROW in the server's configuration (and SET GLOBAL binlog_format=ROW), then start the archive again.")]
@@ -56,7 +62,7 @@ impl Classify for BinlogError {
             BinlogError::Mysql(e) => e.exit_code(),
             BinlogError::Store(e) => e.exit_code(),
             BinlogError::Catalog(e) => e.exit_code(),
-            BinlogError::Gap { .. } => ExitCode::BinlogGap,
+            BinlogError::Gap { .. } | BinlogError::Rewound { .. } => ExitCode::BinlogGap,
             BinlogError::Stream { .. } | BinlogError::NoPrimary { .. } => {
                 ExitCode::DatabaseUnreachable
             }
@@ -71,7 +77,7 @@ impl Classify for BinlogError {
             BinlogError::Mysql(e) => e.metric_label(),
             BinlogError::Store(e) => e.metric_label(),
             BinlogError::Catalog(e) => e.metric_label(),
-            BinlogError::Gap { .. } => "binlog_gap",
+            BinlogError::Gap { .. } | BinlogError::Rewound { .. } => "binlog_gap",
             BinlogError::Stream { .. } => "binlog_stream",
             BinlogError::NoPrimary { .. } => "binlog_no_primary",
             BinlogError::Damaged { .. } => "binlog_damaged",
