@@ -319,3 +319,71 @@ async fn a_run_longer_than_the_grace_period_is_abandoned_cleanly() {
         "an abandoned backup must not leave a set: {sets}"
     );
 }
+
+/// `POST /run/<schedule>` starts a backup: with a trigger token configured it
+/// needs the token (a wrong or missing one is refused, 401, and runs
+/// nothing); probes and /metrics stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_run_needs_the_trigger_token_when_one_is_set() {
+    let svc = Services::get();
+    let db = svc.fresh_database("trigger").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = svc.s3_config(dir.path(), &db, "");
+    let sched = dir.path().join("schedules");
+    std::fs::create_dir(&sched).unwrap();
+    std::fs::write(
+        sched.join("b.yaml"),
+        "name: nightly\njob: verify-latest\ncron: \"0 0 0 1 1 *\"\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = svc
+        .daemon_cmd(&cfg, &sched, port, 5)
+        .env("WPDR_DAEMON_TRIGGER_TOKEN", "tr1gger-t0ken")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http(port, "GET", "/healthz").0, 200);
+    assert_eq!(http(port, "GET", "/metrics").0, 200);
+    let (status, body) = http(port, "POST", "/run/nightly");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Bearer"), "{body}");
+    let wrong = http_with(
+        port,
+        "POST",
+        "/run/nightly",
+        "Authorization: Bearer nope\r\n",
+    );
+    assert_eq!(wrong.0, 401);
+    let (_, m) = http(port, "GET", "/metrics");
+    assert_eq!(
+        metric(&m, "wpdr_job_runs_total{job=\"nightly\""),
+        0.0,
+        "a refused trigger runs nothing: {m}"
+    );
+    let ok = http_with(
+        port,
+        "POST",
+        "/run/nightly",
+        "Authorization: Bearer tr1gger-t0ken\r\n",
+    );
+    assert_eq!(ok.0, 202, "{}", ok.1);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(status.success(), "{log}");
+    assert!(
+        !log.contains("tr1gger-t0ken"),
+        "the token must not be logged: {log}"
+    );
+}

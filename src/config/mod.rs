@@ -84,6 +84,22 @@ struct RawConfig {
     wordpress: RawWordpress,
     #[serde(default)]
     restore: restore::RawRestore,
+    #[serde(default)]
+    daemon: RawDaemon,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    trigger_token_file: Option<PathBuf>,
+}
+
+/// `daemon:` — what only the scheduling daemon reads.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonConfig {
+    /// Bearer token for `POST /run/<schedule>`; without it, only requests
+    /// from the daemon's own host may start a run.
+    pub trigger_token: Option<crate::secret::Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +121,7 @@ pub struct Config {
     /// The live site as wpdr reaches it; its answers are captured at backup.
     pub wordpress_url: Option<String>,
     pub restore: RestoreTargets,
+    pub daemon: DaemonConfig,
 }
 
 impl Config {
@@ -169,6 +186,12 @@ impl Config {
             media: media::resolve(&raw.media, env)?,
             wordpress_url,
             restore: restore::resolve(&raw.restore, env)?,
+            daemon: DaemonConfig {
+                trigger_token: Section::new(env, "daemon", "WPDR_DAEMON_")
+                    .key("trigger_token_file", "TRIGGER_TOKEN")
+                    .credential(&raw.daemon.trigger_token_file)?
+                    .filter(|t| !t.is_empty()),
+            },
         })
     }
 

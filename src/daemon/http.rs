@@ -3,9 +3,20 @@
 //! kubelet probes and Prometheus, with no framework to pull in.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+/// What the daemon needs of a request: its line, who sent it, its bearer token.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub peer: SocketAddr,
+    /// `Authorization: Bearer <token>`, when sent.
+    pub bearer: Option<String>,
+}
 
 pub struct Response {
     pub status: u16,
@@ -28,6 +39,7 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         202 => "Accepted",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
@@ -36,14 +48,14 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Serves until the listener task is dropped. `handle(method, path)` answers.
+/// Serves until the listener task is dropped. `handle(request)` answers.
 pub async fn serve<F, Fut>(listener: TcpListener, handle: Arc<F>)
 where
-    F: Fn(String, String) -> Fut + Send + Sync + 'static,
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response> + Send,
 {
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
+        let Ok((mut sock, peer)) = listener.accept().await else {
             continue;
         };
         let handle = handle.clone();
@@ -68,13 +80,31 @@ where
                 return;
             }
             let head = String::from_utf8_lossy(&buf[..n]);
-            let mut parts = head.lines().next().unwrap_or("").split_whitespace();
+            let mut lines = head.lines();
+            let mut parts = lines.next().unwrap_or("").split_whitespace();
             let method = parts.next().unwrap_or("").to_string();
             let path = parts.next().unwrap_or("").to_string();
+            let bearer = lines.find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                if !name.trim().eq_ignore_ascii_case("authorization") {
+                    return None;
+                }
+                let value = value.trim();
+                value
+                    .get(..7)
+                    .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                    .map(|_| value[7..].trim().to_string())
+            });
             let resp = if method.is_empty() {
                 Response::text(400, "bad request\n")
             } else {
-                handle(method, path).await
+                handle(Request {
+                    method,
+                    path,
+                    peer,
+                    bearer,
+                })
+                .await
             };
             let out = format!(
                 "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",

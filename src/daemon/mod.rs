@@ -329,7 +329,21 @@ impl Runner {
         }
     }
 
-    async fn respond(self: Arc<Self>, method: String, path: String) -> Response {
+    /// Who may start a run by hand: the holder of the trigger token when
+    /// one is configured, else only a caller on this host (the port also
+    /// serves probes and /metrics, which stay open).
+    fn may_trigger(&self, req: &http::Request) -> bool {
+        match &self.cfg.daemon.trigger_token {
+            Some(token) => req
+                .bearer
+                .as_deref()
+                .is_some_and(|b| constant_time_eq(b.as_bytes(), token.expose().as_bytes())),
+            None => req.peer.ip().is_loopback(),
+        }
+    }
+
+    async fn respond(self: Arc<Self>, req: http::Request) -> Response {
+        let (method, path) = (req.method.clone(), req.path.clone());
         match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => Response::text(200, "ok\n"),
             ("GET", "/readyz") => {
@@ -354,6 +368,10 @@ impl Runner {
                 content_type: "application/json",
                 body: serde_json::to_string_pretty(&self.metrics.snapshot()).unwrap_or_default(),
             },
+            ("POST", p) if p.starts_with("/run/") && !self.may_trigger(&req) => Response::text(
+                401,
+                "a manual run needs Authorization: Bearer <token> (daemon.trigger_token_file / WPDR_DAEMON_TRIGGER_TOKEN), or, with no token configured, a request from this host\n",
+            ),
             ("POST", p) if p.starts_with("/run/") => {
                 match self.trigger(&p["/run/".len()..], "manual") {
                     Trigger::Started => Response::text(202, "started\n"),
@@ -456,7 +474,7 @@ pub async fn run_until(
     let http_runner = runner.clone();
     let server = tokio::spawn(http::serve(
         listener,
-        Arc::new(move |m, p| http_runner.clone().respond(m, p)),
+        Arc::new(move |req| http_runner.clone().respond(req)),
     ));
     runner.refresh_newest().await;
     // The window moves while the binlog archive runs, with no job finishing:
@@ -591,6 +609,12 @@ fn refresh_every() -> std::time::Duration {
         .filter(|s| *s > 0)
         .unwrap_or(30);
     std::time::Duration::from_secs(secs)
+}
+
+/// Compares without stopping at the first difference, so the time taken
+/// does not tell how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

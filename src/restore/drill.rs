@@ -177,7 +177,9 @@ pub fn drill_namespace(now: DateTime<Utc>) -> String {
 /// A drill fills, and then tears down, what `restore:` names for its
 /// namespace. A target that does not vary with the namespace (a fixed
 /// database or bucket) would be overwritten by every drill and dropped by its
-/// teardown: refused before anything is touched.
+/// teardown, and a fixed cache would be emptied by every drill (FLUSHALL on
+/// whatever Redis it names, the live site's included): refused before
+/// anything is touched.
 pub fn check_throwaway_targets(
     targets: &crate::config::RestoreTargets,
     plan: &super::plan::Plan,
@@ -206,6 +208,9 @@ pub fn check_throwaway_targets(
                 return Err(fixed("media", "media-restore"));
             }
         }
+    }
+    if has(StepKind::CacheFlush) && targets.caches.iter().any(|c| !c.contains(NS)) {
+        return Err(fixed("caches", "cache-flush"));
     }
     Ok(())
 }
@@ -353,5 +358,20 @@ mod tests {
         // A plan without the media step does not care about the bucket.
         let db_only = crate::restore::run::load_plan("db-only").unwrap();
         assert!(check_throwaway_targets(&fixed_bucket, &db_only).is_ok());
+        // A fixed cache would be flushed by every drill: the live site's Redis, say.
+        let fixed_cache = targets(
+            "restore:\n  database: mysql://root@h/wp_{namespace}\n  caches: ['redis://redis.{namespace}.svc', 'redis://redis.shop.svc:6379']\n",
+        );
+        let e = check_throwaway_targets(&fixed_cache, &plan)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("restore.caches") && e.contains("cache-flush"),
+            "{e}"
+        );
+        let per_ns_cache = targets(
+            "restore:\n  database: mysql://root@h/wp_{namespace}\n  caches: ['redis://redis.{namespace}.svc']\n",
+        );
+        assert!(check_throwaway_targets(&per_ns_cache, &plan).is_ok());
     }
 }

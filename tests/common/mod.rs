@@ -93,7 +93,14 @@ impl Services {
 
     /// Starts `wpdr daemon` on `port` with the schedules in `dir`; stderr is piped.
     pub fn spawn_daemon(&self, config: &Path, dir: &Path, port: u16, grace_seconds: u32) -> Child {
-        self.wpdr_cmd(
+        self.daemon_cmd(config, dir, port, grace_seconds)
+            .spawn()
+            .unwrap()
+    }
+
+    /// The daemon's command line, to add environment before spawning it.
+    pub fn daemon_cmd(&self, config: &Path, dir: &Path, port: u16, grace_seconds: u32) -> Command {
+        let mut cmd = self.wpdr_cmd(
             config,
             &[
                 "daemon",
@@ -104,11 +111,9 @@ impl Services {
                 "--grace-seconds",
                 &grace_seconds.to_string(),
             ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        );
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd
     }
 
     /// A config file for a site whose sets live under a unique prefix in Garage.
@@ -643,8 +648,13 @@ pub async fn wait_for_objects(s3: &aws_sdk_s3::Client, bucket: &str, n: i32) {
 
 /// One plain HTTP/1.1 request to 127.0.0.1:`port` (the daemon's endpoints).
 pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    http_with(port, method, path, "")
+}
+
+/// Like [`http`], with extra header lines (each ending in `\r\n`).
+pub fn http_with(port: u16, method: &str, path: &str, headers: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
