@@ -420,3 +420,48 @@ async fn restore_checks_the_target_packet_size_first() {
     assert_eq!(o.status.code(), Some(12), "{}", stderr(&o));
     assert!(stderr(&o).contains("max_allowed_packet"), "{}", stderr(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unreadable_manifest_never_blocks_list_status_prune_or_latest() {
+    let svc = Services::get();
+    let db = small_site(&svc, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = svc.s3_config(dir.path(), &db, "retention:\n  keep_last: 5\n");
+    let good = svc.backup(&cfg);
+    // A newer set whose manifest is damaged, and one from a future wpdr.
+    let (config, store) = svc.open_store(&cfg).await;
+    for (id, body) in [
+        ("29991231T000000Z-dead", "{ damaged"),
+        ("29991230T000000Z-beef", "{\"format_version\": 99}"),
+    ] {
+        let key = format!("{}/sets/{id}/manifest.json", config.site_prefix());
+        store
+            .put_bytes(&key, bytes::Bytes::from_static(body.as_bytes()))
+            .await
+            .unwrap();
+    }
+    let list = svc.wpdr(&cfg, &["sets", "list"]);
+    assert_eq!(list.status.code(), Some(0), "{}", stderr(&list));
+    assert!(stdout(&list).contains(&good), "{}", stdout(&list));
+    assert!(
+        stdout(&list).contains("UNREADABLE 29991231T000000Z-dead"),
+        "{}",
+        stdout(&list)
+    );
+    let status = svc.wpdr(&cfg, &["--output", "json", "status"]);
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+    let s = json(&status);
+    assert_eq!(s["newest_set"], good.as_str(), "{s}");
+    assert_eq!(s["unreadable_sets"].as_array().unwrap().len(), 2, "{s}");
+    let prune = svc.wpdr(&cfg, &["prune", "--dry-run"]);
+    assert_eq!(prune.status.code(), Some(0), "{}", stderr(&prune));
+    let verify = svc.wpdr(&cfg, &["verify", "latest"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
+    // Named directly, the damaged set says what is wrong (exit 8).
+    let show = svc.wpdr(&cfg, &["sets", "show", "29991231T000000Z-dead"]);
+    assert_eq!(show.status.code(), Some(8), "{}", stderr(&show));
+    // Nothing deletes what it cannot read: both are still there after a prune.
+    assert_eq!(svc.wpdr(&cfg, &["prune"]).status.code(), Some(0));
+    let again = json(&svc.wpdr(&cfg, &["--output", "json", "status"]));
+    assert_eq!(again["unreadable_sets"].as_array().unwrap().len(), 2);
+}

@@ -283,25 +283,36 @@ impl<'a> Catalog<'a> {
         Ok(ids)
     }
 
-    /// Complete sets, newest first. A set without a manifest is skipped.
+    /// Complete sets, newest first. A set without a manifest is skipped, and
+    /// so is one whose manifest cannot be read (logged; `scan` names them).
     pub async fn list(&self) -> Result<Vec<Manifest>, CatalogError> {
-        Ok(self.scan().await?.0)
+        Ok(self.scan().await?.complete)
     }
 
-    /// One pass over the set directories: complete sets (newest first) and
-    /// the ids of interrupted runs (oldest first).
-    pub async fn scan(&self) -> Result<(Vec<Manifest>, Vec<String>), CatalogError> {
-        let mut complete = Vec::new();
-        let mut incomplete = Vec::new();
+    /// One pass over the set directories. One unreadable manifest (damaged,
+    /// or written by a newer wpdr) never hides the others: it is reported
+    /// and skipped, and nothing deletes what it cannot read.
+    pub async fn scan(&self) -> Result<Scan, CatalogError> {
+        let mut scan = Scan::default();
         for id in self.set_dirs().await?.into_iter().rev() {
             match self.load(&id).await {
-                Ok(m) => complete.push(m),
-                Err(CatalogError::SetIncomplete { .. }) => incomplete.push(id),
+                Ok(m) => scan.complete.push(m),
+                Err(CatalogError::SetIncomplete { .. }) => scan.incomplete.push(id),
+                Err(
+                    e @ (CatalogError::ManifestInvalid { .. }
+                    | CatalogError::UnsupportedFormat { .. }),
+                ) => {
+                    tracing::warn!(set = %id, error = %e, "skipping a set whose manifest cannot be read");
+                    scan.unreadable.push(UnreadableSet {
+                        id,
+                        reason: e.to_string(),
+                    });
+                }
                 Err(e) => return Err(e),
             }
         }
-        incomplete.reverse();
-        Ok((complete, incomplete))
+        scan.incomplete.reverse();
+        Ok(scan)
     }
 
     /// Ids of set directories that never got a manifest (interrupted runs).
@@ -432,10 +443,77 @@ impl<'a> Catalog<'a> {
     }
 }
 
+/// What one pass over a site's set directories found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Complete sets, newest first.
+    pub complete: Vec<Manifest>,
+    /// Runs that wrote files but no manifest, oldest first.
+    pub incomplete: Vec<String>,
+    /// Sets whose manifest is there but cannot be read, newest first.
+    pub unreadable: Vec<UnreadableSet>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UnreadableSet {
+    pub id: String,
+    pub reason: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[tokio::test]
+    async fn an_unreadable_manifest_is_skipped_and_named_never_blocking_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::StoreConfig::Local {
+            path: dir.path().to_path_buf(),
+            prefix: "wpdr".into(),
+        };
+        let store = Store::open(&cfg).await.unwrap();
+        let catalog = Catalog::new(&store, "s", "wpdr/s");
+        let good = "20261101T000000Z-aaaa";
+        let now = chrono::Utc::now();
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            set_id: good.into(),
+            site: "s".into(),
+            schedule: "manual".into(),
+            started_at: now,
+            finished_at: now,
+            wpdr_version: "test".into(),
+            artifacts: Vec::new(),
+            database: None,
+            cluster: None,
+            media: None,
+            answers: None,
+        };
+        catalog.commit(&manifest).await.unwrap();
+        let put = |id: &str, body: &'static str| {
+            let key = catalog.key(id, "manifest.json");
+            let store = &store;
+            async move { store.put_bytes(&key, Bytes::from(body)).await.unwrap() }
+        };
+        put("20261102T000000Z-bbbb", "{ not json").await;
+        put("20261103T000000Z-cccc", r#"{"format_version": 999}"#).await;
+        let scan = catalog.scan().await.unwrap();
+        assert_eq!(scan.complete.len(), 1);
+        assert_eq!(scan.complete[0].set_id, good);
+        let ids: Vec<&str> = scan.unreadable.iter().map(|u| u.id.as_str()).collect();
+        assert_eq!(ids, ["20261103T000000Z-cccc", "20261102T000000Z-bbbb"]);
+        assert!(
+            scan.unreadable[0].reason.contains("999"),
+            "{:?}",
+            scan.unreadable
+        );
+        // `latest` is the newest set that can be read.
+        assert_eq!(catalog.resolve("latest").await.unwrap().set_id, good);
+        // Naming a bad one still says what is wrong with it.
+        let e = catalog.resolve("20261102T000000Z-bbbb").await.unwrap_err();
+        assert!(matches!(e, CatalogError::ManifestInvalid { .. }), "{e}");
+    }
 
     #[test]
     fn new_ids_are_valid_and_sort_by_time() {

@@ -104,6 +104,12 @@ pub(crate) async fn status(cli: &Cli) -> Result<ExitCode> {
         "interrupted {} run(s) without a manifest (prune removes them after the grace period)",
         status.incomplete.len()
     );
+    for u in &status.unreadable {
+        println!(
+            "UNREADABLE  set {}: {} (skipped; `wpdr sets show {}` for details)",
+            u.id, u.reason, u.id
+        );
+    }
     super::binlog::print_window_summary(window);
     match lock {
         Some(l) if l.expires_at > now => println!(

@@ -11,8 +11,8 @@ use wpdr::jobs::{self, JobReport};
 pub(crate) async fn list(cli: &Cli) -> Result<ExitCode> {
     let (cfg, store) = open(cli).await?;
     let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
-    let sets = catalog.list().await?;
-    let summaries: Vec<SetSummary> = sets.iter().map(SetSummary::from).collect();
+    let scan = catalog.scan().await?;
+    let summaries: Vec<SetSummary> = scan.complete.iter().map(SetSummary::from).collect();
     if cli.output == OutputFormat::Json {
         print_json(&summaries)?;
     } else if summaries.is_empty() {
@@ -37,6 +37,11 @@ pub(crate) async fn list(cli: &Cli) -> Result<ExitCode> {
                 s.tables,
                 s.rows
             );
+        }
+    }
+    if cli.output != OutputFormat::Json {
+        for u in &scan.unreadable {
+            println!("UNREADABLE {}: {} (skipped)", u.id, u.reason);
         }
     }
     Ok(ExitCode::Ok)

@@ -5,7 +5,7 @@
 
 use super::{JobContext, JobError};
 use crate::binlog::window::Window;
-use crate::catalog::{LockInfo, Manifest};
+use crate::catalog::{LockInfo, Manifest, UnreadableSet};
 use crate::restore::drill::DrillReport;
 use crate::restore::journal::{Journal, RunStatus};
 use chrono::{DateTime, Utc};
@@ -18,6 +18,8 @@ pub struct Status {
     pub sets: Vec<Manifest>,
     /// Runs that wrote files but no manifest.
     pub incomplete: Vec<String>,
+    /// Sets whose manifest cannot be read (damaged, or from a newer wpdr).
+    pub unreadable: Vec<UnreadableSet>,
     pub lock: Option<LockInfo>,
     pub last_drill: Option<DrillReport>,
     pub window: Window,
@@ -33,7 +35,8 @@ pub async fn status(ctx: &JobContext) -> Result<Status, JobError> {
 async fn gather(ctx: &JobContext) -> Result<Status, JobError> {
     let catalog = ctx.catalog();
     let prefix = ctx.cfg.site_prefix();
-    let (sets, incomplete) = catalog.scan().await?;
+    let scan = catalog.scan().await?;
+    let (sets, incomplete, unreadable) = (scan.complete, scan.incomplete, scan.unreadable);
     let lock = catalog.lock_holder().await?;
     let last_drill = crate::restore::drill::latest_report(&ctx.store, &prefix).await;
     let window = crate::binlog::window::load_for(&ctx.store, &prefix, &sets).await?;
@@ -48,6 +51,7 @@ async fn gather(ctx: &JobContext) -> Result<Status, JobError> {
         store: ctx.store.describe(),
         sets,
         incomplete,
+        unreadable,
         lock,
         last_drill,
         window,
@@ -78,6 +82,7 @@ impl Status {
             "rpo_seconds": self.rpo_seconds(),
             "oldest_set": self.sets.last().map(|m| m.set_id.clone()),
             "incomplete_runs": self.incomplete,
+            "unreadable_sets": self.unreadable,
             "lock": self.lock,
             "last_drill": self.last_drill.as_ref().map(|d| serde_json::json!({
                 "restore_id": d.restore_id, "ok": d.ok, "finished_at": d.finished_at,
