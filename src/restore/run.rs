@@ -155,14 +155,26 @@ fn check_namespace(ns: &str) -> Result<(), RunError> {
 
 /// Refuses targets that are the live site's own database or buckets: a
 /// restore (and a drill's teardown) must never write over the source.
-fn check_not_source(targets: &Targets, cfg: &Config) -> Result<(), RunError> {
+/// Servers are compared by the addresses their names resolve to (so
+/// `localhost` is `127.0.0.1`), and the live database's replicas count as
+/// the live database too (written to, they would diverge from the primary).
+async fn check_not_source(targets: &Targets, cfg: &Config) -> Result<(), RunError> {
     if let Some((e, db)) = &targets.database {
         let live = &cfg.database;
-        if e.host == live.host && e.port == live.port && *db == live.name {
-            return Err(RunError::TargetIsSource {
-                what: format!("database '{db}' on {}", e.display()),
-                what_is: "database".into(),
-            });
+        let mut servers = vec![(live.host.clone(), live.port, "database")];
+        servers.extend(
+            live.topology
+                .replicas
+                .iter()
+                .map(|(h, p)| (h.clone(), *p, "database replica")),
+        );
+        for (host, port, what_is) in servers {
+            if *db == live.name && same_server((&e.host, e.port), (&host, port)).await {
+                return Err(RunError::TargetIsSource {
+                    what: format!("database '{db}' on {}", e.display()),
+                    what_is: format!("{what_is} ({host}:{port})"),
+                });
+            }
         }
     }
     if let (Some(t), Some(m)) = (&targets.media, &cfg.media) {
@@ -170,7 +182,7 @@ fn check_not_source(targets: &Targets, cfg: &Config) -> Result<(), RunError> {
             (&m.source, "uploads bucket"),
             (&m.offsite, "offsite mirror"),
         ] {
-            if t.bucket == b.bucket && t.endpoint == b.endpoint {
+            if t.bucket == b.bucket && same_endpoint(&t.endpoint, &b.endpoint).await {
                 return Err(RunError::TargetIsSource {
                     what: format!("bucket '{}'", t.bucket),
                     what_is: what.into(),
@@ -181,8 +193,46 @@ fn check_not_source(targets: &Targets, cfg: &Config) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The `ip:port` addresses a server name resolves to; the name itself
+/// (lowercased) when it does not resolve within a few seconds.
+async fn addresses(host: &str, port: u16) -> BTreeSet<String> {
+    let lookup = tokio::net::lookup_host((host, port));
+    match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+        Ok(Ok(found)) => found.map(|a| a.to_string()).collect(),
+        _ => BTreeSet::from([format!("{}:{port}", host.to_ascii_lowercase())]),
+    }
+}
+
+async fn same_server(a: (&str, u16), b: (&str, u16)) -> bool {
+    if a.1 != b.1 {
+        return false;
+    }
+    a.0.eq_ignore_ascii_case(b.0)
+        || !addresses(a.0, a.1)
+            .await
+            .is_disjoint(&addresses(b.0, b.1).await)
+}
+
+/// Two S3 endpoints (`None`: AWS) that reach the same server.
+async fn same_endpoint(a: &Option<String>, b: &Option<String>) -> bool {
+    let host_port = |e: &str| {
+        url::Url::parse(e).ok().and_then(|u| {
+            let port = u.port_or_known_default()?;
+            Some((u.host_str()?.to_string(), port))
+        })
+    };
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => match (host_port(x), host_port(y)) {
+            (Some((hx, px)), Some((hy, py))) => same_server((&hx, px), (&hy, py)).await,
+            _ => x == y,
+        },
+        _ => false,
+    }
+}
+
 /// Every step's configuration present before anything is touched.
-fn check_targets(plan: &Plan, targets: &Targets, ctx: &RestoreContext) -> Vec<RunError> {
+async fn check_targets(plan: &Plan, targets: &Targets, ctx: &RestoreContext) -> Vec<RunError> {
     let mut problems = Vec::new();
     let missing = |step: &Step, what: &str, hint: &str| RunError::MissingTarget {
         step: step.id.clone(),
@@ -213,7 +263,7 @@ fn check_targets(plan: &Plan, targets: &Targets, ctx: &RestoreContext) -> Vec<Ru
             _ => {}
         }
     }
-    if let Err(e) = check_not_source(targets, &ctx.cfg) {
+    if let Err(e) = check_not_source(targets, &ctx.cfg).await {
         problems.push(e);
     }
     problems
@@ -249,6 +299,7 @@ pub async fn dry_run(ctx: &RestoreContext, req: RestoreRequest<'_>) -> Result<Dr
         site_url: targets.site_url.clone(),
         steps,
         problems: check_targets(&req.plan, &targets, ctx)
+            .await
             .iter()
             .map(|e| e.to_string())
             .collect(),
@@ -264,7 +315,11 @@ pub async fn start(
     let catalog = Catalog::new(&ctx.store, &ctx.cfg.site, &ctx.cfg.site_prefix());
     let manifest = catalog.resolve(req.set).await?;
     let targets = Targets::resolve(&ctx.cfg.restore, &manifest, req.namespace, req.site_url);
-    if let Some(e) = check_targets(&req.plan, &targets, ctx).into_iter().next() {
+    if let Some(e) = check_targets(&req.plan, &targets, ctx)
+        .await
+        .into_iter()
+        .next()
+    {
         return Err(e);
     }
     let now = Utc::now();
@@ -357,7 +412,11 @@ pub async fn resume(
         &j.namespace,
         j.site_url.as_deref(),
     );
-    if let Some(e) = check_targets(&j.plan, &targets, ctx).into_iter().next() {
+    if let Some(e) = check_targets(&j.plan, &targets, ctx)
+        .await
+        .into_iter()
+        .next()
+    {
         return Err(e);
     }
     tracing::info!(restore = %j.restore_id, set = %j.set_id, previous_holder = %j.holder, "restore resumed");
@@ -602,4 +661,68 @@ pub fn step_seconds(j: &Journal) -> BTreeMap<String, f64> {
         .iter()
         .map(|(id, s)| (id.clone(), s.seconds))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Endpoint;
+
+    fn config() -> Config {
+        Config::from_yaml(
+            "database:\n  host: 127.0.0.1\n  port: 3307\n  name: wordpress\n  replicas: ['db-replica.invalid:3306']\nmedia:\n  source: {bucket: up, endpoint: 'http://127.0.0.1:3900'}\n  offsite: {bucket: off, endpoint: 'http://s3.example.invalid'}\n",
+            &std::collections::HashMap::new(),
+        )
+        .unwrap()
+    }
+
+    fn targets(database: Option<(&str, &str)>, media: Option<(&str, &str)>) -> Targets {
+        let mut media_cfg = config().media.unwrap().source;
+        Targets {
+            namespace: "restored".into(),
+            database: database
+                .map(|(url, db)| (Endpoint::from_url(url, None).unwrap().0, db.to_string())),
+            media: media.map(|(bucket, endpoint)| {
+                media_cfg.bucket = bucket.into();
+                media_cfg.endpoint = Some(endpoint.into());
+                media_cfg
+            }),
+            caches: Vec::new(),
+            site_url: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_live_database_is_recognised_by_address_and_on_its_replicas() {
+        let cfg = config();
+        // `localhost` is the live 127.0.0.1: refused, though the names differ.
+        let t = targets(Some(("mysql://root@localhost:3307", "wordpress")), None);
+        let e = check_not_source(&t, &cfg).await.unwrap_err().to_string();
+        assert!(e.contains("wordpress"), "{e}");
+        // A replica of the live database is the live database too.
+        let t = targets(
+            Some(("mysql://root@db-replica.invalid:3306", "wordpress")),
+            None,
+        );
+        let e = check_not_source(&t, &cfg).await.unwrap_err().to_string();
+        assert!(e.contains("replica"), "{e}");
+        // Another database on the same server, or the same name elsewhere, is fine.
+        let t = targets(Some(("mysql://root@localhost:3307", "wp_restored")), None);
+        assert!(check_not_source(&t, &cfg).await.is_ok());
+        let t = targets(Some(("mysql://root@127.0.0.1:3308", "wordpress")), None);
+        assert!(check_not_source(&t, &cfg).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_live_buckets_are_recognised_by_endpoint_address() {
+        let cfg = config();
+        let t = targets(None, Some(("up", "http://localhost:3900")));
+        let e = check_not_source(&t, &cfg).await.unwrap_err().to_string();
+        assert!(e.contains("uploads bucket"), "{e}");
+        let t = targets(None, Some(("off", "http://S3.example.invalid:80")));
+        let e = check_not_source(&t, &cfg).await.unwrap_err().to_string();
+        assert!(e.contains("offsite mirror"), "{e}");
+        let t = targets(None, Some(("up-restored", "http://localhost:3900")));
+        assert!(check_not_source(&t, &cfg).await.is_ok());
+    }
 }
