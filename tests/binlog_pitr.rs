@@ -749,6 +749,25 @@ async fn a_user_without_replication_slave_is_told_which_grant_is_missing() {
     assert!(!err.contains("reader-pw-3141"), "{err}");
 }
 
+const CATCH_UP: [&str; 5] = ["--output", "json", "binlog", "archive", "--until-caught-up"];
+
+/// A row-logging shop with orders 1..=10 in a set and 11..=15 after it.
+async fn shop_with_a_set_and_later_orders(
+    svc: &Services,
+) -> (MariaDb, Conn, tempfile::TempDir, std::path::PathBuf) {
+    let (db, mut c) = shop_server().await;
+    for id in 1..=10 {
+        insert_order(&mut c, id).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = single_config(dir.path(), &db);
+    backup(svc, &cfg);
+    for id in 11..=15 {
+        insert_order(&mut c, id).await;
+    }
+    (db, c, dir, cfg)
+}
+
 /// Recovering a deleted post the way a user would: a point-in-time restore
 /// into a new database on the same, archived server. The replayed
 /// transactions carry GTIDs the server already has; written to its binary
@@ -757,17 +776,8 @@ async fn a_user_without_replication_slave_is_told_which_grant_is_missing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_point_in_time_restore_onto_the_archived_server_never_rewinds_its_history() {
     let svc = Services::get();
-    let (db, mut c) = shop_server().await;
-    for id in 1..=10 {
-        insert_order(&mut c, id).await;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = single_config(dir.path(), &db);
-    let catch_up = ["--output", "json", "binlog", "archive", "--until-caught-up"];
-    backup(&svc, &cfg);
-    for id in 11..=15 {
-        insert_order(&mut c, id).await;
-    }
+    let (db, mut c, _dir, cfg) = shop_with_a_set_and_later_orders(&svc).await;
+    let catch_up = CATCH_UP;
     let point: String = c
         .query_first("SELECT @@gtid_binlog_pos")
         .await
@@ -835,17 +845,8 @@ async fn a_point_in_time_restore_onto_the_archived_server_never_rewinds_its_hist
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gtid_sequence_that_goes_backwards_is_recorded_as_a_gap() {
     let svc = Services::get();
-    let (db, mut c) = shop_server().await;
-    for id in 1..=10 {
-        insert_order(&mut c, id).await;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = single_config(dir.path(), &db);
-    let catch_up = ["--output", "json", "binlog", "archive", "--until-caught-up"];
-    backup(&svc, &cfg);
-    for id in 11..=15 {
-        insert_order(&mut c, id).await;
-    }
+    let (_db, mut c, _dir, cfg) = shop_with_a_set_and_later_orders(&svc).await;
+    let catch_up = CATCH_UP;
     let out = wpdr_env(&svc, &cfg, &catch_up, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // Rewrite history: the next transaction is logged under an old sequence number.

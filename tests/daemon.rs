@@ -285,7 +285,7 @@ async fn a_run_longer_than_the_grace_period_is_abandoned_cleanly() {
     )
     .unwrap();
     let port = free_port();
-    let mut child = svc.spawn_daemon(&cfg, &sched, port, 1);
+    let child = svc.spawn_daemon(&cfg, &sched, port, 1);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -298,15 +298,7 @@ async fn a_run_longer_than_the_grace_period_is_abandoned_cleanly() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(300));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let (status, log) = stop_daemon(child);
     assert!(status.success(), "{log}");
     assert!(
         log.contains("abandoned at the end of the grace period"),
@@ -337,7 +329,7 @@ async fn a_manual_run_needs_the_trigger_token_when_one_is_set() {
     )
     .unwrap();
     let port = free_port();
-    let mut child = svc
+    let child = svc
         .daemon_cmd(&cfg, &sched, port, 5)
         .env("WPDR_DAEMON_TRIGGER_TOKEN", "tr1gger-t0ken")
         .spawn()
@@ -372,15 +364,7 @@ async fn a_manual_run_needs_the_trigger_token_when_one_is_set() {
         "Authorization: Bearer tr1gger-t0ken\r\n",
     );
     assert_eq!(ok.0, 202, "{}", ok.1);
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let (status, log) = stop_daemon(child);
     assert!(status.success(), "{log}");
     assert!(
         !log.contains("tr1gger-t0ken"),

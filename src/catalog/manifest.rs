@@ -218,3 +218,25 @@ impl Manifest {
         self.artifacts.iter().map(|a| a.size).sum()
     }
 }
+
+#[cfg(test)]
+impl Manifest {
+    /// A set with nothing in it (for tests of what reads manifests).
+    pub(crate) fn empty_for_tests(set_id: &str, site: &str) -> Manifest {
+        let now = chrono::Utc::now();
+        Manifest {
+            format_version: super::FORMAT_VERSION,
+            set_id: set_id.into(),
+            site: site.into(),
+            schedule: "manual".into(),
+            started_at: now,
+            finished_at: now,
+            wpdr_version: "test".into(),
+            artifacts: Vec::new(),
+            database: None,
+            cluster: None,
+            media: None,
+            answers: None,
+        }
+    }
+}

@@ -475,21 +475,7 @@ mod tests {
         let store = Store::open(&cfg).await.unwrap();
         let catalog = Catalog::new(&store, "s", "wpdr/s");
         let good = "20261101T000000Z-aaaa";
-        let now = chrono::Utc::now();
-        let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            set_id: good.into(),
-            site: "s".into(),
-            schedule: "manual".into(),
-            started_at: now,
-            finished_at: now,
-            wpdr_version: "test".into(),
-            artifacts: Vec::new(),
-            database: None,
-            cluster: None,
-            media: None,
-            answers: None,
-        };
+        let manifest = Manifest::empty_for_tests(good, "s");
         catalog.commit(&manifest).await.unwrap();
         let put = |id: &str, body: &'static str| {
             let key = catalog.key(id, "manifest.json");

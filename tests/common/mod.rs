@@ -646,6 +646,17 @@ pub async fn wait_for_objects(s3: &aws_sdk_s3::Client, bucket: &str, n: i32) {
     }
 }
 
+/// SIGTERM to a spawned daemon; its exit status and everything it logged.
+pub fn stop_daemon(mut child: Child) -> (std::process::ExitStatus, String) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut log).unwrap();
+    }
+    (status, log)
+}
+
 /// One plain HTTP/1.1 request to 127.0.0.1:`port` (the daemon's endpoints).
 pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
     http_with(port, method, path, "")

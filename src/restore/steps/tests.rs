@@ -23,21 +23,7 @@ async fn fake() -> Fake {
     let yaml = format!("site: s\nstore:\n  path: {}\n", dir.path().display());
     let cfg = Config::from_yaml(&yaml, &std::collections::HashMap::new()).unwrap();
     let store = Arc::new(Store::open(&cfg.store).await.unwrap());
-    let now = chrono::Utc::now();
-    let manifest = Manifest {
-        format_version: 1,
-        set_id: "20261129T120000Z-abcd".into(),
-        site: "s".into(),
-        schedule: "manual".into(),
-        started_at: now,
-        finished_at: now,
-        wpdr_version: "test".into(),
-        artifacts: Vec::new(),
-        database: None,
-        cluster: None,
-        media: None,
-        answers: None,
-    };
+    let manifest = Manifest::empty_for_tests("20261129T120000Z-abcd", "s");
     Fake {
         _dir: dir,
         ctx: RestoreContext {
