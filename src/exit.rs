@@ -96,3 +96,38 @@ pub trait Classify {
     fn exit_code(&self) -> ExitCode;
     fn metric_label(&self) -> &'static str;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` lists every variant: this match stops compiling when one is added.
+    #[test]
+    fn all_lists_every_code_once() {
+        for (i, c) in ExitCode::ALL.iter().enumerate() {
+            let index = match c {
+                ExitCode::Ok => 0,
+                ExitCode::Internal => 1,
+                ExitCode::Usage => 2,
+                ExitCode::Config => 3,
+                ExitCode::DatabaseUnreachable => 4,
+                ExitCode::DatabaseAuth => 5,
+                ExitCode::StoreUnavailable => 6,
+                ExitCode::SetNotFound => 7,
+                ExitCode::Integrity => 8,
+                ExitCode::Locked => 9,
+                ExitCode::TargetNotEmpty => 10,
+                ExitCode::RestoreMismatch => 11,
+                ExitCode::Database => 12,
+                ExitCode::StoreAuth => 13,
+                ExitCode::MediaIncomplete => 14,
+                ExitCode::Timeout => 15,
+                ExitCode::ReplicaUnusable => 16,
+                ExitCode::BinlogGap => 17,
+                ExitCode::NotRecoverable => 18,
+                ExitCode::Interrupted => 19,
+            };
+            assert_eq!(index, i, "{c:?} is out of place in ExitCode::ALL");
+        }
+    }
+}
