@@ -34,6 +34,7 @@ trap 'rm -rf "$OUT"' EXIT
 "$HELM" template wpdr charts/wpdr --namespace wp >"$OUT/daemon.yaml"
 "$HELM" template wpdr charts/wpdr --namespace wp --set mode=cronjobs >"$OUT/cronjobs.yaml"
 "$HELM" template wpdr charts/wpdr --namespace wp --set daemon.replicas=3 --set serviceMonitor.enabled=true --set rbac.restore.enabled=true \
+  --set secretKeys.daemonTriggerToken=daemon-trigger-token \
   --set-json 'schedules=[{"name":"nightly-backup","job":"backup","cron":"0 15 2 * * *"},{"name":"binlog-archive","job":"binlog-archive","cron":"0 * * * * *","run_missed_on_start":true}]' \
   --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef >"$OUT/ha.yaml"
 "$HELM" template wpdr charts/wpdr --namespace wp --set mode=cronjobs \
@@ -121,8 +122,12 @@ for variant in ["daemon", "cronjobs", "ha", "media", "drill"]:
         check("ClusterRole" in kinds, f"{variant}: restore ClusterRole missing")
     else:
         check("ClusterRole" not in kinds, f"{variant}: the restore role must be off by default")
+    envs = {e["name"]: e.get("value") for p in pods for c in p["containers"] for e in c.get("env", [])}
     if variant == "ha":
         check("ServiceMonitor" in kinds, "ha: ServiceMonitor missing")
+        check(envs.get("WPDR_DAEMON_TRIGGER_TOKEN_FILE", "").endswith("/daemon-trigger-token"), "ha: the trigger token file is not passed")
+    else:
+        check("WPDR_DAEMON_TRIGGER_TOKEN_FILE" not in envs, f"{variant}: a trigger token without secretKeys.daemonTriggerToken")
     # The rendered configuration must be accepted by wpdr itself.
     cms = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
     cfgdir = f"{out}/{variant}-cfg"
