@@ -39,11 +39,7 @@ async fn every_second_schedule_never_overlaps_and_sigterm_drains() {
     .unwrap();
     let port = free_port();
     let mut child = svc.spawn_daemon(&cfg, &sched, port, 60);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not listen");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_listening(port);
     assert_eq!(http(port, "GET", "/healthz").0, 200);
     // Let it run for a while with a tick every second.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -334,11 +330,7 @@ async fn a_manual_run_needs_the_trigger_token_when_one_is_set() {
         .env("WPDR_DAEMON_TRIGGER_TOKEN", "tr1gger-t0ken")
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not listen");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_listening(port);
     assert_eq!(http(port, "GET", "/healthz").0, 200);
     assert_eq!(http(port, "GET", "/metrics").0, 200);
     let (status, body) = http(port, "POST", "/run/nightly");

@@ -688,14 +688,7 @@ async fn the_daemon_runs_a_drill_and_exports_its_result() {
     .unwrap();
     let port = free_port();
     let mut child = svc.spawn_daemon(&site.cfg, &sched, port, 60);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "daemon did not listen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_listening(port);
     let (_, m) = http(port, "GET", "/metrics");
     assert_eq!(metric(&m, "wpdr_last_drill_success"), -1.0, "{m}");
     assert_eq!(http(port, "POST", "/run/weekly-drill").0, 202);

@@ -116,6 +116,28 @@ fn database_section(manifest: &Manifest) -> Result<&crate::catalog::DatabaseSect
     })
 }
 
+/// The set to load (and, with a point, the replay plan) and the database
+/// it goes into: the request's, else the set's own name.
+async fn choose(
+    ctx: &JobContext,
+    req: &DbRestoreRequest,
+) -> Result<(Manifest, Option<PitrPlan>, String), JobError> {
+    let catalog = ctx.catalog();
+    let (manifest, pitr) = pitr::choose(
+        &catalog,
+        &ctx.store,
+        &ctx.cfg.site_prefix(),
+        &req.set,
+        req.point.as_ref(),
+    )
+    .await?;
+    let database = match &req.database {
+        Some(d) => d.clone(),
+        None => database_section(&manifest)?.database.clone(),
+    };
+    Ok((manifest, pitr, database))
+}
+
 /// Checks the target and says what a restore would do; changes nothing.
 pub async fn plan_database(
     ctx: &JobContext,
@@ -128,20 +150,8 @@ async fn plan_database_inner(
     ctx: &JobContext,
     req: &DbRestoreRequest,
 ) -> Result<DbRestorePlan, JobError> {
-    let catalog = ctx.catalog();
-    let (manifest, pitr) = pitr::choose(
-        &catalog,
-        &ctx.store,
-        &ctx.cfg.site_prefix(),
-        &req.set,
-        req.point.as_ref(),
-    )
-    .await?;
+    let (manifest, pitr, database) = choose(ctx, req).await?;
     let section = database_section(&manifest)?;
-    let database = req
-        .database
-        .clone()
-        .unwrap_or_else(|| section.database.clone());
     let mut conn = req.target.connect(None).await?;
     let contents = crate::mysql::load::describe_contents(&mut conn, &database).await?;
     Ok(DbRestorePlan {
@@ -177,8 +187,7 @@ async fn restore_database_inner(
     let started = Instant::now();
     let catalog = ctx.catalog();
     let prefix = ctx.cfg.site_prefix();
-    let (manifest, pitr) =
-        pitr::choose(&catalog, &ctx.store, &prefix, &req.set, req.point.as_ref()).await?;
+    let (manifest, pitr, database) = choose(ctx, req).await?;
     ctx.progress
         .emit(super::ProgressEvent::Total(manifest.total_bytes()));
     if pitr.is_some() {
@@ -186,10 +195,6 @@ async fn restore_database_inner(
         replay::check_tools(&req.target)?;
     }
     let section = database_section(&manifest)?;
-    let database = req
-        .database
-        .clone()
-        .unwrap_or_else(|| section.database.clone());
     let load = crate::restore::restore_db(
         &catalog,
         ctx.store.clone(),

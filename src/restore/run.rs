@@ -532,15 +532,7 @@ async fn execute_steps(
                 }
                 started.insert(step.id.clone());
                 let log = StepLog::new(&step.id);
-                let earlier = journal
-                    .snapshot()
-                    .await
-                    .steps
-                    .values()
-                    .filter(|s| s.state == StepState::Done)
-                    .map(|s| (s.kind, s.summary.clone()))
-                    .collect();
-                journal
+                let now = journal
                     .update(|j| {
                         if let Some(r) = j.steps.get_mut(&step.id) {
                             r.state = StepState::Running;
@@ -551,6 +543,12 @@ async fn execute_steps(
                         }
                     })
                     .await?;
+                let earlier = now
+                    .steps
+                    .values()
+                    .filter(|s| s.state == StepState::Done)
+                    .map(|s| (s.kind, s.summary.clone()))
+                    .collect();
                 let env = StepEnv {
                     ctx,
                     catalog,

@@ -646,6 +646,15 @@ pub async fn wait_for_objects(s3: &aws_sdk_s3::Client, bucket: &str, n: i32) {
     }
 }
 
+/// Waits (up to 30 s) until something listens on 127.0.0.1:`port`.
+pub fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// SIGTERM to a spawned daemon; its exit status and everything it logged.
 pub fn stop_daemon(mut child: Child) -> (std::process::ExitStatus, String) {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
