@@ -48,13 +48,19 @@ pub enum ExitCode {
     /// The requested point in time or GTID is outside the recoverable window
     /// (no set before it, or the archive does not reach it without a gap).
     NotRecoverable = 18,
+    /// The database holds an object wpdr cannot back up (named in the
+    /// message) and `database.skip` does not name it; nothing was stored.
+    Unsupported = 19,
+    /// The schema changed (DDL) while a backup opened its snapshot or read a
+    /// table, and did not settle over the retries; nothing was stored.
+    SchemaChanged = 20,
     /// Interrupted by a signal.
     Interrupted = 130,
 }
 
 impl ExitCode {
     /// Every code, in order.
-    pub const ALL: [ExitCode; 20] = [
+    pub const ALL: [ExitCode; 22] = [
         ExitCode::Ok,
         ExitCode::Internal,
         ExitCode::Usage,
@@ -74,6 +80,8 @@ impl ExitCode {
         ExitCode::ReplicaUnusable,
         ExitCode::BinlogGap,
         ExitCode::NotRecoverable,
+        ExitCode::Unsupported,
+        ExitCode::SchemaChanged,
         ExitCode::Interrupted,
     ];
 
@@ -125,7 +133,9 @@ mod tests {
                 ExitCode::ReplicaUnusable => 16,
                 ExitCode::BinlogGap => 17,
                 ExitCode::NotRecoverable => 18,
-                ExitCode::Interrupted => 19,
+                ExitCode::Unsupported => 19,
+                ExitCode::SchemaChanged => 20,
+                ExitCode::Interrupted => 21,
             };
             assert_eq!(index, i, "{c:?} is out of place in ExitCode::ALL");
         }

@@ -165,6 +165,10 @@ pub struct DatabaseSection {
     /// `max_allowed_packet` at least this large.
     pub max_statement_bytes: u64,
     pub tables: Vec<TableEntry>,
+    /// Objects of the database that are not in the set, and why (only what
+    /// `database.skip` names: anything else wpdr cannot take fails the backup).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedObject>,
     /// Views, routines, triggers and events: created after the data, in this order.
     pub objects: Vec<SchemaObject>,
     /// Total uncompressed SQL bytes written.
@@ -176,8 +180,23 @@ pub struct Consistency {
     /// `backup-stage-block-commit`, `flush-tables-with-read-lock` or `single-connection`.
     pub method: String,
     pub connections: usize,
-    /// How long commits were held still while the workers opened their snapshots.
+    /// How long commits were held still while the workers opened their
+    /// snapshots (and the non-transactional tables were read).
     pub commits_blocked_ms: f64,
+    /// Tables whose rows are not from the snapshot's moment: non-transactional
+    /// engines (MyISAM, Aria, ...) read while commits could not be held (one
+    /// connection, or no privilege to hold them). Empty: every table is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_at_snapshot: Vec<String>,
+}
+
+/// Something in the database that the set does not hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SkippedObject {
+    /// `table`, `sequence`, `view`, `procedure`, `function`, `trigger` or `event`.
+    pub kind: String,
+    pub name: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -199,6 +218,44 @@ pub struct TableEntry {
     pub checksum: String,
     pub schema_artifact: String,
     pub data_artifacts: Vec<String>,
+    #[serde(default, skip_serializing_if = "TableKind::is_table")]
+    pub kind: TableKind,
+    /// Why the set holds this table's definition but not its rows (an engine
+    /// that keeps them elsewhere, e.g. FEDERATED); `None`: the rows are in the set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_not_stored: Option<String>,
+}
+
+/// What a table is, which decides how it is read, restored and verified.
+/// Older wpdr versions read sets with sequences or versioned tables as plain
+/// tables and fail their verification loudly (never a silent misread), so
+/// the format version stays.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TableKind {
+    #[default]
+    Table,
+    /// A MariaDB sequence: its definition and its next value (`SETVAL` in the
+    /// schema artifact), one row to verify, no data artifacts.
+    Sequence,
+    /// A system-versioned table: every row version, current and history,
+    /// with the period columns (`columns` ends with them), read `FOR
+    /// SYSTEM_TIME ALL` and loaded with `system_versioning_insert_history`.
+    SystemVersioned,
+}
+
+impl TableKind {
+    fn is_table(&self) -> bool {
+        *self == TableKind::Table
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            TableKind::Table => "table",
+            TableKind::Sequence => "sequence",
+            TableKind::SystemVersioned => "system-versioned table",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -46,12 +46,25 @@ async fn dry_run(cli: &Cli, ctx: &jobs::JobContext) -> Result<ExitCode> {
             plan.database, plan.server_version, plan.site, plan.connections
         );
         for t in &plan.tables {
+            let how = match (&t.rows_not_stored, t.kind.as_str()) {
+                (Some(why), _) => format!("definition only: {why}"),
+                (None, "table") => format!(
+                    "key: {}",
+                    t.split_by.as_deref().unwrap_or("(single stream)")
+                ),
+                (None, kind) => format!(
+                    "{kind}, key: {}",
+                    t.split_by.as_deref().unwrap_or("(single stream)")
+                ),
+            };
             println!(
-                "  {:<40} ~{:>10}  key: {}",
+                "  {:<40} ~{:>10}  {how}",
                 t.name,
                 human_bytes(t.estimated_bytes),
-                t.split_by.as_deref().unwrap_or("(single stream)")
             );
+        }
+        for s in &plan.skipped {
+            println!("  {:<40} skipped: {}", s.name, s.reason);
         }
     }
     Ok(ExitCode::Ok)

@@ -3,7 +3,7 @@
 use super::open;
 use super::output::{human_bytes, print_json, progress_bar};
 use anyhow::Result;
-use wpdr::catalog::{Catalog, Manifest, SetSummary};
+use wpdr::catalog::{Catalog, Manifest, SetSummary, TableKind};
 use wpdr::cli::{Cli, OutputFormat};
 use wpdr::exit::ExitCode;
 use wpdr::jobs::{self, JobReport};
@@ -138,11 +138,28 @@ pub(crate) fn print_show(m: &Manifest) {
             db.gtid_binlog_pos.as_deref().unwrap_or("(none)")
         );
         println!("raw sql    {}", human_bytes(db.raw_bytes));
-        println!();
-        println!("{:<40} {:>12} {:>7}  CHECKSUM", "TABLE", "ROWS", "CHUNKS");
-        for t in &db.tables {
+        if !db.consistency.not_at_snapshot.is_empty() {
             println!(
-                "{:<40} {:>12} {:>7}  {}",
+                "WARNING    not consistent with the snapshot (non-transactional, read without commits held): {}",
+                db.consistency.not_at_snapshot.join(", ")
+            );
+        }
+        for s in &db.skipped {
+            println!("SKIPPED    {} {}: {}", s.kind, s.name, s.reason);
+        }
+        println!();
+        println!(
+            "{:<40} {:>12} {:>7}  {:<32}  KIND",
+            "TABLE", "ROWS", "CHUNKS", "CHECKSUM"
+        );
+        for t in &db.tables {
+            let kind = match &t.rows_not_stored {
+                Some(why) => format!("definition only ({why})"),
+                None if t.kind == TableKind::Table => String::new(),
+                None => t.kind.label().to_string(),
+            };
+            println!(
+                "{:<40} {:>12} {:>7}  {:<32}  {kind}",
                 t.name,
                 t.rows,
                 t.data_artifacts.len(),

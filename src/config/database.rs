@@ -23,6 +23,7 @@ pub(crate) struct RawDatabase {
     read_from: Option<String>,
     max_replica_lag_seconds: Option<u64>,
     fallback_to_primary: Option<bool>,
+    skip: Option<Vec<String>>,
     binlog: Option<RawBinlog>,
 }
 
@@ -45,6 +46,10 @@ pub struct DatabaseConfig {
     pub connections: usize,
     /// WordPress's `$table_prefix` (`wp_`): where attachments are looked up.
     pub table_prefix: String,
+    /// Names (`*` matches any run of characters) of tables, sequences, views,
+    /// routines, triggers and events a backup leaves out on purpose; each set
+    /// lists what it left out. Anything else a backup cannot take fails it.
+    pub skip: Vec<String>,
     pub topology: Topology,
     pub binlog: BinlogArchiveConfig,
 }
@@ -235,8 +240,16 @@ pub(crate) fn resolve(d: &RawDatabase, env: &dyn Env) -> Result<DatabaseConfig, 
             .boolean(&d.fallback_to_primary)?
             .unwrap_or(false),
     };
+    let skip_key = s.key("skip", "SKIP");
+    let skip = skip_key.list(&d.skip)?;
+    if let Some(bad) = skip.iter().find(|p| p.chars().all(|c| c == '*')) {
+        return Err(skip_key.invalid(format!(
+            "'{bad}' would skip every object: a backup of nothing is not a backup"
+        )));
+    }
     Ok(DatabaseConfig {
         host,
+        skip,
         port,
         socket,
         user,

@@ -77,6 +77,8 @@ pub struct BackupPlan {
     pub database: String,
     pub connections: usize,
     pub tables: Vec<dump::PlannedTable>,
+    /// The tables and sequences `database.skip` leaves out.
+    pub skipped: Vec<crate::catalog::SkippedObject>,
 }
 
 /// Connects and lists the tables a backup would take, with sizes and how
@@ -90,7 +92,8 @@ async fn plan_inner(ctx: &super::JobContext) -> Result<BackupPlan, super::JobErr
     let endpoint = Endpoint::from_config(&cfg.database);
     let mut conn = endpoint.connect(Some(&cfg.database.name)).await?;
     let server_version = crate::mysql::server_version(&mut conn).await?;
-    let tables = dump::plan_tables(&mut conn, &cfg.database.name).await?;
+    let (tables, skipped) =
+        dump::plan_tables(&mut conn, &cfg.database.name, &cfg.database.skip).await?;
     Ok(BackupPlan {
         dry_run: true,
         site: cfg.site.clone(),
@@ -98,6 +101,7 @@ async fn plan_inner(ctx: &super::JobContext) -> Result<BackupPlan, super::JobErr
         database: cfg.database.name.clone(),
         connections: cfg.database.connections,
         tables,
+        skipped,
     })
 }
 
@@ -158,6 +162,7 @@ async fn run_locked(
         connections: cfg.database.connections,
         chunk_bytes: cfg.backup.chunk_bytes,
         compression_level: cfg.backup.compression_level,
+        skip: cfg.database.skip.clone(),
     };
     let dumped = match dump::snapshot(
         &endpoint,

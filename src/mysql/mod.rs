@@ -49,6 +49,10 @@ pub enum MysqlError {
     Store(#[from] crate::store::StoreError),
     #[error("compression failed for {path}: {detail}")]
     Compression { path: String, detail: String },
+    #[error("database '{database}' holds what wpdr cannot back up: {objects}. Nothing was stored. Fix the object, or add its name to database.skip (WPDR_DB_SKIP) to back up everything else; the set then lists it as skipped.")]
+    Unsupported { database: String, objects: String },
+    #[error("the schema of {tables} changed while the backup was reading it ({detail}); a set whose tables and rows are from different moments is never written, so nothing was stored. Rerun the backup once the ALTER/DROP/TRUNCATE (often a plugin or WordPress update) has finished.")]
+    SchemaChanged { tables: String, detail: String },
     #[error("no replica can be backed up from: {details}. Fix replication, raise database.max_replica_lag_seconds, or allow database.fallback_to_primary.")]
     NoUsableReplica { details: String },
 }
@@ -65,6 +69,8 @@ impl Classify for MysqlError {
             MysqlError::Store(e) => e.exit_code(),
             MysqlError::Compression { .. } => ExitCode::Internal,
             MysqlError::NoUsableReplica { .. } => ExitCode::ReplicaUnusable,
+            MysqlError::Unsupported { .. } => ExitCode::Unsupported,
+            MysqlError::SchemaChanged { .. } => ExitCode::SchemaChanged,
         }
     }
     fn metric_label(&self) -> &'static str {
@@ -80,6 +86,8 @@ impl Classify for MysqlError {
             MysqlError::Store(e) => e.metric_label(),
             MysqlError::Compression { .. } => "compression",
             MysqlError::NoUsableReplica { .. } => "replica_unusable",
+            MysqlError::Unsupported { .. } => "db_unsupported_object",
+            MysqlError::SchemaChanged { .. } => "db_schema_changed",
         }
     }
 }

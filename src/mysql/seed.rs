@@ -61,6 +61,8 @@ pub async fn seed_replica(
                 connections: opts.connections,
                 chunk_bytes: 64 << 20,
                 compression_level: 1,
+                // A replica needs every object its primary replicates.
+                skip: Vec::new(),
             },
             store.clone(),
             "seed/",

@@ -5,6 +5,8 @@
 //! statements itself (quotes, comments and `DELIMITER` aware) to run them in
 //! parallel over several connections.
 
+use crate::catalog::TableKind;
+
 /// Quotes an identifier with backticks, doubling any backtick inside it.
 pub fn quote_ident(name: &str) -> String {
     let mut s = String::with_capacity(name.len() + 2);
@@ -338,6 +340,30 @@ pub fn split_all(text: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         out.push(last);
     }
     Ok(out)
+}
+
+/// A table as a `FROM` clause: a system-versioned table with its history.
+pub fn from_clause(name: &str, kind: TableKind) -> String {
+    let q = quote_ident(name);
+    match kind {
+        TableKind::SystemVersioned => format!("{q} FOR SYSTEM_TIME ALL"),
+        _ => q,
+    }
+}
+
+/// The query that reads exactly what a set stores of a table: the dump's
+/// checksum and a restore's verification read the same thing.
+pub fn select_stored(name: &str, kind: TableKind, columns: &[String]) -> String {
+    let list = if columns.is_empty() {
+        "1".to_string()
+    } else {
+        columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!("SELECT {list} FROM {}", from_clause(name, kind))
 }
 
 #[cfg(test)]

@@ -458,26 +458,51 @@ pub fn json(o: &Output) -> serde_json::Value {
 
 /// Every row of a table, ordered by all columns, as raw text-protocol bytes:
 /// an independent comparison that does not use wpdr's checksum.
+/// A system-versioned table is read with its whole history and period.
 pub async fn table_rows(conn: &mut Conn, table: &str) -> Vec<Vec<Option<Vec<u8>>>> {
-    let cols: Vec<String> = conn
+    let mut cols: Vec<String> = conn
         .exec(
             "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (table,),
         )
         .await
         .unwrap();
+    let table_type: Option<String> = conn
+        .exec_first(
+            "SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+            (table,),
+        )
+        .await
+        .unwrap();
+    let versioned = table_type.as_deref() == Some("SYSTEM VERSIONED");
+    let period: Option<i64> = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND GENERATION_EXPRESSION IN ('ROW START', 'ROW END')",
+            (table,),
+        )
+        .await
+        .unwrap();
+    if versioned && period == Some(0) {
+        cols.push("ROW_START".into());
+        cols.push("ROW_END".into());
+    }
     let list = cols
         .iter()
         .map(|c| format!("`{}`", c.replace('`', "``")))
         .collect::<Vec<_>>()
         .join(",");
+    let history = if versioned {
+        " FOR SYSTEM_TIME ALL"
+    } else {
+        ""
+    };
     let order = (1..=cols.len())
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(",");
     let rows: Vec<mysql_async::Row> = conn
         .query(format!(
-            "SELECT {list} FROM `{}` ORDER BY {order}",
+            "SELECT {list} FROM `{}`{history} ORDER BY {order}",
             table.replace('`', "``")
         ))
         .await
@@ -495,10 +520,11 @@ pub async fn table_rows(conn: &mut Conn, table: &str) -> Vec<Vec<Option<Vec<u8>>
         .collect()
 }
 
-/// Table names of the current database, sorted.
+/// Names of the tables, sequences and versioned tables (everything but
+/// views) of the current database, sorted.
 pub async fn tables(conn: &mut Conn) -> Vec<String> {
     let mut t: Vec<String> = conn
-        .query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE='BASE TABLE'")
+        .query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE <> 'VIEW'")
         .await
         .unwrap();
     t.sort();

@@ -3,8 +3,9 @@
 //! ranges are the snapshot's own.
 
 use super::discovery::TableInfo;
+use super::table_read_err;
 use crate::mysql::sql::quote_ident;
-use crate::mysql::{query_err, MysqlError};
+use crate::mysql::MysqlError;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
@@ -16,15 +17,18 @@ pub(super) struct Task {
     pub(super) weight: u64,
 }
 
-/// The chunks of every table, in table order; integer keys are split into
-/// about `data_length / chunk_bytes` ranges, other tables are one chunk.
+/// The chunks of the tables at `only` (indexes into `tables`); integer keys
+/// are split into about `data_length / chunk_bytes` ranges, other tables are
+/// one chunk.
 pub(super) async fn plan(
     conn: &mut Conn,
     tables: &[TableInfo],
+    only: &[usize],
     chunk_bytes: u64,
 ) -> Result<Vec<Task>, MysqlError> {
     let mut tasks = Vec::new();
-    for (i, t) in tables.iter().enumerate() {
+    for &i in only {
+        let t = &tables[i];
         let chunks = (t.data_length / chunk_bytes.max(1)).clamp(1, 10_000);
         match (&t.int_key, chunks > 1) {
             (Some(key), true) => {
@@ -32,10 +36,10 @@ pub(super) async fn plan(
                     .query_first(format!(
                         "SELECT CAST(MIN({k}) AS CHAR), CAST(MAX({k}) AS CHAR) FROM {t}",
                         k = quote_ident(key),
-                        t = quote_ident(&t.name)
+                        t = t.table_ref()
                     ))
                     .await
-                    .map_err(|e| query_err(format!("reading key range of {}", t.name), e))?;
+                    .map_err(|e| table_read_err(&t.name, "reading the key range", e))?;
                 let (lo, hi) = match bounds {
                     Some((Some(lo), Some(hi))) => (
                         lo.parse::<i128>().unwrap_or(0),

@@ -10,7 +10,11 @@ use std::time::Instant;
 
 pub(super) struct Snapshot {
     pub(super) method: &'static str,
+    /// How long commits were held, once released.
     pub(super) blocked_ms: f64,
+    /// While commits are still held: the statement that releases them and
+    /// since when (see [`release`]).
+    held: Option<(&'static str, Instant)>,
     pub(super) binlog: Option<BinlogPosition>,
     pub(super) gtid: Option<String>,
     pub(super) slave_pos: Option<String>,
@@ -59,6 +63,9 @@ async fn master_status(conn: &mut Conn) -> Result<Option<BinlogPosition>, MysqlE
 }
 
 /// Opens the workers' snapshots at one shared point; see the module docs.
+/// With more than one worker, commits (and with them writes to
+/// non-transactional tables, and DDL) stay held until [`release`]: the
+/// caller reads the non-transactional tables first.
 pub(super) async fn open_snapshots(
     control: &mut Conn,
     workers: &mut [Conn],
@@ -100,6 +107,7 @@ pub(super) async fn open_snapshots(
         return Ok(Snapshot {
             method: "single-connection",
             blocked_ms: 0.0,
+            held: None,
             binlog,
             gtid,
             slave_pos: None,
@@ -165,16 +173,38 @@ pub(super) async fn open_snapshots(
         ))
     }
     .await;
-    let end = exec(control, unlock).await;
-    let blocked_ms = held.elapsed().as_secs_f64() * 1000.0;
-    let (binlog, gtid, slave_pos, at) = result?;
-    end?;
+    let (binlog, gtid, slave_pos, at) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = exec(control, unlock).await;
+            return Err(e);
+        }
+    };
     Ok(Snapshot {
         method,
-        blocked_ms,
+        blocked_ms: 0.0,
+        held: Some((unlock, held)),
         binlog,
         gtid,
         slave_pos,
         at: Some(at),
     })
+}
+
+/// Lets commits go on again (a no-op when they were never held) and records
+/// for how long they were held.
+pub(super) async fn release(control: &mut Conn, snap: &mut Snapshot) -> Result<(), MysqlError> {
+    if let Some((unlock, since)) = snap.held.take() {
+        let result = exec(control, unlock).await;
+        snap.blocked_ms = since.elapsed().as_secs_f64() * 1000.0;
+        result?;
+    }
+    Ok(())
+}
+
+impl Snapshot {
+    /// Whether commits are held now (non-transactional tables read now are the snapshot's).
+    pub(super) fn holds_commits(&self) -> bool {
+        self.held.is_some()
+    }
 }

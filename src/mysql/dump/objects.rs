@@ -1,8 +1,9 @@
 //! Schema objects: views (ordered after what they read), routines,
 //! triggers and events, with DEFINER clauses removed.
 
+use super::discovery::skipped_by;
 use super::put_compressed;
-use crate::catalog::SchemaObject;
+use crate::catalog::{SchemaObject, SkippedObject};
 use crate::mysql::sql::quote_ident;
 use crate::mysql::{query_err, MysqlError};
 use crate::store::{Store, Written};
@@ -84,7 +85,7 @@ async fn object_block(
     let Some(create) = row.get::<Option<String>, _>(body_column).flatten() else {
         return Err(MysqlError::Privilege {
             user: String::new(),
-            detail: format!("{show} returned no body; the backup user needs SELECT on mysql.proc (or to be the object's definer)"),
+            detail: format!("{show} returned no body; the backup user needs SELECT on mysql.proc (or to be the object's definer), or name it in database.skip"),
         });
     };
     Ok(Some(format!(
@@ -94,13 +95,40 @@ async fn object_block(
     )))
 }
 
+/// Keeps what `database.skip` does not name; what it names goes to `skipped`.
+fn unless_skipped<T>(
+    items: Vec<T>,
+    name: impl Fn(&T) -> &str,
+    kind: impl Fn(&T) -> String,
+    skip: &[String],
+    skipped: &mut Vec<SkippedObject>,
+) -> Vec<T> {
+    items
+        .into_iter()
+        .filter(|item| match skipped_by(skip, name(item)) {
+            Some(pattern) => {
+                skipped.push(SkippedObject {
+                    kind: kind(item),
+                    name: name(item).to_string(),
+                    reason: format!("database.skip names it ('{pattern}')"),
+                });
+                false
+            }
+            None => true,
+        })
+        .collect()
+}
+
+/// The set's schema objects, their artifacts, and those `skip` left out.
 pub(super) async fn dump_objects(
     conn: &mut Conn,
     db: &str,
     store: &Store,
     set_key: &str,
     level: i32,
-) -> Result<(Vec<SchemaObject>, Vec<Written>), MysqlError> {
+    skip: &[String],
+) -> Result<(Vec<SchemaObject>, Vec<Written>, Vec<SkippedObject>), MysqlError> {
+    let mut skipped = Vec::new();
     let mut objects = Vec::new();
     let mut written = Vec::new();
     let header = "/*!40101 SET NAMES utf8mb4 */;\nDELIMITER ;;\n";
@@ -134,6 +162,29 @@ pub(super) async fn dump_objects(
         )
         .await
         .map_err(|e| query_err("listing events", e))?;
+
+    let routines = unless_skipped(
+        routines,
+        |r| r.0.as_str(),
+        |r| r.1.to_ascii_lowercase(),
+        skip,
+        &mut skipped,
+    );
+    let views = unless_skipped(views, |v| v.as_str(), |_| "view".into(), skip, &mut skipped);
+    let triggers = unless_skipped(
+        triggers,
+        |t| t.as_str(),
+        |_| "trigger".into(),
+        skip,
+        &mut skipped,
+    );
+    let events = unless_skipped(
+        events,
+        |e| e.as_str(),
+        |_| "event".into(),
+        skip,
+        &mut skipped,
+    );
 
     let mut routine_text = String::from(header);
     for (name, kind) in &routines {
@@ -202,7 +253,7 @@ pub(super) async fn dump_objects(
             artifact: artifact.to_string(),
         })
         .collect();
-    Ok((objects, written))
+    Ok((objects, written, skipped))
 }
 
 #[cfg(test)]

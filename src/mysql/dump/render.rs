@@ -4,11 +4,12 @@
 
 use super::chunks::Task;
 use super::discovery::{slug, TableInfo};
-use super::{Progress, TaskResult, DATA_HEADER, STATEMENT_BYTES};
+use super::{table_read_err, Progress, TaskResult, DATA_HEADER, STATEMENT_BYTES};
+use crate::catalog::TableKind;
 use crate::mysql::checksum::TableChecksum;
 use crate::mysql::pipeline::{ArtifactWriter, BLOCK_BYTES};
 use crate::mysql::sql::{bits_into, escape_into, quote_ident};
-use crate::mysql::{query_err, MysqlError};
+use crate::mysql::MysqlError;
 use crate::store::Store;
 use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable;
@@ -140,6 +141,10 @@ async fn write_chunk(
         )
         .as_bytes(),
     );
+    if table.kind == TableKind::SystemVersioned {
+        // History rows keep their own period (MariaDB 10.11+).
+        block.extend_from_slice(b"SET SESSION system_versioning_insert_history=1;\n");
+    }
     let mut sum = TableChecksum::default();
     let mut max_statement = 0usize;
     if table.columns.is_empty() {
@@ -154,14 +159,14 @@ async fn write_chunk(
     let query = format!(
         "SELECT {} FROM {}{}{}",
         table.select_list(),
-        quote_ident(&table.name),
+        table.table_ref(),
         task.range,
         table.order_by()
     );
     let mut result = conn
         .query_iter(query.as_str())
         .await
-        .map_err(|e| query_err(format!("reading {}", table.name), e))?;
+        .map_err(|e| table_read_err(&table.name, "reading", e))?;
     let kinds: Vec<Literal> = result
         .columns()
         .map(|cols| {
@@ -174,7 +179,7 @@ async fn write_chunk(
     while let Some(row) = result
         .next()
         .await
-        .map_err(|e| query_err(format!("reading {}", table.name), e))?
+        .map_err(|e| table_read_err(&table.name, "reading", e))?
     {
         sum.add_row((0..kinds.len()).map(|i| value_bytes(row.as_ref(i))));
         match statement_start {
