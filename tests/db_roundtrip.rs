@@ -91,6 +91,14 @@ async fn create_edge_cases(c: &mut Conn) {
         "INSERT INTO legacy_myisam VALUES (1, 'm1'), (2, 'm2')",
         "CREATE TABLE legacy_aria (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=Aria",
         "INSERT INTO legacy_aria VALUES (1, 'a1')",
+        // An event scheduled in its creator's time zone, a routine created
+        // over a latin1 connection: both must come back as they were.
+        "SET SESSION time_zone = '+05:00'",
+        "CREATE EVENT ev_local_time ON SCHEDULE AT '2031-06-01 09:30:00' DISABLE DO DELETE FROM audit WHERE id < 0",
+        "SET SESSION time_zone = SYSTEM",
+        "SET NAMES latin1",
+        "CREATE FUNCTION latin_hello() RETURNS VARCHAR(20) DETERMINISTIC RETURN 'hello'",
+        "SET NAMES utf8mb4",
     ];
     c.query_drop("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'")
         .await
@@ -257,11 +265,46 @@ async fn every_value_round_trips_through_s3_into_a_fresh_server() {
     assert_eq!(versions, Some(4));
     let ev: Option<String> = dst
         .query_first(
-            "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA='restored'",
+            "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA='restored' AND EVENT_NAME='ev_nightly'",
         )
         .await
         .unwrap();
     assert_eq!(ev.as_deref(), Some("ev_nightly"));
+    // Events keep their time zone (and so their moment), routines their
+    // client character set.
+    let meta = |db: &str| {
+        format!(
+            "SELECT CONCAT(EVENT_NAME, ' ', TIME_ZONE, ' ', IFNULL(EXECUTE_AT, '')) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '{db}' \
+             UNION ALL SELECT CONCAT(ROUTINE_NAME, ' ', CHARACTER_SET_CLIENT, ' ', COLLATION_CONNECTION) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{db}' ORDER BY 1"
+        )
+    };
+    let src_meta: Vec<String> = src.query(meta(&db)).await.unwrap();
+    let dst_meta: Vec<String> = dst.query(meta("restored")).await.unwrap();
+    assert_eq!(src_meta, dst_meta);
+    assert!(
+        src_meta
+            .iter()
+            .any(|m| m.starts_with("ev_local_time +05:00")),
+        "{src_meta:?}"
+    );
+    assert!(
+        src_meta.iter().any(|m| m.starts_with("latin_hello latin1")),
+        "{src_meta:?}"
+    );
+    // The set says which objects lost their DEFINER's security context.
+    let v_base = dbm["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "v_base")
+        .unwrap();
+    assert!(
+        v_base["changes"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("DEFINER"),
+        "{v_base}"
+    );
     // Foreign keys are enforced again after the load.
     assert!(dst
         .query_drop("INSERT INTO child VALUES (99, 12345)")
@@ -331,4 +374,25 @@ async fn a_set_restores_with_only_zstd_and_the_mariadb_client() {
     assert_same_database(&mut src, &mut dst).await;
     let n: Option<i64> = dst.query_first("SELECT n FROM v_on_view").await.unwrap();
     assert_eq!(n, Some(2));
+
+    // Every artifact carries zstd's frame checksum, so `zstd -t` alone
+    // catches a changed byte (without it, a flipped literal decodes fine).
+    let mut data_chunk = None;
+    for entry in std::fs::read_dir(set_dir.join("db")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..4], &[0x28, 0xb5, 0x2f, 0xfd], "{path:?}");
+        assert_ne!(bytes[4] & 0x04, 0, "{path:?} has no content checksum");
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.contains("2-data-") && name.contains("chunky") && bytes.len() > 4096 {
+            data_chunk = Some(bytes);
+        }
+    }
+    let mut damaged = data_chunk.expect("a data chunk of chunky");
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x01;
+    let copy = dir.path().join("damaged.sql.zst");
+    std::fs::write(&copy, &damaged).unwrap();
+    let t = Command::new("zstd").arg("-tq").arg(&copy).output().unwrap();
+    assert!(!t.status.success(), "zstd -t accepted a damaged chunk");
 }

@@ -178,7 +178,7 @@ impl SegmentSpool {
         );
         let key = data_key(site_prefix, &name);
         let mut writer = store.writer(&key);
-        let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(1 << 20), 3)
+        let mut enc = crate::store::zstd_reader::encoder(Vec::with_capacity(1 << 20), 3)
             .map_err(|e| self.io(e))?;
         let mut remaining = self.committed_len;
         let mut buf = vec![0u8; 1 << 20];

@@ -264,6 +264,10 @@ pub struct SchemaObject {
     pub kind: String,
     pub name: String,
     pub artifact: String,
+    /// How the restored object differs from the source's, in words (e.g. its
+    /// DEFINER removed, so it runs with the restoring account's privileges).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
 }
 
 impl Manifest {

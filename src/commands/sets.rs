@@ -170,6 +170,9 @@ pub(crate) fn print_show(m: &Manifest) {
             println!();
             for o in &db.objects {
                 println!("{:<10} {}", o.kind, o.name);
+                for c in &o.changes {
+                    println!("{:<10}   changed: {c}", "");
+                }
             }
         }
     }

@@ -4,7 +4,7 @@
 
 use super::plan::Record;
 use super::MediaError;
-use crate::store::zstd_reader::{ZstdReadError, ZstdReader};
+use crate::store::zstd_reader::{self, ZstdReadError, ZstdReader};
 use crate::store::{ObjectWriter, Store, StoreError, Written};
 use std::io::Write;
 use tokio::sync::mpsc;
@@ -24,12 +24,13 @@ pub struct RecordWriter {
 
 impl RecordWriter {
     pub fn new(store: &Store, keys: &[String]) -> Result<Self, MediaError> {
-        let mut encoder = zstd::stream::write::Encoder::new(Vec::with_capacity(FLUSH_BYTES * 2), 3)
-            .map_err(|e| MediaError::Records {
-                key: keys.join(", "),
-                detail: e.to_string(),
+        let encoder =
+            zstd_reader::encoder(Vec::with_capacity(FLUSH_BYTES * 2), 3).map_err(|e| {
+                MediaError::Records {
+                    key: keys.join(", "),
+                    detail: e.to_string(),
+                }
             })?;
-        let _ = encoder.include_checksum(true);
         Ok(RecordWriter {
             encoder,
             writers: keys.iter().map(|k| store.writer(k)).collect(),
@@ -85,7 +86,7 @@ impl RecordWriter {
     pub async fn finish(mut self) -> Result<Vec<Written>, MediaError> {
         let tail = std::mem::replace(
             &mut self.encoder,
-            zstd::stream::write::Encoder::new(Vec::new(), 1).map_err(|e| MediaError::Records {
+            zstd_reader::encoder(Vec::new(), 1).map_err(|e| MediaError::Records {
                 key: String::new(),
                 detail: e.to_string(),
             })?,

@@ -11,7 +11,7 @@
 
 use super::sql::Splitter;
 use super::MysqlError;
-use crate::store::zstd_reader::{ZstdReadError, ZstdReader};
+use crate::store::zstd_reader::{self, ZstdReadError, ZstdReader};
 use crate::store::{ObjectWriter, Store, StoreError, Written};
 use bytes::Bytes;
 use std::io::Write;
@@ -38,7 +38,7 @@ impl ArtifactWriter {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
         let (ctx, mut crx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
         let compressor = tokio::task::spawn_blocking(move || {
-            let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(BLOCK_BYTES), level)
+            let mut enc = zstd_reader::encoder(Vec::with_capacity(BLOCK_BYTES), level)
                 .map_err(|e| e.to_string())?;
             while let Some(block) = rx.blocking_recv() {
                 enc.write_all(&block).map_err(|e| e.to_string())?;
@@ -151,9 +151,7 @@ impl ArtifactWriter {
 
 /// Compresses a small artifact in one go, with the frame checksum on.
 pub fn compress(text: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
-    let mut enc =
-        zstd::stream::write::Encoder::new(Vec::with_capacity(text.len() / 3 + 64), level)?;
-    enc.include_checksum(true)?;
+    let mut enc = zstd_reader::encoder(Vec::with_capacity(text.len() / 3 + 64), level)?;
     enc.write_all(text)?;
     enc.finish()
 }

@@ -2,11 +2,23 @@
 //! the checks every compressed artifact needs: the stored bytes against the
 //! size and SHA-256 a manifest recorded (when given), and a stream that ends
 //! mid-frame reported as truncated. SQL artifacts and media record files
-//! both read through it.
+//! both read through it. Every compressed object is written by [`encoder`].
 
 use super::{ObjectReader, Store, StoreError};
 use sha2::{Digest, Sha256};
+use std::io::Write;
 use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+
+/// The one way wpdr starts a zstd stream: with the frame's content checksum,
+/// so `zstd -t` / `zstd -dc` detect damage in any artifact without wpdr.
+pub fn encoder<W: Write>(
+    out: W,
+    level: i32,
+) -> std::io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut enc = zstd::stream::write::Encoder::new(out, level)?;
+    enc.include_checksum(true)?;
+    Ok(enc)
+}
 
 /// Why a compressed object could not be read.
 #[derive(Debug)]

@@ -66,33 +66,91 @@ fn order_views(mut views: Vec<(String, String)>) -> Vec<(String, String)> {
     ordered
 }
 
+/// The `DEFINER=...` clause's account, as written (`root`@`localhost`).
+fn definer_of(stmt: &str) -> Option<String> {
+    let stripped = strip_definer(stmt);
+    let at = stmt.find("DEFINER=")?;
+    let removed = stmt.len().checked_sub(stripped.len())?;
+    let clause = stmt.get(at..at + removed)?;
+    Some(clause.trim_start_matches("DEFINER=").trim().to_string())
+}
+
+/// What removing the DEFINER changes: objects that run in their definer's
+/// security context (triggers, events, and views and routines without `SQL
+/// SECURITY INVOKER`) run with the privileges of the account that restores them.
+pub(crate) fn definer_change(kind: &str, create: &str) -> Option<String> {
+    let definer = definer_of(create)?;
+    let invoker = create.to_ascii_uppercase().contains("SQL SECURITY INVOKER");
+    let runs_as_definer = matches!(kind, "TRIGGER" | "EVENT" | "trigger" | "event") || !invoker;
+    runs_as_definer.then(|| {
+        format!(
+            "DEFINER {definer} removed: it runs with the privileges of the account that restores it, not {definer}'s"
+        )
+    })
+}
+
+/// A routine, trigger or event recreated as its source made it.
+struct ObjectBlock {
+    text: String,
+    changes: Vec<String>,
+}
+
 /// `SHOW CREATE <kind>` of a routine, trigger or event as a `;;`-delimited
-/// block that recreates it under the `sql_mode` it was created with.
-/// `body_column` is where the statement is in the SHOW output.
+/// block that recreates it under the `sql_mode`, character set and (events)
+/// time zone it was created with. `body_column` is where the statement is in
+/// the SHOW output; an event's time zone is the column before it, the
+/// character set and collation the two after it.
 async fn object_block(
     conn: &mut Conn,
     kind: &str,
     name: &str,
     body_column: usize,
-) -> Result<Option<String>, MysqlError> {
+) -> Result<Option<ObjectBlock>, MysqlError> {
     let show = format!("SHOW CREATE {kind} {}", quote_ident(name));
     let row: Option<Row> = conn
         .query_first(&show)
         .await
         .map_err(|e| query_err(&show, e))?;
     let Some(row) = row else { return Ok(None) };
-    let sql_mode: String = row.get(1).unwrap_or_default();
-    let Some(create) = row.get::<Option<String>, _>(body_column).flatten() else {
+    let text_at = |i: usize| row.get::<Option<String>, _>(i).flatten();
+    let sql_mode = text_at(1).unwrap_or_default();
+    let Some(create) = text_at(body_column) else {
         return Err(MysqlError::Privilege {
             user: String::new(),
             detail: format!("{show} returned no body; the backup user needs SELECT on mysql.proc (or to be the object's definer), or name it in database.skip"),
         });
     };
-    Ok(Some(format!(
-        "SET SESSION sql_mode='{sql_mode}' ;;\nDROP {kind} IF EXISTS {} ;;\n{} ;;\n",
-        quote_ident(name),
-        strip_definer(&create)
-    )))
+    let mut changes: Vec<String> = definer_change(kind, &create).into_iter().collect();
+    let mut session = format!("SET SESSION sql_mode='{sql_mode}'");
+    if kind == "EVENT" {
+        if let Some(tz) = text_at(2) {
+            session.push_str(&format!(", time_zone='{}'", tz.replace('\'', "''")));
+        }
+    }
+    // The text here is UTF-8 (the connection's utf8mb4); it is sent as the
+    // object's own client character set when those bytes mean the same there.
+    let charset = text_at(body_column + 1);
+    let collation = text_at(body_column + 2);
+    if let (Some(charset), Some(collation)) = (charset, collation) {
+        let utf8 = charset.to_ascii_lowercase().starts_with("utf8");
+        if utf8 || create.is_ascii() {
+            session.push_str(&format!(
+                ", character_set_client={charset}, collation_connection={collation}"
+            ));
+        } else {
+            changes.push(format!(
+                "created with character_set_client utf8mb4, not {charset}: its text is not ASCII and was read as UTF-8"
+            ));
+        }
+    }
+    Ok(Some(ObjectBlock {
+        text: format!(
+            "{session} ;;\nDROP {kind} IF EXISTS {} ;;\n{} ;;\n",
+            quote_ident(name),
+            strip_definer(&create)
+        ),
+        changes,
+    }))
 }
 
 /// Keeps what `database.skip` does not name; what it names goes to `skipped`.
@@ -189,16 +247,18 @@ pub(super) async fn dump_objects(
     let mut routine_text = String::from(header);
     for (name, kind) in &routines {
         if let Some(block) = object_block(conn, kind, name, 2).await? {
-            routine_text.push_str(&block);
+            routine_text.push_str(&block.text);
             objects.push((
                 kind.to_ascii_lowercase(),
                 name.clone(),
                 "db/3-routines.sql.zst",
+                block.changes,
             ));
         }
     }
 
     let mut view_defs = Vec::new();
+    let mut view_changes: Vec<(String, Option<String>)> = Vec::new();
     for name in &views {
         let show = format!("SHOW CREATE VIEW {}", quote_ident(name));
         let row: Option<Row> = conn
@@ -206,6 +266,8 @@ pub(super) async fn dump_objects(
             .await
             .map_err(|e| query_err(&show, e))?;
         if let Some(def) = row.and_then(|r| r.get::<String, _>(1)) {
+            let change = definer_change("view", &def);
+            view_changes.push((name.clone(), change));
             view_defs.push((name.clone(), strip_definer(&def)));
         }
     }
@@ -215,22 +277,38 @@ pub(super) async fn dump_objects(
             "DROP TABLE IF EXISTS {q} ;;\nDROP VIEW IF EXISTS {q} ;;\n{def} ;;\n",
             q = quote_ident(&name)
         ));
-        objects.push(("view".into(), name, "db/4-views.sql.zst"));
+        let changes = view_changes
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, c)| c.clone())
+            .into_iter()
+            .collect();
+        objects.push(("view".into(), name, "db/4-views.sql.zst", changes));
     }
 
     let mut trigger_text = String::from(header);
     for name in &triggers {
         if let Some(block) = object_block(conn, "TRIGGER", name, 2).await? {
-            trigger_text.push_str(&block);
-            objects.push(("trigger".into(), name.clone(), "db/5-triggers.sql.zst"));
+            trigger_text.push_str(&block.text);
+            objects.push((
+                "trigger".into(),
+                name.clone(),
+                "db/5-triggers.sql.zst",
+                block.changes,
+            ));
         }
     }
 
     let mut event_text = String::from(header);
     for name in &events {
         if let Some(block) = object_block(conn, "EVENT", name, 3).await? {
-            event_text.push_str(&block);
-            objects.push(("event".into(), name.clone(), "db/6-events.sql.zst"));
+            event_text.push_str(&block.text);
+            objects.push((
+                "event".into(),
+                name.clone(),
+                "db/6-events.sql.zst",
+                block.changes,
+            ));
         }
     }
 
@@ -247,10 +325,11 @@ pub(super) async fn dump_objects(
     }
     let objects = objects
         .into_iter()
-        .map(|(kind, name, artifact)| SchemaObject {
+        .map(|(kind, name, artifact, changes)| SchemaObject {
             kind,
             name,
             artifact: artifact.to_string(),
+            changes,
         })
         .collect();
     Ok((objects, written, skipped))
@@ -276,6 +355,20 @@ mod tests {
             strip_definer("CREATE VIEW v AS select 1"),
             "CREATE VIEW v AS select 1"
         );
+    }
+
+    #[test]
+    fn definer_removal_is_reported_where_it_changes_privileges() {
+        let view = "CREATE ALGORITHM=UNDEFINED DEFINER=`shop`@`%` SQL SECURITY DEFINER VIEW `v` AS select 1";
+        let change = definer_change("view", view).unwrap();
+        assert!(change.contains("`shop`@`%`"), "{change}");
+        let invoker = "CREATE DEFINER=`shop`@`%` SQL SECURITY INVOKER VIEW `v` AS select 1";
+        assert_eq!(definer_change("view", invoker), None);
+        // A trigger always runs as its definer, whatever its text says.
+        let trigger =
+            "CREATE DEFINER=`root`@`localhost` TRIGGER t BEFORE INSERT ON x FOR EACH ROW SET @a=1";
+        assert!(definer_change("TRIGGER", trigger).is_some());
+        assert_eq!(definer_change("view", "CREATE VIEW v AS select 1"), None);
     }
 
     #[test]
