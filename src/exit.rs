@@ -54,13 +54,17 @@ pub enum ExitCode {
     /// The schema changed (DDL) while a backup opened its snapshot or read a
     /// table, and did not settle over the retries; nothing was stored.
     SchemaChanged = 20,
+    /// A backup committed its set without every part: the database is in it,
+    /// media or the cluster's objects failed (each named, in the set too);
+    /// or a restore's plan needs a part its set lacks.
+    Partial = 21,
     /// Interrupted by a signal.
     Interrupted = 130,
 }
 
 impl ExitCode {
     /// Every code, in order.
-    pub const ALL: [ExitCode; 22] = [
+    pub const ALL: [ExitCode; 23] = [
         ExitCode::Ok,
         ExitCode::Internal,
         ExitCode::Usage,
@@ -82,6 +86,7 @@ impl ExitCode {
         ExitCode::NotRecoverable,
         ExitCode::Unsupported,
         ExitCode::SchemaChanged,
+        ExitCode::Partial,
         ExitCode::Interrupted,
     ];
 
@@ -135,7 +140,8 @@ mod tests {
                 ExitCode::NotRecoverable => 18,
                 ExitCode::Unsupported => 19,
                 ExitCode::SchemaChanged => 20,
-                ExitCode::Interrupted => 21,
+                ExitCode::Partial => 21,
+                ExitCode::Interrupted => 22,
             };
             assert_eq!(index, i, "{c:?} is out of place in ExitCode::ALL");
         }

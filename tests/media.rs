@@ -579,3 +579,92 @@ async fn prune_removes_retained_versions_only_when_no_set_refers_to_them() {
     assert_eq!(off[key].0, body_for(key, 3));
     assert!(off.contains_key("wp-content/uploads/2024/01/other.jpg"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_media_part_costs_only_itself_and_the_set_says_so() {
+    let svc = Services::get();
+    let s3 = svc.s3();
+    let source = svc.fresh_bucket("ptsrc");
+    let offsite = svc.fresh_bucket("ptoff");
+    let db = small_site_db(&svc, "mpartial").await;
+    put_objects(&s3, &source, uploads("2021/", 5)).await;
+    let raw = |o: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", stdout(o), stderr(o)))
+    };
+
+    // An offsite outage (its bucket is gone): the database is still backed
+    // up and committed; the set says media failed and why; exit 21.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = svc.local_config(
+        dir.path(),
+        &db,
+        &svc.media_yaml(&source, "wpdr-offsite-that-is-gone", ""),
+    );
+    let out = svc.wpdr(&cfg, &["--output", "json", "backup"]);
+    assert_eq!(out.status.code(), Some(21), "{}", stderr(&out));
+    let summary = raw(&out);
+    let id = summary["id"].as_str().unwrap().to_string();
+    assert!(
+        summary["failed_parts"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("media: "),
+        "{summary}"
+    );
+    assert!(summary["tables"].as_u64().unwrap() > 0);
+    let show = json(&svc.wpdr(&cfg, &["--output", "json", "sets", "show", &id]));
+    assert_eq!(show["failed_parts"][0]["part"], "media");
+    assert!(show["media"].is_null());
+    let list = stdout(&svc.wpdr(&cfg, &["sets", "list"]));
+    assert!(list.contains("PARTIAL (no media)"), "{list}");
+    let status = json(&svc.wpdr(&cfg, &["--output", "json", "status"]));
+    assert_eq!(
+        status["newest_failed_parts"][0]["part"], "media",
+        "{status}"
+    );
+    // Its media cannot be restored from it, and the error says why and what to do.
+    let out = svc.wpdr(
+        &cfg,
+        &["restore", "media", &id, "--target-bucket", "never-created"],
+    );
+    assert_eq!(out.status.code(), Some(21), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is partial"), "{}", stderr(&out));
+    // Its database restores.
+    let target = MariaDb::start(&[]);
+    let r = json(&svc.restore_db(&cfg, &id, &target, "from_partial", &[]));
+    assert_eq!(r["ok"], true, "{r}");
+
+    // A media sync holding the media lock (a long first mirror): the backup
+    // does not wait for it; the set goes without media, partial.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = svc.local_config(dir.path(), &db, &svc.media_yaml(&source, &offsite, ""));
+    let lock = dir.path().join("store/wpdr/testsite/media-lock.json");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let now = chrono::Utc::now();
+    std::fs::write(
+        &lock,
+        serde_json::json!({
+            "token": "held-by-the-test",
+            "host": hostname::get().unwrap().to_string_lossy(),
+            "pid": std::process::id(),
+            "purpose": "media-sync",
+            "acquired_at": now,
+            "expires_at": now + chrono::Duration::hours(1),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = svc.wpdr(&cfg, &["--output", "json", "backup"]);
+    assert_eq!(out.status.code(), Some(21), "{}", stderr(&out));
+    let summary = raw(&out);
+    let reason = summary["failed_parts"][0].as_str().unwrap().to_string();
+    assert!(reason.contains("media-sync"), "{reason}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    // Once the sync is done, the next backup is complete.
+    std::fs::remove_file(&lock).unwrap();
+    let out = svc.wpdr(&cfg, &["--output", "json", "backup"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(raw(&out).get("failed_parts").is_none());
+}

@@ -44,6 +44,7 @@ async fn synthetic_set(catalog: &Catalog<'_>, id: &str, at: DateTime<Utc>) {
         artifacts,
         database: None,
         cluster: None,
+        failed_parts: Vec::new(),
     };
     catalog.commit(&m).await.unwrap();
 }

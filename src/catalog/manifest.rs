@@ -30,6 +30,22 @@ pub struct Manifest {
     /// (absent when `wordpress.url` is not configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answers: Option<SiteSection>,
+    /// Parts that failed while the database was taken and committed: a
+    /// partial set (Velero's PartiallyFailed). Empty: every configured part
+    /// is in the set. The database is the set's anchor: without it nothing
+    /// is committed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_parts: Vec<FailedPart>,
+}
+
+/// A part of a backup that is not in its set, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FailedPart {
+    /// `media` or `cluster`.
+    pub part: String,
+    pub reason: String,
+    /// The exit code the part's failure alone would have had.
+    pub exit_code: u8,
 }
 
 /// The live site's answers, for comparing a restored site with.
@@ -275,6 +291,11 @@ impl Manifest {
         self.artifacts.iter().find(|a| a.path == path)
     }
 
+    /// Why `part` is missing from this set, when it failed at backup.
+    pub fn failed_part(&self, part: &str) -> Option<&FailedPart> {
+        self.failed_parts.iter().find(|p| p.part == part)
+    }
+
     pub fn total_bytes(&self) -> u64 {
         self.artifacts.iter().map(|a| a.size).sum()
     }
@@ -298,6 +319,7 @@ impl Manifest {
             cluster: None,
             media: None,
             answers: None,
+            failed_parts: Vec::new(),
         }
     }
 }

@@ -106,6 +106,9 @@ pub struct SetSummary {
     pub artifacts: usize,
     pub tables: usize,
     pub rows: u64,
+    /// `part: reason` of each part a partial set lacks; empty when complete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_parts: Vec<String>,
 }
 
 impl From<&Manifest> for SetSummary {
@@ -122,6 +125,11 @@ impl From<&Manifest> for SetSummary {
                 .database
                 .as_ref()
                 .map_or(0, |d| d.tables.iter().map(|t| t.rows).sum()),
+            failed_parts: m
+                .failed_parts
+                .iter()
+                .map(|p| format!("{}: {}", p.part, p.reason))
+                .collect(),
         }
     }
 }
@@ -232,6 +240,18 @@ impl<'a> Catalog<'a> {
 
     fn lock_key(&self) -> String {
         format!("{}/lock.json", self.site_prefix)
+    }
+
+    /// Takes the site's media lock: one writer of the mirror's state at a
+    /// time (media sync, a backup's media step, media prune), apart from the
+    /// backup lock so a long mirror never holds a database backup up.
+    pub async fn media_lock(
+        &self,
+        ttl_seconds: u64,
+        purpose: &str,
+    ) -> Result<LockGuard, CatalogError> {
+        self.named_lock("media-lock.json", ttl_seconds, purpose)
+            .await
     }
 
     /// Takes the per-site backup lock; see [`lock`] for how a dead holder is detected.

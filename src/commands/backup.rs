@@ -8,7 +8,7 @@ use wpdr::catalog::SetSummary;
 use wpdr::cli::BackupArgs;
 use wpdr::cli::{Cli, OutputFormat};
 use wpdr::exit::ExitCode;
-use wpdr::jobs;
+use wpdr::jobs::{self, JobReport};
 
 pub(crate) async fn run(cli: &Cli, args: &BackupArgs) -> Result<ExitCode> {
     let ctx = job_context(cli).await?;
@@ -33,7 +33,13 @@ pub(crate) async fn run(cli: &Cli, args: &BackupArgs) -> Result<ExitCode> {
     } else {
         super::sets::print_show(&manifest);
     }
-    Ok(ExitCode::Ok)
+    // A partial set is committed (its database is restorable) and exits with
+    // its own code, so a CronJob or script sees that a part is missing.
+    let verdict = manifest.verdict();
+    if let Some(message) = &verdict.message {
+        eprintln!("wpdr: {message}");
+    }
+    Ok(verdict.exit)
 }
 
 async fn dry_run(cli: &Cli, ctx: &jobs::JobContext) -> Result<ExitCode> {

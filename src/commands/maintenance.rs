@@ -91,6 +91,9 @@ pub(crate) async fn status(cli: &Cli) -> Result<ExitCode> {
                 age / 3600,
                 (age % 3600) / 60
             );
+            for p in &m.failed_parts {
+                println!("PARTIAL     the newest set has no {}: {}", p.part, p.reason);
+            }
         }
         None => println!("newest set  none: run `wpdr backup`"),
     }

@@ -23,12 +23,24 @@ pub(crate) async fn list(cli: &Cli) -> Result<ExitCode> {
         );
     } else {
         println!(
-            "{:<22} {:<10} {:<20} {:>9} {:>10} {:>7} {:>12}",
+            "{:<22} {:<10} {:<20} {:>9} {:>10} {:>7} {:>12}  STATE",
             "SET", "SCHEDULE", "FINISHED (UTC)", "DURATION", "SIZE", "TABLES", "ROWS"
         );
         for s in &summaries {
+            let state = if s.failed_parts.is_empty() {
+                "complete".to_string()
+            } else {
+                format!(
+                    "PARTIAL (no {})",
+                    s.failed_parts
+                        .iter()
+                        .map(|p| p.split(':').next().unwrap_or(p))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
             println!(
-                "{:<22} {:<10} {:<20} {:>8}s {:>10} {:>7} {:>12}",
+                "{:<22} {:<10} {:<20} {:>8}s {:>10} {:>7} {:>12}  {state}",
                 s.id,
                 s.schedule,
                 s.finished_at.format("%Y-%m-%d %H:%M:%S"),
@@ -115,6 +127,12 @@ pub(crate) fn print_show(m: &Manifest) {
         (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0
     );
     println!("format     v{}, wpdr {}", m.format_version, m.wpdr_version);
+    for p in &m.failed_parts {
+        println!(
+            "PARTIAL    no {} in this set: {} (exit {})",
+            p.part, p.reason, p.exit_code
+        );
+    }
     println!(
         "size       {} in {} artifacts",
         human_bytes(m.total_bytes()),

@@ -26,6 +26,8 @@ pub struct JobStats {
 pub struct Metrics {
     jobs: Mutex<BTreeMap<String, JobStats>>,
     newest_set: Mutex<Option<DateTime<Utc>>>,
+    /// How many parts the newest set lacks (a partial set).
+    newest_missing_parts: std::sync::atomic::AtomicUsize,
     last_drill: Mutex<Option<LastDrill>>,
     recoverable: Mutex<Recoverable>,
 }
@@ -81,6 +83,11 @@ impl Metrics {
         if let Ok(mut n) = self.newest_set.lock() {
             *n = started_at;
         }
+    }
+
+    pub fn set_newest_missing_parts(&self, parts: usize) {
+        self.newest_missing_parts
+            .store(parts, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn set_last_drill(&self, drill: Option<LastDrill>) {
@@ -211,6 +218,16 @@ impl Metrics {
             "gauge",
             "Age of the newest complete set: the data a restore now would lose (RPO now); -1 when there is none.",
             vec![(String::new(), newest.map_or(-1.0, |t| (now - t).num_milliseconds() as f64 / 1000.0))],
+        );
+        family(
+            "wpdr_newest_set_missing_parts",
+            "gauge",
+            "Parts the newest set lacks because they failed at backup (media, cluster): above 0 the set is partial.",
+            vec![(
+                String::new(),
+                self.newest_missing_parts
+                    .load(std::sync::atomic::Ordering::Relaxed) as f64,
+            )],
         );
         let drill = match self.last_drill.lock() {
             Ok(d) => d.clone(),

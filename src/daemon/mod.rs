@@ -292,6 +292,8 @@ impl Runner {
             Ok(sets) => {
                 self.metrics
                     .set_newest_set(sets.first().map(|m| m.started_at));
+                self.metrics
+                    .set_newest_missing_parts(sets.first().map_or(0, |m| m.failed_parts.len()));
                 let drill =
                     crate::restore::drill::latest_report(&self.store, &self.cfg.site_prefix())
                         .await

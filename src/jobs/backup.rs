@@ -4,8 +4,8 @@
 
 use crate::catalog::{
     manifest::{ReadFrom, SiteSection},
-    new_set_id, Artifact, Catalog, CatalogError, ClusterSection, Manifest, MediaSection,
-    FORMAT_VERSION,
+    new_set_id, Artifact, Catalog, CatalogError, ClusterSection, FailedPart, Manifest,
+    MediaSection, FORMAT_VERSION,
 };
 use crate::cluster::{inventory, seal, ClusterError};
 use crate::config::Config;
@@ -64,7 +64,36 @@ pub async fn backup(ctx: &super::JobContext, schedule: &str) -> Result<Manifest,
 
 impl super::JobReport for Manifest {
     fn verdict(&self) -> super::Verdict {
-        super::Verdict::ok(self.total_bytes(), self.artifacts.len() as u64)
+        if self.failed_parts.is_empty() {
+            return super::Verdict::ok(self.total_bytes(), self.artifacts.len() as u64);
+        }
+        let mut v = super::Verdict::failed(
+            ExitCode::Partial,
+            "partial",
+            format!(
+                "set {} committed without {}",
+                self.set_id,
+                self.failed_parts
+                    .iter()
+                    .map(|p| format!("{} ({})", p.part, p.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        );
+        v.bytes = self.total_bytes();
+        v.objects = self.artifacts.len() as u64;
+        v
+    }
+}
+
+/// A part that failed after the database was taken: recorded in the set
+/// instead of discarding the database with it.
+fn failed_part(part: &str, e: &BackupError) -> FailedPart {
+    tracing::error!(part, error = %e, exit_code = e.exit_code().code(), "a part of the backup failed; the set is committed without it (partial)");
+    FailedPart {
+        part: part.to_string(),
+        reason: e.to_string(),
+        exit_code: e.exit_code().code(),
     }
 }
 
@@ -112,12 +141,16 @@ pub async fn run(
     schedule: &str,
     progress: Progress,
 ) -> Result<Manifest, BackupError> {
+    // Without a client the cluster part fails alone (the set says so); the
+    // database is still taken.
     let kube = match &cfg.cluster.namespace {
-        Some(_) => Some(
-            kube::Client::try_default()
-                .await
-                .map_err(|e| ClusterError::Client(e.to_string()))?,
-        ),
+        Some(_) => match kube::Client::try_default().await {
+            Ok(client) => Some(client),
+            Err(e) => {
+                tracing::error!(error = %e, "no Kubernetes client: the set will not hold the namespace's objects");
+                None
+            }
+        },
         None => None,
     };
     run_with(cfg, store, schedule, progress, kube).await
@@ -213,6 +246,9 @@ async fn run_locked(
     };
     // The media index after the database snapshot: every upload the snapshot
     // refers to was in the bucket before the snapshot, so it is in the index.
+    // A part that fails from here on costs only itself: the set is
+    // committed with the database and says what it lacks.
+    let mut failed_parts = Vec::new();
     let media = match &cfg.media {
         Some(_) => match media_step(cfg, &store, &set_key, &endpoint).await {
             Ok((section, artifact)) => {
@@ -220,25 +256,35 @@ async fn run_locked(
                 Some(section)
             }
             Err(e) => {
-                discard_partial(&store, &set_key).await;
-                return Err(e);
+                failed_parts.push(failed_part("media", &e));
+                None
             }
         },
         None => None,
     };
     // Cluster objects after the database too.
-    let cluster = match (&cfg.cluster.namespace, kube) {
-        (Some(ns), Some(client)) => match cluster_step(cfg, &store, &set_key, &client, ns).await {
-            Ok((section, written)) => {
-                artifacts.extend(written);
-                Some(section)
+    let cluster = match &cfg.cluster.namespace {
+        Some(ns) => {
+            let inventory = match &kube {
+                Some(client) => cluster_step(cfg, &store, &set_key, client, ns).await,
+                None => Err(ClusterError::Client(
+                    "no Kubernetes client could be made (KUBECONFIG, or the pod's service account); see the log"
+                        .into(),
+                )
+                .into()),
+            };
+            match inventory {
+                Ok((section, written)) => {
+                    artifacts.extend(written);
+                    Some(section)
+                }
+                Err(e) => {
+                    failed_parts.push(failed_part("cluster", &e));
+                    None
+                }
             }
-            Err(e) => {
-                discard_partial(&store, &set_key).await;
-                return Err(e);
-            }
-        },
-        _ => None,
+        }
+        None => None,
     };
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -253,6 +299,7 @@ async fn run_locked(
         cluster,
         media,
         answers: site,
+        failed_parts,
     };
     // Every artifact must still be there: a run that stalled past its lock's
     // expiry could have had its files removed by a prune meanwhile.
@@ -380,18 +427,20 @@ async fn media_step(
         &m.uploads_prefix,
     )
     .await?;
-    let mirror = Mirror::open(m, store.clone(), &cfg.site_prefix()).await?;
-    let path = "media/index.jsonl.zst";
-    let report = mirror
-        .run(
-            MirrorOptions {
-                index_key: Some(format!("{set_key}{path}")),
-                expected: Some(expected.keys),
-                ..Default::default()
-            },
-            Arc::new(|_, _| {}),
-        )
+    // The mirror's own lock, taken or not at once: while a media sync runs
+    // (a first mirror can take hours) this set goes without media, partial,
+    // instead of the database backup waiting for it.
+    let catalog = Catalog::new(store, &cfg.site, &cfg.site_prefix());
+    let mut lock = catalog
+        .media_lock(cfg.backup.lock_ttl_seconds, "backup")
         .await?;
+    lock.keep_alive(store.clone(), cfg.backup.lock_ttl_seconds);
+    let result = mirror_for_set(m, store, set_key, cfg, expected.keys).await;
+    if let Err(e) = lock.release(store).await {
+        tracing::warn!(error = %e, "could not release the media lock; it expires on its own");
+    }
+    let report = result?;
+    let path = MEDIA_INDEX;
     let Some(index) = report.index.clone() else {
         return Err(MediaError::Records {
             key: path.into(),
@@ -422,6 +471,31 @@ async fn media_step(
             sha256: index.sha256,
         },
     ))
+}
+
+const MEDIA_INDEX: &str = "media/index.jsonl.zst";
+
+/// One mirror run that writes the set's media index.
+async fn mirror_for_set(
+    m: &crate::config::MediaConfig,
+    store: &Arc<Store>,
+    set_key: &str,
+    cfg: &Config,
+    expected: std::collections::BTreeMap<String, u64>,
+) -> Result<MirrorReport, BackupError> {
+    let mirror = Mirror::open(m, store.clone(), &cfg.site_prefix()).await?;
+    let path = MEDIA_INDEX;
+    let report = mirror
+        .run(
+            MirrorOptions {
+                index_key: Some(format!("{set_key}{path}")),
+                expected: Some(expected),
+                ..Default::default()
+            },
+            Arc::new(|_, _| {}),
+        )
+        .await?;
+    Ok(report)
 }
 
 fn media_section(m: &crate::config::MediaConfig, r: &MirrorReport, path: &str) -> MediaSection {

@@ -259,6 +259,13 @@ pub async fn restore_media(
         let media = ctx.cfg.media.as_ref().ok_or(MediaError::NotConfigured)?;
         let catalog = ctx.catalog();
         let manifest = catalog.resolve(set).await?;
+        if let Some(failed) = manifest.failed_part("media") {
+            return Err(MediaError::NotInPartialSet {
+                set: manifest.set_id.clone(),
+                reason: failed.reason.clone(),
+            }
+            .into());
+        }
         let section = manifest.media.as_ref().ok_or(MediaError::NoIndex)?;
         let index = IndexRef::of(&catalog, &manifest)?.ok_or(MediaError::NoIndex)?;
         Ok::<_, JobError>(

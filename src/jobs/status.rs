@@ -79,6 +79,7 @@ impl Status {
             "bytes": self.sets.iter().map(|m| m.total_bytes()).sum::<u64>(),
             "newest_set": newest.map(|m| m.set_id.clone()),
             "newest_finished_at": newest.map(|m| m.finished_at),
+            "newest_failed_parts": newest.map(|m| m.failed_parts.clone()).unwrap_or_default(),
             "rpo_seconds": self.rpo_seconds(),
             "oldest_set": self.sets.last().map(|m| m.set_id.clone()),
             "incomplete_runs": self.incomplete,

@@ -117,8 +117,9 @@ struct Outcome {
     failure: Option<FailedObject>,
 }
 
-/// `wpdr media sync`: one mirror run under the site's lock (the mirror's
-/// state has one writer at a time; a backup holds the same lock).
+/// `wpdr media sync`: one mirror run under the site's media lock (the
+/// mirror's state has one writer at a time; a backup's media step takes the
+/// same lock, never the other way round).
 pub async fn sync(
     cfg: &crate::config::Config,
     store: Arc<Store>,
@@ -131,7 +132,7 @@ pub async fn sync(
         None
     } else {
         let mut l = catalog
-            .lock(cfg.backup.lock_ttl_seconds, "media-sync")
+            .media_lock(cfg.backup.lock_ttl_seconds, "media-sync")
             .await?;
         l.keep_alive(store.clone(), cfg.backup.lock_ttl_seconds);
         Some(l)

@@ -47,6 +47,8 @@ pub enum MediaError {
     Incomplete { failed: usize, first: String },
     #[error("this set holds no media index (it was taken without media configured)")]
     NoIndex,
+    #[error("set {set} is partial: its media failed at backup ({reason}). Restore the media of an earlier complete set (`wpdr sets list` shows which are complete): the mirror keeps every version.")]
+    NotInPartialSet { set: String, reason: String },
     #[error(
         "the restore into {bucket} does not match the set: {problems} problem(s), first: {first}"
     )]
@@ -83,6 +85,7 @@ impl Classify for MediaError {
             MediaError::Catalog(e) => e.exit_code(),
             MediaError::Checksum { .. } | MediaError::Records { .. } => ExitCode::Integrity,
             MediaError::NoIndex => ExitCode::SetNotFound,
+            MediaError::NotInPartialSet { .. } => ExitCode::Partial,
             MediaError::RestoreMismatch { .. } => ExitCode::RestoreMismatch,
             MediaError::NotConfigured | MediaError::RetainedPrefixInSource { .. } => {
                 ExitCode::Config
@@ -107,6 +110,7 @@ impl Classify for MediaError {
             MediaError::Stopped(_) => "media_stopped",
             MediaError::Incomplete { .. } => "media_incomplete",
             MediaError::NoIndex => "media_no_index",
+            MediaError::NotInPartialSet { .. } => "set_partial",
             MediaError::RestoreMismatch { .. } => "media_restore_mismatch",
             MediaError::NotConfigured => "media_not_configured",
             MediaError::Attachments(_) => "media_attachments",

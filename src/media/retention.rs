@@ -28,7 +28,7 @@ pub struct RetainedReport {
 
 /// Deletes retained versions no set refers to, counting the sets in
 /// `going` as gone (a dry run of prune has not deleted them yet). Takes the
-/// site lock (the mirror retains under it).
+/// site's backup lock and its media lock (the mirror retains under it).
 pub async fn prune_retained(
     cfg: &Config,
     store: Arc<crate::store::Store>,
@@ -37,22 +37,37 @@ pub async fn prune_retained(
 ) -> Result<RetainedReport, MediaError> {
     let media = cfg.media.as_ref().ok_or(MediaError::NotConfigured)?;
     let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
-    let lock = if dry_run {
-        None
-    } else {
-        Some(
+    // Both locks: no backup commits a set that refers to a retained version
+    // and no mirror run retains one while the unreferenced ones go.
+    let mut locks = Vec::new();
+    if !dry_run {
+        locks.push(
             catalog
                 .lock(cfg.backup.lock_ttl_seconds, "prune-media")
                 .await?,
-        )
-    };
+        );
+        match catalog
+            .media_lock(cfg.backup.lock_ttl_seconds, "prune-media")
+            .await
+        {
+            Ok(l) => locks.push(l),
+            Err(e) => {
+                release_all(locks, &store).await;
+                return Err(e.into());
+            }
+        }
+    }
     let result = prune_locked(&catalog, media, dry_run, going).await;
-    if let Some(l) = lock {
-        if let Err(e) = l.release(&store).await {
+    release_all(locks, &store).await;
+    result
+}
+
+async fn release_all(locks: Vec<crate::catalog::LockGuard>, store: &crate::store::Store) {
+    for l in locks {
+        if let Err(e) = l.release(store).await {
             tracing::warn!(error = %e, "could not release the lock; it expires on its own");
         }
     }
-    result
 }
 
 async fn prune_locked(

@@ -64,6 +64,13 @@ pub enum RunError {
         what: String,
         hint: String,
     },
+    #[error("set {set} is partial: it has no {part} (it failed at backup: {reason}), which step '{step}' restores. Nothing was touched. Restore this set with a plan without that step (e.g. --plan db-only) and the {part} from an earlier complete set (`wpdr sets list` shows which are complete), or restore an earlier complete set.")]
+    PartMissing {
+        set: String,
+        step: String,
+        part: String,
+        reason: String,
+    },
     #[error("namespace '{0}' is not a valid Kubernetes namespace name (lowercase letters, digits, '-', at most 63)")]
     BadNamespace(String),
     #[error("refusing to restore into {what}: it is the live site's own {what_is}. Point restore.* at the restored components.")]
@@ -78,6 +85,7 @@ impl Classify for RunError {
             RunError::UnknownRestore { .. } => ExitCode::SetNotFound,
             RunError::AlreadyDone { .. } => ExitCode::Ok,
             RunError::StillRunning { .. } => ExitCode::Locked,
+            RunError::PartMissing { .. } => ExitCode::Partial,
             RunError::BadId { .. }
             | RunError::MissingTarget { .. }
             | RunError::BadNamespace(_)
@@ -93,6 +101,7 @@ impl Classify for RunError {
             RunError::StillRunning { .. } => "restore_running",
             RunError::BadId { .. } => "bad_restore_id",
             RunError::MissingTarget { .. } => "missing_target",
+            RunError::PartMissing { .. } => "set_partial",
             RunError::BadNamespace(_) => "bad_namespace",
             RunError::TargetIsSource { .. } => "target_is_source",
         }
@@ -232,8 +241,30 @@ async fn same_endpoint(a: &Option<String>, b: &Option<String>) -> bool {
 }
 
 /// Every step's configuration present before anything is touched.
-async fn check_targets(plan: &Plan, targets: &Targets, ctx: &RestoreContext) -> Vec<RunError> {
+async fn check_targets(
+    plan: &Plan,
+    targets: &Targets,
+    manifest: &Manifest,
+    ctx: &RestoreContext,
+) -> Vec<RunError> {
     let mut problems = Vec::new();
+    // A partial set says which parts it lacks; a step that restores one of
+    // them could only fail half-way.
+    for s in &plan.steps {
+        let part = match s.kind {
+            StepKind::MediaRestore => "media",
+            StepKind::ClusterObjects => "cluster",
+            _ => continue,
+        };
+        if let Some(failed) = manifest.failed_part(part) {
+            problems.push(RunError::PartMissing {
+                set: manifest.set_id.clone(),
+                step: s.id.clone(),
+                part: part.into(),
+                reason: failed.reason.clone(),
+            });
+        }
+    }
     let missing = |step: &Step, what: &str, hint: &str| RunError::MissingTarget {
         step: step.id.clone(),
         what: what.into(),
@@ -298,7 +329,7 @@ pub async fn dry_run(ctx: &RestoreContext, req: RestoreRequest<'_>) -> Result<Dr
         plan: req.plan.name.clone(),
         site_url: targets.site_url.clone(),
         steps,
-        problems: check_targets(&req.plan, &targets, ctx)
+        problems: check_targets(&req.plan, &targets, &manifest, ctx)
             .await
             .iter()
             .map(|e| e.to_string())
@@ -315,7 +346,7 @@ pub async fn start(
     let catalog = Catalog::new(&ctx.store, &ctx.cfg.site, &ctx.cfg.site_prefix());
     let manifest = catalog.resolve(req.set).await?;
     let targets = Targets::resolve(&ctx.cfg.restore, &manifest, req.namespace, req.site_url);
-    if let Some(e) = check_targets(&req.plan, &targets, ctx)
+    if let Some(e) = check_targets(&req.plan, &targets, &manifest, ctx)
         .await
         .into_iter()
         .next()
@@ -412,7 +443,7 @@ pub async fn resume(
         &j.namespace,
         j.site_url.as_deref(),
     );
-    if let Some(e) = check_targets(&j.plan, &targets, ctx)
+    if let Some(e) = check_targets(&j.plan, &targets, &manifest, ctx)
         .await
         .into_iter()
         .next()
