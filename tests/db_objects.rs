@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use mysql_async::prelude::Queryable;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -241,37 +241,49 @@ async fn ddl_that_never_settles_fails_the_backup_and_stores_nothing() {
     let db = big_and_small(&svc, "ddl_storm").await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = svc.local_config(dir.path(), &db, "backup:\n  chunk_size: 1MiB\n");
-    let stop = Arc::new(AtomicBool::new(false));
-    let alters = Arc::new(AtomicU64::new(0));
-    let storm = {
-        let (stop, alters) = (stop.clone(), alters.clone());
-        let mut c = svc.admin(Some(&db)).await;
-        tokio::spawn(async move {
-            let mut add = true;
-            while !stop.load(Ordering::Relaxed) {
-                let sql = if add {
-                    "ALTER TABLE small ADD COLUMN churn INT, ALGORITHM=COPY"
-                } else {
-                    "ALTER TABLE small DROP COLUMN churn, ALGORITHM=COPY"
-                };
-                c.query_drop(sql).await.unwrap();
-                alters.fetch_add(1, Ordering::Relaxed);
-                add = !add;
+    let mut child = svc
+        .wpdr_cmd(&cfg, &["backup"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // In every attempt, right as its snapshot opens (the backup's own log
+    // says so), the small table (read last) is rebuilt: no attempt can
+    // produce a set of one moment.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr_pipe)) {
+            let Ok(line) = line else { break };
+            if line.contains("\"message\":\"snapshot opened\"") {
+                let _ = tx.send(line.clone());
             }
-        })
-    };
-    let out = tokio::task::spawn_blocking({
-        let svc = Services::get();
-        let cfg = cfg.clone();
-        move || svc.wpdr(&cfg, &["backup"])
-    })
-    .await
-    .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    storm.await.unwrap();
-    assert!(alters.load(Ordering::Relaxed) > 3);
-    assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
-    let err = stderr(&out);
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let mut c = svc.admin(Some(&db)).await;
+    for round in 0..3 {
+        let opened = rx.recv_timeout(Duration::from_secs(60));
+        assert!(
+            opened.is_ok(),
+            "attempt {} never opened a snapshot",
+            round + 1
+        );
+        let sql = if round % 2 == 0 {
+            "ALTER TABLE small ADD COLUMN churn INT, ALGORITHM=COPY"
+        } else {
+            "ALTER TABLE small DROP COLUMN churn, ALGORITHM=COPY"
+        };
+        c.query_drop(sql).await.unwrap();
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(20), "{err}");
     assert!(err.contains("small") && err.contains("Rerun"), "{err}");
     let listed = json(&svc.wpdr(&cfg, &["--output", "json", "sets", "list"]));
     assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");

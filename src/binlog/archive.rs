@@ -26,7 +26,7 @@ use super::event::{
 use super::gtid::GtidPos;
 use super::segment::{self, SegmentIndex, SegmentSpool};
 use super::BinlogError;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Fence};
 use crate::config::Config;
 use crate::mysql::{query_err, topology, Endpoint};
 use crate::store::Store;
@@ -156,6 +156,9 @@ struct Follower<'a> {
     position: GtidPos,
     report: ArchiveReport,
     last_head_write: Option<Instant>,
+    /// The archive lock's fence: checked before every write, confirmed
+    /// before every segment's commit.
+    fence: Fence,
 }
 
 /// Runs the archive until `shutdown` turns true (or the options say stop),
@@ -171,7 +174,7 @@ pub async fn archive(
     let ttl = cfg.backup.lock_ttl_seconds;
     let mut lock = catalog.named_lock(LOCK_NAME, ttl, "binlog archive").await?;
     lock.keep_alive(store.clone(), ttl);
-    let result = archive_locked(cfg, store, &catalog, opts, shutdown).await;
+    let result = archive_locked(cfg, store, &catalog, opts, shutdown, lock.fence()).await;
     let _ = lock.release(store).await;
     result
 }
@@ -182,6 +185,7 @@ async fn archive_locked(
     catalog: &Catalog<'_>,
     opts: ArchiveOptions,
     mut shutdown: watch::Receiver<bool>,
+    fence: Fence,
 ) -> Result<ArchiveReport, BinlogError> {
     let site_prefix = cfg.site_prefix();
     let segments = segment::list(store, &site_prefix).await?;
@@ -220,6 +224,7 @@ async fn archive_locked(
         position,
         report: ArchiveReport::default(),
         last_head_write: None,
+        fence,
     };
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -580,7 +585,13 @@ impl Follower<'_> {
         };
         let covered = caught_up_at.unwrap_or_default();
         if let Some(index) = s
-            .upload(self.store, &self.site_prefix, server, covered)
+            .upload(
+                self.store,
+                &self.site_prefix,
+                server,
+                covered,
+                Some(&self.fence),
+            )
             .await?
         {
             self.commit_segment(&index, server).await?;
@@ -623,6 +634,7 @@ impl Follower<'_> {
             pid: std::process::id(),
         };
         let json = serde_json::to_vec_pretty(&head).unwrap_or_default();
+        self.fence.check()?;
         self.store
             .put_bytes(&head_key(&self.site_prefix), json.into())
             .await?;
@@ -648,6 +660,7 @@ impl Follower<'_> {
         };
         let key = gap_key(&self.site_prefix, gap.detected_at);
         let json = serde_json::to_vec_pretty(&gap).unwrap_or_default();
+        self.fence.confirm(self.store).await?;
         self.store.put_bytes(&key, json.into()).await?;
         self.report.gaps.push(gap);
         self.position = resumed_at;

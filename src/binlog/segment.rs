@@ -4,6 +4,7 @@
 //! `zstd -dc x.binlog.zst > x.binlog && mariadb-binlog x.binlog` reads one
 //! without wpdr.
 
+use crate::catalog::Fence;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
@@ -156,16 +157,22 @@ impl SegmentSpool {
 
     /// Compresses the committed transactions into the store, then writes the
     /// index (the commit). Returns `None` when there is nothing to write.
+    /// With a fence, nothing is written by an archiver that lost its lock and
+    /// the index only after the lock is confirmed still its own.
     pub async fn upload(
         &mut self,
         store: &Store,
         site_prefix: &str,
         server: &str,
         covered_until: DateTime<Utc>,
+        fence: Option<&Fence>,
     ) -> Result<Option<SegmentIndex>, BinlogError> {
         let (Some(first), Some(last)) = (self.first, self.last) else {
             return Ok(None);
         };
+        if let Some(f) = fence {
+            f.check()?;
+        }
         self.rollback()?;
         self.file.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
         let closed_at = Utc::now();
@@ -218,6 +225,13 @@ impl SegmentSpool {
             path: key.clone(),
             detail: e.to_string(),
         })?;
+        if let Some(f) = fence {
+            if let Err(e) = f.confirm(store).await {
+                // The data object alone is never part of the chain.
+                let _ = store.delete(&key).await;
+                return Err(e.into());
+            }
+        }
         store
             .put_bytes(&index_key(site_prefix, &name), json.into())
             .await?;
@@ -378,6 +392,7 @@ mod tests {
                 "site",
                 "db:3306",
                 DateTime::from_timestamp(50, 0).unwrap(),
+                None,
             )
             .await
             .unwrap()

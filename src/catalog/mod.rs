@@ -9,7 +9,7 @@ pub mod manifest;
 pub mod prune;
 pub mod retention;
 
-pub use lock::{LockGuard, LockInfo};
+pub use lock::{Fence, LockGuard, LockInfo};
 pub use manifest::*;
 
 use crate::exit::{Classify, ExitCode};
@@ -40,6 +40,12 @@ pub enum CatalogError {
         holder: String,
         expires_at: DateTime<Utc>,
     },
+    #[error("this run lost its {purpose} lock on site '{site}' ({detail}): it stopped before writing anything more, and nothing it wrote since is part of a set or of the binlog archive. Another run took over after this one stalled (paused, suspended or starved) past its lease; check that one's result.")]
+    LockLost {
+        site: String,
+        purpose: String,
+        detail: String,
+    },
     #[error("'{id}' is not a valid set id (expected e.g. 20261125T192224Z-3fa1 or 'latest')")]
     BadSetId { id: String },
     #[error(transparent)]
@@ -56,7 +62,7 @@ impl Classify for CatalogError {
             CatalogError::ManifestInvalid { .. } | CatalogError::UnsupportedFormat { .. } => {
                 ExitCode::Integrity
             }
-            CatalogError::Locked { .. } => ExitCode::Locked,
+            CatalogError::Locked { .. } | CatalogError::LockLost { .. } => ExitCode::Locked,
             CatalogError::Store(e) => e.exit_code(),
         }
     }
@@ -67,6 +73,7 @@ impl Classify for CatalogError {
             CatalogError::ManifestInvalid { .. } => "manifest_invalid",
             CatalogError::UnsupportedFormat { .. } => "unsupported_format",
             CatalogError::Locked { .. } => "locked",
+            CatalogError::LockLost { .. } => "lock_lost",
             CatalogError::BadSetId { .. } => "bad_set_id",
             CatalogError::Store(e) => e.metric_label(),
         }

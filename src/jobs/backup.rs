@@ -4,7 +4,7 @@
 
 use crate::catalog::{
     manifest::{ReadFrom, SiteSection},
-    new_set_id, Artifact, Catalog, CatalogError, ClusterSection, FailedPart, Manifest,
+    new_set_id, Artifact, Catalog, CatalogError, ClusterSection, FailedPart, Fence, Manifest,
     MediaSection, FORMAT_VERSION,
 };
 use crate::cluster::{inventory, seal, ClusterError};
@@ -167,7 +167,17 @@ pub async fn run_with(
     let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
     let mut lock = catalog.lock(cfg.backup.lock_ttl_seconds, "backup").await?;
     lock.keep_alive(store.clone(), cfg.backup.lock_ttl_seconds);
-    let result = run_locked(cfg, &catalog, store.clone(), schedule, progress, kube).await;
+    let fence = lock.fence();
+    let result = run_locked(
+        cfg,
+        &catalog,
+        store.clone(),
+        schedule,
+        progress,
+        kube,
+        &fence,
+    )
+    .await;
     if let Err(e) = lock.release(&store).await {
         tracing::warn!(error = %e, "could not release the backup lock; it expires on its own");
     }
@@ -181,6 +191,7 @@ async fn run_locked(
     schedule: &str,
     progress: Progress,
     kube: Option<kube::Client>,
+    fence: &Fence,
 ) -> Result<Manifest, BackupError> {
     let started_at = Utc::now();
     let set_id = new_set_id(started_at);
@@ -196,6 +207,7 @@ async fn run_locked(
         chunk_bytes: cfg.backup.chunk_bytes,
         compression_level: cfg.backup.compression_level,
         skip: cfg.database.skip.clone(),
+        fence: Some(fence.clone()),
     };
     let dumped = match dump::snapshot(
         &endpoint,
@@ -249,6 +261,7 @@ async fn run_locked(
     // A part that fails from here on costs only itself: the set is
     // committed with the database and says what it lacks.
     let mut failed_parts = Vec::new();
+    fence.check()?;
     let media = match &cfg.media {
         Some(_) => match media_step(cfg, &store, &set_key, &endpoint).await {
             Ok((section, artifact)) => {
@@ -263,6 +276,7 @@ async fn run_locked(
         None => None,
     };
     // Cluster objects after the database too.
+    fence.check()?;
     let cluster = match &cfg.cluster.namespace {
         Some(ns) => {
             let inventory = match &kube {
@@ -321,6 +335,12 @@ async fn run_locked(
                 missing.path
             ),
         }));
+    }
+    // The commit is the one write that must never come from a run that lost
+    // its lock: confirm it against the store right before.
+    if let Err(e) = fence.confirm(&store).await {
+        discard_partial(&store, &set_key).await;
+        return Err(e.into());
     }
     catalog.commit(&manifest).await?;
     tracing::info!(set = %set_id, bytes = manifest.total_bytes(), "backup committed");
@@ -435,7 +455,7 @@ async fn media_step(
         .media_lock(cfg.backup.lock_ttl_seconds, "backup")
         .await?;
     lock.keep_alive(store.clone(), cfg.backup.lock_ttl_seconds);
-    let result = mirror_for_set(m, store, set_key, cfg, expected.keys).await;
+    let result = mirror_for_set(m, store, set_key, cfg, expected.keys, lock.fence()).await;
     if let Err(e) = lock.release(store).await {
         tracing::warn!(error = %e, "could not release the media lock; it expires on its own");
     }
@@ -482,6 +502,7 @@ async fn mirror_for_set(
     set_key: &str,
     cfg: &Config,
     expected: std::collections::BTreeMap<String, u64>,
+    fence: Fence,
 ) -> Result<MirrorReport, BackupError> {
     let mirror = Mirror::open(m, store.clone(), &cfg.site_prefix()).await?;
     let path = MEDIA_INDEX;
@@ -490,6 +511,7 @@ async fn mirror_for_set(
             MirrorOptions {
                 index_key: Some(format!("{set_key}{path}")),
                 expected: Some(expected),
+                fence: Some(fence),
                 ..Default::default()
             },
             Arc::new(|_, _| {}),

@@ -60,6 +60,9 @@ pub struct MirrorOptions {
     /// Keys the database refers to, with the post that does: the ones the
     /// mirror does not end up holding are reported as missing.
     pub expected: Option<BTreeMap<String, u64>>,
+    /// The media lock's fence: a run that lost its lock deletes nothing and
+    /// does not replace the mirror's state.
+    pub fence: Option<crate::catalog::Fence>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -136,6 +139,10 @@ pub async fn sync(
             .await?;
         l.keep_alive(store.clone(), cfg.backup.lock_ttl_seconds);
         Some(l)
+    };
+    let opts = MirrorOptions {
+        fence: lock.as_ref().map(|l| l.fence()),
+        ..opts
     };
     let result = match Mirror::open(media, store.clone(), &cfg.site_prefix()).await {
         Ok(m) => m.run(opts, progress).await,
@@ -322,6 +329,9 @@ impl Mirror {
                 report.failed_total
             ));
         } else if !dry_run {
+            if let Some(f) = &opts.fence {
+                f.confirm(&self.store).await?;
+            }
             let mut done = futures::stream::iter(deletes)
                 .map(|v| async move {
                     let retained = self.retained(&v);
@@ -358,6 +368,12 @@ impl Mirror {
                 .collect();
         }
         if let Some(w) = writer {
+            if let Some(f) = &opts.fence {
+                if let Err(e) = f.confirm(&self.store).await {
+                    w.abort().await;
+                    return Err(e.into());
+                }
+            }
             let written = w.finish().await?;
             report.index = written.into_iter().nth(1);
         }

@@ -53,6 +53,8 @@ pub enum MysqlError {
     Unsupported { database: String, objects: String },
     #[error("the schema of {tables} changed while the backup was reading it ({detail}); a set whose tables and rows are from different moments is never written, so nothing was stored. Rerun the backup once the ALTER/DROP/TRUNCATE (often a plugin or WordPress update) has finished.")]
     SchemaChanged { tables: String, detail: String },
+    #[error("{detail}")]
+    LockLost { detail: String },
     #[error("no replica can be backed up from: {details}. Fix replication, raise database.max_replica_lag_seconds, or allow database.fallback_to_primary.")]
     NoUsableReplica { details: String },
 }
@@ -71,6 +73,7 @@ impl Classify for MysqlError {
             MysqlError::NoUsableReplica { .. } => ExitCode::ReplicaUnusable,
             MysqlError::Unsupported { .. } => ExitCode::Unsupported,
             MysqlError::SchemaChanged { .. } => ExitCode::SchemaChanged,
+            MysqlError::LockLost { .. } => ExitCode::Locked,
         }
     }
     fn metric_label(&self) -> &'static str {
@@ -88,6 +91,7 @@ impl Classify for MysqlError {
             MysqlError::NoUsableReplica { .. } => "replica_unusable",
             MysqlError::Unsupported { .. } => "db_unsupported_object",
             MysqlError::SchemaChanged { .. } => "db_schema_changed",
+            MysqlError::LockLost { .. } => "lock_lost",
         }
     }
 }

@@ -63,6 +63,7 @@ pub async fn seed_replica(
                 compression_level: 1,
                 // A replica needs every object its primary replicates.
                 skip: Vec::new(),
+                fence: None,
             },
             store.clone(),
             "seed/",

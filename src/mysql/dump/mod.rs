@@ -54,6 +54,9 @@ pub struct DumpOptions {
     pub compression_level: i32,
     /// `database.skip`: names (with `*`) of objects left out on purpose.
     pub skip: Vec<String>,
+    /// The backup lock's fence, checked before each chunk is written: a run
+    /// that lost its lock writes nothing more.
+    pub fence: Option<crate::catalog::Fence>,
 }
 
 /// Called with uncompressed bytes as they are produced (for progress bars).
@@ -174,6 +177,7 @@ async fn snapshot_once(
         set_key: set_key.to_string(),
         level: opts.compression_level,
         progress: progress.clone(),
+        fence: opts.fence.clone(),
     };
 
     // Non-transactional tables (MyISAM, Aria, ...) are outside the InnoDB
@@ -445,6 +449,7 @@ struct Pool {
     set_key: String,
     level: i32,
     progress: Progress,
+    fence: Option<crate::catalog::Fence>,
 }
 
 impl Pool {
@@ -466,6 +471,7 @@ impl Pool {
             let set_key = self.set_key.clone();
             let progress = self.progress.clone();
             let level = self.level;
+            let fence = self.fence.clone();
             handles.push(tokio::spawn(async move {
                 let mut conn = conn;
                 let mut results = Vec::new();
@@ -475,17 +481,29 @@ impl Pool {
                         Err(_) => None,
                     };
                     let Some(task) = task else { break };
-                    match dump_chunk(
-                        &mut conn,
-                        &tables[task.table],
-                        &task,
-                        &store,
-                        &set_key,
-                        level,
-                        &progress,
-                    )
-                    .await
-                    {
+                    // A run that lost its lock writes nothing more.
+                    let fenced = match &fence {
+                        Some(f) => f.check().map_err(|e| MysqlError::LockLost {
+                            detail: e.to_string(),
+                        }),
+                        None => Ok(()),
+                    };
+                    let chunk = match fenced {
+                        Ok(()) => {
+                            dump_chunk(
+                                &mut conn,
+                                &tables[task.table],
+                                &task,
+                                &store,
+                                &set_key,
+                                level,
+                                &progress,
+                            )
+                            .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match chunk {
                         Ok(r) => results.push(r),
                         Err(e) => {
                             if let Ok(mut q) = queue.lock() {
