@@ -11,7 +11,7 @@
 //! * The newest set is always kept (see `retention`).
 
 use super::retention::{decide, Decision, Policy};
-use super::{Catalog, CatalogError};
+use super::{Catalog, CatalogError, Fence};
 use crate::store::StoreError;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
@@ -104,9 +104,11 @@ impl Catalog<'_> {
         Ok(false)
     }
 
-    /// Applies `policy`; with `dry_run` only reports.
+    /// Applies `policy`; with `dry_run` only reports. `shared` is the same
+    /// store as the catalog's, for the lock's renewer.
     pub async fn prune(
         &self,
+        shared: std::sync::Arc<crate::store::Store>,
         policy: &Policy,
         incomplete_grace: Duration,
         lock_ttl_seconds: u64,
@@ -115,9 +117,14 @@ impl Catalog<'_> {
         let lock = if dry_run {
             None
         } else {
-            Some(self.lock(lock_ttl_seconds, "prune").await?)
+            let mut l = self.lock(lock_ttl_seconds, "prune").await?;
+            l.keep_alive(shared, lock_ttl_seconds);
+            Some(l)
         };
-        let result = self.prune_locked(policy, incomplete_grace, dry_run).await;
+        let fence = lock.as_ref().map(|l| l.fence());
+        let result = self
+            .prune_locked(policy, incomplete_grace, dry_run, fence.as_ref())
+            .await;
         if let Some(lock) = lock {
             if let Err(e) = lock.release(self.store).await {
                 tracing::warn!(error = %e, "could not release the lock after prune");
@@ -131,6 +138,7 @@ impl Catalog<'_> {
         policy: &Policy,
         incomplete_grace: Duration,
         dry_run: bool,
+        fence: Option<&Fence>,
     ) -> Result<PruneReport, CatalogError> {
         let now = Utc::now();
         let manifests = self.list().await?;
@@ -157,6 +165,10 @@ impl Catalog<'_> {
                 .iter()
                 .find(|m| m.set_id == d.id)
                 .map_or(0, |m| m.total_bytes());
+            if let Some(f) = fence {
+                // A prune that lost its lock deletes nothing more.
+                f.confirm(self.store).await?;
+            }
             if !dry_run {
                 // The commit goes first: the set stops existing before its parts do.
                 self.store.delete(&self.key(&d.id, "manifest.json")).await?;
@@ -169,6 +181,9 @@ impl Catalog<'_> {
         let cutoff = now - incomplete_grace;
         for id in self.incomplete().await? {
             if set_time(&id).is_some_and(|t| t < cutoff) && !self.pinned(&id, now).await? {
+                if let Some(f) = fence {
+                    f.confirm(self.store).await?;
+                }
                 if !dry_run {
                     self.store.delete_prefix(&self.key(&id, "")).await?;
                     tracing::info!(set = %id, "removed an interrupted run's files");

@@ -36,6 +36,7 @@ async fn prune_all(ctx: &JobContext, dry_run: bool) -> Result<PruneJobReport, Jo
     let catalog = ctx.catalog();
     let sets = catalog
         .prune(
+            ctx.store.clone(),
             &cfg.retention.policy,
             grace,
             cfg.backup.lock_ttl_seconds,
