@@ -672,6 +672,7 @@ async fn the_daemon_archives_continuously_and_its_metrics_show_the_window() {
         .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
         .spawn()
         .unwrap();
+    wait_listening(port);
     for id in 1..=20 {
         insert_order(&mut c, id).await;
     }

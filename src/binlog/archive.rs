@@ -269,8 +269,28 @@ async fn archive_locked(
                     f.record_gap(&primary, detail, at, true).await?;
                     break;
                 }
-                tracing::error!(%server, %position, %detail, "binlog archive gap");
                 let resumed_at = oldest_position(&primary).await?;
+                // The server's logs start at or before the archive's
+                // position: it is there, so this is no purge. Never resume
+                // behind the archive's own position (that would archive
+                // transactions twice); retry and report instead.
+                if f.position.includes(&resumed_at) {
+                    let e = BinlogError::Stream {
+                        server: server.clone(),
+                        detail: format!(
+                            "{detail} (the server's logs start at {resumed_at}, at or before the archive's {}: not recorded as a gap)",
+                            f.position
+                        ),
+                    };
+                    if f.opts.until_caught_up {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, "binlog stream refused; retrying");
+                    f.pause(&mut shutdown, backoff, deadline).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+                tracing::error!(%server, %position, %detail, "binlog archive gap");
                 f.record_gap(&primary, detail, resumed_at, false).await?;
                 backoff = Duration::from_secs(1);
             }
@@ -731,6 +751,25 @@ fn to_raw(event: &mysql_async::binlog::events::Event) -> Result<RawEvent, String
     Ok(raw)
 }
 
+/// Whether an error 1236 says the archive's position is not in the server's
+/// binary logs (purged, or never there; a server behind the archive is
+/// told apart by its caller). Error 1236 also reports a packet too large, a
+/// log truncated or unreadable mid-event, or bogus data: those are stream
+/// failures to retry and report, not holes in the archive.
+fn position_not_in_logs(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "could not find first log file name",
+        "not in the master's binlog",
+        "is missing the gtid",
+        "purged",
+        "has more gtids than the master",
+        "could not find gtid state",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
 fn classify_stream_error(
     server: &str,
     position: &GtidPos,
@@ -748,14 +787,43 @@ fn classify_stream_error(
                 ),
             })
         }
-        mysql_async::Error::Server(se) if se.code == ER_BINLOG_POSITION => BinlogError::Gap {
-            server: server.to_string(),
-            position: position.to_string(),
-            detail: se.message.clone(),
-        },
+        mysql_async::Error::Server(se)
+            if se.code == ER_BINLOG_POSITION && position_not_in_logs(&se.message) =>
+        {
+            BinlogError::Gap {
+                server: server.to_string(),
+                position: position.to_string(),
+                detail: se.message.clone(),
+            }
+        }
         _ => BinlogError::Stream {
             server: server.to_string(),
             detail: e.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_position_is_a_gap() {
+        for gap in [
+            "Could not find first log file name in binary log index file",
+            "Error: connecting slave requested to start from GTID 0-1-100, which is not in the master's binlog",
+            "The binlog on the master is missing the GTID 0-1-7 requested by the slave (even though a subsequent sequence number does exist), and GTID strict mode is enabled",
+            "Error: Slave has more GTIDs than the master has, using the master's SERVER_ID as a hint",
+        ] {
+            assert!(position_not_in_logs(gap), "{gap}");
+        }
+        for stream in [
+            "log event entry exceeded max_allowed_packet; Increase max_allowed_packet on master",
+            "binlog truncated in the middle of event; consider out of disk space on master",
+            "bogus data in log event",
+            "Could not open log file",
+        ] {
+            assert!(!position_not_in_logs(stream), "{stream}");
+        }
     }
 }

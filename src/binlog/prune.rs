@@ -23,21 +23,48 @@ pub struct BinlogPruneReport {
     pub kept_segments: usize,
 }
 
+/// The set every kept point-in-time restore starts from or after: the oldest
+/// set with a position, or with a PITR window of `pitr_days`, the newest set
+/// taken at or before its start (points in the window are reached from it
+/// or from later sets; older sets stay restorable as they are).
+pub fn replay_floor(
+    sets: &[Manifest],
+    now: DateTime<Utc>,
+    pitr_days: Option<u64>,
+) -> Option<(DateTime<Utc>, super::gtid::GtidPos)> {
+    let mut positioned: Vec<(DateTime<Utc>, super::gtid::GtidPos)> = sets
+        .iter()
+        .filter_map(|m| Some((super::window::snapshot_time(m), set_position(m)?)))
+        .collect();
+    positioned.sort_by_key(|(t, _)| *t);
+    let oldest = positioned.first().cloned();
+    match pitr_days {
+        None => oldest,
+        Some(days) => {
+            let window_start = now - chrono::Duration::days(days as i64);
+            positioned
+                .iter()
+                .rev()
+                .find(|(t, _)| *t <= window_start)
+                .cloned()
+                .or(oldest)
+        }
+    }
+}
+
 /// `sets` are the sets that remain (after set retention ran).
 pub async fn prune(
     store: &Store,
     site_prefix: &str,
     sets: &[Manifest],
     orphan_grace: chrono::Duration,
+    pitr_days: Option<u64>,
     dry_run: bool,
 ) -> Result<BinlogPruneReport, BinlogError> {
     let mut report = BinlogPruneReport::default();
     let segments = segment::list(store, site_prefix).await?;
-    // The oldest set with a position bounds what any restore replays.
-    let oldest = sets
-        .iter()
-        .filter_map(|m| Some((super::window::snapshot_time(m), set_position(m)?)))
-        .min_by_key(|(t, _)| *t);
+    // The oldest set a kept restore replays from bounds what is needed.
+    let oldest = replay_floor(sets, Utc::now(), pitr_days);
     let Some((oldest_time, oldest_pos)) = oldest else {
         report.kept_segments = segments.len();
         return Ok(report);
@@ -90,4 +117,56 @@ pub async fn prune(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_at(id: &str, t: DateTime<Utc>, gtid: &str) -> Manifest {
+        let mut m = Manifest::empty_for_tests(id, "s");
+        m.started_at = t;
+        m.finished_at = t;
+        let mut db: crate::catalog::DatabaseSection =
+            serde_json::from_value(serde_json::json!({
+                "server_version": "10.11", "database": "wp", "source": "db:3306",
+                "default_charset": "", "default_collation": "",
+                "consistency": {"method": "single-connection", "connections": 1, "commits_blocked_ms": 0.0},
+                "binlog": null, "gtid_binlog_pos": gtid, "max_statement_bytes": 0,
+                "tables": [], "objects": [], "raw_bytes": 0
+            }))
+            .unwrap();
+        db.snapshot_at = Some(t);
+        m.database = Some(db);
+        m
+    }
+
+    #[test]
+    fn a_pitr_window_lets_segments_go_that_only_an_old_set_would_replay() {
+        let now = DateTime::parse_from_rfc3339("2026-11-29T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let day = chrono::Duration::days(1);
+        let sets = vec![
+            set_at("yearly", now - day * 300, "0-1-100"),
+            set_at("weekly", now - day * 10, "0-1-5000"),
+            set_at("daily", now - day * 2, "0-1-9000"),
+        ];
+        // Without a window the yearly set keeps everything after it.
+        assert_eq!(
+            replay_floor(&sets, now, None).unwrap().1.to_string(),
+            "0-1-100"
+        );
+        // With 7 days: the newest set before the window's start is the floor.
+        assert_eq!(
+            replay_floor(&sets, now, Some(7)).unwrap().1.to_string(),
+            "0-1-5000"
+        );
+        // A window older than every set: the oldest set.
+        assert_eq!(
+            replay_floor(&sets, now, Some(400)).unwrap().1.to_string(),
+            "0-1-100"
+        );
+        assert!(replay_floor(&[], now, Some(7)).is_none());
+    }
 }

@@ -166,35 +166,31 @@ fn new_plan(m: &Manifest, base: GtidPos, point: &Point, indexes: Vec<SegmentInde
     }
 }
 
-/// The run's segments from the first with transactions after `base` to the
-/// one where the point is reached.
+/// The run's segments, in chain order, from the first with transactions
+/// after `base` to the one where the point is reached.
 fn segments_for(
     all: &[SegmentIndex],
     run: &Run,
     base: &GtidPos,
     point: &Point,
 ) -> Vec<SegmentIndex> {
+    let by_name: std::collections::HashMap<&str, &SegmentIndex> =
+        all.iter().map(|s| (s.name.as_str(), s)).collect();
     let mut out = Vec::new();
-    let mut inside = false;
-    for s in all {
-        if s.name == run.first_segment {
-            inside = true;
-        }
-        if !inside {
+    for name in &run.chain {
+        let Some(s) = by_name.get(name.as_str()) else {
+            continue;
+        };
+        if base.includes(&s.end) {
             continue;
         }
-        if !base.includes(&s.end) {
-            if let Point::Time(t) = point {
-                if s.first_commit >= *t {
-                    break;
-                }
-            }
-            out.push(s.clone());
-            if matches!(point, Point::Gtid(g) if s.end.includes(g)) {
+        if let Point::Time(t) = point {
+            if s.first_commit >= *t {
                 break;
             }
         }
-        if s.name == run.last_segment {
+        out.push((*s).clone());
+        if matches!(point, Point::Gtid(g) if s.end.includes(g)) {
             break;
         }
     }
@@ -254,14 +250,15 @@ pub async fn select(
                 Fed::InGroup => pending.push(e),
                 Fed::Completed(g) => {
                     pending.push(e);
-                    let take = !plan.base.contains(&g.gtid)
+                    // Against the position reached so far, not only the
+                    // set's: a GTID is applied at most once, whatever the
+                    // segments hold.
+                    let take = !position.contains(&g.gtid)
                         && match &plan.target {
                             Point::Gtid(p) => p.contains(&g.gtid),
                             Point::Time(t) => segment::from_unix(g.commit_time) < *t,
                         };
-                    if matches!(plan.target, Point::Time(_))
-                        && !take
-                        && !plan.base.contains(&g.gtid)
+                    if matches!(plan.target, Point::Time(_)) && !take && !position.contains(&g.gtid)
                     {
                         stop = true;
                     }

@@ -25,6 +25,9 @@ pub struct Run {
     pub last_segment: String,
     pub segments: usize,
     pub covered_until: DateTime<Utc>,
+    /// The segments' names in chain order: what a replay applies.
+    #[serde(skip)]
+    pub chain: Vec<String>,
 }
 
 /// One stretch of restorable time, rooted at one set.
@@ -49,30 +52,76 @@ pub struct Window {
     pub archive_head: Option<Head>,
 }
 
-/// Splits segments (sorted by name) into runs.
+/// Splits segments into runs by following the chain: each segment of a run
+/// starts exactly where the one before it ended, so a replay of a run
+/// applies every transaction once. Name order only breaks ties: a segment
+/// that forks off a chain (the same start as another, e.g. written by a
+/// stalled archiver before fencing existed) is left out when a longer
+/// continuation exists, and a run starts at every segment whose start is no
+/// segment's end (the first, and the first after each gap).
 pub fn runs(segments: &[SegmentIndex], head: Option<&Head>) -> Vec<Run> {
-    let mut out: Vec<Run> = Vec::new();
-    for s in segments {
-        match out.last_mut() {
-            Some(r) if r.end == s.start => {
-                r.end = s.end.clone();
-                r.last_segment = s.name.clone();
-                r.segments += 1;
-                r.covered_until = r.covered_until.max(s.covered_until);
-            }
-            _ => out.push(Run {
-                start: s.start.clone(),
-                end: s.end.clone(),
-                first_segment: s.name.clone(),
-                last_segment: s.name.clone(),
-                segments: 1,
-                covered_until: s.covered_until,
-            }),
-        }
+    use std::collections::{HashMap, HashSet};
+    let mut by_start: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut ends: HashSet<String> = HashSet::new();
+    for (i, s) in segments.iter().enumerate() {
+        by_start.entry(s.start.to_string()).or_default().push(i);
+        ends.insert(s.end.to_string());
     }
+    // At a fork, the segment that reaches furthest (then the newest name).
+    let pick = |candidates: &[usize], used: &[bool]| -> Option<usize> {
+        candidates
+            .iter()
+            .copied()
+            .filter(|&i| !used[i])
+            .max_by(|&a, &b| {
+                let (x, y) = (&segments[a], &segments[b]);
+                let further = match (x.end.includes(&y.end), y.end.includes(&x.end)) {
+                    (true, false) => std::cmp::Ordering::Greater,
+                    (false, true) => std::cmp::Ordering::Less,
+                    _ => std::cmp::Ordering::Equal,
+                };
+                further.then_with(|| x.name.cmp(&y.name))
+            })
+    };
+    let mut roots: Vec<usize> = (0..segments.len())
+        .filter(|&i| !ends.contains(&segments[i].start.to_string()))
+        .collect();
+    roots.sort_by(|&a, &b| segments[a].name.cmp(&segments[b].name));
+    let mut used = vec![false; segments.len()];
+    let mut out: Vec<Run> = Vec::new();
+    for root in roots {
+        if used[root] {
+            continue;
+        }
+        used[root] = true;
+        let first = &segments[root];
+        let mut run = Run {
+            start: first.start.clone(),
+            end: first.end.clone(),
+            first_segment: first.name.clone(),
+            last_segment: first.name.clone(),
+            segments: 1,
+            covered_until: first.covered_until,
+            chain: vec![first.name.clone()],
+        };
+        while let Some(next) = by_start
+            .get(&run.end.to_string())
+            .and_then(|c| pick(c, &used))
+        {
+            used[next] = true;
+            let s = &segments[next];
+            run.end = s.end.clone();
+            run.last_segment = s.name.clone();
+            run.segments += 1;
+            run.covered_until = run.covered_until.max(s.covered_until);
+            run.chain.push(s.name.clone());
+        }
+        out.push(run);
+    }
+    out.sort_by(|a, b| a.first_segment.cmp(&b.first_segment));
     // The archiver idles at the end of the last run: it vouches for the time since.
-    if let (Some(h), Some(r)) = (head, out.last_mut()) {
-        if h.position == r.end {
+    if let Some(h) = head {
+        if let Some(r) = out.iter_mut().rev().find(|r| r.end == h.position) {
             r.covered_until = r.covered_until.max(h.covered_until);
         }
     }
@@ -185,6 +234,26 @@ mod tests {
             sha256: String::new(),
             closed_at: t,
         }
+    }
+
+    #[test]
+    fn runs_follow_the_chain_not_the_names() {
+        // "b2" forks off at b's start (a stalled writer) and is named between
+        // the others; the chain a -> b -> c is what a replay applies.
+        let segments = vec![
+            seg("1-a", "0-1-10", "0-1-20", 100),
+            seg("2-b", "0-1-20", "0-1-30", 200),
+            seg("3-b2", "0-1-20", "0-1-25", 210),
+            seg("4-c", "0-1-30", "0-1-40", 300),
+        ];
+        let r = runs(&segments, None);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].chain, ["1-a", "2-b", "4-c"]);
+        assert_eq!(r[0].end, GtidPos::parse("0-1-40").unwrap());
+        // Names out of order do not matter either.
+        let mut shuffled = segments.clone();
+        shuffled.reverse();
+        assert_eq!(runs(&shuffled, None)[0].chain, ["1-a", "2-b", "4-c"]);
     }
 
     #[test]

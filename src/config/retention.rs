@@ -21,6 +21,7 @@ pub(crate) struct RawRetention {
     keep_monthly: Option<usize>,
     keep_yearly: Option<usize>,
     incomplete_grace_hours: Option<i64>,
+    pitr_days: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +36,10 @@ pub struct RetentionConfig {
     pub policy: RetentionPolicy,
     /// Files of interrupted runs younger than this are left alone.
     pub incomplete_grace_hours: i64,
+    /// How far back a point-in-time restore must reach, in days; binlog
+    /// segments only older points need go even while an older (say yearly)
+    /// set remains. `None`: as far back as any remaining set.
+    pub pitr_days: Option<u64>,
 }
 
 /// Grandfather-father-son counts (`catalog::retention` applies them).
@@ -106,8 +111,14 @@ pub(crate) fn resolve_retention(
     let grace = grace_key.number(&r.incomplete_grace_hours)?.unwrap_or(24);
     let incomplete_grace_hours =
         grace_key.check(grace, grace >= 0, |_| "must not be negative".into())?;
+    let pitr_key = s.key("pitr_days", "PITR_DAYS");
+    let pitr_days = match pitr_key.number(&r.pitr_days)? {
+        Some(d) => Some(pitr_key.within(d, 1..=36_500)?),
+        None => None,
+    };
     Ok(RetentionConfig {
         policy,
         incomplete_grace_hours,
+        pitr_days,
     })
 }

@@ -57,9 +57,15 @@ async fn prune_all(ctx: &JobContext, dry_run: bool) -> Result<PruneJobReport, Jo
         .into_iter()
         .filter(|m| !sets.deleted.contains(&m.set_id))
         .collect();
-    let binlog =
-        crate::binlog::prune::prune(&ctx.store, &cfg.site_prefix(), &remaining, grace, dry_run)
-            .await?;
+    let binlog = crate::binlog::prune::prune(
+        &ctx.store,
+        &cfg.site_prefix(),
+        &remaining,
+        grace,
+        cfg.retention.pitr_days,
+        dry_run,
+    )
+    .await?;
     Ok(PruneJobReport {
         sets,
         media_retained,
