@@ -9,6 +9,7 @@
 use super::checksum::TableChecksum;
 use super::pipeline::StatementReader;
 use super::sql::{quote_ident, select_stored};
+use super::workers::Workers;
 use super::{exec, query_err, Endpoint, MysqlError};
 use crate::catalog::{Artifact, DatabaseSection, TableEntry};
 use crate::store::Store;
@@ -127,14 +128,14 @@ async fn run_artifacts(
     hook: Option<StatementHook>,
 ) -> Result<(Vec<Conn>, u64), MysqlError> {
     let queue = Arc::new(Mutex::new(VecDeque::from(paths)));
-    let mut handles = Vec::new();
+    let mut handles = Workers::new();
     for mut conn in conns {
         let queue = queue.clone();
         let store = store.clone();
         let set_key = set_key.to_string();
         let progress = progress.clone();
         let hook = hook.clone();
-        handles.push(tokio::spawn(async move {
+        handles.spawn(async move {
             let mut statements = 0u64;
             loop {
                 let next = queue.lock().ok().and_then(|mut q| q.pop_front());
@@ -157,13 +158,13 @@ async fn run_artifacts(
                 }
             }
             Ok((conn, statements))
-        }));
+        });
     }
     let mut conns = Vec::new();
     let mut total = 0;
     let mut first_err = None;
-    for h in handles {
-        match h.await {
+    for h in handles.join().await {
+        match h {
             Ok(Ok((c, n))) => {
                 conns.push(c);
                 total += n;
@@ -375,21 +376,21 @@ pub async fn load(
 /// Runs independent statements over the connections in parallel.
 async fn run_sql(conns: Vec<Conn>, statements: Vec<String>) -> Result<Vec<Conn>, MysqlError> {
     let queue = Arc::new(Mutex::new(VecDeque::from(statements)));
-    let mut handles = Vec::new();
+    let mut handles = Workers::new();
     for mut conn in conns {
         let queue = queue.clone();
-        handles.push(tokio::spawn(async move {
+        handles.spawn(async move {
             loop {
                 let next = queue.lock().ok().and_then(|mut q| q.pop_front());
                 let Some(sql) = next else { break };
                 exec(&mut conn, &sql).await?;
             }
             Ok::<_, MysqlError>(conn)
-        }));
+        });
     }
     let mut out = Vec::new();
-    for h in handles {
-        match h.await {
+    for h in handles.join().await {
+        match h {
             Ok(r) => out.push(r?),
             Err(e) => {
                 return Err(MysqlError::Query {
@@ -470,10 +471,10 @@ pub async fn verify_tables(
     let queue = Arc::new(Mutex::new(
         tables.iter().cloned().enumerate().collect::<VecDeque<_>>(),
     ));
-    let mut handles = Vec::new();
+    let mut handles = Workers::new();
     for mut conn in conns {
         let queue = queue.clone();
-        handles.push(tokio::spawn(async move {
+        handles.spawn(async move {
             let mut out = Vec::new();
             loop {
                 let next = queue.lock().ok().and_then(|mut q| q.pop_front());
@@ -496,11 +497,11 @@ pub async fn verify_tables(
             }
             let _ = conn.disconnect().await;
             Ok::<_, MysqlError>(out)
-        }));
+        });
     }
     let mut all = Vec::new();
-    for h in handles {
-        match h.await {
+    for h in handles.join().await {
+        match h {
             Ok(r) => all.extend(r?),
             Err(e) => {
                 return Err(MysqlError::Query {

@@ -10,6 +10,7 @@ pub mod pipeline;
 pub mod seed;
 pub mod sql;
 pub mod topology;
+mod workers;
 
 use crate::exit::{Classify, ExitCode};
 use mysql_async::prelude::Queryable;

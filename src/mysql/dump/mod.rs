@@ -24,6 +24,7 @@ mod render;
 
 use super::checksum::TableChecksum;
 use super::sql::{quote_ident, select_stored};
+use super::workers::Workers;
 use super::{query_err, server_version, Endpoint, MysqlError};
 use crate::catalog::{Artifact, Consistency, DatabaseSection, TableEntry, TableKind};
 use crate::store::{Store, Written};
@@ -463,7 +464,7 @@ impl Pool {
     ) -> Result<(Vec<Conn>, Vec<TaskResult>), MysqlError> {
         tasks.sort_by_key(|t| std::cmp::Reverse(t.weight));
         let queue = Arc::new(Mutex::new(VecDeque::from(tasks)));
-        let mut handles = Vec::new();
+        let mut handles = Workers::new();
         for conn in workers {
             let queue = queue.clone();
             let tables = self.tables.clone();
@@ -472,7 +473,7 @@ impl Pool {
             let progress = self.progress.clone();
             let level = self.level;
             let fence = self.fence.clone();
-            handles.push(tokio::spawn(async move {
+            handles.spawn(async move {
                 let mut conn = conn;
                 let mut results = Vec::new();
                 loop {
@@ -515,13 +516,13 @@ impl Pool {
                     }
                 }
                 Ok::<_, MysqlError>((conn, results))
-            }));
+            });
         }
         let mut conns = Vec::new();
         let mut results = Vec::new();
         let mut first_err = None;
-        for h in handles {
-            match h.await {
+        for h in handles.join().await {
+            match h {
                 Ok(Ok((conn, r))) => {
                     conns.push(conn);
                     results.extend(r);
