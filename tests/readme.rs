@@ -82,3 +82,91 @@ fn every_subcommand_has_an_example_in_the_readme() {
     }
     assert!(missing.is_empty(), "README has no example of: {missing:?}");
 }
+
+/// Files a directory holds, as the layout names them: `name.rs` for files,
+/// `name/` for subdirectories (whose own files are named as `name/file.rs`).
+fn module_files(dir: &Path, prefix: &str, out: &mut BTreeSet<String>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if e.path().is_dir() {
+            out.insert(format!("{prefix}{name}/"));
+            module_files(&e.path(), &format!("{prefix}{name}/"), out);
+        } else if name.ends_with(".rs") && name != "mod.rs" && name != "tests.rs" {
+            out.insert(format!("{prefix}{name}"));
+        }
+    }
+}
+
+/// The Layout section names every module of `src/` (each part's files in
+/// its description) and nothing that is not there, so a reader finds the
+/// code where the README says it is.
+#[test]
+fn the_layout_names_every_module_and_only_modules_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let layout = section(&readme(), "Layout");
+    // Each entry: a path at the line start, and its description until the next.
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in layout.lines() {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        let is_path = !line.starts_with(' ')
+            && (first.ends_with('/') || first.ends_with(".rs") || first.ends_with(".md"));
+        if is_path {
+            entries.push((first.to_string(), line[first.len()..].to_string()));
+        } else if let Some(last) = entries.last_mut() {
+            last.1.push(' ');
+            last.1.push_str(line);
+        }
+    }
+    assert!(entries.len() > 10, "no layout entries found");
+    for (path, _) in &entries {
+        assert!(
+            root.join(path).exists(),
+            "the layout names {path}, which does not exist"
+        );
+    }
+    let named_words = |text: &str| -> BTreeSet<String> {
+        text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.' || c == '/'))
+            .map(|w| w.trim_end_matches('.').to_string())
+            .filter(|w| w.ends_with(".rs") || w.ends_with('/'))
+            .collect()
+    };
+    for entry in std::fs::read_dir(root.join("src")).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == "lib.rs" {
+            continue;
+        }
+        let path = if entry.path().is_dir() {
+            format!("src/{name}/")
+        } else {
+            format!("src/{name}")
+        };
+        let Some((_, description)) = entries.iter().find(|(p, _)| *p == path) else {
+            panic!("the layout does not name {path}");
+        };
+        if !entry.path().is_dir() || name == "commands" {
+            continue;
+        }
+        // Every file of a part is named in its description.
+        let mut files = BTreeSet::new();
+        module_files(&entry.path(), "", &mut files);
+        let named = named_words(description);
+        // A subdirectory's file may be named bare once its directory is.
+        let subdirs: Vec<&String> = named.iter().filter(|n| n.ends_with('/')).collect();
+        for f in &files {
+            let bare_ok = f.rsplit_once('/').is_some_and(|(dir, base)| {
+                named.contains(&format!("{dir}/")) && named.contains(base)
+            });
+            assert!(
+                named.contains(f) || bare_ok,
+                "the layout's {path} does not name {f}: {description}"
+            );
+        }
+        for n in named.iter().filter(|n| !n.starts_with("src/")) {
+            let here = entry.path().join(n).exists()
+                || subdirs
+                    .iter()
+                    .any(|d| entry.path().join(d).join(n).exists());
+            assert!(here, "the layout's {path} names {n}, which is not there");
+        }
+    }
+}
