@@ -39,12 +39,14 @@ struct Pin {
 
 /// Held while a set is being read (a restore); prune leaves the set alone.
 pub struct PinGuard {
-    key: String,
+    /// `None` when the store is read-only for these credentials.
+    key: Option<String>,
 }
 
 impl PinGuard {
     pub async fn release(self, catalog: &Catalog<'_>) {
-        if let Err(e) = catalog.store().delete(&self.key).await {
+        let Some(key) = self.key else { return };
+        if let Err(e) = catalog.store().delete(&key).await {
             tracing::warn!(error = %e, "could not remove a restore pin; it expires on its own");
         }
     }
@@ -82,8 +84,16 @@ impl Catalog<'_> {
             id: set_id.to_string(),
             detail: e.to_string(),
         })?;
-        self.store.put_bytes(&key, Bytes::from(body)).await?;
-        Ok(PinGuard { key })
+        match self.store.put_bytes(&key, Bytes::from(body)).await {
+            Ok(_) => Ok(PinGuard { key: Some(key) }),
+            // A restore with read-only credentials (as it should run) cannot
+            // pin: it goes on, and says what that means.
+            Err(e) if e.is_write_refused() => {
+                tracing::warn!(set = %set_id, error = %e, "the store is read-only for these credentials: set not pinned; keep prune from running until this {purpose} is done");
+                Ok(PinGuard { key: None })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn pinned(&self, set_id: &str, now: DateTime<Utc>) -> Result<bool, CatalogError> {

@@ -254,7 +254,15 @@ pub async fn drill(
                     .map(|n| (report.started_at - n).num_milliseconds().max(0) as f64 / 1000.0),
                 open_gaps: w.open_gaps,
             });
-    store_report(ctx, &report).await?;
+    match store_report(ctx, &report).await {
+        Ok(()) => {}
+        // Drills should run with read-only store credentials: the report
+        // is then printed (and written with --report/--metrics-file) only.
+        Err(e) if e.is_write_refused() => {
+            tracing::warn!(error = %e, "the store is read-only for these credentials: the drill report is not kept in the store (use --report or --metrics-file)");
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok((report, outcome))
 }
 

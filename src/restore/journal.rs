@@ -12,6 +12,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +130,21 @@ pub struct JournalHandle {
     store: Arc<Store>,
     key: String,
     inner: tokio::sync::Mutex<Journal>,
+    /// Where the journal is kept once the store refused to take it
+    /// (read-only credentials): on this machine, so `--resume` works here.
+    local: tokio::sync::Mutex<Option<PathBuf>>,
+}
+
+/// The directory a journal goes to when the store is read-only:
+/// `WPDR_JOURNAL_DIR`, else `wpdr-journals` in the temp directory.
+pub fn local_dir() -> PathBuf {
+    std::env::var_os("WPDR_JOURNAL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("wpdr-journals"))
+}
+
+fn local_path(key: &str) -> PathBuf {
+    local_dir().join(key.replace('/', "_"))
 }
 
 impl JournalHandle {
@@ -137,6 +153,7 @@ impl JournalHandle {
             key: journal_key(site_prefix, &journal.restore_id),
             store,
             inner: tokio::sync::Mutex::new(journal),
+            local: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -146,6 +163,13 @@ impl JournalHandle {
         restore_id: &str,
     ) -> Result<Option<Journal>, StoreError> {
         let key = journal_key(site_prefix, restore_id);
+        // Kept locally when the store was read-only for the run.
+        let local = local_path(&key);
+        if let Ok(b) = tokio::fs::read(&local).await {
+            if let Ok(j) = serde_json::from_slice(&b) {
+                return Ok(Some(j));
+            }
+        }
         match store.get_bytes(&key).await {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
@@ -168,7 +192,36 @@ impl JournalHandle {
         f(&mut j);
         j.updated_at = Utc::now();
         let bytes = serde_json::to_vec_pretty(&*j).unwrap_or_default();
-        self.store.put_bytes(&self.key, Bytes::from(bytes)).await?;
+        let mut local = self.local.lock().await;
+        if local.is_none() {
+            match self
+                .store
+                .put_bytes(&self.key, Bytes::from(bytes.clone()))
+                .await
+            {
+                Ok(_) => return Ok(j.clone()),
+                Err(e) if e.is_write_refused() => {
+                    let path = local_path(&self.key);
+                    tracing::warn!(error = %e, journal = %path.display(), "the store is read-only for these credentials: the restore journal is kept on this machine (`restore --resume` works from here)");
+                    *local = Some(path);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(path) = local.as_ref() {
+            let write = async {
+                if let Some(dir) = path.parent() {
+                    tokio::fs::create_dir_all(dir).await?;
+                }
+                let tmp = path.with_extension("tmp");
+                tokio::fs::write(&tmp, &bytes).await?;
+                tokio::fs::rename(&tmp, path).await
+            };
+            write.await.map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
         Ok(j.clone())
     }
 

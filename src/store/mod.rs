@@ -43,6 +43,22 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the store refused a write because these credentials may
+    /// only read (restore-side keys, a read-only mount): a restore goes on
+    /// without the write, never fails on it.
+    pub fn is_write_refused(&self) -> bool {
+        match self {
+            StoreError::AccessDenied { .. } => true,
+            StoreError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ),
+            _ => false,
+        }
+    }
+}
+
 impl Classify for StoreError {
     fn exit_code(&self) -> ExitCode {
         match self {
