@@ -897,3 +897,63 @@ async fn a_gtid_sequence_that_goes_backwards_is_recorded_as_a_gap() {
     backup(&svc, &cfg);
     assert_eq!(recoverable(&svc, &cfg).status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_taken_right_after_reset_master_is_a_base_for_point_in_time() {
+    let svc = Services::get();
+    let (db, mut c) = shop_server().await;
+    // A server whose binary log was just reset: no GTID at all yet.
+    c.query_drop("RESET MASTER").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = single_config(dir.path(), &db);
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap() + FAST_SEGMENTS).unwrap();
+    let out = wpdr_env(&svc, &cfg, &["--output", "json", "backup"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let set = json(&out)["id"].as_str().unwrap().to_string();
+    let show = json(&wpdr_env(
+        &svc,
+        &cfg,
+        &["--output", "json", "sets", "show", &set],
+        &[],
+    ));
+    assert!(show["database"]["gtid_binlog_pos"].is_null(), "{show}");
+    assert!(show["database"]["binlog"]["file"].is_string(), "{show}");
+
+    // After the reset the server numbers transactions from 0-1-1 again.
+    for id in 1..=5u32 {
+        c.exec_drop(
+            "INSERT INTO shop.orders VALUES (?, ?, NOW(), 'order')",
+            (id, id),
+        )
+        .await
+        .unwrap();
+    }
+    let last: String = c
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    // The archive starts at the set's position: the log's very start.
+    let out = wpdr_env(
+        &svc,
+        &cfg,
+        &["--output", "json", "binlog", "archive", "--until-caught-up"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let target = MariaDb::start(&[]);
+    let out = svc.restore_db(&cfg, &set, &target, "shop_r", &["--to-gtid", &last]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(
+        report["point_in_time"]["replayed"]["transactions"], 5,
+        "{report}"
+    );
+    let mut t = target.conn(None).await;
+    let n: Option<i64> = t
+        .query_first("SELECT COUNT(*) FROM shop_r.orders")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(5));
+}

@@ -162,3 +162,50 @@ async fn backup_records_namespace_objects_sealed_secrets_and_digests() {
     let c = m.cluster.unwrap();
     assert!(c.secrets_artifact.is_none() && c.secrets_skipped.is_some());
 }
+
+/// The cluster part failing (here: no Kubernetes client could be made)
+/// costs only itself: the database is committed, the set says what it
+/// lacks, and the verdict is partial (exit 21).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_cluster_inventory_leaves_a_partial_set_with_its_database() {
+    let svc = Services::get();
+    let db = svc
+        .database_with(
+            "clusterpartial",
+            &[
+                "CREATE TABLE t (id INT PRIMARY KEY)",
+                "INSERT INTO t VALUES (1), (2)",
+            ],
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = svc.local_config(dir.path(), &db, "cluster:\n  namespace: shop\n");
+    let (cfg, store) = svc.open_store(&cfg_path).await;
+    let store = Arc::new(store);
+    let m = wpdr::jobs::backup::run_with(&cfg, store.clone(), "manual", Arc::new(|_| {}), None)
+        .await
+        .unwrap();
+    assert!(m.cluster.is_none());
+    assert_eq!(m.failed_parts.len(), 1);
+    assert_eq!(m.failed_parts[0].part, "cluster");
+    assert!(m.failed_parts[0].reason.contains("Kubernetes client"));
+    assert_eq!(m.database.as_ref().unwrap().tables[0].rows, 2);
+    use wpdr::jobs::JobReport;
+    assert_eq!(m.verdict().exit.code(), 21);
+    // It is committed: listed, and restorable with a plan that needs no cluster.
+    let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
+    assert_eq!(catalog.list().await.unwrap()[0].set_id, m.set_id);
+    // A plan with the cluster step is refused before anything is touched.
+    let out = svc.wpdr(
+        &cfg_path,
+        &[
+            "restore",
+            &m.set_id,
+            "--namespace",
+            "shop-restored",
+            "--dry-run",
+        ],
+    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("partial"), "{text}");
+}

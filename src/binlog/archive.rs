@@ -139,8 +139,21 @@ pub fn set_position(m: &crate::catalog::manifest::Manifest) -> Option<GtidPos> {
         .as_ref()
         .and_then(|r| r.primary_gtid.clone())
         .or_else(|| db.gtid_slave_pos.clone())
-        .or_else(|| db.gtid_binlog_pos.clone())?;
-    GtidPos::parse(&text).ok()
+        .or_else(|| db.gtid_binlog_pos.clone().filter(|g| !g.is_empty()));
+    match text {
+        Some(text) => GtidPos::parse(&text).ok(),
+        // A MariaDB primary that recorded a binlog file and position but no
+        // GTID had logged nothing since its log was reset (RESET MASTER, a
+        // new server): the set is at the log's very start, the empty
+        // position, and every transaction archived from there follows it.
+        None if db.binlog.is_some()
+            && db.read_from.is_none()
+            && db.server_version.to_ascii_lowercase().contains("mariadb") =>
+        {
+            Some(GtidPos::default())
+        }
+        None => None,
+    }
 }
 
 enum Ended {
