@@ -173,3 +173,71 @@ async fn a_real_wordpress_reads_its_rewritten_data_and_serves_the_new_url() {
     assert!(!html.contains(&old), "the page still links to the old URL");
     assert!(html.contains("Post 12"), "{html}");
 }
+
+/// A table without a key (a plugin's log, say) with more distinct values than
+/// the rewrite reads at once, and a new address that contains the old one:
+/// every value is rewritten exactly once, whatever the paging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_table_larger_than_a_page_is_rewritten_once_per_value() {
+    let svc = Services::get();
+    let old = "http://shop.example";
+    // Contains the old address, and its rewritten values sort after the
+    // originals: a pager that saw its own writes would rewrite them again.
+    let new = "http://shop.example/staging";
+    let db = svc
+        .database_with(
+            "rewrite_keyless",
+            &[
+                "CREATE TABLE plugin_log (line TEXT, seen INT)",
+                // 1,000 distinct values (ten times a page), each twice.
+                "INSERT INTO plugin_log SELECT CONCAT('visit http://shop.example/p/', seq), seq FROM seq_1_to_1000",
+                "INSERT INTO plugin_log SELECT CONCAT('visit http://shop.example/p/', seq), seq FROM seq_1_to_1000",
+                "INSERT INTO plugin_log VALUES ('no address here', 0), (NULL, 0)",
+            ],
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = svc.local_config(dir.path(), &db, "");
+    let target = format!(
+        "mysql://{}@127.0.0.1:{}/{db}",
+        svc.var("WPDR_TEST_DB_USER"),
+        svc.db_port()
+    );
+    let out = svc
+        .wpdr_cmd(
+            &cfg,
+            &[
+                "--output",
+                "json",
+                "rewrite-url",
+                "--target",
+                &target,
+                "--from",
+                old,
+                "--to",
+                new,
+            ],
+        )
+        .env("WPDR_TARGET_PASSWORD", svc.var("WPDR_TEST_DB_PASSWORD"))
+        .output()
+        .unwrap();
+    let report = json(&out);
+    assert_eq!(report["rows_changed"].as_u64(), Some(1000), "{report}");
+    let mut c = svc.admin(Some(&db)).await;
+    let rewritten: Option<i64> = c
+        .exec_first(
+            "SELECT COUNT(*) FROM plugin_log WHERE line = CONCAT('visit http://shop.example/staging/p/', seen)",
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rewritten, Some(2000));
+    let twice: Option<i64> = c
+        .exec_first(
+            "SELECT COUNT(*) FROM plugin_log WHERE line LIKE '%staging/staging%'",
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(twice, Some(0));
+}

@@ -14,6 +14,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 const PAGE: usize = 500;
+/// Distinct values of a keyless column read at once (each may be large).
+const VALUE_PAGE: usize = 100;
 /// Unparseable values listed by key per column; the count covers the rest.
 const LISTED: usize = 20;
 
@@ -101,7 +103,7 @@ pub async fn rewrite_database(
         .exec(
             "SELECT c.TABLE_NAME, c.COLUMN_NAME FROM information_schema.COLUMNS c \
              JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME \
-             WHERE c.TABLE_SCHEMA = ? AND t.TABLE_TYPE = 'BASE TABLE' \
+             WHERE c.TABLE_SCHEMA = ? AND t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') \
              AND c.DATA_TYPE IN ('char','varchar','tinytext','text','mediumtext','longtext','json','tinyblob','blob','mediumblob','longblob','binary','varbinary') \
              AND COALESCE(c.IS_GENERATED, 'NEVER') = 'NEVER' \
              ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
@@ -218,7 +220,11 @@ impl Pass<'_> {
     }
 
     /// A table without a primary key: identical values get identical
-    /// rewrites, so each distinct value is updated by value.
+    /// rewrites, so each distinct value is updated by value. The distinct
+    /// values are read a page at a time, in binary order, inside one
+    /// consistent snapshot of the reader: memory stays bounded however many
+    /// there are, and a value the writer just rewrote (which may still hold
+    /// the old URL, when the new one contains it) is never seen again.
     async fn by_value(
         &self,
         reader: &mut Conn,
@@ -226,43 +232,73 @@ impl Pass<'_> {
         col: &mut ColumnReport,
     ) -> Result<(), RewriteError> {
         let (table, column) = (col.table.clone(), col.column.clone());
-        let sql = format!(
-            "SELECT DISTINCT {c} FROM {t} WHERE {m}",
-            c = qi(&column),
-            t = qi(&table),
-            m = self.matches(&column)
+        let c = qi(&column);
+        let select = |after: bool| {
+            format!(
+                "SELECT DISTINCT {c} FROM {t} WHERE ({m}){more} ORDER BY CAST({c} AS BINARY) LIMIT {VALUE_PAGE}",
+                t = qi(&table),
+                m = self.matches(&column),
+                more = if after {
+                    format!(" AND CAST({c} AS BINARY) > ?")
+                } else {
+                    String::new()
+                }
+            )
+        };
+        let update = format!(
+            "UPDATE {t} SET {c} = ? WHERE CAST({c} AS BINARY) = ?",
+            t = qi(&table)
         );
-        let values: Vec<Option<Vec<u8>>> = reader
-            .exec(sql, self.patterns.to_vec())
+        reader
+            .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
             .await
             .map_err(|e| fail(&table, &column, e))?;
-        let mut updates = Vec::new();
-        for old in values.into_iter().flatten() {
-            col.matched += 1;
-            match self.rewriter.rewrite(&old) {
-                Outcome::Changed(new) => {
-                    col.changed += 1;
-                    updates.push(vec![Value::from(new), Value::from(old)]);
+        let mut after: Option<Vec<u8>> = None;
+        let result = async {
+            loop {
+                let mut params: Vec<Value> = self
+                    .patterns
+                    .iter()
+                    .map(|p| Value::from(p.clone()))
+                    .collect();
+                if let Some(last) = &after {
+                    params.push(Value::from(last.clone()));
                 }
-                Outcome::Unparseable(why) => note(
-                    col,
-                    String::from_utf8_lossy(&old[..old.len().min(60)]).into(),
-                    why,
-                ),
-                Outcome::Unchanged => {}
+                let values: Vec<Option<Vec<u8>>> = reader
+                    .exec(select(after.is_some()), params)
+                    .await
+                    .map_err(|e| fail(&table, &column, e))?;
+                let n = values.len();
+                let mut updates = Vec::new();
+                for old in values.into_iter().flatten() {
+                    col.matched += 1;
+                    match self.rewriter.rewrite(&old) {
+                        Outcome::Changed(new) => {
+                            col.changed += 1;
+                            updates.push(vec![Value::from(new), Value::from(old.clone())]);
+                        }
+                        Outcome::Unparseable(why) => note(
+                            col,
+                            String::from_utf8_lossy(&old[..old.len().min(60)]).into(),
+                            why,
+                        ),
+                        Outcome::Unchanged => {}
+                    }
+                    after = Some(old);
+                }
+                if !self.dry_run && !updates.is_empty() {
+                    apply(writer, &[(update.clone(), updates)])
+                        .await
+                        .map_err(|e| fail(&table, &column, e))?;
+                }
+                if n < VALUE_PAGE {
+                    return Ok(());
+                }
             }
         }
-        if !self.dry_run && !updates.is_empty() {
-            let sql = format!(
-                "UPDATE {t} SET {c} = ? WHERE CAST({c} AS BINARY) = ?",
-                c = qi(&column),
-                t = qi(&table)
-            );
-            apply(writer, &[(sql, updates)])
-                .await
-                .map_err(|e| fail(&table, &column, e))?;
-        }
-        Ok(())
+        .await;
+        let _ = reader.query_drop("COMMIT").await;
+        result
     }
 
     /// A keyed table: one scan in key order reads every text column of the
