@@ -258,6 +258,17 @@ impl GroupTracker {
 }
 
 /// Splits the bytes of a binlog file (after its magic) into events.
+/// The length an event's header (at least [`HEADER_LEN`] bytes) claims for it.
+pub fn event_len(header: &[u8]) -> Result<usize, String> {
+    let size = u32::from_le_bytes([header[9], header[10], header[11], header[12]]) as usize;
+    if size < HEADER_LEN {
+        return Err(format!(
+            "an event claims {size} bytes, less than its header"
+        ));
+    }
+    Ok(size)
+}
+
 pub fn split_events(data: &[u8]) -> Result<Vec<RawEvent>, String> {
     let mut out = Vec::new();
     let mut at = 0usize;
@@ -265,9 +276,8 @@ pub fn split_events(data: &[u8]) -> Result<Vec<RawEvent>, String> {
         if data.len() - at < HEADER_LEN {
             return Err(format!("{} stray bytes at offset {at}", data.len() - at));
         }
-        let size = u32::from_le_bytes([data[at + 9], data[at + 10], data[at + 11], data[at + 12]])
-            as usize;
-        if size < HEADER_LEN || at + size > data.len() {
+        let size = event_len(&data[at..])?;
+        if at + size > data.len() {
             return Err(format!(
                 "event at offset {at} claims {size} bytes; the file ends first"
             ));

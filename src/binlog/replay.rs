@@ -234,22 +234,34 @@ pub async fn select(
     let mut files = Vec::new();
     let mut position = plan.base.clone();
     'segments: for (i, index) in plan.indexes.iter().enumerate() {
-        let (fde, events) = segment::read(store, site_prefix, index).await?;
+        // Streamed: one event in memory at a time; each group's events go to
+        // the file as they come and are cut off again if it is not chosen.
+        let mut stream = segment::EventStream::open(store, site_prefix, index).await?;
+        let fde = stream.fde().clone();
         let checksum_len = if fde.fde_checksummed() { 4 } else { 0 };
         let mut tracker = GroupTracker::new(fde.fde_checksummed());
-        let mut pending: Vec<&RawEvent> = Vec::new();
-        let mut chosen: Vec<u8> = Vec::new();
+        let path = dir.join(format!("{i:05}.binlog"));
+        let mut out = SelectedFile::create(&path, &fde)?;
+        let mut group_start = out.len;
+        let mut ours = false;
+        let mut kept = false;
         let mut stop = false;
-        for e in &events {
-            match tracker.feed(e) {
+        while let Some(e) = stream.next_event().await? {
+            match tracker.feed(&e) {
                 Fed::Outside => {}
                 Fed::Abandoned(_) => {
-                    pending.clear();
-                    pending.push(e);
+                    // The open group never ended: drop what it wrote.
+                    out.truncate(group_start)?;
+                    ours = e.database(checksum_len) == Some(source_db.as_bytes());
+                    out.write(&e)?;
                 }
-                Fed::InGroup => pending.push(e),
+                Fed::InGroup => {
+                    ours |= e.database(checksum_len) == Some(source_db.as_bytes());
+                    out.write(&e)?;
+                }
                 Fed::Completed(g) => {
-                    pending.push(e);
+                    ours |= e.database(checksum_len) == Some(source_db.as_bytes());
+                    out.write(&e)?;
                     // Against the position reached so far, not only the
                     // set's: a GTID is applied at most once, whatever the
                     // segments hold.
@@ -262,16 +274,11 @@ pub async fn select(
                     {
                         stop = true;
                     }
-                    let ours = pending
-                        .iter()
-                        .any(|e| e.database(checksum_len) == Some(source_db.as_bytes()));
                     if take {
                         position.advance(g.gtid);
                     }
                     if take && ours {
-                        for p in pending.iter() {
-                            chosen.extend_from_slice(&p.0);
-                        }
+                        kept = true;
                         report.transactions += 1;
                         report.first_gtid.get_or_insert_with(|| g.gtid.to_string());
                         if report.first.get(g.gtid.domain).is_none() {
@@ -279,29 +286,26 @@ pub async fn select(
                         }
                         report.last_gtid = Some(g.gtid.to_string());
                         report.last_commit = Some(segment::from_unix(g.commit_time));
+                    } else {
+                        out.truncate(group_start)?;
                     }
-                    pending.clear();
+                    group_start = out.len;
+                    ours = false;
                     if stop {
                         break;
                     }
                 }
             }
         }
-        if !chosen.is_empty() {
-            let path = dir.join(format!("{i:05}.binlog"));
-            let write = || -> std::io::Result<()> {
-                let mut f = std::fs::File::create(&path)?;
-                f.write_all(BINLOG_MAGIC)?;
-                f.write_all(&fde.0)?;
-                f.write_all(&chosen)?;
-                f.sync_all()
-            };
-            write().map_err(|e| BinlogError::Spool {
-                path: path.display().to_string(),
-                detail: e.to_string(),
-            })?;
+        // A group still open at the end was never completed: not replayed.
+        out.truncate(group_start)?;
+        if kept {
+            out.finish()?;
             files.push(path);
             report.segments += 1;
+        } else {
+            drop(out);
+            let _ = std::fs::remove_file(&path);
         }
         if stop {
             break 'segments;
@@ -309,6 +313,63 @@ pub async fn select(
     }
     report.position = position.to_string();
     Ok(files)
+}
+
+/// A binlog file being written for the replay: the magic, the segment's
+/// Format_description event, then the chosen groups.
+struct SelectedFile {
+    path: PathBuf,
+    file: std::fs::File,
+    len: u64,
+}
+
+impl SelectedFile {
+    fn create(path: &Path, fde: &RawEvent) -> Result<SelectedFile, BinlogError> {
+        let mut f = SelectedFile {
+            path: path.to_path_buf(),
+            file: std::fs::File::create(path).map_err(|e| spool_err(path, e))?,
+            len: 0,
+        };
+        f.write_bytes(BINLOG_MAGIC)?;
+        f.write_bytes(&fde.0)?;
+        Ok(f)
+    }
+
+    fn write(&mut self, e: &RawEvent) -> Result<(), BinlogError> {
+        self.write_bytes(&e.0)
+    }
+
+    fn write_bytes(&mut self, b: &[u8]) -> Result<(), BinlogError> {
+        self.file
+            .write_all(b)
+            .map_err(|e| spool_err(&self.path, e))?;
+        self.len += b.len() as u64;
+        Ok(())
+    }
+
+    fn truncate(&mut self, to: u64) -> Result<(), BinlogError> {
+        if to == self.len {
+            return Ok(());
+        }
+        use std::io::Seek;
+        self.file
+            .set_len(to)
+            .and_then(|_| self.file.seek(std::io::SeekFrom::Start(to)).map(|_| ()))
+            .map_err(|e| spool_err(&self.path, e))?;
+        self.len = to;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), BinlogError> {
+        self.file.sync_all().map_err(|e| spool_err(&self.path, e))
+    }
+}
+
+fn spool_err(path: &Path, e: std::io::Error) -> BinlogError {
+    BinlogError::Spool {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    }
 }
 
 /// Applies binlog files to `database` on `target` with

@@ -10,9 +10,10 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::event::{split_events, Group, RawEvent, BINLOG_MAGIC, FORMAT_DESCRIPTION_EVENT};
+use super::event::{
+    event_len, Group, RawEvent, BINLOG_MAGIC, FORMAT_DESCRIPTION_EVENT, HEADER_LEN,
+};
 use super::gtid::{Gtid, GtidPos};
 use super::BinlogError;
 use crate::store::Store;
@@ -291,48 +292,141 @@ pub async fn list_cached(
     Ok(out)
 }
 
-/// Reads one segment back, checking its SHA-256, its magic and every
-/// event's CRC32. Returns the Format_description event and the rest.
-pub async fn read(
-    store: &Store,
-    site_prefix: &str,
-    index: &SegmentIndex,
-) -> Result<(RawEvent, Vec<RawEvent>), BinlogError> {
-    let key = data_key(site_prefix, &index.name);
-    let damaged = |detail: String| BinlogError::Damaged {
-        key: key.clone(),
-        detail,
-    };
-    let stored = store.get_bytes(&key).await?;
-    let sha = hex::encode(Sha256::digest(&stored));
-    if sha != index.sha256 || stored.len() as u64 != index.stored_bytes {
-        return Err(damaged(format!(
-            "{} bytes with SHA-256 {sha}, the index recorded {} bytes with {}",
-            stored.len(),
-            index.stored_bytes,
-            index.sha256
-        )));
+/// A segment read back one event at a time: the stored bytes hashed and
+/// decompressed as they stream, each event split off and its CRC32 checked
+/// as it comes, so memory holds one read block and one event, never the
+/// segment (a single huge transaction can make a segment of gigabytes).
+/// The SHA-256 and the zstd frame are checked when the stream ends: only an
+/// `Ok(None)` from [`next_event`](Self::next_event) means the segment was whole.
+pub struct EventStream {
+    key: String,
+    reader: crate::store::zstd_reader::ZstdReader,
+    buf: Vec<u8>,
+    at: usize,
+    ended: bool,
+    fde: RawEvent,
+}
+
+impl EventStream {
+    pub async fn open(
+        store: &Store,
+        site_prefix: &str,
+        index: &SegmentIndex,
+    ) -> Result<EventStream, BinlogError> {
+        let key = data_key(site_prefix, &index.name);
+        let reader = crate::store::zstd_reader::ZstdReader::open(
+            store,
+            &key,
+            Some((index.stored_bytes, index.sha256.clone())),
+        )
+        .await
+        .map_err(|e| stream_err(&key, e))?;
+        let mut s = EventStream {
+            key,
+            reader,
+            buf: Vec::new(),
+            at: 0,
+            ended: false,
+            fde: RawEvent(Vec::new()),
+        };
+        if !s.fill(4).await? || s.buf[..4] != *BINLOG_MAGIC {
+            return Err(s.damaged("does not start with the binlog magic".into()));
+        }
+        s.at = 4;
+        match s.raw_next().await? {
+            Some(fde) if fde.kind() == FORMAT_DESCRIPTION_EVENT => {
+                if fde.fde_checksummed() && !fde.checksum_ok() {
+                    return Err(s.damaged("event 0 fails its CRC32".into()));
+                }
+                s.fde = fde;
+            }
+            _ => return Err(s.damaged("does not start with a Format_description event".into())),
+        }
+        Ok(s)
     }
-    let raw = zstd::stream::decode_all(&stored[..]).map_err(|e| damaged(e.to_string()))?;
-    if raw.len() < 4 || &raw[..4] != BINLOG_MAGIC {
-        return Err(damaged("does not start with the binlog magic".into()));
+
+    /// The segment's Format_description event.
+    pub fn fde(&self) -> &RawEvent {
+        &self.fde
     }
-    let mut events = split_events(&raw[4..]).map_err(damaged)?;
-    if events.is_empty() || events[0].kind() != FORMAT_DESCRIPTION_EVENT {
-        return Err(damaged(
-            "does not start with a Format_description event".into(),
-        ));
-    }
-    let fde = events.remove(0);
-    if fde.fde_checksummed() {
-        if let Some(bad) = std::iter::once(&fde)
-            .chain(events.iter())
-            .position(|e| !e.checksum_ok())
-        {
-            return Err(damaged(format!("event {bad} fails its CRC32")));
+
+    fn damaged(&self, detail: String) -> BinlogError {
+        BinlogError::Damaged {
+            key: self.key.clone(),
+            detail,
         }
     }
-    Ok((fde, events))
+
+    /// Makes at least `want` unread bytes available; `false` when the
+    /// stream (checked) ended first.
+    async fn fill(&mut self, want: usize) -> Result<bool, BinlogError> {
+        while self.buf.len() - self.at < want {
+            if self.ended {
+                return Ok(false);
+            }
+            // Drop what was consumed before reading more.
+            if self.at > 0 {
+                self.buf.drain(..self.at);
+                self.at = 0;
+            }
+            let buf = &mut self.buf;
+            let more = self
+                .reader
+                .next_into(|piece| {
+                    buf.extend_from_slice(piece);
+                    Ok(())
+                })
+                .await
+                .map_err(|e| stream_err(&self.key, e))?;
+            if !more {
+                self.ended = true;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn raw_next(&mut self) -> Result<Option<RawEvent>, BinlogError> {
+        if !self.fill(1).await? {
+            return Ok(None);
+        }
+        if !self.fill(HEADER_LEN).await? {
+            return Err(self.damaged(format!(
+                "{} stray bytes at the end",
+                self.buf.len() - self.at
+            )));
+        }
+        let size = event_len(&self.buf[self.at..]).map_err(|e| self.damaged(e))?;
+        if !self.fill(size).await? {
+            return Err(self.damaged(format!(
+                "an event claims {size} bytes; the segment ends first"
+            )));
+        }
+        let bytes = self.buf[self.at..self.at + size].to_vec();
+        self.at += size;
+        RawEvent::new(bytes).map(Some).map_err(|e| self.damaged(e))
+    }
+
+    /// The next event after the Format_description event, its CRC32
+    /// checked; `None` once the whole segment was read and verified.
+    pub async fn next_event(&mut self) -> Result<Option<RawEvent>, BinlogError> {
+        let e = self.raw_next().await?;
+        if let Some(e) = &e {
+            if self.fde.fde_checksummed() && !e.checksum_ok() {
+                return Err(self.damaged("an event fails its CRC32".into()));
+            }
+        }
+        Ok(e)
+    }
+}
+
+fn stream_err(key: &str, e: crate::store::zstd_reader::ZstdReadError) -> BinlogError {
+    match e {
+        crate::store::zstd_reader::ZstdReadError::Store(e) => BinlogError::Store(e),
+        crate::store::zstd_reader::ZstdReadError::Corrupt(detail) => BinlogError::Damaged {
+            key: key.to_string(),
+            detail,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -406,8 +500,12 @@ mod tests {
         );
         let listed = list(&store, "site").await.unwrap();
         assert_eq!(listed, vec![index.clone()]);
-        let (back_fde, events) = read(&store, "site", &index).await.unwrap();
-        assert_eq!(back_fde, fde);
+        let mut stream = EventStream::open(&store, "site", &index).await.unwrap();
+        assert_eq!(stream.fde(), &fde);
+        let mut events = Vec::new();
+        while let Some(e) = stream.next_event().await.unwrap() {
+            events.push(e);
+        }
         assert_eq!(events, whole.to_vec());
         // One flipped byte in the stored object is caught.
         let key = dir.join(data_key("site", &index.name));
@@ -415,10 +513,80 @@ mod tests {
         let n = bytes.len();
         bytes[n / 2] ^= 0x40;
         std::fs::write(&key, bytes).unwrap();
-        assert!(matches!(
-            read(&store, "site", &index).await,
-            Err(BinlogError::Damaged { .. })
-        ));
+        // Caught at the latest when the stream ends: never a whole-looking read.
+        let read_all = async {
+            let mut stream = EventStream::open(&store, "site", &index).await?;
+            while stream.next_event().await?.is_some() {}
+            Ok::<_, BinlogError>(())
+        };
+        assert!(matches!(read_all.await, Err(BinlogError::Damaged { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A segment far larger than the stream's read block, with events larger
+    /// than it too, reads back event for event (memory holds one block and
+    /// one event, not the segment).
+    #[tokio::test]
+    async fn a_segment_larger_than_the_read_block_streams_back_whole() {
+        let dir =
+            std::env::temp_dir().join(format!("wpdr-seg-big-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::Local(crate::store::LocalStore::open(&dir).await.unwrap());
+        let fde = event(FORMAT_DESCRIPTION_EVENT, 1, 1, &[0, 0, 0, 0, 1]);
+        let mut spool = SegmentSpool::new(&dir, &fde, GtidPos::parse("0-1-9").unwrap()).unwrap();
+        let mut tracker = GroupTracker::new(true);
+        let mut written = Vec::new();
+        // Incompressible bodies, so the stored object is large too.
+        let mut noise = 0x9e3779b97f4a7c15u64;
+        for k in 0..6u64 {
+            let big: String = (0..(1_500_000 + k as usize * 100_000))
+                .map(|_| {
+                    noise ^= noise << 13;
+                    noise ^= noise >> 7;
+                    noise ^= noise << 17;
+                    (b'a' + (noise % 26) as u8) as char
+                })
+                .collect();
+            let group = [
+                gtid_event(
+                    Gtid {
+                        domain: 0,
+                        server: 1,
+                        seq: 10 + k,
+                    },
+                    100,
+                    false,
+                ),
+                query_event(100, "wp", &format!("INSERT INTO t VALUES ('{big}')")),
+                event(XID_EVENT, 101, 1, &[0; 8]),
+            ];
+            for e in &group {
+                spool.append(e).unwrap();
+                if let Fed::Completed(g) = tracker.feed(e) {
+                    spool.commit(&g);
+                }
+            }
+            written.extend(group);
+        }
+        let index = spool
+            .upload(
+                &store,
+                "site",
+                "db:3306",
+                DateTime::from_timestamp(50, 0).unwrap(),
+                None,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(index.stored_bytes > 4 << 20, "{}", index.stored_bytes);
+        let mut stream = EventStream::open(&store, "site", &index).await.unwrap();
+        let mut back = Vec::new();
+        while let Some(e) = stream.next_event().await.unwrap() {
+            back.push(e);
+        }
+        assert_eq!(back.len(), written.len());
+        assert!(back == written, "events differ after streaming");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
