@@ -106,6 +106,21 @@ async fn listing_paginates_past_a_thousand_keys() {
     let dirs = store.list_dirs(&format!("{prefix}/many/")).await.unwrap();
     assert_eq!(dirs.len(), 1100);
     assert!(dirs[0].ends_with("/many/00000/"));
+    // A page at a time: more than one page, every key once, ascending.
+    let many = format!("{prefix}/many/");
+    let mut pages = store.pages(&many);
+    let mut seen = Vec::new();
+    let mut count = 0;
+    while let Some(page) = pages.next().await.unwrap() {
+        assert!(page.len() <= 1000);
+        seen.extend(page.into_iter().map(|o| o.key));
+        count += 1;
+    }
+    assert!(count >= 2, "{count} page(s)");
+    assert_eq!(seen, all.iter().map(|o| o.key.clone()).collect::<Vec<_>>());
+    // Deleting the prefix goes page by page and takes every object.
+    assert_eq!(store.delete_prefix(&many).await.unwrap(), 1100);
+    assert!(store.list(&many).await.unwrap().is_empty());
 }
 
 #[tokio::test]

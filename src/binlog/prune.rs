@@ -87,23 +87,27 @@ pub async fn prune(
         .map(|s| data_key(site_prefix, &s.name))
         .collect();
     let cutoff: DateTime<Utc> = Utc::now() - orphan_grace;
-    for o in store.list(&segment::segments_prefix(site_prefix)).await? {
-        if !o.key.ends_with(".binlog.zst") || indexed.contains(&o.key) {
-            continue;
-        }
-        // Names start with the close time: only old orphans, never one being committed.
-        let name = o.key.rsplit('/').next().unwrap_or_default();
-        let closed = chrono::NaiveDateTime::parse_from_str(
-            name.get(..18).unwrap_or_default(),
-            "%Y%m%dT%H%M%S%3f",
-        )
-        .ok()
-        .map(|n| n.and_utc());
-        if closed.is_some_and(|t| t < cutoff) {
-            report.orphans_deleted += 1;
-            report.bytes_freed += o.size;
-            if !dry_run {
-                store.delete(&o.key).await?;
+    let prefix = segment::segments_prefix(site_prefix);
+    let mut pages = store.pages(&prefix);
+    while let Some(page) = pages.next().await? {
+        for o in page {
+            if !o.key.ends_with(".binlog.zst") || indexed.contains(&o.key) {
+                continue;
+            }
+            // Names start with the close time: only old orphans, never one being committed.
+            let name = o.key.rsplit('/').next().unwrap_or_default();
+            let closed = chrono::NaiveDateTime::parse_from_str(
+                name.get(..18).unwrap_or_default(),
+                "%Y%m%dT%H%M%S%3f",
+            )
+            .ok()
+            .map(|n| n.and_utc());
+            if closed.is_some_and(|t| t < cutoff) {
+                report.orphans_deleted += 1;
+                report.bytes_freed += o.size;
+                if !dry_run {
+                    store.delete(&o.key).await?;
+                }
             }
         }
     }

@@ -260,32 +260,37 @@ pub async fn list_cached(
 ) -> Result<Vec<SegmentIndex>, BinlogError> {
     let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    for o in store.list(&segments_prefix(site_prefix)).await? {
-        if !o.key.ends_with(".json") {
-            continue;
+    // A page at a time: the data objects' keys are never all held.
+    let prefix = segments_prefix(site_prefix);
+    let mut pages = store.pages(&prefix);
+    while let Some(page) = pages.next().await? {
+        for o in page {
+            if !o.key.ends_with(".json") {
+                continue;
+            }
+            seen.insert(o.key.clone());
+            if let Some(index) = cache.get(&o.key) {
+                out.push(index.clone());
+                continue;
+            }
+            let bytes = store.get_bytes(&o.key).await?;
+            let index: SegmentIndex =
+                serde_json::from_slice(&bytes).map_err(|e| BinlogError::Damaged {
+                    key: o.key.clone(),
+                    detail: format!("unreadable index: {e}"),
+                })?;
+            if index.format != SEGMENT_FORMAT {
+                return Err(BinlogError::Damaged {
+                    key: o.key,
+                    detail: format!(
+                        "format {} is not {SEGMENT_FORMAT}; use the wpdr version that wrote it",
+                        index.format
+                    ),
+                });
+            }
+            cache.insert(o.key.clone(), index.clone());
+            out.push(index);
         }
-        seen.insert(o.key.clone());
-        if let Some(index) = cache.get(&o.key) {
-            out.push(index.clone());
-            continue;
-        }
-        let bytes = store.get_bytes(&o.key).await?;
-        let index: SegmentIndex =
-            serde_json::from_slice(&bytes).map_err(|e| BinlogError::Damaged {
-                key: o.key.clone(),
-                detail: format!("unreadable index: {e}"),
-            })?;
-        if index.format != SEGMENT_FORMAT {
-            return Err(BinlogError::Damaged {
-                key: o.key,
-                detail: format!(
-                    "format {} is not {SEGMENT_FORMAT}; use the wpdr version that wrote it",
-                    index.format
-                ),
-            });
-        }
-        cache.insert(o.key.clone(), index.clone());
-        out.push(index);
     }
     cache.retain(|k, _| seen.contains(k));
     out.sort_by(|a, b| a.name.cmp(&b.name));

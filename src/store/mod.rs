@@ -79,6 +79,37 @@ impl Classify for StoreError {
     }
 }
 
+/// A listing read a page at a time; see [`Store::pages`].
+pub struct Pages<'a> {
+    store: &'a Store,
+    prefix: &'a str,
+    token: Option<String>,
+    done: bool,
+}
+
+impl Pages<'_> {
+    /// The next page, or `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Vec<ObjectMeta>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.store {
+            Store::Local(l) => {
+                self.done = true;
+                Ok(Some(l.list(self.prefix).await?))
+            }
+            Store::S3(s) => {
+                let (page, next) = s.list_page(self.prefix, self.token.take()).await?;
+                match next {
+                    Some(t) => self.token = Some(t),
+                    None => self.done = true,
+                }
+                Ok(Some(page))
+            }
+        }
+    }
+}
+
 /// What a listing returns for one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -150,12 +181,25 @@ impl Store {
 
     /// Every object under `prefix`, sorted by key. Paginates for S3.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        let mut v = match self {
-            Store::Local(l) => l.list(prefix).await?,
-            Store::S3(s) => s.list(prefix, None).await?.0,
-        };
+        let mut pages = self.pages(prefix);
+        let mut v = Vec::new();
+        while let Some(page) = pages.next().await? {
+            v.extend(page);
+        }
         v.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(v)
+    }
+
+    /// The objects under `prefix` a page at a time (S3: up to 1,000 keys,
+    /// ascending; a local directory: one page), for work that need not hold
+    /// a whole listing (deleting a prefix, scanning for orphans).
+    pub fn pages<'a>(&'a self, prefix: &'a str) -> Pages<'a> {
+        Pages {
+            store: self,
+            prefix,
+            token: None,
+            done: false,
+        }
     }
 
     /// The immediate "sub-directories" of `prefix` (which must end in '/').
@@ -186,14 +230,18 @@ impl Store {
     /// a local store, temporary files of writes that never finished. Returns
     /// how many objects went.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
-        let objects = self.list(prefix).await?;
-        for o in &objects {
-            self.delete(&o.key).await?;
+        let mut deleted = 0;
+        let mut pages = self.pages(prefix);
+        while let Some(page) = pages.next().await? {
+            for o in &page {
+                self.delete(&o.key).await?;
+            }
+            deleted += page.len();
         }
         if let Store::Local(l) = self {
             l.remove_dir(prefix).await?;
         }
-        Ok(objects.len())
+        Ok(deleted)
     }
 
     /// Aborts multipart uploads under `prefix` started before `before`: the

@@ -47,6 +47,24 @@ impl S3Store {
         self.s3.delete(key).await
     }
 
+    /// One page of the listing under `prefix` and the token of the next.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<(Vec<ObjectMeta>, Option<String>), StoreError> {
+        let page = self.s3.list_page(prefix, None, token).await?;
+        let objects = page
+            .objects
+            .into_iter()
+            .map(|o| ObjectMeta {
+                key: o.key,
+                size: o.size,
+            })
+            .collect();
+        Ok((objects, page.next))
+    }
+
     /// Lists with pagination. With a delimiter, also returns the common prefixes.
     pub async fn list(
         &self,
