@@ -22,7 +22,6 @@ use crate::store::{Store, StoreError};
 use bytes::Bytes;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -83,8 +82,8 @@ struct FenceState {
     key: String,
     token: String,
     ttl: Duration,
-    lost: AtomicBool,
     lease_until: Mutex<Instant>,
+    /// Why the lock was lost, once it was (the first reason found).
     why_lost: Mutex<Option<String>>,
 }
 
@@ -98,18 +97,32 @@ impl Fence {
                 key: key.to_string(),
                 token: info.token.clone(),
                 ttl,
-                lost: AtomicBool::new(false),
                 lease_until: Mutex::new(started + lease(ttl)),
                 why_lost: Mutex::new(None),
             }),
         }
     }
 
-    fn lose(&self, why: impl Into<String>) {
-        if let Ok(mut w) = self.state.why_lost.lock() {
-            w.get_or_insert(why.into());
+    /// The reason the lock was lost, if it was.
+    fn why_lost(&self) -> Option<String> {
+        match self.state.why_lost.lock() {
+            Ok(w) => w.clone(),
+            Err(p) => p.into_inner().clone(),
         }
-        self.state.lost.store(true, Ordering::SeqCst);
+    }
+
+    /// Records that the lock is lost (the first reason stays) and returns
+    /// the error writers report.
+    fn lose(&self, why: impl Into<String>) -> CatalogError {
+        let why = match self.state.why_lost.lock() {
+            Ok(mut w) => w.get_or_insert(why.into()).clone(),
+            Err(p) => p.into_inner().get_or_insert(why.into()).clone(),
+        };
+        CatalogError::LockLost {
+            site: self.state.site.clone(),
+            purpose: self.state.purpose.clone(),
+            detail: why,
+        }
     }
 
     fn lease_until(&self) -> Instant {
@@ -125,39 +138,19 @@ impl Fence {
         }
     }
 
-    fn lost_error(&self, detail: String) -> CatalogError {
-        CatalogError::LockLost {
-            site: self.state.site.clone(),
-            purpose: self.state.purpose.clone(),
-            detail,
-        }
-    }
-
     /// Whether this holder may still write: not taken over as far as the
     /// renewer knows, and the lease not run out on the local clock. Cheap:
     /// called before each write.
     pub fn check(&self) -> Result<(), CatalogError> {
-        if self.state.lost.load(Ordering::SeqCst) {
-            let why = self
-                .state
-                .why_lost
-                .lock()
-                .ok()
-                .and_then(|w| w.clone())
-                .unwrap_or_else(|| "taken over".into());
-            return Err(self.lost_error(why));
+        if let Some(why) = self.why_lost() {
+            return Err(self.lose(why));
         }
         let now = Instant::now();
         let until = self.lease_until();
         if now >= until {
-            let late = now - until;
-            self.lose(format!(
+            return Err(self.lose(format!(
                 "its lease ran out {:.1}s ago without a renewal: the process was stalled",
-                late.as_secs_f64()
-            ));
-            return Err(self.lost_error(format!(
-                "its lease ran out {:.1}s ago without a renewal: the process was stalled",
-                late.as_secs_f64()
+                (now - until).as_secs_f64()
             )));
         }
         Ok(())
@@ -169,16 +162,8 @@ impl Fence {
         self.check()?;
         match read_lock(store, &self.state.key).await? {
             Some(Some(current)) if current.token == self.state.token => self.check(),
-            Some(Some(other)) => {
-                let why = format!("taken over: {}", other.describe());
-                self.lose(why.clone());
-                Err(self.lost_error(why))
-            }
-            _ => {
-                let why = "the lock object is gone".to_string();
-                self.lose(why.clone());
-                Err(self.lost_error(why))
-            }
+            Some(Some(other)) => Err(self.lose(format!("taken over: {}", other.describe()))),
+            _ => Err(self.lose("the lock object is gone")),
         }
     }
 }
@@ -188,7 +173,7 @@ impl std::fmt::Debug for Fence {
         f.debug_struct("Fence")
             .field("key", &self.state.key)
             .field("purpose", &self.state.purpose)
-            .field("lost", &self.state.lost.load(Ordering::SeqCst))
+            .field("lost", &self.why_lost())
             .finish()
     }
 }
@@ -284,7 +269,7 @@ impl LockGuard {
                     Ok(Renewal::Renewed) => fence.extend(started),
                     Ok(Renewal::TakenBy(holder)) => {
                         tracing::error!(%holder, "the lock was taken over by another run; this run stops writing and commits nothing more");
-                        fence.lose(format!("taken over: {holder}"));
+                        let _ = fence.lose(format!("taken over: {holder}"));
                         return;
                     }
                     Err(e) => {

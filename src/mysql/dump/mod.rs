@@ -171,9 +171,8 @@ async fn snapshot_once(
         gtid = ?snap.gtid,
         "snapshot opened"
     );
-    let tables_arc = Arc::new(tables.clone());
     let pool = Pool {
-        tables: tables_arc.clone(),
+        tables: Arc::new(tables.clone()),
         store: store.clone(),
         set_key: set_key.to_string(),
         level: opts.compression_level,
