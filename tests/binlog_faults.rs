@@ -25,12 +25,7 @@ async fn insert_orders(c: &mut mysql_async::Conn, ids: std::ops::RangeInclusive<
 async fn an_s3_outage_mid_archive_loses_and_duplicates_nothing() {
     let svc = Services::get();
     let dev = svc.var("WPDR_DEV_DIR");
-    let db = MariaDb::start(&["--binlog-format=ROW"]);
-    let mut c = db.conn(None).await;
-    c.query_drop("CREATE DATABASE shop").await.unwrap();
-    c.query_drop("CREATE TABLE shop.orders (id INT PRIMARY KEY, note VARCHAR(64))")
-        .await
-        .unwrap();
+    let (db, mut c) = orders_server().await;
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "site: s3binlog\nstore:\n  type: s3\n  bucket: {}\n  prefix: test-{:08x}\n  endpoint: {}\n  region: {}\n  access_key_id: {}\ndatabase:\n  host: 127.0.0.1\n  port: {}\n  user: {TEST_USER}\n  name: shop\n  binlog:\n    segment_seconds: 1\n",

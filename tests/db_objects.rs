@@ -289,26 +289,11 @@ async fn ddl_that_never_settles_fails_the_backup_and_stores_nothing() {
     assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
     // Nothing of the attempts is left in the store either.
     let store = dir.path().join("store");
-    let leftovers: Vec<_> = walk(&store)
+    let leftovers: Vec<_> = files_under(&store)
         .into_iter()
         .filter(|p| p.to_string_lossy().contains("/db/"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// Writes each id to a MyISAM table and then to an InnoDB table, as a

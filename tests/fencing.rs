@@ -52,7 +52,7 @@ async fn a_backup_paused_past_its_lease_commits_nothing_after_a_takeover() {
     let chunks = dir.path().join("store/wpdr/testsite/sets");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let written = walk(&chunks)
+        let written = files_under(&chunks)
             .iter()
             .filter(|p| p.to_string_lossy().contains("2-data-"))
             .count();
@@ -92,24 +92,9 @@ async fn a_backup_paused_past_its_lease_commits_nothing_after_a_takeover() {
     assert!(!dir.path().join("store/wpdr/testsite/lock.json").exists());
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 /// Segment indexes of the archive, as (start, end) positions in name order.
 fn segment_indexes(store: &std::path::Path) -> Vec<serde_json::Value> {
-    let mut files: Vec<_> = walk(store)
+    let mut files: Vec<_> = files_under(store)
         .into_iter()
         .filter(|p| {
             p.to_string_lossy().contains("/binlog/segments/")
@@ -126,12 +111,7 @@ fn segment_indexes(store: &std::path::Path) -> Vec<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archiver_paused_past_its_lease_adds_nothing_to_the_chain() {
     let svc = Services::get();
-    let db = MariaDb::start(&["--binlog-format=ROW"]);
-    let mut c = db.conn(None).await;
-    c.query_drop("CREATE DATABASE shop").await.unwrap();
-    c.query_drop("CREATE TABLE shop.orders (id INT PRIMARY KEY, note VARCHAR(64))")
-        .await
-        .unwrap();
+    let (db, _setup) = orders_server().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("wpdr.yaml");
     std::fs::write(

@@ -813,3 +813,31 @@ pub fn seq(pos: &str) -> u64 {
 pub fn recoverable(svc: &Services, cfg: &Path) -> Output {
     wpdr_env(svc, cfg, &["--output", "json", "sets", "recoverable"], &[])
 }
+
+/// Every file below `dir` (none if it does not exist), depth first.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A MariaDB server of its own with row-based binary logs and an empty
+/// `shop.orders (id, note)`, for the binlog archive's fault tests.
+pub async fn orders_server() -> (MariaDb, Conn) {
+    let db = MariaDb::start(&["--binlog-format=ROW"]);
+    let mut c = db.conn(None).await;
+    c.query_drop("CREATE DATABASE shop").await.unwrap();
+    c.query_drop("CREATE TABLE shop.orders (id INT PRIMARY KEY, note VARCHAR(64))")
+        .await
+        .unwrap();
+    (db, c)
+}
