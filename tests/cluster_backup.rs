@@ -194,7 +194,7 @@ async fn a_failed_cluster_inventory_leaves_a_partial_set_with_its_database() {
     assert_eq!(m.verdict().exit.code(), 21);
     // It is committed: listed, and restorable with a plan that needs no cluster.
     let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
-    assert_eq!(catalog.list().await.unwrap()[0].set_id, m.set_id);
+    assert_eq!(catalog.summaries().await.unwrap()[0].id, m.set_id);
     // A plan with the cluster step is refused before anything is touched.
     let out = svc.wpdr(
         &cfg_path,

@@ -139,7 +139,7 @@ async fn prune_keeps_exactly_the_policy_and_never_a_referenced_artifact() {
     assert_eq!(dry["pinned"], serde_json::json!([doomed]));
     assert_eq!(dry["incomplete_removed"], serde_json::json!([old_run]));
     assert_eq!(
-        catalog.list().await.unwrap().len(),
+        catalog.summaries().await.unwrap().len(),
         62,
         "a dry run deletes nothing"
     );
@@ -150,11 +150,11 @@ async fn prune_keeps_exactly_the_policy_and_never_a_referenced_artifact() {
         62 - expect.len() - 1
     );
     let left: std::collections::BTreeSet<String> = catalog
-        .list()
+        .summaries()
         .await
         .unwrap()
         .into_iter()
-        .map(|m| m.set_id)
+        .map(|m| m.id)
         .collect();
     let mut expect_left = expect.clone();
     expect_left.insert(doomed.clone());

@@ -24,7 +24,8 @@ use super::event::{
     INCIDENT_EVENT,
 };
 use super::gtid::GtidPos;
-use super::segment::{self, SegmentIndex, SegmentSpool};
+use super::rollup;
+use super::segment::{SegmentIndex, SegmentSpool};
 use super::BinlogError;
 use crate::catalog::{Catalog, Fence};
 use crate::config::Config;
@@ -131,31 +132,6 @@ pub async fn read_head(store: &Store, site_prefix: &str) -> Result<Option<Head>,
     Ok(serde_json::from_slice(&bytes).ok())
 }
 
-/// The primary's GTID position a set's snapshot matches.
-pub fn set_position(m: &crate::catalog::manifest::Manifest) -> Option<GtidPos> {
-    let db = m.database.as_ref()?;
-    let text = db
-        .read_from
-        .as_ref()
-        .and_then(|r| r.primary_gtid.clone())
-        .or_else(|| db.gtid_slave_pos.clone())
-        .or_else(|| db.gtid_binlog_pos.clone().filter(|g| !g.is_empty()));
-    match text {
-        Some(text) => GtidPos::parse(&text).ok(),
-        // A MariaDB primary that recorded a binlog file and position but no
-        // GTID had logged nothing since its log was reset (RESET MASTER, a
-        // new server): the set is at the log's very start, the empty
-        // position, and every transaction archived from there follows it.
-        None if db.binlog.is_some()
-            && db.read_from.is_none()
-            && db.server_version.to_ascii_lowercase().contains("mariadb") =>
-        {
-            Some(GtidPos::default())
-        }
-        None => None,
-    }
-}
-
 enum Ended {
     /// Asked to stop, or caught up with `until_caught_up`.
     Stopped,
@@ -172,6 +148,9 @@ struct Follower<'a> {
     /// The archive lock's fence: checked before every write, confirmed
     /// before every segment's commit.
     fence: Fence,
+    /// Segments are never named before this (the day after the newest roll-up).
+    name_floor: DateTime<Utc>,
+    last_roll_up: Option<Instant>,
 }
 
 /// Runs the archive until `shutdown` turns true (or the options say stop),
@@ -201,11 +180,13 @@ async fn archive_locked(
     fence: Fence,
 ) -> Result<ArchiveReport, BinlogError> {
     let site_prefix = cfg.site_prefix();
-    let segments = segment::list(store, &site_prefix).await?;
-    let mut position = match segments.last() {
+    let archive = rollup::scan(store, &site_prefix, &mut rollup::ScanCache::default()).await?;
+    let mut position = match archive.newest() {
         Some(s) => s.end.clone(),
         None => start_without_archive(cfg, catalog).await?,
     };
+    let name_floor = rollup::name_floor(archive.last_day());
+    drop(archive);
     // A gap recorded at this position already moved the archive on (the run
     // that recorded it stopped before its first segment): do not record it twice.
     if let Some(g) = list_gaps(store, &site_prefix)
@@ -238,7 +219,10 @@ async fn archive_locked(
         report: ArchiveReport::default(),
         last_head_write: None,
         fence,
+        name_floor,
+        last_roll_up: None,
     };
+    f.roll_up_if_due().await?;
     let mut backoff = Duration::from_secs(1);
     loop {
         if *shutdown.borrow() || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -349,10 +333,10 @@ async fn start_without_archive(
     catalog: &Catalog<'_>,
 ) -> Result<GtidPos, BinlogError> {
     let newest = catalog
-        .list()
+        .summaries()
         .await?
         .into_iter()
-        .find_map(|m| set_position(&m));
+        .find_map(|m| m.position);
     if let Some(p) = newest {
         return Ok(p);
     }
@@ -623,13 +607,46 @@ impl Follower<'_> {
                 &self.site_prefix,
                 server,
                 covered,
+                self.name_floor,
                 Some(&self.fence),
             )
             .await?
         {
             self.commit_segment(&index, server).await?;
         }
-        Ok(())
+        self.roll_up_if_due().await
+    }
+
+    /// Rolls up the finished days, at most once an hour. A store that fails
+    /// it only delays the roll-up (readers list those days segment by
+    /// segment meanwhile); a lost lock stops the archiver as everywhere.
+    async fn roll_up_if_due(&mut self) -> Result<(), BinlogError> {
+        if self
+            .last_roll_up
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(3600))
+        {
+            return Ok(());
+        }
+        self.last_roll_up = Some(Instant::now());
+        match rollup::roll_up(self.store, &self.site_prefix, Utc::now(), Some(&self.fence)).await {
+            Ok(r) => {
+                self.name_floor = self.name_floor.max(rollup::name_floor(r.last_day));
+                if r.days > 0 {
+                    tracing::info!(
+                        days = r.days,
+                        segments = r.segments,
+                        orphans = r.orphans,
+                        "binlog archive rolled up finished days"
+                    );
+                }
+                Ok(())
+            }
+            Err(e @ BinlogError::Catalog(_)) => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "rolling up finished days failed; retried within the hour");
+                Ok(())
+            }
+        }
     }
 
     async fn commit_segment(

@@ -1,8 +1,10 @@
 //! The primary's binary log, archived continuously, and replayed for a
 //! point-in-time restore.
 //!
-//! Data plane: [`event`] (raw events, transaction boundaries, CRC32) and
-//! [`segment`] (binlog files of whole transactions in the store).
+//! Data plane: [`event`] (raw events, transaction boundaries, CRC32),
+//! [`segment`] (binlog files of whole transactions in the store) and
+//! [`rollup`] (finished days' segment indexes gathered, so reading the
+//! archive does not cost a request per segment).
 //! Control plane: [`archive`] (follow the primary, resume by GTID, follow
 //! failovers, record gaps), [`window`] (what can be restored to) and
 //! [`replay`] (choose a set and the transactions after it; apply them).
@@ -13,6 +15,7 @@ pub mod event;
 pub use crate::mysql::gtid;
 pub mod prune;
 pub mod replay;
+pub mod rollup;
 pub mod segment;
 pub mod window;
 

@@ -8,10 +8,11 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::archive::{gap_key, list_gaps, set_position};
-use super::segment::{self, data_key, index_key};
+use super::archive::{gap_key, list_gaps};
+use super::rollup;
+use super::segment::{self, data_key, index_key, SegmentIndex};
 use super::BinlogError;
-use crate::catalog::manifest::Manifest;
+use crate::catalog::SetSummary;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
@@ -28,13 +29,13 @@ pub struct BinlogPruneReport {
 /// taken at or before its start (points in the window are reached from it
 /// or from later sets; older sets stay restorable as they are).
 pub fn replay_floor(
-    sets: &[Manifest],
+    sets: &[SetSummary],
     now: DateTime<Utc>,
     pitr_days: Option<u64>,
 ) -> Option<(DateTime<Utc>, super::gtid::GtidPos)> {
     let mut positioned: Vec<(DateTime<Utc>, super::gtid::GtidPos)> = sets
         .iter()
-        .filter_map(|m| Some((super::window::snapshot_time(m), set_position(m)?)))
+        .filter_map(|m| Some((m.snapshot_at, m.position.clone()?)))
         .collect();
     positioned.sort_by_key(|(t, _)| *t);
     let oldest = positioned.first().cloned();
@@ -52,43 +53,73 @@ pub fn replay_floor(
     }
 }
 
-/// `sets` are the sets that remain (after set retention ran).
+/// `sets` are the sets that remain (after set retention ran). Reads the
+/// rolled-up days' summaries, the detail of only the days that may lose
+/// segments, and lists only the days not rolled up.
 pub async fn prune(
     store: &Store,
     site_prefix: &str,
-    sets: &[Manifest],
+    sets: &[SetSummary],
     orphan_grace: chrono::Duration,
     pitr_days: Option<u64>,
     dry_run: bool,
 ) -> Result<BinlogPruneReport, BinlogError> {
     let mut report = BinlogPruneReport::default();
-    let segments = segment::list(store, site_prefix).await?;
+    let archive = rollup::scan(store, site_prefix, &mut rollup::ScanCache::default()).await?;
     // The oldest set a kept restore replays from bounds what is needed.
     let oldest = replay_floor(sets, Utc::now(), pitr_days);
     let Some((oldest_time, oldest_pos)) = oldest else {
-        report.kept_segments = segments.len();
+        report.kept_segments = archive.segment_count();
         return Ok(report);
     };
-    for s in &segments {
-        if oldest_pos.includes(&s.end) {
+    let gone = |s: &SegmentIndex| oldest_pos.includes(&s.end);
+    let cutoff: DateTime<Utc> = Utc::now() - orphan_grace;
+    // First what an interrupted prune or roll-up left.
+    if !dry_run {
+        for (day, key) in rollup::stray_details(store, site_prefix, &archive).await? {
+            report.segments_deleted +=
+                rollup::finish_stray(store, site_prefix, &archive, day, &key).await?;
+        }
+    }
+    // Days that may hold segments below the floor: any run starting at or
+    // before it, and every day up to the day after the floor's snapshot (an
+    // archiver catching up names old transactions by the day it closed them).
+    let floor_day = oldest_time.date_naive() + chrono::Duration::days(1);
+    let mut days = rollup::DayPrune::default();
+    for d in &archive.days {
+        let orphans_due = !d.orphans.is_empty() && rollup::name_floor(Some(d.day)) < cutoff;
+        let may_lose = d.day <= floor_day || d.runs.iter().any(|r| oldest_pos.includes(&r.start));
+        if may_lose || orphans_due {
+            rollup::prune_day(store, site_prefix, d, gone, orphans_due, dry_run, &mut days).await?;
+        }
+    }
+    report.segments_deleted += days.segments_deleted;
+    report.orphans_deleted += days.orphans_deleted;
+    report.bytes_freed += days.bytes_freed;
+    report.kept_segments = archive.segment_count() - days.segments_deleted;
+    for s in &archive.live {
+        if gone(s) {
             report.segments_deleted += 1;
+            report.kept_segments -= 1;
             report.bytes_freed += s.stored_bytes;
             if !dry_run {
                 // Index first: the segment stops existing before its data goes.
                 store.delete(&index_key(site_prefix, &s.name)).await?;
                 store.delete(&data_key(site_prefix, &s.name)).await?;
             }
-        } else {
-            report.kept_segments += 1;
         }
     }
-    let indexed: std::collections::HashSet<String> = segments
+    // Orphans of the days not rolled up (a roll-up records its day's own).
+    let indexed: std::collections::HashSet<String> = archive
+        .live
         .iter()
         .map(|s| data_key(site_prefix, &s.name))
         .collect();
-    let cutoff: DateTime<Utc> = Utc::now() - orphan_grace;
     let prefix = segment::segments_prefix(site_prefix);
-    let mut pages = store.pages(&prefix);
+    let start_after = archive
+        .last_day()
+        .map(|d| segment::data_key(site_prefix, &format!("{}~", d.format("%Y%m%d"))));
+    let mut pages = store.pages_after(&prefix, start_after);
     while let Some(page) = pages.next().await? {
         for o in page {
             if !o.key.ends_with(".binlog.zst") || indexed.contains(&o.key) {
@@ -127,8 +158,8 @@ pub async fn prune(
 mod tests {
     use super::*;
 
-    fn set_at(id: &str, t: DateTime<Utc>, gtid: &str) -> Manifest {
-        let mut m = Manifest::empty_for_tests(id, "s");
+    fn set_at(id: &str, t: DateTime<Utc>, gtid: &str) -> SetSummary {
+        let mut m = crate::catalog::Manifest::empty_for_tests(id, "s");
         m.started_at = t;
         m.finished_at = t;
         let mut db: crate::catalog::DatabaseSection =
@@ -142,7 +173,7 @@ mod tests {
             .unwrap();
         db.snapshot_at = Some(t);
         m.database = Some(db);
-        m
+        SetSummary::from(&m)
     }
 
     #[test]

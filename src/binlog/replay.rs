@@ -20,13 +20,14 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::archive::{read_head, set_position};
+use super::archive::{read_head, Head};
 use super::event::{Fed, GroupTracker, RawEvent, BINLOG_MAGIC};
 use super::gtid::GtidPos;
+use super::rollup;
 use super::segment::{self, SegmentIndex};
-use super::window::{run_for, runs, snapshot_time, Run};
+use super::window::{join, run_for, Run};
 use super::BinlogError;
-use crate::catalog::manifest::Manifest;
+use crate::catalog::SetSummary;
 use crate::mysql::Endpoint;
 use crate::store::Store;
 
@@ -73,8 +74,6 @@ impl Point {
 #[derive(Debug, Clone, Serialize)]
 pub struct PitrPlan {
     pub set_id: String,
-    #[serde(skip)]
-    pub set: Manifest,
     pub base: GtidPos,
     pub point: String,
     #[serde(skip)]
@@ -91,33 +90,37 @@ pub struct PitrPlan {
 pub async fn plan(
     store: &Store,
     site_prefix: &str,
-    sets: &[Manifest],
-    named: Option<&Manifest>,
+    sets: &[SetSummary],
+    named: Option<&SetSummary>,
     point: &Point,
 ) -> Result<PitrPlan, BinlogError> {
-    let segments = segment::list(store, site_prefix).await?;
+    // Choose on the days' summaries; read the segments only of the days applied.
+    let archive = rollup::scan(store, site_prefix, &mut rollup::ScanCache::default()).await?;
     let head = read_head(store, site_prefix).await?;
-    let runs = runs(&segments, head.as_ref());
+    let runs: Vec<Run> = join(&archive.pieces(), head.as_ref())
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
     let not_recoverable = |reason: String| BinlogError::NotRecoverable {
         point: point.to_string(),
         reason,
     };
-    let candidates: Vec<&Manifest> = match named {
+    let candidates: Vec<&SetSummary> = match named {
         Some(m) => vec![m],
         None => sets.iter().collect(),
     };
     let mut reasons = Vec::new();
     for m in candidates {
-        let Some(base) = set_position(m) else {
-            reasons.push(format!("set {} recorded no GTID position", m.set_id));
+        let Some(base) = m.position.clone() else {
+            reasons.push(format!("set {} recorded no GTID position", m.id));
             continue;
         };
         let before = match point {
-            Point::Time(t) => snapshot_time(m) < *t,
+            Point::Time(t) => m.snapshot_at < *t,
             Point::Gtid(g) => g.includes(&base),
         };
         if !before {
-            reasons.push(format!("set {} is after the point", m.set_id));
+            reasons.push(format!("set {} is after the point", m.id));
             continue;
         }
         if matches!(point, Point::Gtid(g) if base.includes(g)) {
@@ -126,7 +129,7 @@ pub async fn plan(
         let Some(run) = run_for(&runs, &base) else {
             reasons.push(format!(
                 "no unbroken archive starts at or before set {}'s position {base}",
-                m.set_id
+                m.id
             ));
             continue;
         };
@@ -137,14 +140,15 @@ pub async fn plan(
         if !reaches {
             reasons.push(format!(
                 "the archive after set {} ends at {} ({})",
-                m.set_id,
+                m.id,
                 run.covered_until
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 run.end
             ));
             continue;
         }
-        let needed = segments_for(&segments, run, &base, point);
+        let needed =
+            chain_after(store, site_prefix, &archive, head.as_ref(), m, &base, point).await?;
         return Ok(new_plan(m, base, point, needed));
     }
     Err(not_recoverable(if reasons.is_empty() {
@@ -154,10 +158,9 @@ pub async fn plan(
     }))
 }
 
-fn new_plan(m: &Manifest, base: GtidPos, point: &Point, indexes: Vec<SegmentIndex>) -> PitrPlan {
+fn new_plan(m: &SetSummary, base: GtidPos, point: &Point, indexes: Vec<SegmentIndex>) -> PitrPlan {
     PitrPlan {
-        set_id: m.set_id.clone(),
-        set: m.clone(),
+        set_id: m.id.clone(),
         base,
         point: point.to_string(),
         target: point.clone(),
@@ -166,21 +169,51 @@ fn new_plan(m: &Manifest, base: GtidPos, point: &Point, indexes: Vec<SegmentInde
     }
 }
 
-/// The run's segments, in chain order, from the first with transactions
-/// after `base` to the one where the point is reached.
+/// The segments a replay after set `m` applies, in chain order: read from
+/// the day before the set's snapshot on (the segment holding its position
+/// closed after the snapshot; a day covers any clock skew between the
+/// backup and the archiver), and from the whole archive when that is not enough.
+async fn chain_after(
+    store: &Store,
+    site_prefix: &str,
+    archive: &rollup::Archive,
+    head: Option<&Head>,
+    m: &SetSummary,
+    base: &GtidPos,
+    point: &Point,
+) -> Result<Vec<SegmentIndex>, BinlogError> {
+    let from_day = (m.snapshot_at - chrono::Duration::days(1)).date_naive();
+    for from in [Some(from_day), None] {
+        let segments = rollup::segments(store, site_prefix, archive, from).await?;
+        let pieces: Vec<Run> = segments.iter().map(Run::of).collect();
+        let runs = join(&pieces, head);
+        let found = runs
+            .iter()
+            .rev()
+            .find(|(r, _)| base.includes(&r.start) && r.end.includes(base));
+        if let Some((_, chain)) = found {
+            return Ok(segments_for(&segments, chain, base, point));
+        }
+    }
+    Err(BinlogError::NotRecoverable {
+        point: point.to_string(),
+        reason: format!(
+            "the archive's days list an unbroken run from set {}'s position {base}, but its segments do not form one (were objects removed from the store by hand?). Restore a set as it is, or to a point another set reaches",
+            m.id
+        ),
+    })
+}
+
+/// The chain's segments, in order, from the first with transactions after
+/// `base` to the one where the point is reached.
 fn segments_for(
-    all: &[SegmentIndex],
-    run: &Run,
+    segments: &[SegmentIndex],
+    chain: &[usize],
     base: &GtidPos,
     point: &Point,
 ) -> Vec<SegmentIndex> {
-    let by_name: std::collections::HashMap<&str, &SegmentIndex> =
-        all.iter().map(|s| (s.name.as_str(), s)).collect();
     let mut out = Vec::new();
-    for name in &run.chain {
-        let Some(s) = by_name.get(name.as_str()) else {
-            continue;
-        };
+    for s in chain.iter().map(|&i| &segments[i]) {
         if base.includes(&s.end) {
             continue;
         }
@@ -189,7 +222,7 @@ fn segments_for(
                 break;
             }
         }
-        out.push((*s).clone());
+        out.push(s.clone());
         if matches!(point, Point::Gtid(g) if s.end.includes(g)) {
             break;
         }

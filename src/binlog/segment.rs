@@ -166,6 +166,7 @@ impl SegmentSpool {
         site_prefix: &str,
         server: &str,
         covered_until: DateTime<Utc>,
+        name_floor: DateTime<Utc>,
         fence: Option<&Fence>,
     ) -> Result<Option<SegmentIndex>, BinlogError> {
         let (Some(first), Some(last)) = (self.first, self.last) else {
@@ -176,7 +177,8 @@ impl SegmentSpool {
         }
         self.rollback()?;
         self.file.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
-        let closed_at = Utc::now();
+        // Never named into a day already rolled up, whatever the clock says.
+        let closed_at = Utc::now().max(name_floor);
         let name = format!(
             "{}-{}-{}-{}",
             closed_at.format("%Y%m%dT%H%M%S%3fZ"),
@@ -244,57 +246,6 @@ impl Drop for SegmentSpool {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-/// Every committed segment index, sorted by name (the order they closed in).
-pub async fn list(store: &Store, site_prefix: &str) -> Result<Vec<SegmentIndex>, BinlogError> {
-    list_cached(store, site_prefix, &mut std::collections::BTreeMap::new()).await
-}
-
-/// [`list`], reading only the indexes not in `cache` (indexes never change
-/// once written; a long-running daemon lists often).
-pub async fn list_cached(
-    store: &Store,
-    site_prefix: &str,
-    cache: &mut std::collections::BTreeMap<String, SegmentIndex>,
-) -> Result<Vec<SegmentIndex>, BinlogError> {
-    let mut out = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    // A page at a time: the data objects' keys are never all held.
-    let prefix = segments_prefix(site_prefix);
-    let mut pages = store.pages(&prefix);
-    while let Some(page) = pages.next().await? {
-        for o in page {
-            if !o.key.ends_with(".json") {
-                continue;
-            }
-            seen.insert(o.key.clone());
-            if let Some(index) = cache.get(&o.key) {
-                out.push(index.clone());
-                continue;
-            }
-            let bytes = store.get_bytes(&o.key).await?;
-            let index: SegmentIndex =
-                serde_json::from_slice(&bytes).map_err(|e| BinlogError::Damaged {
-                    key: o.key.clone(),
-                    detail: format!("unreadable index: {e}"),
-                })?;
-            if index.format != SEGMENT_FORMAT {
-                return Err(BinlogError::Damaged {
-                    key: o.key,
-                    detail: format!(
-                        "format {} is not {SEGMENT_FORMAT}; use the wpdr version that wrote it",
-                        index.format
-                    ),
-                });
-            }
-            cache.insert(o.key.clone(), index.clone());
-            out.push(index);
-        }
-    }
-    cache.retain(|k, _| seen.contains(k));
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
 }
 
 /// A segment read back one event at a time: the stored bytes hashed and
@@ -437,6 +388,22 @@ fn stream_err(key: &str, e: crate::store::zstd_reader::ZstdReadError) -> BinlogE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Uploads `spool` as the archiver would, with no fence and no name floor.
+    async fn upload(spool: &mut SegmentSpool, store: &Store) -> SegmentIndex {
+        spool
+            .upload(
+                store,
+                "site",
+                "db:3306",
+                DateTime::from_timestamp(50, 0).unwrap(),
+                DateTime::default(),
+                None,
+            )
+            .await
+            .unwrap()
+            .unwrap()
+    }
     use crate::binlog::event::tests::{event, gtid_event, query_event};
     use crate::binlog::event::{Fed, GroupTracker, XID_EVENT};
 
@@ -485,17 +452,7 @@ mod tests {
             spool.append(&e).unwrap();
             tracker.feed(&e);
         }
-        let index = spool
-            .upload(
-                &store,
-                "site",
-                "db:3306",
-                DateTime::from_timestamp(50, 0).unwrap(),
-                None,
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let index = upload(&mut spool, &store).await;
         assert_eq!(index.transactions, 1);
         assert_eq!(index.end.to_string(), "0-1-10");
         assert_eq!(
@@ -503,7 +460,9 @@ mod tests {
             101,
             "at least the last commit"
         );
-        let listed = list(&store, "site").await.unwrap();
+        let listed = crate::binlog::rollup::all_segments(&store, "site")
+            .await
+            .unwrap();
         assert_eq!(listed, vec![index.clone()]);
         let mut stream = EventStream::open(&store, "site", &index).await.unwrap();
         assert_eq!(stream.fde(), &fde);
@@ -573,17 +532,7 @@ mod tests {
             }
             written.extend(group);
         }
-        let index = spool
-            .upload(
-                &store,
-                "site",
-                "db:3306",
-                DateTime::from_timestamp(50, 0).unwrap(),
-                None,
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let index = upload(&mut spool, &store).await;
         assert!(index.stored_bytes > 4 << 20, "{}", index.stored_bytes);
         let mut stream = EventStream::open(&store, "site", &index).await.unwrap();
         let mut back = Vec::new();

@@ -4,20 +4,21 @@
 //! and the next run is reachable only from a set taken after the gap.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::archive::{list_gaps, read_head};
-use super::archive::{set_position, GapRecord, Head};
+use super::archive::{GapRecord, Head};
 use super::gtid::GtidPos;
-use super::segment;
+use super::rollup::{self, ScanCache};
 use super::segment::SegmentIndex;
 use super::BinlogError;
-use crate::catalog::manifest::Manifest;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, SetSummary};
 use crate::store::Store;
 
-/// Consecutive segments, each starting where the one before ended.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// Consecutive segments, each starting where the one before ended. Also
+/// the piece runs are built from: a single segment, or a finished day's
+/// runs as its roll-up recorded them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Run {
     pub start: GtidPos,
     pub end: GtidPos,
@@ -25,9 +26,19 @@ pub struct Run {
     pub last_segment: String,
     pub segments: usize,
     pub covered_until: DateTime<Utc>,
-    /// The segments' names in chain order: what a replay applies.
-    #[serde(skip)]
-    pub chain: Vec<String>,
+}
+
+impl Run {
+    pub fn of(s: &SegmentIndex) -> Run {
+        Run {
+            start: s.start.clone(),
+            end: s.end.clone(),
+            first_segment: s.name.clone(),
+            last_segment: s.name.clone(),
+            segments: 1,
+            covered_until: s.covered_until,
+        }
+    }
 }
 
 /// One stretch of restorable time, rooted at one set.
@@ -52,89 +63,76 @@ pub struct Window {
     pub archive_head: Option<Head>,
 }
 
-/// Splits segments into runs by following the chain: each segment of a run
+/// Splits segments into runs by following the chain; see [`join`].
+pub fn runs(segments: &[SegmentIndex], head: Option<&Head>) -> Vec<Run> {
+    let pieces: Vec<Run> = segments.iter().map(Run::of).collect();
+    join(&pieces, head).into_iter().map(|(r, _)| r).collect()
+}
+
+/// Joins pieces into runs by following the chain: each piece of a run
 /// starts exactly where the one before it ended, so a replay of a run
-/// applies every transaction once. Name order only breaks ties: a segment
+/// applies every transaction once. Name order only breaks ties: a piece
 /// that forks off a chain (the same start as another, e.g. written by a
 /// stalled archiver before fencing existed) is left out when a longer
-/// continuation exists, and a run starts at every segment whose start is no
-/// segment's end (the first, and the first after each gap).
-pub fn runs(segments: &[SegmentIndex], head: Option<&Head>) -> Vec<Run> {
+/// continuation exists, and a run starts at every piece whose start is no
+/// piece's end (the first, and the first after each gap). Each run comes
+/// with the indexes of its pieces in chain order: what a replay applies.
+pub fn join(pieces: &[Run], head: Option<&Head>) -> Vec<(Run, Vec<usize>)> {
     use std::collections::{HashMap, HashSet};
-    let mut by_start: HashMap<String, Vec<usize>> = HashMap::new();
-    let mut ends: HashSet<String> = HashSet::new();
-    for (i, s) in segments.iter().enumerate() {
-        by_start.entry(s.start.to_string()).or_default().push(i);
-        ends.insert(s.end.to_string());
+    let mut by_start: HashMap<&GtidPos, Vec<usize>> = HashMap::new();
+    let mut ends: HashSet<&GtidPos> = HashSet::new();
+    for (i, p) in pieces.iter().enumerate() {
+        by_start.entry(&p.start).or_default().push(i);
+        ends.insert(&p.end);
     }
-    // At a fork, the segment that reaches furthest (then the newest name).
+    // At a fork, the piece that reaches furthest (then the newest name).
     let pick = |candidates: &[usize], used: &[bool]| -> Option<usize> {
         candidates
             .iter()
             .copied()
             .filter(|&i| !used[i])
             .max_by(|&a, &b| {
-                let (x, y) = (&segments[a], &segments[b]);
+                let (x, y) = (&pieces[a], &pieces[b]);
                 let further = match (x.end.includes(&y.end), y.end.includes(&x.end)) {
                     (true, false) => std::cmp::Ordering::Greater,
                     (false, true) => std::cmp::Ordering::Less,
                     _ => std::cmp::Ordering::Equal,
                 };
-                further.then_with(|| x.name.cmp(&y.name))
+                further.then_with(|| x.first_segment.cmp(&y.first_segment))
             })
     };
-    let mut roots: Vec<usize> = (0..segments.len())
-        .filter(|&i| !ends.contains(&segments[i].start.to_string()))
+    let mut roots: Vec<usize> = (0..pieces.len())
+        .filter(|&i| !ends.contains(&pieces[i].start))
         .collect();
-    roots.sort_by(|&a, &b| segments[a].name.cmp(&segments[b].name));
-    let mut used = vec![false; segments.len()];
-    let mut out: Vec<Run> = Vec::new();
+    roots.sort_by(|&a, &b| pieces[a].first_segment.cmp(&pieces[b].first_segment));
+    let mut used = vec![false; pieces.len()];
+    let mut out: Vec<(Run, Vec<usize>)> = Vec::new();
     for root in roots {
         if used[root] {
             continue;
         }
         used[root] = true;
-        let first = &segments[root];
-        let mut run = Run {
-            start: first.start.clone(),
-            end: first.end.clone(),
-            first_segment: first.name.clone(),
-            last_segment: first.name.clone(),
-            segments: 1,
-            covered_until: first.covered_until,
-            chain: vec![first.name.clone()],
-        };
-        while let Some(next) = by_start
-            .get(&run.end.to_string())
-            .and_then(|c| pick(c, &used))
-        {
+        let mut run = pieces[root].clone();
+        let mut chain = vec![root];
+        while let Some(next) = by_start.get(&run.end).and_then(|c| pick(c, &used)) {
             used[next] = true;
-            let s = &segments[next];
-            run.end = s.end.clone();
-            run.last_segment = s.name.clone();
-            run.segments += 1;
-            run.covered_until = run.covered_until.max(s.covered_until);
-            run.chain.push(s.name.clone());
+            let p = &pieces[next];
+            run.end = p.end.clone();
+            run.last_segment = p.last_segment.clone();
+            run.segments += p.segments;
+            run.covered_until = run.covered_until.max(p.covered_until);
+            chain.push(next);
         }
-        out.push(run);
+        out.push((run, chain));
     }
-    out.sort_by(|a, b| a.first_segment.cmp(&b.first_segment));
+    out.sort_by(|a, b| a.0.first_segment.cmp(&b.0.first_segment));
     // The archiver idles at the end of the last run: it vouches for the time since.
     if let Some(h) = head {
-        if let Some(r) = out.iter_mut().rev().find(|r| r.end == h.position) {
+        if let Some((r, _)) = out.iter_mut().rev().find(|(r, _)| r.end == h.position) {
             r.covered_until = r.covered_until.max(h.covered_until);
         }
     }
     out
-}
-
-/// When a set's snapshot was taken (older sets lack `snapshot_at`: their
-/// finish time bounds it).
-pub fn snapshot_time(m: &Manifest) -> DateTime<Utc> {
-    m.database
-        .as_ref()
-        .and_then(|d| d.snapshot_at)
-        .unwrap_or(m.finished_at)
 }
 
 /// The run a set's position lies in: the run starts at or before it and
@@ -145,30 +143,34 @@ pub fn run_for<'a>(runs: &'a [Run], pos: &GtidPos) -> Option<&'a Run> {
         .find(|r| pos.includes(&r.start) && r.end.includes(pos))
 }
 
+/// The window from the archive's pieces (see [`Archive::pieces`](super::rollup::Archive::pieces)).
 pub fn compute(
-    sets: &[Manifest],
-    segments: &[SegmentIndex],
+    sets: &[SetSummary],
+    pieces: &[Run],
     gaps: Vec<GapRecord>,
     head: Option<Head>,
 ) -> Window {
-    let runs = runs(segments, head.as_ref());
+    let runs: Vec<Run> = join(pieces, head.as_ref())
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
     let mut ranges = Vec::new();
     for m in sets {
-        let Some(pos) = set_position(m) else { continue };
-        let from = snapshot_time(m);
-        let to = match run_for(&runs, &pos) {
+        let Some(pos) = &m.position else { continue };
+        let from = m.snapshot_at;
+        let to = match run_for(&runs, pos) {
             Some(r) if r.covered_until > from => r.covered_until,
             _ => from,
         };
         ranges.push(Range {
-            set_id: m.set_id.clone(),
+            set_id: m.id.clone(),
             from,
             to,
         });
     }
     let open_gaps = gaps
         .iter()
-        .filter(|g| !sets.iter().any(|m| snapshot_time(m) >= g.detected_at))
+        .filter(|g| !sets.iter().any(|m| m.snapshot_at >= g.detected_at))
         .count();
     Window {
         oldest: ranges.iter().map(|r| r.from).min(),
@@ -183,7 +185,7 @@ pub fn compute(
 
 /// Reads the sets, segments, gaps and archive head of a site and computes its window.
 pub async fn load(store: &Store, site: &str, site_prefix: &str) -> Result<Window, BinlogError> {
-    let sets = Catalog::new(store, site, site_prefix).list().await?;
+    let sets = Catalog::new(store, site, site_prefix).summaries().await?;
     load_for(store, site_prefix, &sets).await
 }
 
@@ -191,22 +193,22 @@ pub async fn load(store: &Store, site: &str, site_prefix: &str) -> Result<Window
 pub async fn load_for(
     store: &Store,
     site_prefix: &str,
-    sets: &[Manifest],
+    sets: &[SetSummary],
 ) -> Result<Window, BinlogError> {
     load_cached(store, site_prefix, sets, &mut Default::default()).await
 }
 
-/// [`load_for`] with a cache of segment indexes kept between calls.
+/// [`load_for`] with what was read kept between calls (a daemon's).
 pub async fn load_cached(
     store: &Store,
     site_prefix: &str,
-    sets: &[Manifest],
-    cache: &mut std::collections::BTreeMap<String, SegmentIndex>,
+    sets: &[SetSummary],
+    cache: &mut ScanCache,
 ) -> Result<Window, BinlogError> {
-    let segments = segment::list_cached(store, site_prefix, cache).await?;
+    let archive = rollup::scan(store, site_prefix, cache).await?;
     let gaps = list_gaps(store, site_prefix).await?;
     let head = read_head(store, site_prefix).await?;
-    Ok(compute(sets, &segments, gaps, head))
+    Ok(compute(sets, &archive.pieces(), gaps, head))
 }
 
 #[cfg(test)]
@@ -236,6 +238,49 @@ mod tests {
         }
     }
 
+    /// The first run's segments in chain order.
+    fn chain_names(segments: &[SegmentIndex]) -> Vec<String> {
+        let pieces: Vec<Run> = segments.iter().map(Run::of).collect();
+        join(&pieces, None)[0]
+            .1
+            .iter()
+            .map(|&i| segments[i].name.clone())
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Joining each day's runs (what a roll-up records) gives the same
+        /// runs as joining every segment: the window read from summaries is
+        /// the window.
+        #[test]
+        fn days_joined_give_the_runs_of_their_segments(
+            steps in proptest::collection::vec((1u64..5, proptest::bool::weighted(0.1), 0usize..3), 1..60)
+        ) {
+            let mut segments = Vec::new();
+            let (mut seq, mut day) = (10u64, 0usize);
+            for (i, (len, gap, next_day)) in steps.into_iter().enumerate() {
+                if gap {
+                    seq += 7;
+                }
+                day += next_day;
+                let start = format!("0-1-{seq}");
+                seq += len;
+                segments.push(seg(&format!("{day:03}-{i:03}"), &start, &format!("0-1-{seq}"), (seq * 10) as i64));
+            }
+            let whole = runs(&segments, None);
+            let mut pieces = Vec::new();
+            for d in 0..=day {
+                let of_day: Vec<SegmentIndex> = segments
+                    .iter()
+                    .filter(|s| s.name.starts_with(&format!("{d:03}-")))
+                    .cloned()
+                    .collect();
+                pieces.extend(runs(&of_day, None));
+            }
+            proptest::prop_assert_eq!(join(&pieces, None).into_iter().map(|(r, _)| r).collect::<Vec<_>>(), whole);
+        }
+    }
+
     #[test]
     fn runs_follow_the_chain_not_the_names() {
         // "b2" forks off at b's start (a stalled writer) and is named between
@@ -248,12 +293,12 @@ mod tests {
         ];
         let r = runs(&segments, None);
         assert_eq!(r.len(), 1, "{r:?}");
-        assert_eq!(r[0].chain, ["1-a", "2-b", "4-c"]);
+        assert_eq!(chain_names(&segments), ["1-a", "2-b", "4-c"]);
         assert_eq!(r[0].end, GtidPos::parse("0-1-40").unwrap());
         // Names out of order do not matter either.
         let mut shuffled = segments.clone();
         shuffled.reverse();
-        assert_eq!(runs(&shuffled, None)[0].chain, ["1-a", "2-b", "4-c"]);
+        assert_eq!(chain_names(&shuffled), ["1-a", "2-b", "4-c"]);
     }
 
     #[test]

@@ -299,6 +299,41 @@ impl Manifest {
     pub fn total_bytes(&self) -> u64 {
         self.artifacts.iter().map(|a| a.size).sum()
     }
+
+    /// When the snapshot was taken (older sets lack `snapshot_at`: their
+    /// finish time bounds it).
+    pub fn snapshot_time(&self) -> DateTime<Utc> {
+        self.database
+            .as_ref()
+            .and_then(|d| d.snapshot_at)
+            .unwrap_or(self.finished_at)
+    }
+
+    /// The GTID position a point-in-time replay after this set starts from.
+    pub fn replay_position(&self) -> Option<crate::mysql::gtid::GtidPos> {
+        use crate::mysql::gtid::GtidPos;
+        let db = self.database.as_ref()?;
+        let text = db
+            .read_from
+            .as_ref()
+            .and_then(|r| r.primary_gtid.clone())
+            .or_else(|| db.gtid_slave_pos.clone())
+            .or_else(|| db.gtid_binlog_pos.clone().filter(|g| !g.is_empty()));
+        match text {
+            Some(text) => GtidPos::parse(&text).ok(),
+            // A MariaDB primary that recorded a binlog file and position but no
+            // GTID had logged nothing since its log was reset (RESET MASTER, a
+            // new server): the set is at the log's very start, the empty
+            // position, and every transaction archived from there follows it.
+            None if db.binlog.is_some()
+                && db.read_from.is_none()
+                && db.server_version.to_ascii_lowercase().contains("mariadb") =>
+            {
+                Some(GtidPos::default())
+            }
+            None => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -102,7 +102,10 @@ pub fn valid_set_id(id: &str) -> bool {
         && bytes[17..].iter().all(|b| b.is_ascii_hexdigit())
 }
 
-/// One line of `sets list`.
+/// What a scan of the catalog keeps of each set: one line of `sets list`,
+/// and all a window, a retention decision or a status needs. Never the
+/// table and artifact lists: a site of thousands of tables writes manifests
+/// of megabytes, and a scan holds one manifest at a time.
 #[derive(Debug, Clone, Serialize)]
 pub struct SetSummary {
     pub id: String,
@@ -116,6 +119,14 @@ pub struct SetSummary {
     /// `part: reason` of each part a partial set lacks; empty when complete.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_parts: Vec<String>,
+    /// The same parts as the manifest records them.
+    #[serde(skip)]
+    pub parts_missing: Vec<manifest::FailedPart>,
+    /// When the database snapshot was taken.
+    pub snapshot_at: DateTime<Utc>,
+    /// Where a point-in-time replay after this set starts (None: it cannot be a base).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<crate::mysql::gtid::GtidPos>,
 }
 
 impl From<&Manifest> for SetSummary {
@@ -137,6 +148,9 @@ impl From<&Manifest> for SetSummary {
                 .iter()
                 .map(|p| format!("{}: {}", p.part, p.reason))
                 .collect(),
+            parts_missing: m.failed_parts.clone(),
+            snapshot_at: m.snapshot_time(),
+            position: m.replay_position(),
         }
     }
 }
@@ -310,20 +324,52 @@ impl<'a> Catalog<'a> {
         Ok(ids)
     }
 
-    /// Complete sets, newest first. A set without a manifest is skipped, and
-    /// so is one whose manifest cannot be read (logged; `scan` names them).
-    pub async fn list(&self) -> Result<Vec<Manifest>, CatalogError> {
+    /// Complete sets' summaries, newest first. A set without a manifest is
+    /// skipped, and so is one whose manifest cannot be read (logged; `scan`
+    /// names them).
+    pub async fn summaries(&self) -> Result<Vec<SetSummary>, CatalogError> {
         Ok(self.scan().await?.complete)
     }
 
-    /// One pass over the set directories. One unreadable manifest (damaged,
-    /// or written by a newer wpdr) never hides the others: it is reported
-    /// and skipped, and nothing deletes what it cannot read.
+    /// Complete sets' whole manifests, newest first, for work that needs
+    /// every set's contents; they are read and handed to `each` one at a
+    /// time, never all held.
+    pub async fn for_each_set(&self, mut each: impl FnMut(Manifest)) -> Result<(), CatalogError> {
+        for id in self.set_dirs().await?.into_iter().rev() {
+            match self.load(&id).await {
+                Ok(m) => each(m),
+                Err(CatalogError::SetIncomplete { .. })
+                | Err(CatalogError::ManifestInvalid { .. })
+                | Err(CatalogError::UnsupportedFormat { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest complete set's manifest.
+    pub async fn newest(&self) -> Result<Option<Manifest>, CatalogError> {
+        for id in self.set_dirs().await?.into_iter().rev() {
+            match self.load(&id).await {
+                Ok(m) => return Ok(Some(m)),
+                Err(CatalogError::SetIncomplete { .. })
+                | Err(CatalogError::ManifestInvalid { .. })
+                | Err(CatalogError::UnsupportedFormat { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// One pass over the set directories, a manifest at a time. One
+    /// unreadable manifest (damaged, or written by a newer wpdr) never hides
+    /// the others: it is reported and skipped, and nothing deletes what it
+    /// cannot read.
     pub async fn scan(&self) -> Result<Scan, CatalogError> {
         let mut scan = Scan::default();
         for id in self.set_dirs().await?.into_iter().rev() {
             match self.load(&id).await {
-                Ok(m) => scan.complete.push(m),
+                Ok(m) => scan.complete.push(SetSummary::from(&m)),
                 Err(CatalogError::SetIncomplete { .. }) => scan.incomplete.push(id),
                 Err(
                     e @ (CatalogError::ManifestInvalid { .. }
@@ -361,14 +407,9 @@ impl<'a> Catalog<'a> {
     /// Resolves `latest` or an id to a complete set's manifest.
     pub async fn resolve(&self, id: &str) -> Result<Manifest, CatalogError> {
         if id == "latest" {
-            return self
-                .list()
-                .await?
-                .into_iter()
-                .next()
-                .ok_or_else(|| CatalogError::NoSets {
-                    site: self.site.clone(),
-                });
+            return self.newest().await?.ok_or_else(|| CatalogError::NoSets {
+                site: self.site.clone(),
+            });
         }
         if !valid_set_id(id) {
             return Err(CatalogError::BadSetId { id: id.to_string() });
@@ -474,7 +515,7 @@ impl<'a> Catalog<'a> {
 #[derive(Debug, Default)]
 pub struct Scan {
     /// Complete sets, newest first.
-    pub complete: Vec<Manifest>,
+    pub complete: Vec<SetSummary>,
     /// Runs that wrote files but no manifest, oldest first.
     pub incomplete: Vec<String>,
     /// Sets whose manifest is there but cannot be read, newest first.
@@ -513,7 +554,7 @@ mod tests {
         put("20261103T000000Z-cccc", r#"{"format_version": 999}"#).await;
         let scan = catalog.scan().await.unwrap();
         assert_eq!(scan.complete.len(), 1);
-        assert_eq!(scan.complete[0].set_id, good);
+        assert_eq!(scan.complete[0].id, good);
         let ids: Vec<&str> = scan.unreadable.iter().map(|u| u.id.as_str()).collect();
         assert_eq!(ids, ["20261103T000000Z-cccc", "20261102T000000Z-bbbb"]);
         assert!(

@@ -151,10 +151,10 @@ impl Catalog<'_> {
         fence: Option<&Fence>,
     ) -> Result<PruneReport, CatalogError> {
         let now = Utc::now();
-        let manifests = self.list().await?;
-        let sets: Vec<(String, DateTime<Utc>)> = manifests
+        let summaries = self.summaries().await?;
+        let sets: Vec<(String, DateTime<Utc>)> = summaries
             .iter()
-            .map(|m| (m.set_id.clone(), m.started_at))
+            .map(|m| (m.id.clone(), m.started_at))
             .collect();
         let decisions = decide(&sets, policy);
         let mut report = PruneReport {
@@ -171,10 +171,10 @@ impl Catalog<'_> {
                 report.pinned.push(d.id.clone());
                 continue;
             }
-            let bytes = manifests
+            let bytes = summaries
                 .iter()
-                .find(|m| m.set_id == d.id)
-                .map_or(0, |m| m.total_bytes());
+                .find(|m| m.id == d.id)
+                .map_or(0, |m| m.bytes);
             if let Some(f) = fence {
                 // A prune that lost its lock deletes nothing more.
                 f.confirm(self.store).await?;

@@ -86,12 +86,12 @@ pub(crate) async fn status(cli: &Cli) -> Result<ExitCode> {
             let age = rpo_seconds.unwrap_or(0);
             println!(
                 "newest set  {} (finished {}, data {}h{:02}m old)",
-                m.set_id,
+                m.id,
                 m.finished_at.format("%Y-%m-%d %H:%M:%S UTC"),
                 age / 3600,
                 (age % 3600) / 60
             );
-            for p in &m.failed_parts {
+            for p in &m.parts_missing {
                 println!("PARTIAL     the newest set has no {}: {}", p.part, p.reason);
             }
         }
@@ -100,8 +100,8 @@ pub(crate) async fn status(cli: &Cli) -> Result<ExitCode> {
     println!(
         "sets        {} complete, {}, oldest {}",
         sets.len(),
-        human_bytes(sets.iter().map(|m| m.total_bytes()).sum()),
-        sets.last().map_or("-", |m| m.set_id.as_str())
+        human_bytes(sets.iter().map(|m| m.bytes).sum()),
+        sets.last().map_or("-", |m| m.id.as_str())
     );
     println!(
         "interrupted {} run(s) without a manifest (prune removes them after the grace period)",

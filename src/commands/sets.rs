@@ -12,7 +12,7 @@ pub(crate) async fn list(cli: &Cli) -> Result<ExitCode> {
     let (cfg, store) = open(cli).await?;
     let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
     let scan = catalog.scan().await?;
-    let summaries: Vec<SetSummary> = scan.complete.iter().map(SetSummary::from).collect();
+    let summaries: Vec<SetSummary> = scan.complete;
     if cli.output == OutputFormat::Json {
         print_json(&summaries)?;
     } else if summaries.is_empty() {

@@ -100,10 +100,8 @@ struct Runner {
     /// Cancelled at the end of the shutdown grace period: runs still going
     /// are abandoned (an abandoned backup never commits a manifest).
     abandon: CancellationToken,
-    /// Binlog segment indexes already read (they never change).
-    segment_cache: tokio::sync::Mutex<
-        std::collections::BTreeMap<String, crate::binlog::segment::SegmentIndex>,
-    >,
+    /// The binlog archive's day summaries and live segment indexes already read.
+    segment_cache: tokio::sync::Mutex<crate::binlog::rollup::ScanCache>,
 }
 
 impl Runner {
@@ -288,7 +286,7 @@ impl Runner {
 
     async fn refresh_newest(&self) {
         let catalog = Catalog::new(&self.store, &self.cfg.site, &self.cfg.site_prefix());
-        match catalog.list().await {
+        match catalog.summaries().await {
             Ok(sets) => {
                 self.metrics
                     .set_newest_set(sets.first().map(|m| m.started_at));

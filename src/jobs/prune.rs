@@ -52,10 +52,10 @@ async fn prune_all(ctx: &JobContext, dry_run: bool) -> Result<PruneJobReport, Jo
     };
     // The sets that remain (a dry run deleted nothing: leave out what it would).
     let remaining: Vec<_> = catalog
-        .list()
+        .summaries()
         .await?
         .into_iter()
-        .filter(|m| !sets.deleted.contains(&m.set_id))
+        .filter(|m| !sets.deleted.contains(&m.id))
         .collect();
     let binlog = crate::binlog::prune::prune(
         &ctx.store,

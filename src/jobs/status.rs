@@ -5,7 +5,7 @@
 
 use super::{JobContext, JobError};
 use crate::binlog::window::Window;
-use crate::catalog::{LockInfo, Manifest, UnreadableSet};
+use crate::catalog::{LockInfo, SetSummary, UnreadableSet};
 use crate::restore::drill::DrillReport;
 use crate::restore::journal::{Journal, RunStatus};
 use chrono::{DateTime, Utc};
@@ -15,7 +15,7 @@ pub struct Status {
     pub site: String,
     pub store: String,
     /// Complete sets, newest first.
-    pub sets: Vec<Manifest>,
+    pub sets: Vec<SetSummary>,
     /// Runs that wrote files but no manifest.
     pub incomplete: Vec<String>,
     /// Sets whose manifest cannot be read (damaged, or from a newer wpdr).
@@ -76,12 +76,12 @@ impl Status {
             "site": self.site,
             "store": self.store,
             "sets": self.sets.len(),
-            "bytes": self.sets.iter().map(|m| m.total_bytes()).sum::<u64>(),
-            "newest_set": newest.map(|m| m.set_id.clone()),
+            "bytes": self.sets.iter().map(|m| m.bytes).sum::<u64>(),
+            "newest_set": newest.map(|m| m.id.clone()),
             "newest_finished_at": newest.map(|m| m.finished_at),
-            "newest_failed_parts": newest.map(|m| m.failed_parts.clone()).unwrap_or_default(),
+            "newest_failed_parts": newest.map(|m| m.parts_missing.clone()).unwrap_or_default(),
             "rpo_seconds": self.rpo_seconds(),
-            "oldest_set": self.sets.last().map(|m| m.set_id.clone()),
+            "oldest_set": self.sets.last().map(|m| m.id.clone()),
             "incomplete_runs": self.incomplete,
             "unreadable_sets": self.unreadable,
             "lock": self.lock,

@@ -114,7 +114,7 @@ impl Bucket {
         let mut token: Option<String> = None;
         let mut last: Option<String> = None;
         loop {
-            let page = self.s3.list_page(prefix, None, token.take()).await?;
+            let page = self.s3.list_page(prefix, None, None, token.take()).await?;
             for listed in page.objects {
                 if let Some(l) = &last {
                     if l.as_bytes() >= listed.key.as_bytes() {
@@ -145,7 +145,7 @@ impl Bucket {
     pub async fn delete_all_and_bucket(&self) -> Result<u64, StoreError> {
         let mut deleted = 0u64;
         loop {
-            let page = self.s3.list_page("", None, None).await?;
+            let page = self.s3.list_page("", None, None, None).await?;
             if page.objects.is_empty() {
                 break;
             }

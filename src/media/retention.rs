@@ -102,21 +102,23 @@ async fn prune_locked(
     if candidates.is_empty() {
         return Ok(report);
     }
-    for m in catalog.list().await? {
-        if going.contains(&m.set_id) {
-            continue;
-        }
-        let Some(section) = &m.media else { continue };
-        let Some(artifact) = m.artifact(&section.index_artifact) else {
-            continue;
-        };
-        let mut index = RecordReader::open_checked(
-            catalog.store(),
-            &catalog.key(&m.set_id, &artifact.path),
-            artifact.size,
-            &artifact.sha256,
-        )
+    // Each set's media index artifact (a manifest at a time, none held).
+    let mut indexes = Vec::new();
+    catalog
+        .for_each_set(|m| {
+            if going.contains(&m.set_id) {
+                return;
+            }
+            let Some(section) = &m.media else { return };
+            if let Some(artifact) = m.artifact(&section.index_artifact) {
+                indexes.push((catalog.key(&m.set_id, &artifact.path), artifact.clone()));
+            }
+        })
         .await?;
+    for (key, artifact) in indexes {
+        let mut index =
+            RecordReader::open_checked(catalog.store(), &key, artifact.size, &artifact.sha256)
+                .await?;
         while let Some(r) = index.next().await? {
             if candidates.remove(&(r.key, r.etag)).is_some() {
                 report.referenced += 1;

@@ -35,7 +35,7 @@ impl fmt::Display for Gtid {
 }
 
 /// The last GTID applied in each domain: everything up to it (per domain) is in.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct GtidPos(BTreeMap<u32, Gtid>);
 
 impl GtidPos {

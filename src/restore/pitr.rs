@@ -7,7 +7,7 @@
 
 use super::RestoreError;
 use crate::binlog::replay::{self, PitrPlan, Point, ReplayReport, ScratchDir};
-use crate::catalog::{Catalog, Manifest};
+use crate::catalog::{Catalog, Manifest, SetSummary};
 use crate::mysql::gtid::GtidPos;
 use crate::mysql::query_err;
 use crate::mysql::Endpoint;
@@ -30,11 +30,11 @@ pub async fn choose(
     let named = if set == "latest" {
         None
     } else {
-        Some(catalog.resolve(set).await?)
+        Some(SetSummary::from(&catalog.resolve(set).await?))
     };
-    let sets = catalog.list().await?;
+    let sets = catalog.summaries().await?;
     let plan = replay::plan(store, site_prefix, &sets, named.as_ref(), point).await?;
-    Ok((plan.set.clone(), Some(plan)))
+    Ok((catalog.load(&plan.set_id).await?, Some(plan)))
 }
 
 /// Replays the plan's transactions of `source_db` into `database` on

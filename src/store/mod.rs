@@ -79,10 +79,75 @@ impl Classify for StoreError {
     }
 }
 
+/// The store requests this process made, by kind: what a listing or scan
+/// costs is counted, not guessed (the daemon exports them; tests bound them).
+pub mod requests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static LIST: AtomicU64 = AtomicU64::new(0);
+    static GET: AtomicU64 = AtomicU64::new(0);
+    static HEAD: AtomicU64 = AtomicU64::new(0);
+    static PUT: AtomicU64 = AtomicU64::new(0);
+    static DELETE: AtomicU64 = AtomicU64::new(0);
+
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Counts {
+        pub list: u64,
+        pub get: u64,
+        pub head: u64,
+        pub put: u64,
+        pub delete: u64,
+    }
+
+    impl Counts {
+        /// The requests made since `earlier` was taken.
+        pub fn since(self, earlier: Counts) -> Counts {
+            Counts {
+                list: self.list - earlier.list,
+                get: self.get - earlier.get,
+                head: self.head - earlier.head,
+                put: self.put - earlier.put,
+                delete: self.delete - earlier.delete,
+            }
+        }
+
+        pub fn total(self) -> u64 {
+            self.list + self.get + self.head + self.put + self.delete
+        }
+    }
+
+    pub fn counts() -> Counts {
+        Counts {
+            list: LIST.load(Ordering::Relaxed),
+            get: GET.load(Ordering::Relaxed),
+            head: HEAD.load(Ordering::Relaxed),
+            put: PUT.load(Ordering::Relaxed),
+            delete: DELETE.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(super) fn list() {
+        LIST.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(super) fn get() {
+        GET.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(super) fn head() {
+        HEAD.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(super) fn put() {
+        PUT.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(super) fn delete() {
+        DELETE.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// A listing read a page at a time; see [`Store::pages`].
 pub struct Pages<'a> {
     store: &'a Store,
     prefix: &'a str,
+    start_after: Option<String>,
     token: Option<String>,
     done: bool,
 }
@@ -93,13 +158,21 @@ impl Pages<'_> {
         if self.done {
             return Ok(None);
         }
+        requests::list();
         match self.store {
             Store::Local(l) => {
                 self.done = true;
-                Ok(Some(l.list(self.prefix).await?))
+                let mut all = l.list(self.prefix).await?;
+                if let Some(after) = &self.start_after {
+                    all.retain(|o| o.key.as_str() > after.as_str());
+                }
+                all.sort_by(|a, b| a.key.cmp(&b.key));
+                Ok(Some(all))
             }
             Store::S3(s) => {
-                let (page, next) = s.list_page(self.prefix, self.token.take()).await?;
+                let (page, next) = s
+                    .list_page(self.prefix, self.start_after.as_deref(), self.token.take())
+                    .await?;
                 match next {
                     Some(t) => self.token = Some(t),
                     None => self.done = true,
@@ -156,6 +229,7 @@ impl Store {
 
     /// Creates `key` only if nothing is there; returns false when it already exists.
     pub async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool, StoreError> {
+        requests::put();
         match self {
             Store::Local(l) => l.put_if_absent(key, data).await,
             Store::S3(s) => s.put_if_absent(key, data).await,
@@ -173,6 +247,7 @@ impl Store {
 
     /// Opens `key` for streaming reads.
     pub async fn reader(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        requests::get();
         match self {
             Store::Local(l) => Ok(ObjectReader::Local(l.reader(key).await?)),
             Store::S3(s) => Ok(ObjectReader::S3(s.reader(key).await?)),
@@ -194,9 +269,16 @@ impl Store {
     /// ascending; a local directory: one page), for work that need not hold
     /// a whole listing (deleting a prefix, scanning for orphans).
     pub fn pages<'a>(&'a self, prefix: &'a str) -> Pages<'a> {
+        self.pages_after(prefix, None)
+    }
+
+    /// [`pages`](Self::pages) of only the keys after `start_after`: a
+    /// listing of what is newer than a key costs what is newer, not what is older.
+    pub fn pages_after<'a>(&'a self, prefix: &'a str, start_after: Option<String>) -> Pages<'a> {
         Pages {
             store: self,
             prefix,
+            start_after,
             token: None,
             done: false,
         }
@@ -204,6 +286,7 @@ impl Store {
 
     /// The immediate "sub-directories" of `prefix` (which must end in '/').
     pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        requests::list();
         let mut v = match self {
             Store::Local(l) => l.list_dirs(prefix).await?,
             Store::S3(s) => s.list(prefix, Some("/")).await?.1,
@@ -213,6 +296,7 @@ impl Store {
     }
 
     pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        requests::head();
         match self {
             Store::Local(l) => l.head(key).await,
             Store::S3(s) => s.head(key).await,
@@ -220,6 +304,7 @@ impl Store {
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        requests::delete();
         match self {
             Store::Local(l) => l.delete(key).await,
             Store::S3(s) => s.delete(key).await,
@@ -320,6 +405,7 @@ impl ObjectWriter {
     }
 
     pub async fn finish(self) -> Result<Written, StoreError> {
+        requests::put();
         let sha256 = hex::encode(self.hasher.finalize());
         match self.backend {
             WriterBackend::Local(w) => w.finish().await?,

@@ -407,6 +407,7 @@ impl S3Client {
         &self,
         prefix: &str,
         delimiter: Option<&str>,
+        start_after: Option<&str>,
         token: Option<String>,
     ) -> Result<ListPage, StoreError> {
         let out = self
@@ -416,6 +417,7 @@ impl S3Client {
             .prefix(prefix)
             .max_keys(1000)
             .set_delimiter(delimiter.map(str::to_string))
+            .set_start_after(start_after.map(str::to_string))
             .set_continuation_token(token)
             .send()
             .await

@@ -51,9 +51,10 @@ impl S3Store {
     pub async fn list_page(
         &self,
         prefix: &str,
+        start_after: Option<&str>,
         token: Option<String>,
     ) -> Result<(Vec<ObjectMeta>, Option<String>), StoreError> {
-        let page = self.s3.list_page(prefix, None, token).await?;
+        let page = self.s3.list_page(prefix, None, start_after, token).await?;
         let objects = page
             .objects
             .into_iter()
@@ -75,7 +76,10 @@ impl S3Store {
         let mut dirs = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let page = self.s3.list_page(prefix, delimiter, token.take()).await?;
+            let page = self
+                .s3
+                .list_page(prefix, delimiter, None, token.take())
+                .await?;
             objects.extend(page.objects.into_iter().map(|o| ObjectMeta {
                 key: o.key,
                 size: o.size,
