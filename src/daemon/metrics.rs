@@ -127,6 +127,22 @@ impl Metrics {
             "Runs started.",
             per_job(&|s| s.runs as f64),
         );
+        let r = crate::store::requests::counts();
+        family(
+            "wpdr_store_requests_total",
+            "counter",
+            "Requests to the backup store by this process (what listings and scans cost).",
+            [
+                ("list", r.list),
+                ("get", r.get),
+                ("head", r.head),
+                ("put", r.put),
+                ("delete", r.delete),
+            ]
+            .into_iter()
+            .map(|(op, n)| (format!("operation=\"{op}\""), n as f64))
+            .collect(),
+        );
         family(
             "wpdr_job_successes_total",
             "counter",
@@ -344,6 +360,7 @@ mod tests {
         assert!(text.contains("wpdr_job_failures_total{job=\"nightly\",kind=\"backup\",reason=\"db_unreachable\"} 1\n"));
         assert!(text.contains("wpdr_newest_set_age_seconds{} 3600\n"));
         assert!(text.contains("# TYPE wpdr_job_runs_total counter"));
+        assert!(text.contains("wpdr_store_requests_total{operation=\"list\"}"));
         assert!(text.contains("wpdr_last_drill_success{} -1\n"), "{text}");
         m.set_last_drill(Some(LastDrill {
             finished_at: "2026-11-25T11:30:00Z".parse().unwrap(),
