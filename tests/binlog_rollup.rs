@@ -325,6 +325,38 @@ async fn prune_takes_whole_and_partial_days_and_finishes_an_interrupted_one() {
             .unwrap(),
         segments[140..].to_vec()
     );
+
+    // A set past every segment: all go, and the newest day stays as an
+    // empty summary, so no archiver rolls up again what is being deleted.
+    let floor = segments.last().unwrap();
+    let sets = vec![set_at("s", floor.closed_at, &floor.end)];
+    let last = wpdr::binlog::prune::prune(&store, &prefix, &sets, Duration::zero(), None, false)
+        .await
+        .unwrap();
+    assert_eq!((last.segments_deleted, last.kept_segments), (60, 0));
+    assert!(keys(&store, &format!("{prefix}/binlog/segments/"))
+        .await
+        .is_empty());
+    let archive = rollup::scan(&store, &prefix, &mut ScanCache::default())
+        .await
+        .unwrap();
+    assert_eq!(archive.days.len(), 1);
+    assert_eq!(
+        (archive.days[0].day, archive.days[0].segments),
+        (days[9], 0)
+    );
+    assert_eq!(
+        keys(&store, &rollups).await.len(),
+        2,
+        "its summary and empty detail"
+    );
+    assert_eq!(
+        rollup::roll_up(&store, &prefix, Utc::now(), None)
+            .await
+            .unwrap()
+            .days,
+        0
+    );
 }
 
 /// Not a test but the measurement behind docs/BENCHMARKS.md (run by

@@ -86,11 +86,19 @@ pub async fn prune(
     // archiver catching up names old transactions by the day it closed them).
     let floor_day = oldest_time.date_naive() + chrono::Duration::days(1);
     let mut days = rollup::DayPrune::default();
+    let newest_day = archive.last_day();
     for d in &archive.days {
         let orphans_due = !d.orphans.is_empty() && rollup::name_floor(Some(d.day)) < cutoff;
-        let may_lose = d.day <= floor_day || d.runs.iter().any(|r| oldest_pos.includes(&r.start));
+        let may_lose = d.day <= floor_day
+            || d.segments == 0
+            || d.runs.iter().any(|r| oldest_pos.includes(&r.start));
         if may_lose || orphans_due {
-            rollup::prune_day(store, site_prefix, d, gone, orphans_due, dry_run, &mut days).await?;
+            let how = rollup::DayPruneOptions {
+                orphans_due,
+                newest: Some(d.day) == newest_day,
+                dry_run,
+            };
+            rollup::prune_day(store, site_prefix, d, gone, how, &mut days).await?;
         }
     }
     report.segments_deleted += days.segments_deleted;

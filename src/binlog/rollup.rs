@@ -510,19 +510,35 @@ pub struct DayPrune {
     pub days_rewritten: usize,
 }
 
+#[derive(Debug, Clone, Copy)]
+pub struct DayPruneOptions {
+    /// The day's orphans are past the grace period.
+    pub orphans_due: bool,
+    /// The newest rolled-up day (kept as an empty summary when emptied).
+    pub newest: bool,
+    pub dry_run: bool,
+}
+
 /// Deletes the segments of a rolled-up day that `gone` selects, and its
 /// orphans when `orphans_due`. A day left empty goes, summary first (so
-/// the day stops existing before its objects do); otherwise the day is
-/// rewritten under the next generation before its old detail goes.
+/// the day stops existing before its objects do), except the newest
+/// rolled-up day (`newest`): it stays as an empty summary, so the days
+/// rolled up never seem to end earlier than they did (an archiver would
+/// roll that day up again from segments being deleted). Otherwise the day
+/// is rewritten under the next generation before its old detail goes.
 pub async fn prune_day(
     store: &Store,
     site_prefix: &str,
     day: &DaySummary,
     gone: impl Fn(&SegmentIndex) -> bool,
-    orphans_due: bool,
-    dry_run: bool,
+    how: DayPruneOptions,
     out: &mut DayPrune,
 ) -> Result<(), BinlogError> {
+    let DayPruneOptions {
+        orphans_due,
+        newest,
+        dry_run,
+    } = how;
     let detail = if day.segments > 0 {
         read_detail(store, site_prefix, day).await?
     } else {
@@ -531,15 +547,17 @@ pub async fn prune_day(
     let (deleted, kept): (Vec<SegmentIndex>, Vec<SegmentIndex>) =
         detail.into_iter().partition(|s| gone(s));
     let orphans: &[Orphan] = if orphans_due { &day.orphans } else { &[] };
-    if deleted.is_empty() && orphans.is_empty() {
+    let empty_after = kept.is_empty() && (orphans_due || day.orphans.is_empty());
+    let changed = !deleted.is_empty() || !orphans.is_empty();
+    let goes = empty_after && !newest;
+    if !changed && !goes {
         return Ok(());
     }
     out.segments_deleted += deleted.len();
     out.orphans_deleted += orphans.len();
     out.bytes_freed += deleted.iter().map(|s| s.stored_bytes).sum::<u64>()
         + orphans.iter().map(|o| o.size).sum::<u64>();
-    let empty = kept.is_empty() && (orphans_due || day.orphans.is_empty());
-    if empty {
+    if goes {
         out.days_deleted += 1;
     } else {
         out.days_rewritten += 1;
@@ -547,8 +565,7 @@ pub async fn prune_day(
     if dry_run {
         return Ok(());
     }
-    let old_detail = detail_key(site_prefix, day.day, day.generation);
-    if empty {
+    if goes {
         store.delete(&summary_key(site_prefix, day.day)).await?;
     } else {
         let left: Vec<Orphan> = if orphans_due {
@@ -575,9 +592,9 @@ pub async fn prune_day(
     for o in orphans {
         store.delete(&o.key).await?;
     }
-    if day.segments > 0 {
-        store.delete(&old_detail).await?;
-    }
+    store
+        .delete(&detail_key(site_prefix, day.day, day.generation))
+        .await?;
     Ok(())
 }
 
