@@ -80,6 +80,13 @@ pub struct Head {
     pub pid: u32,
 }
 
+impl Head {
+    /// What the idle archiver vouches for (see [`super::chain::join`]).
+    pub fn vouch(&self) -> super::chain::Vouch<'_> {
+        (&self.position, self.covered_until)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ArchiveReport {
     pub segments: u64,
@@ -336,7 +343,7 @@ async fn start_without_archive(
         .summaries()
         .await?
         .into_iter()
-        .find_map(|m| m.position);
+        .find_map(|m| super::chain::set_position(&m));
     if let Some(p) = newest {
         return Ok(p);
     }

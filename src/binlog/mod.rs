@@ -10,6 +10,7 @@
 //! [`replay`] (choose a set and the transactions after it; apply them).
 
 pub mod archive;
+pub mod chain;
 pub mod event;
 /// GTIDs are the server's (`mysql::gtid`); the archive and replay speak them.
 pub use crate::mysql::gtid;

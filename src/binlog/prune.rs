@@ -35,7 +35,7 @@ pub fn replay_floor(
 ) -> Option<(DateTime<Utc>, super::gtid::GtidPos)> {
     let mut positioned: Vec<(DateTime<Utc>, super::gtid::GtidPos)> = sets
         .iter()
-        .filter_map(|m| Some((m.snapshot_at, m.position.clone()?)))
+        .filter_map(|m| Some((m.snapshot_at, super::chain::set_position(m)?)))
         .collect();
     positioned.sort_by_key(|(t, _)| *t);
     let oldest = positioned.first().cloned();

@@ -21,11 +21,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::archive::{read_head, Head};
+use super::chain::{join, run_for, Run};
 use super::event::{Fed, GroupTracker, RawEvent, BINLOG_MAGIC};
 use super::gtid::GtidPos;
 use super::rollup;
 use super::segment::{self, SegmentIndex};
-use super::window::{join, run_for, Run};
 use super::BinlogError;
 use crate::catalog::SetSummary;
 use crate::mysql::Endpoint;
@@ -97,7 +97,7 @@ pub async fn plan(
     // Choose on the days' summaries; read the segments only of the days applied.
     let archive = rollup::scan(store, site_prefix, &mut rollup::ScanCache::default()).await?;
     let head = read_head(store, site_prefix).await?;
-    let runs: Vec<Run> = join(&archive.pieces(), head.as_ref())
+    let runs: Vec<Run> = join(&archive.pieces(), head.as_ref().map(Head::vouch))
         .into_iter()
         .map(|(r, _)| r)
         .collect();
@@ -111,7 +111,7 @@ pub async fn plan(
     };
     let mut reasons = Vec::new();
     for m in candidates {
-        let Some(base) = m.position.clone() else {
+        let Some(base) = super::chain::set_position(m) else {
             reasons.push(format!("set {} recorded no GTID position", m.id));
             continue;
         };
@@ -186,7 +186,7 @@ async fn chain_after(
     for from in [Some(from_day), None] {
         let segments = rollup::segments(store, site_prefix, archive, from).await?;
         let pieces: Vec<Run> = segments.iter().map(Run::of).collect();
-        let runs = join(&pieces, head);
+        let runs = join(&pieces, head.map(Head::vouch));
         let found = runs
             .iter()
             .rev()

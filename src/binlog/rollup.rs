@@ -18,8 +18,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use super::chain::{join, Run};
 use super::segment::{data_key, index_key, segments_prefix, SegmentIndex, SEGMENT_FORMAT};
-use super::window::{join, Run};
 use super::BinlogError;
 use crate::catalog::Fence;
 use crate::store::{ObjectMeta, Store};

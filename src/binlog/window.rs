@@ -4,42 +4,15 @@
 //! and the next run is reachable only from a set taken after the gap.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::archive::{list_gaps, read_head};
 use super::archive::{GapRecord, Head};
-use super::gtid::GtidPos;
+pub use super::chain::{join, run_for, runs, set_position, Run};
 use super::rollup::{self, ScanCache};
-use super::segment::SegmentIndex;
 use super::BinlogError;
 use crate::catalog::{Catalog, SetSummary};
 use crate::store::Store;
-
-/// Consecutive segments, each starting where the one before ended. Also
-/// the piece runs are built from: a single segment, or a finished day's
-/// runs as its roll-up recorded them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Run {
-    pub start: GtidPos,
-    pub end: GtidPos,
-    pub first_segment: String,
-    pub last_segment: String,
-    pub segments: usize,
-    pub covered_until: DateTime<Utc>,
-}
-
-impl Run {
-    pub fn of(s: &SegmentIndex) -> Run {
-        Run {
-            start: s.start.clone(),
-            end: s.end.clone(),
-            first_segment: s.name.clone(),
-            last_segment: s.name.clone(),
-            segments: 1,
-            covered_until: s.covered_until,
-        }
-    }
-}
 
 /// One stretch of restorable time, rooted at one set.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -63,86 +36,6 @@ pub struct Window {
     pub archive_head: Option<Head>,
 }
 
-/// Splits segments into runs by following the chain; see [`join`].
-pub fn runs(segments: &[SegmentIndex], head: Option<&Head>) -> Vec<Run> {
-    let pieces: Vec<Run> = segments.iter().map(Run::of).collect();
-    join(&pieces, head).into_iter().map(|(r, _)| r).collect()
-}
-
-/// Joins pieces into runs by following the chain: each piece of a run
-/// starts exactly where the one before it ended, so a replay of a run
-/// applies every transaction once. Name order only breaks ties: a piece
-/// that forks off a chain (the same start as another, e.g. written by a
-/// stalled archiver before fencing existed) is left out when a longer
-/// continuation exists, and a run starts at every piece whose start is no
-/// piece's end (the first, and the first after each gap). Each run comes
-/// with the indexes of its pieces in chain order: what a replay applies.
-pub fn join(pieces: &[Run], head: Option<&Head>) -> Vec<(Run, Vec<usize>)> {
-    use std::collections::{HashMap, HashSet};
-    let mut by_start: HashMap<&GtidPos, Vec<usize>> = HashMap::new();
-    let mut ends: HashSet<&GtidPos> = HashSet::new();
-    for (i, p) in pieces.iter().enumerate() {
-        by_start.entry(&p.start).or_default().push(i);
-        ends.insert(&p.end);
-    }
-    // At a fork, the piece that reaches furthest (then the newest name).
-    let pick = |candidates: &[usize], used: &[bool]| -> Option<usize> {
-        candidates
-            .iter()
-            .copied()
-            .filter(|&i| !used[i])
-            .max_by(|&a, &b| {
-                let (x, y) = (&pieces[a], &pieces[b]);
-                let further = match (x.end.includes(&y.end), y.end.includes(&x.end)) {
-                    (true, false) => std::cmp::Ordering::Greater,
-                    (false, true) => std::cmp::Ordering::Less,
-                    _ => std::cmp::Ordering::Equal,
-                };
-                further.then_with(|| x.first_segment.cmp(&y.first_segment))
-            })
-    };
-    let mut roots: Vec<usize> = (0..pieces.len())
-        .filter(|&i| !ends.contains(&pieces[i].start))
-        .collect();
-    roots.sort_by(|&a, &b| pieces[a].first_segment.cmp(&pieces[b].first_segment));
-    let mut used = vec![false; pieces.len()];
-    let mut out: Vec<(Run, Vec<usize>)> = Vec::new();
-    for root in roots {
-        if used[root] {
-            continue;
-        }
-        used[root] = true;
-        let mut run = pieces[root].clone();
-        let mut chain = vec![root];
-        while let Some(next) = by_start.get(&run.end).and_then(|c| pick(c, &used)) {
-            used[next] = true;
-            let p = &pieces[next];
-            run.end = p.end.clone();
-            run.last_segment = p.last_segment.clone();
-            run.segments += p.segments;
-            run.covered_until = run.covered_until.max(p.covered_until);
-            chain.push(next);
-        }
-        out.push((run, chain));
-    }
-    out.sort_by(|a, b| a.0.first_segment.cmp(&b.0.first_segment));
-    // The archiver idles at the end of the last run: it vouches for the time since.
-    if let Some(h) = head {
-        if let Some((r, _)) = out.iter_mut().rev().find(|(r, _)| r.end == h.position) {
-            r.covered_until = r.covered_until.max(h.covered_until);
-        }
-    }
-    out
-}
-
-/// The run a set's position lies in: the run starts at or before it and
-/// ends at or after it.
-pub fn run_for<'a>(runs: &'a [Run], pos: &GtidPos) -> Option<&'a Run> {
-    runs.iter()
-        .rev()
-        .find(|r| pos.includes(&r.start) && r.end.includes(pos))
-}
-
 /// The window from the archive's pieces (see [`Archive::pieces`](super::rollup::Archive::pieces)).
 pub fn compute(
     sets: &[SetSummary],
@@ -150,13 +43,15 @@ pub fn compute(
     gaps: Vec<GapRecord>,
     head: Option<Head>,
 ) -> Window {
-    let runs: Vec<Run> = join(pieces, head.as_ref())
+    let runs: Vec<Run> = join(pieces, head.as_ref().map(Head::vouch))
         .into_iter()
         .map(|(r, _)| r)
         .collect();
     let mut ranges = Vec::new();
     for m in sets {
-        let Some(pos) = &m.position else { continue };
+        let Some(pos) = &set_position(m) else {
+            continue;
+        };
         let from = m.snapshot_at;
         let to = match run_for(&runs, pos) {
             Some(r) if r.covered_until > from => r.covered_until,
@@ -214,7 +109,8 @@ pub async fn load_cached(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::binlog::gtid::Gtid;
+    use crate::binlog::gtid::{Gtid, GtidPos};
+    use crate::binlog::segment::SegmentIndex;
 
     fn seg(name: &str, start: &str, end: &str, covered: i64) -> SegmentIndex {
         let t = DateTime::from_timestamp(covered, 0).unwrap();
@@ -334,7 +230,9 @@ mod tests {
             pid: 1,
         };
         assert_eq!(
-            runs(&segments, Some(&head))[1].covered_until.timestamp(),
+            runs(&segments, Some(head.vouch()))[1]
+                .covered_until
+                .timestamp(),
             900
         );
         let stale = Head {
@@ -342,7 +240,9 @@ mod tests {
             ..head
         };
         assert_eq!(
-            runs(&segments, Some(&stale))[1].covered_until.timestamp(),
+            runs(&segments, Some(stale.vouch()))[1]
+                .covered_until
+                .timestamp(),
             400
         );
     }

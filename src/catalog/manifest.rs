@@ -309,9 +309,9 @@ impl Manifest {
             .unwrap_or(self.finished_at)
     }
 
-    /// The GTID position a point-in-time replay after this set starts from.
-    pub fn replay_position(&self) -> Option<crate::mysql::gtid::GtidPos> {
-        use crate::mysql::gtid::GtidPos;
+    /// The GTID position a point-in-time replay after this set starts
+    /// from, as the server wrote it (empty: the log's very start).
+    pub fn replay_position(&self) -> Option<String> {
         let db = self.database.as_ref()?;
         let text = db
             .read_from
@@ -320,7 +320,7 @@ impl Manifest {
             .or_else(|| db.gtid_slave_pos.clone())
             .or_else(|| db.gtid_binlog_pos.clone().filter(|g| !g.is_empty()));
         match text {
-            Some(text) => GtidPos::parse(&text).ok(),
+            Some(text) => Some(text),
             // A MariaDB primary that recorded a binlog file and position but no
             // GTID had logged nothing since its log was reset (RESET MASTER, a
             // new server): the set is at the log's very start, the empty
@@ -329,7 +329,7 @@ impl Manifest {
                 && db.read_from.is_none()
                 && db.server_version.to_ascii_lowercase().contains("mariadb") =>
             {
-                Some(GtidPos::default())
+                Some(String::new())
             }
             None => None,
         }

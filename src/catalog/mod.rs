@@ -126,7 +126,7 @@ pub struct SetSummary {
     pub snapshot_at: DateTime<Utc>,
     /// Where a point-in-time replay after this set starts (None: it cannot be a base).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub position: Option<crate::mysql::gtid::GtidPos>,
+    pub position: Option<String>,
 }
 
 impl From<&Manifest> for SetSummary {
