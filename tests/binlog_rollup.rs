@@ -106,6 +106,36 @@ fn days_back(from: i64, to: i64) -> Vec<NaiveDate> {
         .collect()
 }
 
+/// A store on Garage under a fresh site prefix (the directory holds its config).
+async fn site_store() -> (tempfile::TempDir, Store, String) {
+    let svc = Services::get();
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, store) = svc
+        .open_store(&svc.s3_config(dir.path(), "unused", ""))
+        .await;
+    let prefix = cfg.site_prefix();
+    (dir, store, prefix)
+}
+
+async fn scan(store: &Store, prefix: &str) -> rollup::Archive {
+    rollup::scan(store, prefix, &mut ScanCache::default())
+        .await
+        .unwrap()
+}
+
+/// Prunes (for real) with one set at `floor`'s end, no grace for orphans.
+async fn prune_to(
+    store: &Store,
+    prefix: &str,
+    floor: &SegmentIndex,
+    dry_run: bool,
+) -> wpdr::binlog::prune::BinlogPruneReport {
+    let sets = vec![set_at("s", floor.closed_at, &floor.end)];
+    wpdr::binlog::prune::prune(store, prefix, &sets, Duration::zero(), None, dry_run)
+        .await
+        .unwrap()
+}
+
 async fn keys(store: &Store, prefix: &str) -> Vec<String> {
     store
         .list(prefix)
@@ -118,12 +148,7 @@ async fn keys(store: &Store, prefix: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolled_up_archive_reads_a_summary_per_day_and_answers_the_same() {
-    let svc = Services::get();
-    let dir = tempfile::tempdir().unwrap();
-    let (cfg, store) = svc
-        .open_store(&svc.s3_config(dir.path(), "unused", ""))
-        .await;
-    let prefix = cfg.site_prefix();
+    let (_dir, store, prefix) = site_store().await;
     // 30 finished days of 60 segments (a gap on day 12), and today's 40.
     let mut segments = generate(
         &store,
@@ -213,12 +238,7 @@ async fn a_rolled_up_archive_reads_a_summary_per_day_and_answers_the_same() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prune_takes_whole_and_partial_days_and_finishes_an_interrupted_one() {
-    let svc = Services::get();
-    let dir = tempfile::tempdir().unwrap();
-    let (cfg, store) = svc
-        .open_store(&svc.s3_config(dir.path(), "unused", ""))
-        .await;
-    let prefix = cfg.site_prefix();
+    let (_dir, store, prefix) = site_store().await;
     let days = days_back(12, 3);
     let segments = generate(&store, &prefix, &days, 20, None, 100).await;
     // A data object whose index was never written, on the second day.
@@ -232,27 +252,21 @@ async fn prune_takes_whole_and_partial_days_and_finishes_an_interrupted_one() {
         .unwrap();
     assert_eq!((report.days, report.orphans), (10, 1));
     // With every day rolled up, an archiver resumes from the newest summary.
-    let archive = rollup::scan(&store, &prefix, &mut ScanCache::default())
-        .await
-        .unwrap();
+    let archive = scan(&store, &prefix).await;
     assert!(archive.live.is_empty());
     assert_eq!(archive.newest().unwrap(), segments.last().unwrap());
 
     // The oldest set sits in the middle of the sixth day.
     let floor = &segments[5 * 20 + 10];
     let sets = vec![set_at("s", floor.closed_at, &floor.end)];
-    let dry = wpdr::binlog::prune::prune(&store, &prefix, &sets, Duration::zero(), None, true)
-        .await
-        .unwrap();
+    let dry = prune_to(&store, &prefix, floor, true).await;
     assert_eq!((dry.segments_deleted, dry.orphans_deleted), (111, 1));
     assert_eq!(
         keys(&store, &prefix).await.len(),
         2 * 200 + 1 + 20,
         "a dry run deletes nothing"
     );
-    let done = wpdr::binlog::prune::prune(&store, &prefix, &sets, Duration::zero(), None, false)
-        .await
-        .unwrap();
+    let done = prune_to(&store, &prefix, floor, false).await;
     assert_eq!(done, dry);
     assert_eq!(done.kept_segments, 200 - 111);
     let left = keys(&store, &format!("{prefix}/binlog/segments/")).await;
@@ -265,9 +279,7 @@ async fn prune_takes_whole_and_partial_days_and_finishes_an_interrupted_one() {
             s.name
         );
     }
-    let archive = rollup::scan(&store, &prefix, &mut ScanCache::default())
-        .await
-        .unwrap();
+    let archive = scan(&store, &prefix).await;
     assert_eq!(archive.days.len(), 5, "five whole days went");
     assert_eq!(
         (archive.days[0].generation, archive.days[0].segments),
@@ -298,11 +310,7 @@ async fn prune_takes_whole_and_partial_days_and_finishes_an_interrupted_one() {
         archive.days[2].day.format("%Y%m%d")
     );
     store.put_bytes(&stray, vec![0u8; 8].into()).await.unwrap();
-    let floor = &segments[6 * 20 + 19];
-    let sets = vec![set_at("s", floor.closed_at, &floor.end)];
-    wpdr::binlog::prune::prune(&store, &prefix, &sets, Duration::zero(), None, false)
-        .await
-        .unwrap();
+    prune_to(&store, &prefix, &segments[6 * 20 + 19], false).await;
     let left = keys(&store, &format!("{prefix}/binlog/")).await;
     for s in &segments[111..140] {
         assert!(
@@ -315,9 +323,7 @@ async fn prune_takes_whole_and_partial_days_and_finishes_an_interrupted_one() {
     assert!(!left
         .iter()
         .any(|k| k.starts_with(&format!("{rollups}{}", seventh.day.format("%Y%m%d")))));
-    let archive = rollup::scan(&store, &prefix, &mut ScanCache::default())
-        .await
-        .unwrap();
+    let archive = scan(&store, &prefix).await;
     assert_eq!(archive.segment_count(), 60);
     assert_eq!(
         rollup::segments(&store, &prefix, &archive, None)
@@ -328,18 +334,12 @@ async fn prune_takes_whole_and_partial_days_and_finishes_an_interrupted_one() {
 
     // A set past every segment: all go, and the newest day stays as an
     // empty summary, so no archiver rolls up again what is being deleted.
-    let floor = segments.last().unwrap();
-    let sets = vec![set_at("s", floor.closed_at, &floor.end)];
-    let last = wpdr::binlog::prune::prune(&store, &prefix, &sets, Duration::zero(), None, false)
-        .await
-        .unwrap();
+    let last = prune_to(&store, &prefix, segments.last().unwrap(), false).await;
     assert_eq!((last.segments_deleted, last.kept_segments), (60, 0));
     assert!(keys(&store, &format!("{prefix}/binlog/segments/"))
         .await
         .is_empty());
-    let archive = rollup::scan(&store, &prefix, &mut ScanCache::default())
-        .await
-        .unwrap();
+    let archive = scan(&store, &prefix).await;
     assert_eq!(archive.days.len(), 1);
     assert_eq!(
         (archive.days[0].day, archive.days[0].segments),
@@ -371,12 +371,7 @@ async fn scale_an_archive_of_many_segments() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let svc = Services::get();
-    let dir = tempfile::tempdir().unwrap();
-    let (cfg, store) = svc
-        .open_store(&svc.s3_config(dir.path(), "unused", ""))
-        .await;
-    let prefix = cfg.site_prefix();
+    let (_dir, store, prefix) = site_store().await;
     let per_day = 300;
     let ndays = n.div_ceil(per_day) as i64;
     let t = std::time::Instant::now();
