@@ -192,6 +192,21 @@ async fn read_index(store: &Store, key: &str) -> Result<SegmentIndex, BinlogErro
     Ok(index)
 }
 
+/// The segment indexes under `keys`, several requests in flight.
+async fn read_indexes(
+    store: &Store,
+    keys: Vec<String>,
+) -> Result<Vec<(String, SegmentIndex)>, BinlogError> {
+    stream::iter(keys)
+        .map(|key| async move {
+            let index = read_index(store, &key).await?;
+            Ok::<_, BinlogError>((key, index))
+        })
+        .buffer_unordered(FETCH_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
 async fn read_summary(store: &Store, key: &str) -> Result<DaySummary, BinlogError> {
     let s: DaySummary = read_json(store, key).await?;
     if s.format != ROLLUP_FORMAT {
@@ -267,15 +282,7 @@ async fn live_indexes(
                 new.then_some(o.key)
             })
             .collect();
-        let fetched: Vec<(String, SegmentIndex)> = stream::iter(unseen)
-            .map(|key| async move {
-                let index = read_index(store, &key).await?;
-                Ok::<_, BinlogError>((key, index))
-            })
-            .buffer_unordered(FETCH_CONCURRENCY)
-            .try_collect()
-            .await?;
-        cache.extend(fetched);
+        cache.extend(read_indexes(store, unseen).await?);
     }
     cache.retain(|k, _| seen.contains(k));
     let mut out: Vec<SegmentIndex> = cache.values().cloned().collect();
@@ -306,9 +313,14 @@ pub async fn read_detail(
             ),
         ));
     }
-    let json = zstd::stream::decode_all(&bytes[..])
-        .map_err(|e| damaged(&key, format!("not zstd: {e}")))?;
-    serde_json::from_slice(&json).map_err(|e| damaged(&key, format!("unreadable: {e}")))
+    decode_detail(&key, &bytes)
+}
+
+/// A detail object's segment indexes (zstd-compressed JSON).
+fn decode_detail(key: &str, bytes: &[u8]) -> Result<Vec<SegmentIndex>, BinlogError> {
+    let json =
+        zstd::stream::decode_all(bytes).map_err(|e| damaged(key, format!("not zstd: {e}")))?;
+    serde_json::from_slice(&json).map_err(|e| damaged(key, format!("unreadable: {e}")))
 }
 
 /// Every segment index of the days from `from_day` on (all days with
@@ -474,11 +486,11 @@ async fn roll_up_day(
         .filter(|o| o.key.ends_with(".json"))
         .map(|o| o.key.clone())
         .collect();
-    let indexes: Vec<SegmentIndex> = stream::iter(index_keys)
-        .map(|k| async move { read_index(store, &k).await })
-        .buffer_unordered(FETCH_CONCURRENCY)
-        .try_collect()
-        .await?;
+    let indexes: Vec<SegmentIndex> = read_indexes(store, index_keys)
+        .await?
+        .into_iter()
+        .map(|(_, index)| index)
+        .collect();
     let committed: BTreeSet<String> = indexes
         .iter()
         .map(|s| data_key(site_prefix, &s.name))
@@ -640,11 +652,7 @@ pub async fn finish_stray(
 ) -> Result<usize, BinlogError> {
     let mut deleted = 0;
     if !archive.days.iter().any(|d| d.day == day) {
-        let bytes = store.get_bytes(key).await?;
-        let json = zstd::stream::decode_all(&bytes[..])
-            .map_err(|e| damaged(key, format!("not zstd: {e}")))?;
-        let segments: Vec<SegmentIndex> =
-            serde_json::from_slice(&json).map_err(|e| damaged(key, format!("unreadable: {e}")))?;
+        let segments = decode_detail(key, &store.get_bytes(key).await?)?;
         for s in &segments {
             store.delete(&index_key(site_prefix, &s.name)).await?;
             store.delete(&data_key(site_prefix, &s.name)).await?;

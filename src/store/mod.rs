@@ -254,14 +254,13 @@ impl Store {
         }
     }
 
-    /// Every object under `prefix`, sorted by key. Paginates for S3.
+    /// Every object under `prefix`, sorted by key (pages come ascending). Paginates for S3.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let mut pages = self.pages(prefix);
         let mut v = Vec::new();
         while let Some(page) = pages.next().await? {
             v.extend(page);
         }
-        v.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(v)
     }
 
