@@ -25,6 +25,12 @@ pub struct Cli {
     /// More detail in the log (-v debug, -vv trace).
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// age identity file (AGE-SECRET-KEY-1…) that opens encrypted sets:
+    /// restore, verify --deep, drills and PITR need it when the sets were
+    /// written with encryption.recipients. Overrides encryption.identity_file
+    /// and WPDR_IDENTITY_FILE.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -52,6 +58,10 @@ pub enum Command {
     Verify {
         /// Set id, or `latest`.
         set: String,
+        /// Also open and decompress every compressed artifact to its end, as a
+        /// restore would (needs --identity for an encrypted set).
+        #[arg(long)]
+        deep: bool,
     },
     /// Restore a whole site into a fresh namespace (`restore <set> --namespace NEW`),
     /// resume one (`restore --resume ID`), or restore one part (`restore db|media|cluster`).
@@ -78,11 +88,36 @@ pub enum Command {
     Status,
     /// Run the schedules of a directory (backups, prune, verification) until SIGTERM.
     Daemon(DaemonArgs),
+    /// Create the keys that protect sets: an age key pair (encryption) or an
+    /// ed25519 signing key. The secret goes to a 0600 file; the public half
+    /// is printed, to put in the config.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Validate the configuration (and a schedules directory) without touching any server.
     CheckConfig {
         /// Also validate the schedule files here and show their next runs.
         #[arg(long)]
         schedules: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// An age X25519 identity (what `age-keygen` makes): the printed
+    /// recipient goes in encryption.recipients; the file, kept off the
+    /// cluster, is the --identity a restore needs.
+    Age {
+        /// Where to write the identity (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// An ed25519 signing key for manifests: the file is the backup side's
+    /// Secret (signing.key_file / WPDR_SIGNING_KEY_FILE); the printed
+    /// verifying key goes in the restore side's signing.verify_keys.
+    Signing {
+        /// Where to write the signing key (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 

@@ -58,13 +58,21 @@ pub enum ExitCode {
     /// media or the cluster's objects failed (each named, in the set too);
     /// or a restore's plan needs a part its set lacks.
     Partial = 21,
+    /// What was asked for is encrypted and no identity given can open it
+    /// (none given, or none for the recipients it was written to): nothing
+    /// was touched. The message names the recipients.
+    KeyRequired = 22,
+    /// A set's manifest is not signed by a pinned verifying key (unsigned,
+    /// or its signature does not match): it may not have been written by
+    /// wpdr, so nothing was restored from it.
+    Untrusted = 23,
     /// Interrupted by a signal.
     Interrupted = 130,
 }
 
 impl ExitCode {
     /// Every code, in order.
-    pub const ALL: [ExitCode; 23] = [
+    pub const ALL: [ExitCode; 25] = [
         ExitCode::Ok,
         ExitCode::Internal,
         ExitCode::Usage,
@@ -87,6 +95,8 @@ impl ExitCode {
         ExitCode::Unsupported,
         ExitCode::SchemaChanged,
         ExitCode::Partial,
+        ExitCode::KeyRequired,
+        ExitCode::Untrusted,
         ExitCode::Interrupted,
     ];
 
@@ -141,7 +151,9 @@ mod tests {
                 ExitCode::Unsupported => 19,
                 ExitCode::SchemaChanged => 20,
                 ExitCode::Partial => 21,
-                ExitCode::Interrupted => 22,
+                ExitCode::KeyRequired => 22,
+                ExitCode::Untrusted => 23,
+                ExitCode::Interrupted => 24,
             };
             assert_eq!(index, i, "{c:?} is out of place in ExitCode::ALL");
         }

@@ -1,7 +1,8 @@
 //! wpdr: backup and disaster recovery for WordPress on Kubernetes.
 //!
 //! The crate is split by the part of the system each module owns. `config`,
-//! `exit` and `secret` are the ground floor; the parts (`store`, `catalog`,
+//! `exit` and `secret` are the ground floor, `trust` (keys, sealing,
+//! signatures) just above it; the parts (`store`, `catalog`,
 //! `mysql`, `binlog`, `media`, `cluster`, `wordpress`, `restore`) move bytes,
 //! rows and objects; `jobs` is the control plane — each job once, in its
 //! order — called by the CLI (`cli` + the binary's `commands`) and the
@@ -20,4 +21,5 @@ pub mod mysql;
 pub mod restore;
 pub mod secret;
 pub mod store;
+pub mod trust;
 pub mod wordpress;

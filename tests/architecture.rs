@@ -252,7 +252,8 @@ fn layers_keep_their_order() {
     allowed("exit", &[]);
     allowed("secret", &[]);
     allowed("config", &["exit", "secret"]);
-    allowed("store", &["config", "exit", "secret"]);
+    allowed("trust", &["config", "exit", "secret"]);
+    allowed("store", &["config", "exit", "secret", "trust"]);
     // Nothing below the jobs layer calls into it, the daemon or the CLI.
     for (m, d) in &graph {
         if ["jobs", "daemon", "cli"].contains(&m.as_str()) {

@@ -86,7 +86,7 @@ fn manifest(id: &str, n: usize) -> Manifest {
 #[tokio::test(flavor = "current_thread")]
 async fn scans_hold_one_manifest_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::Local(LocalStore::open(dir.path()).await.unwrap());
+    let store = Store::from(LocalStore::open(dir.path()).await.unwrap());
     let catalog = Catalog::new(&store, "big", "big");
     let mut ids = Vec::new();
     for day in 0..SETS {
@@ -136,7 +136,7 @@ async fn scans_hold_one_manifest_at_a_time() {
         keep_daily: 3,
         ..Default::default()
     };
-    let shared = std::sync::Arc::new(Store::Local(LocalStore::open(dir.path()).await.unwrap()));
+    let shared = std::sync::Arc::new(Store::from(LocalStore::open(dir.path()).await.unwrap()));
     let (pruned, peak) =
         peak_during(catalog.prune(shared, &policy, chrono::Duration::hours(1), 60, true)).await;
     assert_eq!(pruned.unwrap().deleted.len(), SETS - 3);

@@ -49,7 +49,7 @@ async fn backup_records_namespace_objects_sealed_secrets_and_digests() {
     assert_eq!((c.namespace.as_str(), c.objects, c.secrets), ("shop", 1, 1));
     assert_eq!(c.images[0].digests, vec!["sha256:feed"]);
     let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
-    assert!(catalog.verify(&m, &|_| {}).await.unwrap().ok());
+    assert!(catalog.verify(&m, false, &|_| {}).await.unwrap().ok());
     // The sealed Secrets reveal nothing without the key, and open with it.
     let sealed = store
         .get_bytes(&catalog.key(&m.set_id, "cluster/secrets.sealed"))

@@ -297,19 +297,13 @@ pub async fn read_detail(
     day: &DaySummary,
 ) -> Result<Vec<SegmentIndex>, BinlogError> {
     let key = detail_key(site_prefix, day.day, day.generation);
-    let bytes = store.get_bytes(&key).await?;
-    let sha = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&bytes))
-    };
-    if bytes.len() as u64 != day.detail_bytes || sha != day.detail_sha256 {
+    let (bytes, (size, sha)) = store.get_with_digest(&key).await?;
+    if size != day.detail_bytes || sha != day.detail_sha256 {
         return Err(damaged(
             &key,
             format!(
-                "{} bytes with SHA-256 {sha}; its summary recorded {} bytes with {}",
-                bytes.len(),
-                day.detail_bytes,
-                day.detail_sha256
+                "{size} bytes with SHA-256 {sha}; its summary recorded {} bytes with {}",
+                day.detail_bytes, day.detail_sha256
             ),
         ));
     }

@@ -187,7 +187,7 @@ impl SegmentSpool {
             first.0.seq
         );
         let key = data_key(site_prefix, &name);
-        let mut writer = store.writer(&key);
+        let mut writer = store.sealed_writer(&key)?;
         let mut enc = crate::store::zstd_reader::encoder(Vec::with_capacity(1 << 20), 3)
             .map_err(|e| self.io(e))?;
         let mut remaining = self.committed_len;
@@ -412,7 +412,7 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("wpdr-seg-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::Local(crate::store::LocalStore::open(&dir).await.unwrap());
+        let store = Store::from(crate::store::LocalStore::open(&dir).await.unwrap());
         // An FDE: header + body ending in the CRC32 algorithm byte, then its checksum.
         let fde = event(FORMAT_DESCRIPTION_EVENT, 1, 1, &[0, 0, 0, 0, 1]);
         let mut spool = SegmentSpool::new(&dir, &fde, GtidPos::parse("0-1-9").unwrap()).unwrap();
@@ -495,7 +495,7 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("wpdr-seg-big-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::Local(crate::store::LocalStore::open(&dir).await.unwrap());
+        let store = Store::from(crate::store::LocalStore::open(&dir).await.unwrap());
         let fde = event(FORMAT_DESCRIPTION_EVENT, 1, 1, &[0, 0, 0, 0, 1]);
         let mut spool = SegmentSpool::new(&dir, &fde, GtidPos::parse("0-1-9").unwrap()).unwrap();
         let mut tracker = GroupTracker::new(true);

@@ -307,7 +307,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<T, CatalogError>>,
 {
-    let Store::Local(local) = store else {
+    let Some(local) = store.local() else {
         return f().await;
     };
     let path = local.root().join(format!("{key}.mutex"));
@@ -439,7 +439,7 @@ async fn try_acquire(
         if !store.put_if_absent(key, Bytes::from(body)).await? {
             return Ok(None);
         }
-        if matches!(store, Store::S3(_)) {
+        if store.local().is_none() {
             tokio::time::sleep(S3_SETTLE).await;
         }
         if let Some(Some(holder)) = read_lock(store, key).await? {
@@ -467,7 +467,7 @@ mod tests {
     #[tokio::test]
     async fn a_holder_past_its_lease_is_fenced_and_its_release_spares_the_new_lock() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::Local(LocalStore::open(dir.path()).await.unwrap());
+        let store = Store::from(LocalStore::open(dir.path()).await.unwrap());
         let a = acquire(&store, "s/lock.json", "s", 1, "backup")
             .await
             .unwrap();
@@ -493,7 +493,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_renewer_that_wakes_after_its_lease_never_writes_the_lock_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::Local(LocalStore::open(dir.path()).await.unwrap()));
+        let store = Arc::new(Store::from(LocalStore::open(dir.path()).await.unwrap()));
         let mut a = acquire(&store, "s/lock.json", "s", 2, "backup")
             .await
             .unwrap();
@@ -517,7 +517,7 @@ mod tests {
     #[tokio::test]
     async fn second_holder_is_refused_and_stale_lock_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::Local(LocalStore::open(dir.path()).await.unwrap());
+        let store = Store::from(LocalStore::open(dir.path()).await.unwrap());
         let g = acquire(&store, "s/lock.json", "s", 60, "backup")
             .await
             .unwrap();
@@ -553,7 +553,7 @@ mod tests {
     #[tokio::test]
     async fn lock_of_a_dead_local_process_is_taken_over_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::Local(LocalStore::open(dir.path()).await.unwrap());
+        let store = Store::from(LocalStore::open(dir.path()).await.unwrap());
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();

@@ -36,6 +36,22 @@ pub struct Manifest {
     /// is committed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_parts: Vec<FailedPart>,
+    /// Whom the set's artifacts are sealed to (absent: stored plain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionSection>,
+    /// Who wrote the manifest, as checked when it was loaded to be trusted
+    /// (`None`: read for a listing, unchecked). Shown, never read from a
+    /// stored manifest.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::trust::Verdict>,
+}
+
+/// The set's artifacts are age files sealed to these recipients: a
+/// restore names them when it is given no identity that opens them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EncryptionSection {
+    /// `age1…` public keys.
+    pub recipients: Vec<String>,
 }
 
 /// A part of a backup that is not in its set, and why.
@@ -296,6 +312,14 @@ impl Manifest {
         self.failed_parts.iter().find(|p| p.part == part)
     }
 
+    /// The recipients the set is sealed to (empty: stored plain).
+    pub fn recipients(&self) -> &[String] {
+        self.encryption
+            .as_ref()
+            .map(|e| e.recipients.as_slice())
+            .unwrap_or_default()
+    }
+
     pub fn total_bytes(&self) -> u64 {
         self.artifacts.iter().map(|a| a.size).sum()
     }
@@ -355,6 +379,8 @@ impl Manifest {
             media: None,
             answers: None,
             failed_parts: Vec::new(),
+            encryption: None,
+            signature: None,
         }
     }
 }

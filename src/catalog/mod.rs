@@ -14,6 +14,7 @@ pub use manifest::*;
 
 use crate::exit::{Classify, ExitCode};
 use crate::store::{hash_object, Store, StoreError};
+use crate::trust::{Signature, TrustError};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -50,7 +51,12 @@ pub enum CatalogError {
     BadSetId { id: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
 }
+
+/// A set's manifest signature, beside `manifest.json`.
+pub const SIGNATURE: &str = "manifest.sig";
 
 impl Classify for CatalogError {
     fn exit_code(&self) -> ExitCode {
@@ -64,6 +70,7 @@ impl Classify for CatalogError {
             }
             CatalogError::Locked { .. } | CatalogError::LockLost { .. } => ExitCode::Locked,
             CatalogError::Store(e) => e.exit_code(),
+            CatalogError::Trust(e) => e.exit_code(),
         }
     }
     fn metric_label(&self) -> &'static str {
@@ -76,6 +83,7 @@ impl Classify for CatalogError {
             CatalogError::LockLost { .. } => "lock_lost",
             CatalogError::BadSetId { .. } => "bad_set_id",
             CatalogError::Store(e) => e.metric_label(),
+            CatalogError::Trust(e) => e.metric_label(),
         }
     }
 }
@@ -172,6 +180,11 @@ pub enum ArtifactProblem {
         expected: String,
         found: String,
     },
+    /// Stored intact, but it does not open or decompress (`verify --deep`).
+    Unreadable {
+        path: String,
+        detail: String,
+    },
 }
 
 impl ArtifactProblem {
@@ -199,6 +212,7 @@ impl std::fmt::Display for ArtifactProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ArtifactProblem::Missing { path } => write!(f, "{path}: missing"),
+            ArtifactProblem::Unreadable { path, detail } => write!(f, "{path}: {detail}"),
             ArtifactProblem::SizeMismatch {
                 path,
                 expected,
@@ -219,6 +233,12 @@ pub struct VerifyReport {
     pub artifacts_checked: usize,
     pub bytes_checked: u64,
     pub problems: Vec<ArtifactProblem>,
+    /// Whether every compressed artifact was also opened and decompressed
+    /// to its end (zstd's content checksums checked), not only hashed.
+    pub deep: bool,
+    /// Who wrote the manifest, as checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::trust::Verdict>,
 }
 
 impl VerifyReport {
@@ -336,8 +356,8 @@ impl<'a> Catalog<'a> {
     /// time, never all held.
     pub async fn for_each_set(&self, mut each: impl FnMut(Manifest)) -> Result<(), CatalogError> {
         for id in self.set_dirs().await?.into_iter().rev() {
-            match self.load(&id).await {
-                Ok(m) => each(m),
+            match self.read(&id).await {
+                Ok((m, _)) => each(m),
                 Err(CatalogError::SetIncomplete { .. })
                 | Err(CatalogError::ManifestInvalid { .. })
                 | Err(CatalogError::UnsupportedFormat { .. }) => {}
@@ -350,8 +370,8 @@ impl<'a> Catalog<'a> {
     /// The newest complete set's manifest.
     pub async fn newest(&self) -> Result<Option<Manifest>, CatalogError> {
         for id in self.set_dirs().await?.into_iter().rev() {
-            match self.load(&id).await {
-                Ok(m) => return Ok(Some(m)),
+            match self.read(&id).await {
+                Ok((m, _)) => return Ok(Some(m)),
                 Err(CatalogError::SetIncomplete { .. })
                 | Err(CatalogError::ManifestInvalid { .. })
                 | Err(CatalogError::UnsupportedFormat { .. }) => {}
@@ -368,8 +388,8 @@ impl<'a> Catalog<'a> {
     pub async fn scan(&self) -> Result<Scan, CatalogError> {
         let mut scan = Scan::default();
         for id in self.set_dirs().await?.into_iter().rev() {
-            match self.load(&id).await {
-                Ok(m) => scan.complete.push(SetSummary::from(&m)),
+            match self.read(&id).await {
+                Ok((m, _)) => scan.complete.push(SetSummary::from(&m)),
                 Err(CatalogError::SetIncomplete { .. }) => scan.incomplete.push(id),
                 Err(
                     e @ (CatalogError::ManifestInvalid { .. }
@@ -404,12 +424,14 @@ impl<'a> Catalog<'a> {
         Ok(out)
     }
 
-    /// Resolves `latest` or an id to a complete set's manifest.
+    /// Resolves `latest` or an id to a complete set's manifest, its
+    /// signature checked (see [`load`](Self::load)).
     pub async fn resolve(&self, id: &str) -> Result<Manifest, CatalogError> {
         if id == "latest" {
-            return self.newest().await?.ok_or_else(|| CatalogError::NoSets {
+            let newest = self.newest().await?.ok_or_else(|| CatalogError::NoSets {
                 site: self.site.clone(),
-            });
+            })?;
+            return self.load(&newest.set_id).await;
         }
         if !valid_set_id(id) {
             return Err(CatalogError::BadSetId { id: id.to_string() });
@@ -417,7 +439,52 @@ impl<'a> Catalog<'a> {
         self.load(id).await
     }
 
+    /// A set about to be read back (a restore, a drill, a replay, a deep
+    /// verify): resolved, its signature checked, and refused before any
+    /// target is touched when no identity held opens it (the error names
+    /// the recipients it was sealed to).
+    pub async fn resolve_readable(&self, id: &str) -> Result<Manifest, CatalogError> {
+        let m = self.resolve(id).await?;
+        self.check_readable(&m)?;
+        Ok(m)
+    }
+
+    /// Whether the identities held open `m`'s artifacts.
+    pub fn check_readable(&self, m: &Manifest) -> Result<(), CatalogError> {
+        self.store
+            .keys()
+            .check_can_open(&format!("set '{}'", m.set_id), m.recipients())?;
+        Ok(())
+    }
+
+    /// A set's manifest for work that trusts it (restore, verify, a
+    /// drill): its signature is checked against the pinned verifying keys,
+    /// and the verdict is in [`Manifest::signature`]. With keys pinned, an
+    /// unsigned or badly signed set is refused here.
     pub async fn load(&self, id: &str) -> Result<Manifest, CatalogError> {
+        let (mut m, bytes) = self.read(id).await?;
+        let signature = match self.store.get_bytes(&self.key(id, SIGNATURE)).await {
+            Ok(b) => Some(serde_json::from_slice::<Signature>(&b).map_err(|e| {
+                TrustError::BadSignature {
+                    what: format!("the signature of set '{id}'"),
+                    detail: format!("it is unreadable ({e})"),
+                }
+            })?),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let verdict = self.store.keys().verifiers().verify(
+            &format!("the manifest of set '{id}'"),
+            &bytes,
+            signature.as_ref(),
+        )?;
+        m.signature = Some(verdict);
+        Ok(m)
+    }
+
+    /// A manifest as stored, unchecked by signature: for listing and
+    /// retention, which restore nothing.
+    async fn read(&self, id: &str) -> Result<(Manifest, Bytes), CatalogError> {
         let key = self.key(id, "manifest.json");
         let bytes = match self.store.get_bytes(&key).await {
             Ok(b) => b,
@@ -461,16 +528,29 @@ impl<'a> Catalog<'a> {
                 detail: format!("it names set '{}'", m.set_id),
             });
         }
-        Ok(m)
+        Ok((m, bytes))
     }
 
-    /// Writes the manifest: the last write of a backup, which makes the set exist.
+    /// Writes the manifest: the last write of a backup, which makes the set
+    /// exist. With a signing key its signature is written first, so a set
+    /// never appears unsigned because a run died between the two.
     pub async fn commit(&self, manifest: &Manifest) -> Result<(), CatalogError> {
         let json =
             serde_json::to_vec_pretty(manifest).map_err(|e| CatalogError::ManifestInvalid {
                 id: manifest.set_id.clone(),
                 detail: e.to_string(),
             })?;
+        if let Some(signer) = self.store.keys().signer() {
+            let sig = serde_json::to_vec_pretty(&signer.sign(&json)).map_err(|e| {
+                CatalogError::ManifestInvalid {
+                    id: manifest.set_id.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
+            self.store
+                .put_bytes(&self.key(&manifest.set_id, SIGNATURE), Bytes::from(sig))
+                .await?;
+        }
         self.store
             .put_bytes(
                 &self.key(&manifest.set_id, "manifest.json"),
@@ -480,21 +560,34 @@ impl<'a> Catalog<'a> {
         Ok(())
     }
 
-    /// Re-reads every artifact and compares size and SHA-256 with the manifest.
+    /// Re-reads every artifact and compares size and SHA-256 with the
+    /// manifest; `deep` also opens (decrypts) and decompresses each
+    /// compressed one to its end, which needs the identity of a sealed set.
     pub async fn verify(
         &self,
         manifest: &Manifest,
+        deep: bool,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<VerifyReport, CatalogError> {
+        if deep {
+            self.check_readable(manifest)?;
+        }
         let mut problems = Vec::new();
         let mut bytes_checked = 0u64;
         for a in &manifest.artifacts {
             let key = self.key(&manifest.set_id, &a.path);
-            match hash_object(self.store, &key).await {
-                Ok((size, sha)) => {
+            let read = if deep && a.path.ends_with(".zst") {
+                read_through(self.store, &key, a).await
+            } else {
+                hash_object(self.store, &key)
+                    .await
+                    .map(|(size, sha)| (size, ArtifactProblem::check(a, size, &sha)))
+            };
+            match read {
+                Ok((size, problem)) => {
                     bytes_checked += size;
                     progress(size);
-                    problems.extend(ArtifactProblem::check(a, size, &sha));
+                    problems.extend(problem);
                 }
                 Err(StoreError::NotFound { .. }) => problems.push(ArtifactProblem::Missing {
                     path: a.path.clone(),
@@ -507,7 +600,39 @@ impl<'a> Catalog<'a> {
             artifacts_checked: manifest.artifacts.len(),
             bytes_checked,
             problems,
+            deep,
+            signature: manifest.signature.clone(),
         })
+    }
+}
+
+/// Reads one compressed artifact to its end the way a restore does:
+/// opened, hashed as stored, decompressed with its frame checksums.
+async fn read_through(
+    store: &Store,
+    key: &str,
+    a: &Artifact,
+) -> Result<(u64, Option<ArtifactProblem>), StoreError> {
+    use crate::store::zstd_reader::{ZstdReadError, ZstdReader};
+    let unreadable = |detail: String| ArtifactProblem::Unreadable {
+        path: a.path.clone(),
+        detail,
+    };
+    let mut r = match ZstdReader::open(store, key, Some((a.size, a.sha256.clone()))).await {
+        Ok(r) => r,
+        Err(ZstdReadError::Store(e)) => return Err(e),
+        Err(ZstdReadError::Corrupt(d)) => return Ok((0, Some(unreadable(d)))),
+    };
+    loop {
+        match r.next_into(|_| Ok(())).await {
+            Ok(true) => {}
+            Ok(false) => return Ok((a.size, None)),
+            Err(ZstdReadError::Store(StoreError::Trust(t))) => {
+                return Ok((r.compressed_read, Some(unreadable(t.to_string()))))
+            }
+            Err(ZstdReadError::Store(e)) => return Err(e),
+            Err(ZstdReadError::Corrupt(d)) => return Ok((r.compressed_read, Some(unreadable(d)))),
+        }
     }
 }
 

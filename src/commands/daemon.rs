@@ -53,6 +53,14 @@ pub(crate) fn check_config(cli: &Cli, schedules: &Option<PathBuf>) -> Result<Exi
         Some(dir) => wpdr::daemon::schedule::Schedule::load_dir(dir)?,
         None => Vec::new(),
     };
+    let keys =
+        wpdr::trust::Keys::from_config(&cfg.encryption, &cfg.signing, cli.identity.as_deref())?;
+    let trust = serde_json::json!({
+        "encrypted_to": keys.recipients(),
+        "identities": keys.identity_publics(),
+        "signing_key": keys.signer().map(|s| s.verifying()),
+        "pinned_verifying_keys": cfg.signing.verify_keys,
+    });
     let now = chrono::Utc::now();
     let store = match &cfg.store {
         wpdr::config::StoreConfig::Local { path, .. } => {
@@ -80,6 +88,7 @@ pub(crate) fn check_config(cli: &Cli, schedules: &Option<PathBuf>) -> Result<Exi
             "site_prefix": cfg.site_prefix(),
             "database": format!("{}@{}:{}/{}", cfg.database.user, cfg.database.host, cfg.database.port, cfg.database.name),
             "database_password_set": !cfg.database.password.is_empty(),
+            "trust": trust,
             "schedules": next,
         }))?;
     } else {
@@ -96,6 +105,23 @@ pub(crate) fn check_config(cli: &Cli, schedules: &Option<PathBuf>) -> Result<Exi
                 "set"
             }
         );
+        match keys.recipients().as_slice() {
+            [] => println!("encryption off: sets are stored plain (set encryption.recipients)"),
+            r => println!("encryption to {}", r.join(", ")),
+        }
+        if !keys.identity_publics().is_empty() {
+            println!("identity opens {}", keys.identity_publics().join(", "));
+        }
+        match keys.signer() {
+            Some(k) => println!("signing with {}", k.verifying()),
+            None => println!("signing off: manifests are unsigned (set signing.key_file)"),
+        }
+        if !cfg.signing.verify_keys.is_empty() {
+            println!(
+                "verifying: only sets signed by {} are restored",
+                cfg.signing.verify_keys.join(", ")
+            );
+        }
         for s in &scheds {
             println!(
                 "schedule {:<20} {:<14} {:<16} {:<16} next {}",

@@ -4,6 +4,7 @@
 mod backup;
 mod binlog;
 mod daemon;
+mod keys;
 mod maintenance;
 mod media;
 mod output;
@@ -23,7 +24,7 @@ use wpdr::store::Store;
 
 pub(crate) async fn open(cli: &Cli) -> Result<(Config, Arc<Store>)> {
     let cfg = Config::load(cli.config.as_deref(), &ProcessEnv)?;
-    let store = Store::open(&cfg.store).await?;
+    let store = Store::open_site(&cfg, cli.identity.as_deref()).await?;
     Ok((cfg, Arc::new(store)))
 }
 
@@ -54,7 +55,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             until_caught_up,
             run_for,
         }) => binlog::archive(&cli, *until_caught_up, *run_for).await,
-        Command::Verify { set } => sets::verify(&cli, set).await,
+        Command::Verify { set, deep } => sets::verify(&cli, set, *deep).await,
         Command::Restore(RestoreArgs {
             part: Some(RestoreCommand::Db(args)),
             ..
@@ -76,6 +77,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }) => media::sync(&cli, *dry_run, *confirm_deletes).await,
         Command::Prune { dry_run } => maintenance::prune(&cli, *dry_run).await,
         Command::Status => maintenance::status(&cli).await,
+        Command::Keys(k) => keys::run(&cli, k),
         Command::CheckConfig { schedules } => daemon::check_config(&cli, schedules),
         Command::Daemon(args) => daemon::run(&cli, args).await,
     }

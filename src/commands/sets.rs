@@ -71,11 +71,11 @@ pub(crate) async fn show(cli: &Cli, set: &str) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
-pub(crate) async fn verify(cli: &Cli, set: &str) -> Result<ExitCode> {
+pub(crate) async fn verify(cli: &Cli, set: &str, deep: bool) -> Result<ExitCode> {
     let ctx = super::job_context(cli).await?;
     let pb = progress_bar(cli, 0, "verify");
     let ctx = ctx.with_progress(super::output::bytes_progress(&pb));
-    let report = jobs::verify::verify(&ctx, set).await;
+    let report = jobs::verify::verify(&ctx, set, deep).await;
     pb.finish_and_clear();
     let report = report?;
     if cli.output == OutputFormat::Json {
@@ -85,12 +85,20 @@ pub(crate) async fn verify(cli: &Cli, set: &str) -> Result<ExitCode> {
             println!("BAD  {}", describe_problem(p));
         }
         println!(
-            "{}: {} artifacts, {} checked, {} problem(s)",
+            "{}: {} artifacts, {} {}, {} problem(s)",
             report.set_id,
             report.artifacts_checked,
             human_bytes(report.bytes_checked),
+            if report.deep {
+                "opened and decompressed"
+            } else {
+                "hashed"
+            },
             report.problems.len()
         );
+        if let Some(v) = &report.signature {
+            println!("manifest {v}");
+        }
     }
     Ok(report.verdict().exit)
 }
@@ -113,6 +121,7 @@ fn describe_problem(p: &wpdr::catalog::ArtifactProblem) -> String {
         } => {
             format!("{path}: SHA-256 {found}, manifest says {expected} (altered or corrupt)")
         }
+        Unreadable { path, detail } => format!("{path}: does not open: {detail}"),
     }
 }
 
@@ -127,6 +136,13 @@ pub(crate) fn print_show(m: &Manifest) {
         (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0
     );
     println!("format     v{}, wpdr {}", m.format_version, m.wpdr_version);
+    match m.recipients() {
+        [] => println!("encrypted  no (stored plain)"),
+        r => println!("encrypted  to {}", r.join(", ")),
+    }
+    if let Some(v) = &m.signature {
+        println!("signature  {v}");
+    }
     for p in &m.failed_parts {
         println!(
             "PARTIAL    no {} in this set: {} (exit {})",

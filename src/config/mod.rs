@@ -16,6 +16,7 @@ mod restore;
 mod retention;
 mod s3;
 mod store;
+mod trust;
 
 pub use cluster::{ClusterConfig, CustomResourceKind, SealKey};
 pub use database::{BinlogArchiveConfig, DatabaseConfig, Endpoint, Topology};
@@ -25,6 +26,7 @@ pub use restore::{CacheKind, CacheServer, RestoreTargets, NAMESPACE_PLACEHOLDER}
 pub use retention::{BackupConfig, RetentionConfig, RetentionPolicy};
 pub use s3::{S3Config, S3Credentials};
 pub use store::StoreConfig;
+pub use trust::{EncryptionConfig, SigningConfig};
 
 use crate::exit::{Classify, ExitCode};
 use overlay::Section;
@@ -86,6 +88,10 @@ struct RawConfig {
     restore: restore::RawRestore,
     #[serde(default)]
     daemon: RawDaemon,
+    #[serde(default)]
+    encryption: trust::RawEncryption,
+    #[serde(default)]
+    signing: trust::RawSigning,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +128,8 @@ pub struct Config {
     pub wordpress_url: Option<String>,
     pub restore: RestoreTargets,
     pub daemon: DaemonConfig,
+    pub encryption: EncryptionConfig,
+    pub signing: SigningConfig,
 }
 
 impl Config {
@@ -192,6 +200,8 @@ impl Config {
                     .credential(&raw.daemon.trigger_token_file)?
                     .filter(|t| !t.is_empty()),
             },
+            encryption: trust::resolve_encryption(&raw.encryption, env)?,
+            signing: trust::resolve_signing(&raw.signing, env)?,
         })
     }
 

@@ -258,7 +258,7 @@ impl Runner {
                     Err(e) => Err(e.into()),
                 }
             }
-            JobKind::VerifyLatest => Box::pin(jobs::verify::verify(&ctx, "latest"))
+            JobKind::VerifyLatest => Box::pin(jobs::verify::verify(&ctx, "latest", false))
                 .await
                 .map(|r| r.verdict()),
         };

@@ -314,6 +314,13 @@ async fn run_locked(
         media,
         answers: site,
         failed_parts,
+        encryption: store
+            .keys()
+            .seals()
+            .then(|| crate::catalog::EncryptionSection {
+                recipients: store.keys().recipients(),
+            }),
+        signature: None,
     };
     // Every artifact must still be there: a run that stalled past its lock's
     // expiry could have had its files removed by a prune meanwhile.
@@ -377,7 +384,7 @@ async fn site_step(
         let compressed = crate::mysql::pipeline::compress(&json, cfg.backup.compression_level)
             .map_err(|e| e.to_string())?;
         let w = store
-            .put_bytes(&format!("{set_key}{PATH}"), Bytes::from(compressed))
+            .put_sealed(&format!("{set_key}{PATH}"), Bytes::from(compressed))
             .await
             .map_err(|e| e.to_string())?;
         Ok::<_, String>((answers, w))
@@ -553,7 +560,7 @@ async fn cluster_step(
     let mut written = Vec::new();
     let put = |path: &'static str, bytes: Vec<u8>| async move {
         let w = store
-            .put_bytes(&format!("{set_key}{path}"), Bytes::from(bytes))
+            .put_sealed(&format!("{set_key}{path}"), Bytes::from(bytes))
             .await
             .map_err(CatalogError::from)?;
         Ok::<_, BackupError>(Artifact {
@@ -579,15 +586,27 @@ async fn cluster_step(
             written.push(put("cluster/secrets.sealed", seal::seal(key, &plain)).await?);
             (Some("cluster/secrets.sealed".to_string()), None)
         }
+        // Sealed to the recipients like every artifact: no second key needed.
+        (None, false) if store.keys().seals() => {
+            const PATH: &str = "cluster/secrets.json.zst";
+            let plain = serde_json::to_vec(&inv.secrets).unwrap_or_default();
+            let compressed = crate::mysql::pipeline::compress(&plain, cfg.backup.compression_level)
+                .map_err(|e| MysqlError::Compression {
+                    path: PATH.into(),
+                    detail: e.to_string(),
+                })?;
+            written.push(put(PATH, compressed).await?);
+            (Some(PATH.to_string()), None)
+        }
         (None, false) => {
             tracing::warn!(
                 secrets = inv.secrets.len(),
-                "no secrets key configured (WPDR_SECRETS_KEY or cluster.secrets_key_file): Secrets are NOT in this set"
+                "neither encryption.recipients nor a secrets key (WPDR_SECRETS_KEY or cluster.secrets_key_file) is configured: Secrets are NOT in this set"
             );
             (
                 None,
                 Some(
-                    "no secrets key configured (WPDR_SECRETS_KEY or cluster.secrets_key_file)"
+                    "neither encryption.recipients nor a secrets key (WPDR_SECRETS_KEY or cluster.secrets_key_file) is configured"
                         .to_string(),
                 ),
             )

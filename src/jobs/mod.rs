@@ -261,7 +261,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let yaml = format!("store:\n  path: {}\n", dir.path().display());
         let cfg = Config::from_yaml(&yaml, &std::collections::HashMap::new()).unwrap();
-        let store = Arc::new(Store::open(&cfg.store).await.unwrap());
+        let store = Arc::new(Store::open_site(&cfg, None).await.unwrap());
         (dir, JobContext::new(cfg, store))
     }
 
@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(e.exit_code(), inner.exit_code());
         assert_eq!(e.metric_label(), inner.metric_label());
         // A job on an empty store: verify names the missing set.
-        let e = verify::verify(&ctx, "latest").await.unwrap_err();
+        let e = verify::verify(&ctx, "latest", false).await.unwrap_err();
         assert_eq!(e.exit_code(), ExitCode::SetNotFound, "{e}");
     }
 

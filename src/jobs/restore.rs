@@ -258,7 +258,7 @@ pub async fn restore_media(
     ctx.cancellable(async {
         let media = ctx.cfg.media.as_ref().ok_or(MediaError::NotConfigured)?;
         let catalog = ctx.catalog();
-        let manifest = catalog.resolve(set).await?;
+        let manifest = catalog.resolve_readable(set).await?;
         if let Some(failed) = manifest.failed_part("media") {
             return Err(MediaError::NotInPartialSet {
                 set: manifest.set_id.clone(),
@@ -308,7 +308,7 @@ pub async fn restore_cluster(
 ) -> Result<ClusterRestore, JobError> {
     ctx.cancellable(async {
         let catalog = ctx.catalog();
-        let manifest = catalog.resolve(set).await?;
+        let manifest = catalog.resolve_readable(set).await?;
         Ok::<_, JobError>(crate::restore::restore_cluster(&catalog, &manifest, client, opts).await?)
     })
     .await

@@ -5,18 +5,21 @@ use crate::catalog::VerifyReport;
 use crate::exit::ExitCode;
 
 /// `set` is an id or `latest`.
-pub async fn verify(ctx: &JobContext, set: &str) -> Result<VerifyReport, JobError> {
-    ctx.cancellable(verify_set(ctx, set)).await
+/// `deep`: also open and decompress every compressed artifact.
+pub async fn verify(ctx: &JobContext, set: &str, deep: bool) -> Result<VerifyReport, JobError> {
+    ctx.cancellable(verify_set(ctx, set, deep)).await
 }
 
-async fn verify_set(ctx: &JobContext, set: &str) -> Result<VerifyReport, JobError> {
+async fn verify_set(ctx: &JobContext, set: &str, deep: bool) -> Result<VerifyReport, JobError> {
     let catalog = ctx.catalog();
     let manifest = catalog.resolve(set).await?;
     ctx.progress
         .emit(ProgressEvent::Total(manifest.total_bytes()));
     let progress = ctx.progress.clone();
-    ctx.cancellable(catalog.verify(&manifest, &move |n| progress.emit(ProgressEvent::Bytes(n))))
-        .await
+    ctx.cancellable(catalog.verify(&manifest, deep, &move |n| {
+        progress.emit(ProgressEvent::Bytes(n))
+    }))
+    .await
 }
 
 impl JobReport for VerifyReport {

@@ -31,9 +31,13 @@ impl RecordWriter {
                     detail: e.to_string(),
                 }
             })?;
+        let writers = keys
+            .iter()
+            .map(|k| store.sealed_writer(k))
+            .collect::<Result<_, _>>()?;
         Ok(RecordWriter {
             encoder,
-            writers: keys.iter().map(|k| store.writer(k)).collect(),
+            writers,
             last_key: None,
             records: 0,
             bytes: 0,
@@ -262,7 +266,7 @@ mod tests {
 
     async fn roundtrip(keys: Vec<String>) -> Vec<Record> {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::Local(LocalStore::open(dir.path()).await.unwrap());
+        let store = Store::from(LocalStore::open(dir.path()).await.unwrap());
         let mut w = RecordWriter::new(&store, &["a.zst".into(), "b.zst".into()]).unwrap();
         for k in &keys {
             w.push(&rec(k)).await.unwrap();
@@ -292,7 +296,7 @@ mod tests {
     #[tokio::test]
     async fn out_of_order_and_truncated_streams_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::Local(LocalStore::open(dir.path()).await.unwrap());
+        let store = Store::from(LocalStore::open(dir.path()).await.unwrap());
         let mut w = RecordWriter::new(&store, &["x".into()]).unwrap();
         w.push(&rec("b")).await.unwrap();
         assert!(w.push(&rec("a")).await.is_err());

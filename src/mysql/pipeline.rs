@@ -56,7 +56,7 @@ impl ArtifactWriter {
             Ok(())
         });
         let uploader = tokio::spawn(async move {
-            let mut w = store.writer(&key);
+            let mut w = store.sealed_writer(&key)?;
             while let Some(chunk) = crx.recv().await {
                 if let Err(e) = w.write(&chunk).await {
                     w.abort().await;

@@ -53,7 +53,7 @@ pub async fn seed_replica(
         detail: e.to_string(),
     })?;
     let result = async {
-        let store = Arc::new(Store::Local(LocalStore::open(&dir).await?));
+        let store = Arc::new(Store::from(LocalStore::open(&dir).await?));
         let dump = snapshot(
             primary,
             database,

@@ -133,14 +133,13 @@ async fn read_artifact(
     path: &str,
 ) -> Result<Vec<u8>, RestoreError> {
     let key = catalog.key(&manifest.set_id, path);
-    let bytes = catalog
+    let (bytes, (size, sha)) = catalog
         .store()
-        .get_bytes(&key)
+        .get_with_digest(&key)
         .await
         .map_err(CatalogError::from)?;
-    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     let problem = match manifest.artifact(path) {
-        Some(a) => ArtifactProblem::check(a, bytes.len() as u64, &sha).map(|p| p.to_string()),
+        Some(a) => ArtifactProblem::check(a, size, &sha).map(|p| p.to_string()),
         None => Some("not listed in the manifest".to_string()),
     };
     if let Some(detail) = problem {
@@ -178,6 +177,19 @@ pub async fn restore_cluster(
         })?;
     let secrets: Vec<serde_json::Value> = match (&c.secrets_artifact, opts.skip_secrets, opts.key) {
         (None, _, _) | (Some(_), true, _) => Vec::new(),
+        // Sealed to the set's recipients: opened by the store like every artifact.
+        (Some(path), false, _) if path.ends_with(".json.zst") => {
+            let compressed = read_artifact(catalog, manifest, path).await?;
+            let json =
+                zstd::decode_all(compressed.as_slice()).map_err(|e| MysqlError::Artifact {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                })?;
+            serde_json::from_slice(&json).map_err(|e| MysqlError::Artifact {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?
+        }
         (Some(_), false, None) => {
             return Err(RestoreError::SecretsKeyMissing {
                 id: manifest.set_id.clone(),

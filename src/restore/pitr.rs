@@ -25,16 +25,16 @@ pub async fn choose(
     point: Option<&Point>,
 ) -> Result<(Manifest, Option<PitrPlan>), RestoreError> {
     let Some(point) = point else {
-        return Ok((catalog.resolve(set).await?, None));
+        return Ok((catalog.resolve_readable(set).await?, None));
     };
     let named = if set == "latest" {
         None
     } else {
-        Some(SetSummary::from(&catalog.resolve(set).await?))
+        Some(SetSummary::from(&catalog.resolve_readable(set).await?))
     };
     let sets = catalog.summaries().await?;
     let plan = replay::plan(store, site_prefix, &sets, named.as_ref(), point).await?;
-    Ok((catalog.load(&plan.set_id).await?, Some(plan)))
+    Ok((catalog.resolve_readable(&plan.set_id).await?, Some(plan)))
 }
 
 /// Replays the plan's transactions of `source_db` into `database` on

@@ -304,7 +304,7 @@ async fn check_targets(
 pub async fn dry_run(ctx: &RestoreContext, req: RestoreRequest<'_>) -> Result<DryRun, RunError> {
     check_namespace(req.namespace)?;
     let catalog = Catalog::new(&ctx.store, &ctx.cfg.site, &ctx.cfg.site_prefix());
-    let manifest = catalog.resolve(req.set).await?;
+    let manifest = catalog.resolve_readable(req.set).await?;
     let targets = Targets::resolve(&ctx.cfg.restore, &manifest, req.namespace, req.site_url);
     let journals = journal::list(&ctx.store, &ctx.cfg.site_prefix()).await?;
     let last = journal::last_durations(&journals, &req.plan.name);
@@ -344,7 +344,7 @@ pub async fn start(
 ) -> Result<RestoreOutcome, RunError> {
     check_namespace(req.namespace)?;
     let catalog = Catalog::new(&ctx.store, &ctx.cfg.site, &ctx.cfg.site_prefix());
-    let manifest = catalog.resolve(req.set).await?;
+    let manifest = catalog.resolve_readable(req.set).await?;
     let targets = Targets::resolve(&ctx.cfg.restore, &manifest, req.namespace, req.site_url);
     if let Some(e) = check_targets(&req.plan, &targets, &manifest, ctx)
         .await
@@ -436,7 +436,7 @@ pub async fn resume(
         }
     }
     let catalog = Catalog::new(&ctx.store, &ctx.cfg.site, &prefix);
-    let manifest = catalog.load(&j.set_id).await?;
+    let manifest = catalog.resolve_readable(&j.set_id).await?;
     let targets = Targets::resolve(
         &ctx.cfg.restore,
         &manifest,

@@ -17,8 +17,11 @@ pub use s3::S3Store;
 
 use crate::config::StoreConfig;
 use crate::exit::{Classify, ExitCode};
+use crate::trust::{Keys, Sealer, TrustError, AGE_MAGIC};
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,6 +38,8 @@ pub enum StoreError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Trust(TrustError),
     #[error("S3 {op} of {key} failed: {detail}")]
     S3 {
         op: &'static str,
@@ -64,6 +69,7 @@ impl Classify for StoreError {
         match self {
             StoreError::AccessDenied { .. } => ExitCode::StoreAuth,
             StoreError::NotFound { .. } => ExitCode::Integrity,
+            StoreError::Trust(t) => t.exit_code(),
             _ => ExitCode::StoreUnavailable,
         }
     }
@@ -75,6 +81,7 @@ impl Classify for StoreError {
             StoreError::Unreachable { .. } => "store_unreachable",
             StoreError::Io { .. } => "store_io",
             StoreError::S3 { .. } => "store_s3",
+            StoreError::Trust(t) => t.metric_label(),
         }
     }
 }
@@ -159,8 +166,8 @@ impl Pages<'_> {
             return Ok(None);
         }
         requests::list();
-        match self.store {
-            Store::Local(l) => {
+        match &self.store.backend {
+            Backend::Local(l) => {
                 self.done = true;
                 let mut all = l.list(self.prefix).await?;
                 if let Some(after) = &self.start_after {
@@ -169,7 +176,7 @@ impl Pages<'_> {
                 all.sort_by(|a, b| a.key.cmp(&b.key));
                 Ok(Some(all))
             }
-            Store::S3(s) => {
+            Backend::S3(s) => {
                 let (page, next) = s
                     .list_page(self.prefix, self.start_after.as_deref(), self.token.take())
                     .await?;
@@ -198,26 +205,80 @@ pub struct Written {
     pub sha256: String,
 }
 
-/// The store a command works against.
-pub enum Store {
+/// The store a command works against: a backend, and the keys that seal
+/// what is written through [`Store::sealed_writer`] and open what is read.
+pub struct Store {
+    backend: Backend,
+    keys: Keys,
+}
+
+enum Backend {
     Local(LocalStore),
     S3(S3Store),
+}
+
+impl From<LocalStore> for Store {
+    fn from(l: LocalStore) -> Self {
+        Store {
+            backend: Backend::Local(l),
+            keys: Keys::default(),
+        }
+    }
+}
+
+impl From<S3Store> for Store {
+    fn from(s: S3Store) -> Self {
+        Store {
+            backend: Backend::S3(s),
+            keys: Keys::default(),
+        }
+    }
 }
 
 impl Store {
     /// Opens the configured store and checks that it is there and usable.
     pub async fn open(cfg: &StoreConfig) -> Result<Store, StoreError> {
         match cfg {
-            StoreConfig::Local { path, .. } => Ok(Store::Local(LocalStore::open(path).await?)),
-            StoreConfig::S3(s3) => Ok(Store::S3(S3Store::open(s3).await?)),
+            StoreConfig::Local { path, .. } => Ok(LocalStore::open(path).await?.into()),
+            StoreConfig::S3(s3) => Ok(S3Store::open(s3).await?.into()),
+        }
+    }
+
+    /// The site's store with the keys its configuration names (recipients,
+    /// signing key, pinned verifying keys; the identity file, which
+    /// `identity` overrides).
+    pub async fn open_site(
+        cfg: &crate::config::Config,
+        identity: Option<&std::path::Path>,
+    ) -> Result<Store, StoreError> {
+        let keys = Keys::from_config(&cfg.encryption, &cfg.signing, identity)
+            .map_err(StoreError::Trust)?;
+        Ok(Self::open(&cfg.store).await?.with_keys(keys))
+    }
+
+    /// This store, sealing and opening with `keys`.
+    pub fn with_keys(mut self, keys: Keys) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The local directory behind this store, if it is one.
+    pub fn local(&self) -> Option<&LocalStore> {
+        match &self.backend {
+            Backend::Local(l) => Some(l),
+            Backend::S3(_) => None,
         }
     }
 
     /// Human description, never with credentials.
     pub fn describe(&self) -> String {
-        match self {
-            Store::Local(l) => format!("local directory {}", l.root().display()),
-            Store::S3(s) => s.describe(),
+        match &self.backend {
+            Backend::Local(l) => format!("local directory {}", l.root().display()),
+            Backend::S3(s) => s.describe(),
         }
     }
 
@@ -227,31 +288,103 @@ impl Store {
         w.finish().await
     }
 
+    /// [`put_bytes`](Self::put_bytes), sealed to the store's recipients.
+    pub async fn put_sealed(&self, key: &str, data: Bytes) -> Result<Written, StoreError> {
+        let mut w = self.sealed_writer(key)?;
+        w.write(&data).await?;
+        w.finish().await
+    }
+
     /// Creates `key` only if nothing is there; returns false when it already exists.
     pub async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool, StoreError> {
         requests::put();
-        match self {
-            Store::Local(l) => l.put_if_absent(key, data).await,
-            Store::S3(s) => s.put_if_absent(key, data).await,
+        match &self.backend {
+            Backend::Local(l) => l.put_if_absent(key, data).await,
+            Backend::S3(s) => s.put_if_absent(key, data).await,
         }
     }
 
+    /// The whole object, opened (decrypted) if it is sealed.
     pub async fn get_bytes(&self, key: &str) -> Result<Bytes, StoreError> {
+        Ok(self.get_with_digest(key).await?.0)
+    }
+
+    /// [`get_bytes`](Self::get_bytes), with the size and SHA-256 of the
+    /// object as stored: what to compare with a manifest or an index.
+    pub async fn get_with_digest(&self, key: &str) -> Result<(Bytes, (u64, String)), StoreError> {
         let mut r = self.reader(key).await?;
         let mut out = Vec::new();
         while let Some(chunk) = r.next_chunk().await? {
             out.extend_from_slice(&chunk);
         }
-        Ok(Bytes::from(out))
+        Ok((Bytes::from(out), r.stored()))
     }
 
-    /// Opens `key` for streaming reads.
+    /// Opens `key` for streaming reads. A sealed object (an age file) is
+    /// decrypted with the store's identities as it streams; a plain one is
+    /// passed through. Either way [`ObjectReader::stored`] gives the size
+    /// and SHA-256 of the bytes as stored, which is what manifests record.
     pub async fn reader(&self, key: &str) -> Result<ObjectReader, StoreError> {
-        requests::get();
-        match self {
-            Store::Local(l) => Ok(ObjectReader::Local(l.reader(key).await?)),
-            Store::S3(s) => Ok(ObjectReader::S3(s.reader(key).await?)),
+        let mut raw = self.raw_reader(key).await?;
+        let mut head = Vec::new();
+        while head.len() < AGE_MAGIC.len() {
+            match raw.next_chunk().await? {
+                Some(c) => head.extend_from_slice(&c),
+                None => break,
+            }
         }
+        if !head.starts_with(AGE_MAGIC) {
+            return Ok(raw.with_pending(head));
+        }
+        let failure = Arc::new(Mutex::new(None));
+        let stored = raw.stored.clone();
+        let first = futures::stream::once(std::future::ready(Ok(Bytes::from(head))));
+        let rest = futures::stream::try_unfold(raw, |mut r| async move {
+            Ok::<_, StoreError>(r.next_chunk().await?.map(|c| (c, r)))
+        });
+        let seen = failure.clone();
+        let source = first
+            .chain(rest)
+            .map_err(move |e: StoreError| {
+                let io = std::io::Error::other(e.to_string());
+                if let Ok(mut slot) = seen.lock() {
+                    *slot = Some(e);
+                }
+                io
+            })
+            .boxed()
+            .into_async_read();
+        let opened = self.keys.open_stream(key, source).await.map_err(|e| {
+            match failure.lock().ok().and_then(|mut s| s.take()) {
+                Some(store_error) => store_error,
+                None => StoreError::Trust(e),
+            }
+        })?;
+        Ok(ObjectReader {
+            source: Source::Sealed {
+                stream: Box::pin(opened),
+                failure,
+            },
+            pending: None,
+            stored,
+            key: key.to_string(),
+        })
+    }
+
+    /// Opens `key` for reading its bytes exactly as stored (sealed or not):
+    /// for hashing against a manifest without any key.
+    pub async fn raw_reader(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        requests::get();
+        let source = match &self.backend {
+            Backend::Local(l) => Source::Local(l.reader(key).await?),
+            Backend::S3(s) => Source::S3(s.reader(key).await?),
+        };
+        Ok(ObjectReader {
+            source,
+            pending: None,
+            stored: Arc::default(),
+            key: key.to_string(),
+        })
     }
 
     /// Every object under `prefix`, sorted by key (pages come ascending). Paginates for S3.
@@ -286,9 +419,9 @@ impl Store {
     /// The immediate "sub-directories" of `prefix` (which must end in '/').
     pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         requests::list();
-        let mut v = match self {
-            Store::Local(l) => l.list_dirs(prefix).await?,
-            Store::S3(s) => s.list(prefix, Some("/")).await?.1,
+        let mut v = match &self.backend {
+            Backend::Local(l) => l.list_dirs(prefix).await?,
+            Backend::S3(s) => s.list(prefix, Some("/")).await?.1,
         };
         v.sort();
         Ok(v)
@@ -296,17 +429,17 @@ impl Store {
 
     pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         requests::head();
-        match self {
-            Store::Local(l) => l.head(key).await,
-            Store::S3(s) => s.head(key).await,
+        match &self.backend {
+            Backend::Local(l) => l.head(key).await,
+            Backend::S3(s) => s.head(key).await,
         }
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         requests::delete();
-        match self {
-            Store::Local(l) => l.delete(key).await,
-            Store::S3(s) => s.delete(key).await,
+        match &self.backend {
+            Backend::Local(l) => l.delete(key).await,
+            Backend::S3(s) => s.delete(key).await,
         }
     }
 
@@ -322,7 +455,7 @@ impl Store {
             }
             deleted += page.len();
         }
-        if let Store::Local(l) = self {
+        if let Backend::Local(l) = &self.backend {
             l.remove_dir(prefix).await?;
         }
         Ok(deleted)
@@ -335,32 +468,109 @@ impl Store {
         prefix: &str,
         before: chrono::DateTime<chrono::Utc>,
     ) -> Result<usize, StoreError> {
-        match self {
-            Store::Local(_) => Ok(0),
-            Store::S3(s) => s.abort_stale_uploads(prefix, before).await,
+        match &self.backend {
+            Backend::Local(_) => Ok(0),
+            Backend::S3(s) => s.abort_stale_uploads(prefix, before).await,
         }
     }
 
+    /// A writer that stores bytes as given: for what must stay readable
+    /// without a key (manifests, locks, indexes, reports).
     pub fn writer(&self, key: &str) -> ObjectWriter {
-        match self {
-            Store::Local(l) => ObjectWriter::new(key, WriterBackend::Local(l.writer(key))),
-            Store::S3(s) => ObjectWriter::new(key, WriterBackend::S3(s.writer(key))),
-        }
+        let backend = match &self.backend {
+            Backend::Local(l) => WriterBackend::Local(l.writer(key)),
+            Backend::S3(s) => WriterBackend::S3(s.writer(key)),
+        };
+        ObjectWriter::new(key, backend, None)
     }
+
+    /// A writer that seals what it stores to the store's recipients (plain
+    /// when none are configured): for everything that holds site data.
+    pub fn sealed_writer(&self, key: &str) -> Result<ObjectWriter, StoreError> {
+        let sealer = self.keys.sealer(key).map_err(StoreError::Trust)?;
+        let mut w = self.writer(key);
+        w.sealer = sealer;
+        Ok(w)
+    }
+}
+
+/// Size and SHA-256 of an object's bytes as stored, counted as they arrive.
+#[derive(Default)]
+struct StoredDigest {
+    size: u64,
+    hasher: Sha256,
+}
+
+enum Source {
+    Local(local::LocalReader),
+    S3(s3::S3Reader),
+    Sealed {
+        stream: std::pin::Pin<Box<dyn futures::io::AsyncRead + Send>>,
+        /// The store error behind a failed read, kept whole (the age
+        /// reader sees only an io::Error).
+        failure: Arc<Mutex<Option<StoreError>>>,
+    },
 }
 
 /// A streaming read of one object.
-pub enum ObjectReader {
-    Local(local::LocalReader),
-    S3(s3::S3Reader),
+pub struct ObjectReader {
+    source: Source,
+    /// Bytes read ahead to tell a sealed object from a plain one.
+    pending: Option<Bytes>,
+    stored: Arc<Mutex<StoredDigest>>,
+    key: String,
 }
 
 impl ObjectReader {
+    fn with_pending(mut self, head: Vec<u8>) -> Self {
+        if !head.is_empty() {
+            self.pending = Some(Bytes::from(head));
+        }
+        self
+    }
+
     /// The next piece of the object, `None` at the end.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, StoreError> {
-        match self {
-            ObjectReader::Local(r) => r.next_chunk().await,
-            ObjectReader::S3(r) => r.next_chunk().await,
+        if let Some(p) = self.pending.take() {
+            return Ok(Some(p));
+        }
+        let chunk = match &mut self.source {
+            Source::Local(r) => r.next_chunk().await?,
+            Source::S3(r) => r.next_chunk().await?,
+            Source::Sealed { stream, failure } => {
+                use futures::io::AsyncReadExt;
+                let mut buf = vec![0u8; 64 * 1024];
+                let n = stream.read(&mut buf).await.map_err(|e| {
+                    match failure.lock().ok().and_then(|mut s| s.take()) {
+                        Some(store_error) => store_error,
+                        None => StoreError::Trust(crate::trust::TrustError::Decrypt {
+                            what: self.key.clone(),
+                            detail: e.to_string(),
+                        }),
+                    }
+                })?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                buf.truncate(n);
+                return Ok(Some(Bytes::from(buf)));
+            }
+        };
+        if let Some(c) = &chunk {
+            if let Ok(mut d) = self.stored.lock() {
+                d.size += c.len() as u64;
+                d.hasher.update(c);
+            }
+        }
+        Ok(chunk)
+    }
+
+    /// Size and SHA-256 of the bytes as stored that were read so far (the
+    /// whole object once `next_chunk` returned `None`).
+    pub fn stored(&self) -> (u64, String) {
+        match self.stored.lock() {
+            Ok(d) => (d.size, hex::encode(d.hasher.clone().finalize())),
+            Err(_) => (0, String::new()),
         }
     }
 }
@@ -373,20 +583,23 @@ enum WriterBackend {
 /// Streams one object into the store, hashing as it goes. Nothing is visible
 /// under `key` until [`ObjectWriter::finish`] returns; dropping or aborting
 /// the writer leaves no object (for S3 the multipart upload is aborted).
+/// A sealing writer encrypts first: size and hash are of what is stored.
 pub struct ObjectWriter {
     key: String,
     hasher: Sha256,
     size: u64,
     backend: WriterBackend,
+    sealer: Option<Sealer>,
 }
 
 impl ObjectWriter {
-    fn new(key: &str, backend: WriterBackend) -> Self {
+    fn new(key: &str, backend: WriterBackend, sealer: Option<Sealer>) -> Self {
         ObjectWriter {
             key: key.to_string(),
             hasher: Sha256::new(),
             size: 0,
             backend,
+            sealer,
         }
     }
 
@@ -395,6 +608,19 @@ impl ObjectWriter {
     }
 
     pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        match &mut self.sealer {
+            Some(s) => {
+                let sealed = s.seal(data).map_err(StoreError::Trust)?;
+                self.store(&sealed).await
+            }
+            None => self.store(data).await,
+        }
+    }
+
+    async fn store(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        if data.is_empty() {
+            return Ok(());
+        }
         self.hasher.update(data);
         self.size += data.len() as u64;
         match &mut self.backend {
@@ -403,7 +629,11 @@ impl ObjectWriter {
         }
     }
 
-    pub async fn finish(self) -> Result<Written, StoreError> {
+    pub async fn finish(mut self) -> Result<Written, StoreError> {
+        if let Some(s) = self.sealer.take() {
+            let last = s.finish().map_err(StoreError::Trust)?;
+            self.store(&last).await?;
+        }
         requests::put();
         let sha256 = hex::encode(self.hasher.finalize());
         match self.backend {
@@ -426,13 +656,88 @@ impl ObjectWriter {
 }
 
 /// SHA-256 and size of a whole object, read as a stream.
+/// Needs no key: a sealed object is hashed as stored.
 pub async fn hash_object(store: &Store, key: &str) -> Result<(u64, String), StoreError> {
-    let mut r = store.reader(key).await?;
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    while let Some(c) = r.next_chunk().await? {
-        n += c.len() as u64;
-        h.update(&c);
+    let mut r = store.raw_reader(key).await?;
+    while r.next_chunk().await?.is_some() {}
+    Ok(r.stored())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use age::x25519;
+
+    async fn sealed_store(dir: &std::path::Path, identity: bool) -> (Store, x25519::Identity) {
+        let id = x25519::Identity::generate();
+        let mut keys = Keys::new(vec![id.to_public()]);
+        if identity {
+            keys = keys.with_identities(vec![id.clone()]);
+        }
+        let store = Store::from(LocalStore::open(dir).await.unwrap()).with_keys(keys);
+        (store, id)
     }
-    Ok((n, hex::encode(h.finalize())))
+
+    #[tokio::test]
+    async fn sealed_objects_open_through_the_same_reader_and_hash_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = sealed_store(dir.path(), true).await;
+        let text: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let compressed = zstd::encode_all(text.as_slice(), 1).unwrap();
+        let mut w = store.sealed_writer("s/a.zst").unwrap();
+        for piece in compressed.chunks(10_000) {
+            w.write(piece).await.unwrap();
+        }
+        let written = w.finish().await.unwrap();
+        let raw = std::fs::read(dir.path().join("s/a.zst")).unwrap();
+        assert!(raw.starts_with(AGE_MAGIC));
+        assert_eq!(
+            hash_object(&store, "s/a.zst").await.unwrap(),
+            (written.size, written.sha256.clone())
+        );
+        // Opened transparently; the stored digest is what the manifest recorded.
+        let (opened, stored) = store.get_with_digest("s/a.zst").await.unwrap();
+        assert_eq!(opened.as_ref(), compressed.as_slice());
+        assert_eq!(stored, (written.size, written.sha256.clone()));
+        let mut r =
+            zstd_reader::ZstdReader::open(&store, "s/a.zst", Some((written.size, written.sha256)))
+                .await
+                .unwrap();
+        let mut out = Vec::new();
+        while r
+            .next_into(|b| {
+                out.extend_from_slice(b);
+                Ok(())
+            })
+            .await
+            .unwrap()
+        {}
+        assert_eq!(out, text);
+        // Plain objects pass through untouched.
+        store
+            .put_bytes("s/plain.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_bytes("s/plain.json").await.unwrap().as_ref(),
+            b"{}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_the_identity_a_sealed_object_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = sealed_store(dir.path(), false).await;
+        store
+            .put_sealed("s/rows.sql.zst", Bytes::from_static(b"INSERT"))
+            .await
+            .unwrap();
+        let e = store.get_bytes("s/rows.sql.zst").await.unwrap_err();
+        assert!(
+            matches!(e, StoreError::Trust(TrustError::IdentityMissing { .. })),
+            "{e}"
+        );
+        assert!(e.to_string().contains("s/rows.sql.zst"), "{e}");
+        assert_eq!(e.exit_code(), ExitCode::KeyRequired);
+    }
 }

@@ -3,9 +3,9 @@
 //! size and SHA-256 a manifest recorded (when given), and a stream that ends
 //! mid-frame reported as truncated. SQL artifacts and media record files
 //! both read through it. Every compressed object is written by [`encoder`].
+//! A sealed object is opened by the store's reader before it gets here.
 
 use super::{ObjectReader, Store, StoreError};
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
 
@@ -43,7 +43,6 @@ pub struct ZstdReader {
     /// Compressed bytes read so far (for progress).
     pub compressed_read: u64,
     expected: Option<(u64, String)>,
-    hasher: Sha256,
 }
 
 impl ZstdReader {
@@ -63,7 +62,6 @@ impl ZstdReader {
             last_hint: 1,
             compressed_read: 0,
             expected,
-            hasher: Sha256::new(),
         })
     }
 
@@ -79,7 +77,6 @@ impl ZstdReader {
         match self.reader.next_chunk().await? {
             Some(chunk) => {
                 self.compressed_read += chunk.len() as u64;
-                self.hasher.update(&chunk);
                 let mut input = InBuffer::around(&chunk);
                 loop {
                     let mut output = OutBuffer::around(&mut self.out[..]);
@@ -98,11 +95,11 @@ impl ZstdReader {
             }
             None => {
                 if let Some((size, sha)) = self.expected.take() {
-                    let found = hex::encode(std::mem::take(&mut self.hasher).finalize());
-                    if size != self.compressed_read || sha != found {
+                    // What was stored (sealed or not) is what the manifest hashed.
+                    let (stored, found) = self.reader.stored();
+                    if size != stored || sha != found {
                         return Err(ZstdReadError::Corrupt(format!(
-                            "{} bytes with SHA-256 {found}, but the manifest says {size} bytes with {sha}: the artifact was truncated or altered",
-                            self.compressed_read
+                            "{stored} bytes with SHA-256 {found}, but the manifest says {size} bytes with {sha}: the artifact was truncated or altered",
                         )));
                     }
                 }

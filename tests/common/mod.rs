@@ -87,7 +87,7 @@ impl Services {
     pub async fn open_store(&self, config: &Path) -> (wpdr::config::Config, wpdr::store::Store) {
         let env: HashMap<String, String> = self.secret_env().into_iter().collect();
         let cfg = wpdr::config::Config::load(Some(config), &env).unwrap();
-        let store = wpdr::store::Store::open(&cfg.store).await.unwrap();
+        let store = wpdr::store::Store::open_site(&cfg, None).await.unwrap();
         (cfg, store)
     }
 

@@ -559,6 +559,6 @@ pub(super) async fn put_compressed(
         detail: e.to_string(),
     })?;
     Ok(store
-        .put_bytes(&format!("{set_key}{path}"), Bytes::from(z))
+        .put_sealed(&format!("{set_key}{path}"), Bytes::from(z))
         .await?)
 }

@@ -22,7 +22,7 @@ async fn fake() -> Fake {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!("site: s\nstore:\n  path: {}\n", dir.path().display());
     let cfg = Config::from_yaml(&yaml, &std::collections::HashMap::new()).unwrap();
-    let store = Arc::new(Store::open(&cfg.store).await.unwrap());
+    let store = Arc::new(Store::open_site(&cfg, None).await.unwrap());
     let manifest = Manifest::empty_for_tests("20261129T120000Z-abcd", "s");
     Fake {
         _dir: dir,

@@ -1,0 +1,273 @@
+//! Trust under compromise, with the real binary, MariaDB and `age`:
+//! sets sealed to age recipients (what the backup side wrote it cannot
+//! read; a restore without a matching identity stops before touching its
+//! target and names the recipients; `age -d | zstd -dc | mariadb` opens a
+//! set without wpdr), and signed manifests (a restore side that pins the
+//! verifying key refuses a set that was altered, unsigned or forged).
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MARKER: &str = "customer-7f3a9e@example.com";
+
+/// `wpdr keys age|signing --out FILE`: the file and the public half printed.
+fn make_key(svc: &Services, cfg: &Path, kind: &str, out: &Path) -> String {
+    let o = svc.wpdr(
+        cfg,
+        &[
+            "--output",
+            "json",
+            "keys",
+            kind,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let public = json(&o)["public"].as_str().unwrap().to_string();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{out:?} is readable by others: {mode:o}");
+    // Never overwritten: a lost key loses every set sealed to it.
+    let again = svc.wpdr(cfg, &["keys", kind, "--out", out.to_str().unwrap()]);
+    assert_ne!(again.status.code(), Some(0));
+    public
+}
+
+async fn source_database(svc: &Services, stem: &str) -> String {
+    svc.database_with(
+        stem,
+        &[
+            "CREATE TABLE wp_users (ID BIGINT PRIMARY KEY, user_email TEXT, user_pass TEXT)",
+            &format!("INSERT INTO wp_users VALUES (1, '{MARKER}', '$P$Bhash'), (2, 'b@example.com', '$P$x')"),
+            "CREATE TABLE wp_options (option_id BIGINT PRIMARY KEY, option_name TEXT, option_value LONGTEXT)",
+            "INSERT INTO wp_options VALUES (1, 'payment_api_key', 'sk_live_0123456789')",
+        ],
+    )
+    .await
+}
+
+fn set_dir(dir: &Path, set: &str) -> PathBuf {
+    dir.join("store/wpdr/testsite/sets").join(set)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sets_are_sealed_to_their_recipients_and_open_only_with_an_identity() {
+    let svc = Services::get();
+    let db = source_database(&svc, "sealed_src").await;
+    let dir = tempfile::tempdir().unwrap();
+    let plain_cfg = svc.local_config(dir.path(), &db, "");
+    let operator = dir.path().join("operator.key");
+    let glass = dir.path().join("break-glass.key");
+    let stranger = dir.path().join("stranger.key");
+    let operator_pub = make_key(&svc, &plain_cfg, "age", &operator);
+    let glass_pub = make_key(&svc, &plain_cfg, "age", &glass);
+    make_key(&svc, &plain_cfg, "age", &stranger);
+    // The backup side's config holds the recipients only.
+    let cfg = svc.local_config(
+        dir.path(),
+        &db,
+        &format!("encryption:\n  recipients: [{operator_pub}, {glass_pub}]\n"),
+    );
+    let set = svc.backup(&cfg);
+
+    // Every artifact is an age file; no row is readable anywhere in the store.
+    let sealed_dir = set_dir(dir.path(), &set);
+    let mut artifacts = 0;
+    for f in files_under(&sealed_dir) {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&f).unwrap();
+        if name == "manifest.json" {
+            continue;
+        }
+        artifacts += 1;
+        assert!(
+            bytes.starts_with(b"age-encryption.org/v1\n"),
+            "{f:?} is not sealed"
+        );
+    }
+    assert!(artifacts >= 2, "{artifacts} artifacts");
+    for f in files_under(&dir.path().join("store")) {
+        let bytes = std::fs::read(&f).unwrap();
+        for secret in [MARKER.as_bytes(), b"sk_live_0123456789"] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret),
+                "{f:?} holds a row in the clear"
+            );
+        }
+    }
+    let shown = json(&svc.wpdr(&cfg, &["--output", "json", "sets", "show", &set]));
+    assert_eq!(
+        shown["encryption"]["recipients"],
+        serde_json::json!([operator_pub, glass_pub])
+    );
+
+    // Hashing needs no key; opening does, and the backup side has none.
+    let out = svc.wpdr(&cfg, &["verify", &set]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = svc.wpdr(&cfg, &["verify", &set, "--deep"]);
+    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&operator_pub), "{}", stderr(&out));
+
+    // A restore without the identity, or with a stranger's, stops before
+    // touching the target, naming whom the set was written for.
+    let target = MariaDb::start(&[]);
+    for extra in [vec![], vec!["--identity", stranger.to_str().unwrap()]] {
+        let out = svc.restore_db(&cfg, &set, &target, "from_sealed", &extra);
+        assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&operator_pub) && err.contains(&glass_pub),
+            "{err}"
+        );
+        let mut t = target.conn(None).await;
+        let exists: Option<String> = mysql_async::prelude::Queryable::query_first(
+            &mut t,
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'from_sealed'",
+        )
+        .await
+        .unwrap();
+        assert_eq!(exists, None, "the target was touched");
+    }
+
+    // Either recipient's identity opens it.
+    let out = svc.wpdr(
+        &cfg,
+        &[
+            "verify",
+            &set,
+            "--deep",
+            "--identity",
+            glass.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = svc.restore_db(
+        &cfg,
+        &set,
+        &target,
+        "from_sealed",
+        &["--identity", operator.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut src = svc.admin(Some(&db)).await;
+    let mut dst = target.conn(Some("from_sealed")).await;
+    assert_same_database(&mut src, &mut dst).await;
+
+    // The way back without wpdr: age, zstd and the mariadb client.
+    let script = format!(
+        "set -euo pipefail; cd '{}'; mariadb -h127.0.0.1 -P{port} -u{TEST_USER} -p{TEST_PASSWORD} -e 'CREATE DATABASE by_hand'; for f in db/*.sql.zst; do age -d -i '{}' \"$f\"; done | zstd -dc | mariadb -h127.0.0.1 -P{port} -u{TEST_USER} -p{TEST_PASSWORD} by_hand",
+        sealed_dir.display(),
+        operator.display(),
+        port = target.port,
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut by_hand = target.conn(Some("by_hand")).await;
+    assert_same_database(&mut src, &mut by_hand).await;
+
+    // Sets taken before encryption stay readable, with or without keys.
+    let plain_set = svc.backup(&plain_cfg);
+    let out = svc.wpdr(&cfg, &["verify", &plain_set, "--deep"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_side_that_pins_the_key_refuses_altered_unsigned_and_forged_sets() {
+    let svc = Services::get();
+    let db = source_database(&svc, "signed_src").await;
+    let dir = tempfile::tempdir().unwrap();
+    let bare = svc.local_config(dir.path(), &db, "");
+    let ours = dir.path().join("signing.key");
+    let theirs = dir.path().join("forger.key");
+    let verifying = make_key(&svc, &bare, "signing", &ours);
+    make_key(&svc, &bare, "signing", &theirs);
+    let writer = svc.local_config(
+        dir.path(),
+        &db,
+        &format!("signing:\n  key_file: {}\n", ours.display()),
+    );
+    let set = svc.backup(&writer);
+    let unsigned = svc.backup(&bare);
+    let pinned = svc.local_config(
+        dir.path(),
+        &db,
+        &format!("signing:\n  verify_keys: ['{verifying}']\n"),
+    );
+
+    let shown = json(&svc.wpdr(&pinned, &["--output", "json", "sets", "show", &set]));
+    assert_eq!(shown["signature"]["state"], "trusted", "{shown}");
+    let out = svc.wpdr(&pinned, &["verify", &set]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Without a pin the signature still proves the manifest intact.
+    let shown = json(&svc.wpdr(&bare, &["--output", "json", "sets", "show", &set]));
+    assert_eq!(shown["signature"]["state"], "signed_unpinned", "{shown}");
+    let shown = json(&svc.wpdr(&bare, &["--output", "json", "sets", "show", &unsigned]));
+    assert_eq!(shown["signature"]["state"], "unsigned", "{shown}");
+
+    // Unsigned: refused where a key is pinned.
+    let target = MariaDb::start(&[]);
+    let out = svc.restore_db(&pinned, &unsigned, &target, "x1", &[]);
+    assert_eq!(out.status.code(), Some(23), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not signed"), "{}", stderr(&out));
+
+    // Altered: one row count changed in the manifest.
+    let manifest = set_dir(dir.path(), &set).join("manifest.json");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    let altered = original.replacen("\"rows\": 2", "\"rows\": 3", 1);
+    assert_ne!(
+        altered, original,
+        "the manifest holds no row count to alter"
+    );
+    std::fs::write(&manifest, &altered).unwrap();
+    for args in [
+        vec!["verify", set.as_str()],
+        vec!["sets", "show", set.as_str()],
+    ] {
+        let out = svc.wpdr(&pinned, &args);
+        assert_eq!(out.status.code(), Some(23), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+    }
+    let out = svc.restore_db(&pinned, &set, &target, "x2", &[]);
+    assert_eq!(out.status.code(), Some(23), "{}", stderr(&out));
+
+    // Forged: the altered manifest re-signed with another key.
+    let forger = svc.local_config(
+        dir.path(),
+        &db,
+        &format!("signing:\n  key_file: {}\n", theirs.display()),
+    );
+    let forged_set = svc.backup(&forger);
+    let forged_sig = std::fs::read(set_dir(dir.path(), &forged_set).join("manifest.sig")).unwrap();
+    let forged_manifest =
+        std::fs::read_to_string(set_dir(dir.path(), &forged_set).join("manifest.json")).unwrap();
+    std::fs::write(&manifest, forged_manifest.replace(&forged_set, &set)).unwrap();
+    std::fs::write(set_dir(dir.path(), &set).join("manifest.sig"), forged_sig).unwrap();
+    let out = svc.restore_db(&pinned, &set, &target, "x3", &[]);
+    assert_eq!(out.status.code(), Some(23), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not one of the pinned"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Restored to what was written, the set restores again.
+    std::fs::write(&manifest, &original).unwrap();
+    let sig = set_dir(dir.path(), &set).join("manifest.sig");
+    std::fs::remove_file(&sig).unwrap();
+    let out = svc.restore_db(&pinned, &set, &target, "x4", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(23),
+        "a set whose signature was removed restored"
+    );
+    let resigned = svc.backup(&writer);
+    let out = svc.restore_db(&pinned, &resigned, &target, "x5", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
