@@ -41,6 +41,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 command -v memcached >/dev/null || need_apt+=(memcached)
+# The way back from an encrypted set without wpdr (tests/trust.rs runs it).
+command -v age >/dev/null || need_apt+=(age)
 
 install_apt() {
   if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -49,6 +49,14 @@ async fn source_database(svc: &Services, stem: &str) -> String {
     .await
 }
 
+/// A local-store config of its own name (every config of a test shares the store).
+fn config(svc: &Services, dir: &Path, name: &str, database: &str, extra: &str) -> PathBuf {
+    let written = svc.local_config(dir, database, extra);
+    let own = dir.join(format!("{name}.yaml"));
+    std::fs::rename(written, &own).unwrap();
+    own
+}
+
 fn set_dir(dir: &Path, set: &str) -> PathBuf {
     dir.join("store/wpdr/testsite/sets").join(set)
 }
@@ -58,7 +66,7 @@ async fn sets_are_sealed_to_their_recipients_and_open_only_with_an_identity() {
     let svc = Services::get();
     let db = source_database(&svc, "sealed_src").await;
     let dir = tempfile::tempdir().unwrap();
-    let plain_cfg = svc.local_config(dir.path(), &db, "");
+    let plain_cfg = config(&svc, dir.path(), "plain", &db, "");
     let operator = dir.path().join("operator.key");
     let glass = dir.path().join("break-glass.key");
     let stranger = dir.path().join("stranger.key");
@@ -66,8 +74,10 @@ async fn sets_are_sealed_to_their_recipients_and_open_only_with_an_identity() {
     let glass_pub = make_key(&svc, &plain_cfg, "age", &glass);
     make_key(&svc, &plain_cfg, "age", &stranger);
     // The backup side's config holds the recipients only.
-    let cfg = svc.local_config(
+    let cfg = config(
+        &svc,
         dir.path(),
+        "sealing",
         &db,
         &format!("encryption:\n  recipients: [{operator_pub}, {glass_pub}]\n"),
     );
@@ -183,20 +193,24 @@ async fn a_restore_side_that_pins_the_key_refuses_altered_unsigned_and_forged_se
     let svc = Services::get();
     let db = source_database(&svc, "signed_src").await;
     let dir = tempfile::tempdir().unwrap();
-    let bare = svc.local_config(dir.path(), &db, "");
+    let bare = config(&svc, dir.path(), "bare", &db, "");
     let ours = dir.path().join("signing.key");
     let theirs = dir.path().join("forger.key");
     let verifying = make_key(&svc, &bare, "signing", &ours);
     make_key(&svc, &bare, "signing", &theirs);
-    let writer = svc.local_config(
+    let writer = config(
+        &svc,
         dir.path(),
+        "writer",
         &db,
         &format!("signing:\n  key_file: {}\n", ours.display()),
     );
     let set = svc.backup(&writer);
     let unsigned = svc.backup(&bare);
-    let pinned = svc.local_config(
+    let pinned = config(
+        &svc,
         dir.path(),
+        "pinned",
         &db,
         &format!("signing:\n  verify_keys: ['{verifying}']\n"),
     );
@@ -238,8 +252,10 @@ async fn a_restore_side_that_pins_the_key_refuses_altered_unsigned_and_forged_se
     assert_eq!(out.status.code(), Some(23), "{}", stderr(&out));
 
     // Forged: the altered manifest re-signed with another key.
-    let forger = svc.local_config(
+    let forger = config(
+        &svc,
         dir.path(),
+        "forger",
         &db,
         &format!("signing:\n  key_file: {}\n", theirs.display()),
     );
