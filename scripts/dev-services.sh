@@ -16,6 +16,7 @@ DB_PORT="${WPDR_DEV_DB_PORT:-3307}"
 S3_PORT="${WPDR_DEV_S3_PORT:-3900}"
 RPC_PORT=$((S3_PORT + 1))
 ADMIN_PORT=$((S3_PORT + 3))
+MOTO_PORT="${WPDR_DEV_MOTO_PORT:-$((S3_PORT + 10))}"
 DB_USER=wpdr
 DB_PASSWORD=wpdr-dev-password
 # Fixed, test-only credentials so reruns and CI agree (garage key import).
@@ -69,7 +70,7 @@ garage_bin() {
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 stop_all() {
-  for p in "$DEV_DIR/mariadb/mariadb.pid" "$DEV_DIR/garage/garage.pid"; do
+  for p in "$DEV_DIR/mariadb/mariadb.pid" "$DEV_DIR/garage/garage.pid" "$DEV_DIR/moto/moto.pid"; do
     if alive "$p"; then kill "$(cat "$p")" || true; fi
   done
   for _ in $(seq 50); do
@@ -172,6 +173,23 @@ for _ in $(seq 120); do
   sleep 0.25
 done
 
+# ---- moto (S3 with Object Lock and IAM policies, for tests/object_lock.rs) ----
+M_DIR="$DEV_DIR/moto"
+mkdir -p "$M_DIR"
+python3 -c 'import moto.server, boto3' 2>/dev/null || pip install -q 'moto[server]' >&2
+if ! alive "$M_DIR/moto.pid" || [ ! -s "$M_DIR/env" ]; then
+  if alive "$M_DIR/moto.pid"; then kill "$(cat "$M_DIR/moto.pid")"; sleep 0.5; fi
+  log "starting moto S3 on 127.0.0.1:$MOTO_PORT"
+  INITIAL_NO_AUTH_ACTION_COUNT=3 python3 "$(dirname "$0")/moto-server.py" -H 127.0.0.1 -p "$MOTO_PORT" \
+    >"$M_DIR/moto.log" 2>&1 &
+  echo $! >"$M_DIR/moto.pid"
+  # Wait for the port without a request: moto counts requests toward the
+  # three that may come without a key (the setup's first three).
+  for _ in $(seq 120); do (exec 3<>"/dev/tcp/127.0.0.1/$MOTO_PORT") 2>/dev/null && break; sleep 0.25; done
+  python3 "$(dirname "$0")/moto-setup.py" "http://127.0.0.1:$MOTO_PORT" >"$M_DIR/env" \
+    || { cat "$M_DIR/moto.log" >&2; exit 1; }
+fi
+
 cat >"$DEV_DIR/env" <<ENV
 # written by scripts/dev-services.sh; test-only credentials
 export WPDR_DEV_DIR=$DEV_DIR
@@ -188,5 +206,6 @@ export WPDR_TEST_S3_BUCKET=wpdr-backups
 export WPDR_TEST_MEDIA_SOURCE_BUCKET=wpdr-media-source
 export WPDR_TEST_MEDIA_OFFSITE_BUCKET=wpdr-media-offsite
 export WPDR_TEST_GARAGE="$GARAGE -c $G_CONF"
+$(cat "$M_DIR/env")
 ENV
 log "ready: MariaDB 127.0.0.1:$DB_PORT, Garage S3 http://127.0.0.1:$S3_PORT; env in $DEV_DIR/env"

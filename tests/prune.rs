@@ -47,6 +47,7 @@ async fn synthetic_set(catalog: &Catalog<'_>, id: &str, at: DateTime<Utc>) {
         failed_parts: Vec::new(),
         encryption: None,
         signature: None,
+        retained_until: None,
     };
     catalog.commit(&m).await.unwrap();
 }
@@ -164,7 +165,10 @@ async fn prune_keeps_exactly_the_policy_and_never_a_referenced_artifact() {
     // Every remaining set verifies: no artifact a kept set references was removed.
     for id in &left {
         let m = catalog.load(id).await.unwrap();
-        assert!(catalog.verify(&m, false, &|_| {}).await.unwrap().ok(), "{id}");
+        assert!(
+            catalog.verify(&m, false, &|_| {}).await.unwrap().ok(),
+            "{id}"
+        );
     }
     // Deleted sets left nothing behind; the old interrupted run is gone, the fresh one stays.
     for (id, _) in &ids {

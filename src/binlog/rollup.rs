@@ -386,7 +386,7 @@ async fn write_day(
     if let Some(f) = fence {
         f.check()?;
     }
-    let written = store.put_bytes(&key, detail.into()).await?;
+    let written = store.put_kept(&key, detail.into()).await?;
     let runs = join(&segments.iter().map(Run::of).collect::<Vec<_>>(), None)
         .into_iter()
         .map(|(r, _)| r)

@@ -236,7 +236,7 @@ impl SegmentSpool {
             }
         }
         store
-            .put_bytes(&index_key(site_prefix, &name), json.into())
+            .put_kept(&index_key(site_prefix, &name), json.into())
             .await?;
         Ok(Some(index))
     }

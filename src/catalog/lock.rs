@@ -35,6 +35,10 @@ pub struct LockInfo {
     pub purpose: String,
     pub acquired_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// Set when the holder let go: the lock object stays (the writing
+    /// side's credentials may not delete), marked free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<DateTime<Utc>>,
 }
 
 impl LockInfo {
@@ -47,7 +51,7 @@ impl LockInfo {
 
     /// True when the holder can no longer be running.
     fn is_stale(&self, now: DateTime<Utc>, this_host: &str) -> bool {
-        if self.expires_at < now {
+        if self.released_at.is_some() || self.expires_at < now {
             return true;
         }
         self.host == this_host && !process_alive(self.pid)
@@ -205,7 +209,8 @@ impl LockGuard {
         self.fence.clone()
     }
 
-    /// Releases the lock now (only if it is still ours).
+    /// Releases the lock now (only if it is still ours) by marking it
+    /// free: a release needs no delete permission.
     pub async fn release(mut self, store: &Store) -> Result<(), CatalogError> {
         self.stop.notify_one();
         if let Some(h) = self.renewer.take() {
@@ -216,9 +221,10 @@ impl LockGuard {
         let token = self.info.token.clone();
         with_local_mutex(store, &key, || async {
             if let Ok(b) = store.get_bytes(&key).await {
-                if let Ok(current) = serde_json::from_slice::<LockInfo>(&b) {
+                if let Ok(mut current) = serde_json::from_slice::<LockInfo>(&b) {
                     if current.token == token {
-                        store.delete(&key).await?;
+                        current.released_at = Some(Utc::now());
+                        store.put_bytes(&key, encode(&key, &current)?).await?;
                     }
                 }
             }
@@ -256,12 +262,7 @@ impl LockGuard {
                         _ => return Ok(Renewal::TakenBy("nobody (the lock is gone)".into())),
                     }
                     info.expires_at = Utc::now() + ChronoDuration::seconds(ttl_seconds as i64);
-                    let body = serde_json::to_vec(&info).map_err(|e| StoreError::S3 {
-                        op: "encode lock",
-                        key: key.clone(),
-                        detail: e.to_string(),
-                    })?;
-                    store.put_bytes(&key, Bytes::from(body)).await?;
+                    store.put_bytes(&key, encode(&key, &info)?).await?;
                     Ok(Renewal::Renewed)
                 })
                 .await;
@@ -354,8 +355,22 @@ async fn read_lock(store: &Store, key: &str) -> Result<Option<Option<LockInfo>>,
     }
 }
 
+/// The lock's holder, if it is held (a released lock is no holder).
 pub(super) async fn current(store: &Store, key: &str) -> Result<Option<LockInfo>, StoreError> {
-    Ok(read_lock(store, key).await?.flatten())
+    Ok(read_lock(store, key)
+        .await?
+        .flatten()
+        .filter(|l| l.released_at.is_none()))
+}
+
+fn encode(key: &str, info: &LockInfo) -> Result<Bytes, StoreError> {
+    serde_json::to_vec(info)
+        .map(Bytes::from)
+        .map_err(|e| StoreError::S3 {
+            op: "encode lock",
+            key: key.to_string(),
+            detail: e.to_string(),
+        })
 }
 
 pub(super) async fn acquire(
@@ -405,7 +420,11 @@ async fn try_acquire(
         let now = Utc::now();
         // Look first: a live holder is reported whether or not the store
         // supports conditional writes.
-        match read_lock(store, key).await? {
+        // A free, stale or unreadable lock is overwritten (never deleted:
+        // the writing side may hold no delete permission); the read-back
+        // below settles a race between two takers.
+        let existing = read_lock(store, key).await?;
+        match &existing {
             Some(Some(holder)) if !holder.is_stale(now, host) => {
                 return Err(CatalogError::Locked {
                     site: site.to_string(),
@@ -413,15 +432,11 @@ async fn try_acquire(
                     expires_at: holder.expires_at,
                 });
             }
-            Some(Some(holder)) => {
+            Some(Some(holder)) if holder.released_at.is_none() => {
                 tracing::warn!(holder = %holder.describe(), "taking over a stale backup lock");
-                store.delete(key).await?;
             }
-            Some(None) => {
-                tracing::warn!(%key, "removing an unreadable backup lock");
-                store.delete(key).await?;
-            }
-            None => {}
+            Some(None) => tracing::warn!(%key, "replacing an unreadable backup lock"),
+            Some(Some(_)) | None => {}
         }
         let info = LockInfo {
             token: format!("{:032x}", rand::random::<u128>()),
@@ -430,13 +445,12 @@ async fn try_acquire(
             purpose: purpose.to_string(),
             acquired_at: now,
             expires_at: now + ChronoDuration::seconds(ttl_seconds as i64),
+            released_at: None,
         };
-        let body = serde_json::to_vec(&info).map_err(|e| StoreError::S3 {
-            op: "encode lock",
-            key: key.to_string(),
-            detail: e.to_string(),
-        })?;
-        if !store.put_if_absent(key, Bytes::from(body)).await? {
+        let body = encode(key, &info)?;
+        if existing.is_some() {
+            store.put_bytes(key, body).await?;
+        } else if !store.put_if_absent(key, body).await? {
             return Ok(None);
         }
         if store.local().is_none() {
@@ -537,6 +551,7 @@ mod tests {
             purpose: "backup".into(),
             acquired_at: Utc::now() - ChronoDuration::seconds(600),
             expires_at: Utc::now() - ChronoDuration::seconds(1),
+            released_at: None,
         };
         store
             .put_bytes(
@@ -564,6 +579,7 @@ mod tests {
             purpose: "backup".into(),
             acquired_at: Utc::now(),
             expires_at: Utc::now() + ChronoDuration::seconds(600),
+            released_at: None,
         };
         store
             .put_bytes(

@@ -36,6 +36,10 @@ pub struct Manifest {
     /// is committed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_parts: Vec<FailedPart>,
+    /// Object Lock: every object of the set is retained at least until
+    /// then (absent: no lock); prune leaves the set alone before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained_until: Option<DateTime<Utc>>,
     /// Whom the set's artifacts are sealed to (absent: stored plain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionSection>,
@@ -381,6 +385,7 @@ impl Manifest {
             failed_parts: Vec::new(),
             encryption: None,
             signature: None,
+            retained_until: None,
         }
     }
 }

@@ -135,6 +135,9 @@ pub struct SetSummary {
     /// Where a point-in-time replay after this set starts (None: it cannot be a base).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
+    /// Object Lock: no object of the set can be deleted before this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retained_until: Option<DateTime<Utc>>,
 }
 
 impl From<&Manifest> for SetSummary {
@@ -159,6 +162,7 @@ impl From<&Manifest> for SetSummary {
             parts_missing: m.failed_parts.clone(),
             snapshot_at: m.snapshot_time(),
             position: m.replay_position(),
+            retained_until: m.retained_until,
         }
     }
 }
@@ -548,11 +552,11 @@ impl<'a> Catalog<'a> {
                 }
             })?;
             self.store
-                .put_bytes(&self.key(&manifest.set_id, SIGNATURE), Bytes::from(sig))
+                .put_kept(&self.key(&manifest.set_id, SIGNATURE), Bytes::from(sig))
                 .await?;
         }
         self.store
-            .put_bytes(
+            .put_kept(
                 &self.key(&manifest.set_id, "manifest.json"),
                 Bytes::from(json),
             )

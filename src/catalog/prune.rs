@@ -25,10 +25,19 @@ pub struct PruneReport {
     pub deleted: Vec<String>,
     /// Sets the policy would delete but a restore has pinned.
     pub pinned: Vec<String>,
+    /// Sets the policy would delete but Object Lock still retains: kept
+    /// until the date, deleted by a prune after it.
+    pub retained: Vec<RetainedSet>,
     /// Directories of interrupted runs removed.
     pub incomplete_removed: Vec<String>,
     pub bytes_freed: u64,
     pub uploads_aborted: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RetainedSet {
+    pub id: String,
+    pub until: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -162,6 +171,7 @@ impl Catalog<'_> {
             decisions: decisions.clone(),
             deleted: Vec::new(),
             pinned: Vec::new(),
+            retained: Vec::new(),
             incomplete_removed: Vec::new(),
             bytes_freed: 0,
             uploads_aborted: 0,
@@ -171,10 +181,15 @@ impl Catalog<'_> {
                 report.pinned.push(d.id.clone());
                 continue;
             }
-            let bytes = summaries
-                .iter()
-                .find(|m| m.id == d.id)
-                .map_or(0, |m| m.bytes);
+            let summary = summaries.iter().find(|m| m.id == d.id);
+            if let Some(until) = summary.and_then(|m| m.retained_until).filter(|u| *u > now) {
+                report.retained.push(RetainedSet {
+                    id: d.id.clone(),
+                    until,
+                });
+                continue;
+            }
+            let bytes = summary.map_or(0, |m| m.bytes);
             if let Some(f) = fence {
                 // A prune that lost its lock deletes nothing more.
                 f.confirm(self.store).await?;
@@ -189,8 +204,14 @@ impl Catalog<'_> {
             report.deleted.push(d.id.clone());
         }
         let cutoff = now - incomplete_grace;
+        // An interrupted run's files are retained from when they were written.
+        let lock_days = self.store.object_lock().map_or(Duration::zero(), |l| {
+            Duration::days(i64::from(l.days)) + Duration::hours(1)
+        });
         for id in self.incomplete().await? {
-            if set_time(&id).is_some_and(|t| t < cutoff) && !self.pinned(&id, now).await? {
+            if set_time(&id).is_some_and(|t| t < cutoff && t + lock_days < now)
+                && !self.pinned(&id, now).await?
+            {
                 if let Some(f) = fence {
                     f.confirm(self.store).await?;
                 }

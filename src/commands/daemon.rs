@@ -47,8 +47,43 @@ pub(crate) async fn run(cli: &Cli, args: &DaemonArgs) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
-pub(crate) fn check_config(cli: &Cli, schedules: &Option<PathBuf>) -> Result<ExitCode> {
+pub(crate) async fn check_config(cli: &Cli, schedules: &Option<PathBuf>) -> Result<ExitCode> {
     let cfg = Config::load(cli.config.as_deref(), &ProcessEnv)?;
+    // The one check that asks the store: sets written under Object Lock
+    // into a bucket without it would fail at the first write.
+    let object_lock = match &cfg.store {
+        wpdr::config::StoreConfig::S3(s3) => match s3.object_lock {
+            Some(lock) => {
+                let store = wpdr::store::S3Store::open(s3).await?;
+                match store.object_lock_enabled().await? {
+                    Some(true) => Some(format!(
+                        "{} for {} days (bucket {} has Object Lock enabled)",
+                        lock.mode.as_str().to_ascii_lowercase(),
+                        lock.days,
+                        s3.bucket
+                    )),
+                    found => {
+                        return Err(wpdr::config::ConfigError::Invalid {
+                            field: "store.object_lock".into(),
+                            env: "WPDR_S3_OBJECT_LOCK_MODE".into(),
+                            problem: format!(
+                                "bucket '{}' {}. Object Lock can only be enabled when a bucket is created: create one with it (`aws s3api create-bucket --bucket NAME --object-lock-enabled-for-bucket`, or your provider's equivalent), copy the sets over and point store.bucket at it; or remove store.object_lock",
+                                s3.bucket,
+                                if found == Some(false) {
+                                    "does not have Object Lock enabled"
+                                } else {
+                                    "is on a server that does not implement Object Lock"
+                                }
+                            ),
+                        }
+                        .into())
+                    }
+                }
+            }
+            None => None,
+        },
+        wpdr::config::StoreConfig::Local { .. } => None,
+    };
     let scheds = match schedules {
         Some(dir) => wpdr::daemon::schedule::Schedule::load_dir(dir)?,
         None => Vec::new(),
@@ -89,6 +124,7 @@ pub(crate) fn check_config(cli: &Cli, schedules: &Option<PathBuf>) -> Result<Exi
             "database": format!("{}@{}:{}/{}", cfg.database.user, cfg.database.host, cfg.database.port, cfg.database.name),
             "database_password_set": !cfg.database.password.is_empty(),
             "trust": trust,
+            "object_lock": object_lock,
             "schedules": next,
         }))?;
     } else {
@@ -105,6 +141,9 @@ pub(crate) fn check_config(cli: &Cli, schedules: &Option<PathBuf>) -> Result<Exi
                 "set"
             }
         );
+        if let Some(lock) = &object_lock {
+            println!("object lock {lock}");
+        }
         match keys.recipients().as_slice() {
             [] => println!("encryption off: sets are stored plain (set encryption.recipients)"),
             r => println!("encryption to {}", r.join(", ")),

@@ -23,6 +23,11 @@ pub(crate) async fn prune(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
             format!("keep    ({})", d.reasons.join(", "))
         } else if report.pinned.contains(&d.id) {
             "pinned  (a restore is reading it)".to_string()
+        } else if let Some(r) = report.retained.iter().find(|r| r.id == d.id) {
+            format!(
+                "locked  (Object Lock retains it until {}; a prune after that deletes it)",
+                r.until.format("%Y-%m-%d %H:%M")
+            )
         } else {
             verb.to_string()
         };

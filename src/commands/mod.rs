@@ -78,7 +78,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Prune { dry_run } => maintenance::prune(&cli, *dry_run).await,
         Command::Status => maintenance::status(&cli).await,
         Command::Keys(k) => keys::run(&cli, k),
-        Command::CheckConfig { schedules } => daemon::check_config(&cli, schedules),
+        Command::CheckConfig { schedules } => daemon::check_config(&cli, schedules).await,
         Command::Daemon(args) => daemon::run(&cli, args).await,
     }
 }

@@ -33,12 +33,120 @@ pub struct S3Config {
     pub credentials: Option<S3Credentials>,
     pub part_size: usize,
     pub parts_in_flight: usize,
+    /// Every object of a set is written with this retention (S3 Object
+    /// Lock): the credentials that write it cannot delete it before then.
+    pub object_lock: Option<ObjectLock>,
+    /// Keys that may delete, used by `prune` only (`store.prune_credentials`).
+    pub prune_credentials: Option<S3Credentials>,
+}
+
+/// `object_lock: {mode, days}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    pub days: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Deletable before expiry only with s3:BypassGovernanceRetention.
+    Governance,
+    /// Deletable by nobody, the root account included, before expiry.
+    Compliance,
+}
+
+impl LockMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawObjectLock {
+    mode: Option<String>,
+    days: Option<u32>,
+}
+
+/// `object_lock:` of `section` (env `<prefix>OBJECT_LOCK_MODE`, `..._DAYS`).
+pub(crate) fn resolve_object_lock(
+    raw: &Option<RawObjectLock>,
+    section: Section,
+) -> Result<Option<ObjectLock>, ConfigError> {
+    let raw = raw.clone().unwrap_or_default();
+    let mode_key = section.key("object_lock.mode", "OBJECT_LOCK_MODE");
+    let days_key = section.key("object_lock.days", "OBJECT_LOCK_DAYS");
+    let mode = mode_key.string(&raw.mode)?;
+    let days = days_key.number(&raw.days)?;
+    let (mode, days) = match (mode, days) {
+        (None, None) => return Ok(None),
+        (Some(m), Some(d)) => (m, d),
+        (Some(_), None) => return Err(days_key.invalid("is required with object_lock.mode")),
+        (None, Some(_)) => {
+            return Err(
+                mode_key.invalid("is required with object_lock.days (governance or compliance)")
+            )
+        }
+    };
+    let mode = match mode.trim().to_ascii_lowercase().as_str() {
+        "governance" => LockMode::Governance,
+        "compliance" => LockMode::Compliance,
+        other => {
+            return Err(mode_key.invalid(format!(
+                "'{other}' is not a lock mode; use governance or compliance"
+            )))
+        }
+    };
+    let days = days_key.within(days, 1..=36_500)?;
+    Ok(Some(ObjectLock { mode, days }))
 }
 
 #[derive(Debug, Clone)]
 pub struct S3Credentials {
     pub access_key_id: String,
     pub secret_access_key: Secret,
+}
+
+/// A static key pair from `section`'s `access_key_id(_file)` and
+/// `secret_access_key(_file)`; `None` when neither is set.
+pub(crate) fn resolve_credentials(
+    section: Section,
+    access_key_id: &Option<String>,
+    access_key_id_file: &Option<PathBuf>,
+    secret_access_key_file: &Option<PathBuf>,
+) -> Result<Option<S3Credentials>, ConfigError> {
+    let key_id = match section
+        .key("access_key_id", "ACCESS_KEY_ID")
+        .string(access_key_id)?
+    {
+        Some(k) => Some(k),
+        None => match access_key_id_file {
+            Some(p) => Some(
+                super::overlay::read_credential(&section.key("access_key_id_file", "-").field, p)?
+                    .expose()
+                    .to_string(),
+            ),
+            None => None,
+        },
+    };
+    let secret_key = section.key("secret_access_key_file", "SECRET_ACCESS_KEY");
+    let secret = secret_key.credential(secret_access_key_file)?;
+    match (key_id, secret) {
+        (Some(access_key_id), Some(secret_access_key)) => Ok(Some(S3Credentials {
+            access_key_id,
+            secret_access_key,
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(secret_key.invalid(
+            "an access key id is set but no secret key: set both, or neither to use the default AWS chain",
+        )),
+        (None, Some(_)) => Err(section
+            .key("access_key_id", "ACCESS_KEY_ID")
+            .invalid("a secret key is set but no access key id: set both, or neither")),
+    }
 }
 
 /// `section` is the YAML path (`store`, `media.source`) and its variables
@@ -69,37 +177,12 @@ pub(crate) fn resolve_s3(raw: &RawS3, section: Section) -> Result<S3Config, Conf
         .key("path_style", "PATH_STYLE")
         .boolean(&raw.path_style)?
         .unwrap_or(endpoint.is_some());
-    let key_id = match section
-        .key("access_key_id", "ACCESS_KEY_ID")
-        .string(&raw.access_key_id)?
-    {
-        Some(k) => Some(k),
-        None => match &raw.access_key_id_file {
-            Some(p) => Some(
-                super::overlay::read_credential(&section.key("access_key_id_file", "-").field, p)?
-                    .expose()
-                    .to_string(),
-            ),
-            None => None,
-        },
-    };
-    let secret_key = section.key("secret_access_key_file", "SECRET_ACCESS_KEY");
-    let secret = secret_key.credential(&raw.secret_access_key_file)?;
-    let credentials = match (key_id, secret) {
-        (Some(access_key_id), Some(secret_access_key)) => Some(S3Credentials {
-            access_key_id,
-            secret_access_key,
-        }),
-        (None, None) => None,
-        (Some(_), None) => return Err(secret_key.invalid(
-            "an access key id is set but no secret key: set both, or neither to use the default AWS chain",
-        )),
-        (None, Some(_)) => {
-            return Err(section
-                .key("access_key_id", "ACCESS_KEY_ID")
-                .invalid("a secret key is set but no access key id: set both, or neither"))
-        }
-    };
+    let credentials = resolve_credentials(
+        section,
+        &raw.access_key_id,
+        &raw.access_key_id_file,
+        &raw.secret_access_key_file,
+    )?;
     let part_key = section.key("part_size", "PART_SIZE");
     let part_size = part_key.size(&raw.part_size)?.unwrap_or(8 << 20);
     let part_size = part_key.check(part_size, (5 << 20..=512 << 20).contains(&part_size), |p| {
@@ -123,5 +206,7 @@ pub(crate) fn resolve_s3(raw: &RawS3, section: Section) -> Result<S3Config, Conf
         credentials,
         part_size: part_size as usize,
         parts_in_flight,
+        object_lock: None,
+        prune_credentials: None,
     })
 }

@@ -1,7 +1,7 @@
 //! `store:` — where backup sets live.
 
 use super::overlay::{normalise_prefix, ByteSize, Env, Section};
-use super::s3::{resolve_s3, RawS3, S3Config};
+use super::s3::{resolve_credentials, resolve_object_lock, resolve_s3, RawS3, S3Config};
 use super::ConfigError;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -22,6 +22,18 @@ pub(crate) struct RawStore {
     secret_access_key_file: Option<PathBuf>,
     part_size: Option<ByteSize>,
     parts_in_flight: Option<usize>,
+    object_lock: Option<super::s3::RawObjectLock>,
+    #[serde(default)]
+    prune_credentials: RawPruneCredentials,
+}
+
+/// Keys of their own for `prune`, the only job that deletes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPruneCredentials {
+    access_key_id: Option<String>,
+    access_key_id_file: Option<PathBuf>,
+    secret_access_key_file: Option<PathBuf>,
 }
 
 /// Where backup sets live.
@@ -36,6 +48,19 @@ pub enum StoreConfig {
 }
 
 impl StoreConfig {
+    /// The store as `prune` opens it: with `store.prune_credentials` when
+    /// set (the backup side's keys need not delete), else as configured.
+    pub fn for_prune(&self) -> StoreConfig {
+        match self {
+            StoreConfig::S3(s3) if s3.prune_credentials.is_some() => {
+                let mut s3 = s3.clone();
+                s3.credentials = s3.prune_credentials.clone();
+                StoreConfig::S3(s3)
+            }
+            other => other.clone(),
+        }
+    }
+
     pub fn prefix(&self) -> &str {
         match self {
             StoreConfig::Local { prefix, .. } => prefix,
@@ -60,6 +85,11 @@ pub(crate) fn resolve(s: &RawStore, env: &dyn Env) -> Result<StoreConfig, Config
                 .key("path", "PATH")
                 .path(&s.path)?
                 .unwrap_or_else(|| PathBuf::from("wpdr-backups"));
+            if s.object_lock.is_some() {
+                return Err(section.key("object_lock", "-").invalid(
+                    "needs an S3 store whose bucket has Object Lock enabled; a local directory cannot lock objects",
+                ));
+            }
             Ok(StoreConfig::Local { path, prefix })
         }
         "s3" => {
@@ -78,6 +108,15 @@ pub(crate) fn resolve(s: &RawStore, env: &dyn Env) -> Result<StoreConfig, Config
             // The bucket's settings keep their historical variables: WPDR_S3_*.
             let mut s3 = resolve_s3(&raw, Section::new(env, "store", "WPDR_S3_"))?;
             s3.prefix = prefix;
+            s3.object_lock =
+                resolve_object_lock(&s.object_lock, Section::new(env, "store", "WPDR_S3_"))?;
+            let p = &s.prune_credentials;
+            s3.prune_credentials = resolve_credentials(
+                Section::new(env, "store.prune_credentials", "WPDR_S3_PRUNE_"),
+                &p.access_key_id,
+                &p.access_key_id_file,
+                &p.secret_access_key_file,
+            )?;
             Ok(StoreConfig::S3(s3))
         }
         other => Err(kind_key.invalid(format!(

@@ -321,6 +321,11 @@ async fn run_locked(
                 recipients: store.keys().recipients(),
             }),
         signature: None,
+        // The manifest is the set's last write: a minute past its own
+        // retention bounds every artifact's.
+        retained_until: store
+            .retained_until()
+            .map(|t| t + chrono::Duration::minutes(1)),
     };
     // Every artifact must still be there: a run that stalled past its lock's
     // expiry could have had its files removed by a prune meanwhile.

@@ -18,8 +18,25 @@ pub struct PruneJobReport {
     pub binlog: BinlogPruneReport,
 }
 
+/// Runs with `store.prune_credentials` when they are set: the only job
+/// that deletes, so the keys of every other job need not be able to.
 pub async fn prune(ctx: &JobContext, dry_run: bool) -> Result<PruneJobReport, JobError> {
-    ctx.cancellable(prune_all(ctx, dry_run)).await
+    let pruner = match &ctx.cfg.store {
+        crate::config::StoreConfig::S3(s3) if s3.prune_credentials.is_some() => {
+            let store = crate::store::Store::open(&ctx.cfg.store.for_prune())
+                .await
+                .map_err(crate::catalog::CatalogError::from)?
+                .with_keys(ctx.store.keys().clone());
+            JobContext {
+                cfg: ctx.cfg.clone(),
+                store: std::sync::Arc::new(store),
+                cancel: ctx.cancel.clone(),
+                progress: ctx.progress.clone(),
+            }
+        }
+        _ => ctx.clone(),
+    };
+    pruner.cancellable(prune_all(&pruner, dry_run)).await
 }
 
 async fn prune_all(ctx: &JobContext, dry_run: bool) -> Result<PruneJobReport, JobError> {

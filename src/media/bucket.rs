@@ -182,7 +182,7 @@ impl Bucket {
         })?;
         let opts = PutOptions {
             headers: Some(&head.headers),
-            content_md5: None,
+            ..Default::default()
         };
         // Parts copied server-side carry no Content-MD5: no checksum declared.
         let upload = self.s3.create_upload(to, &opts, true).await?;
@@ -318,6 +318,7 @@ async fn copy_once(
                 &PutOptions {
                     headers: Some(&headers),
                     content_md5: Some(md5.into()),
+                    ..Default::default()
                 },
             )
             .await?;
@@ -333,7 +334,7 @@ async fn copy_once(
     // No checksum algorithm: every part carries Content-MD5 instead.
     let opts = PutOptions {
         headers: Some(&headers),
-        content_md5: None,
+        ..Default::default()
     };
     let upload = dst.s3.create_upload(dst_key, &opts, true).await?;
     let result = async {

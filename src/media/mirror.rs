@@ -222,9 +222,12 @@ impl Mirror {
         let mut writer = if opts.dry_run {
             None
         } else {
-            let mut keys = vec![self.state_key.clone()];
-            keys.extend(opts.index_key.clone());
-            Some(RecordWriter::new(&self.store, &keys)?)
+            // The state is replaced every run; a set's index is kept.
+            let mut writers = vec![self.store.sealed_state_writer(&self.state_key)?];
+            if let Some(index) = &opts.index_key {
+                writers.push(self.store.sealed_writer(index)?);
+            }
+            Some(RecordWriter::new(writers)?)
         };
         let mut report = MirrorReport {
             dry_run: opts.dry_run,

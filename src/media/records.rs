@@ -23,7 +23,9 @@ pub struct RecordWriter {
 }
 
 impl RecordWriter {
-    pub fn new(store: &Store, keys: &[String]) -> Result<Self, MediaError> {
+    /// `writers`: where the same records go (each sealed or not as made).
+    pub fn new(writers: Vec<ObjectWriter>) -> Result<Self, MediaError> {
+        let keys: Vec<String> = writers.iter().map(|w| w.key().to_string()).collect();
         let encoder =
             zstd_reader::encoder(Vec::with_capacity(FLUSH_BYTES * 2), 3).map_err(|e| {
                 MediaError::Records {
@@ -31,10 +33,6 @@ impl RecordWriter {
                     detail: e.to_string(),
                 }
             })?;
-        let writers = keys
-            .iter()
-            .map(|k| store.sealed_writer(k))
-            .collect::<Result<_, _>>()?;
         Ok(RecordWriter {
             encoder,
             writers,
@@ -267,7 +265,7 @@ mod tests {
     async fn roundtrip(keys: Vec<String>) -> Vec<Record> {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::from(LocalStore::open(dir.path()).await.unwrap());
-        let mut w = RecordWriter::new(&store, &["a.zst".into(), "b.zst".into()]).unwrap();
+        let mut w = RecordWriter::new(vec![store.writer("a.zst"), store.writer("b.zst")]).unwrap();
         for k in &keys {
             w.push(&rec(k)).await.unwrap();
         }
@@ -297,11 +295,11 @@ mod tests {
     async fn out_of_order_and_truncated_streams_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::from(LocalStore::open(dir.path()).await.unwrap());
-        let mut w = RecordWriter::new(&store, &["x".into()]).unwrap();
+        let mut w = RecordWriter::new(vec![store.writer("x")]).unwrap();
         w.push(&rec("b")).await.unwrap();
         assert!(w.push(&rec("a")).await.is_err());
         w.abort().await;
-        let mut w = RecordWriter::new(&store, &["y".into()]).unwrap();
+        let mut w = RecordWriter::new(vec![store.writer("y")]).unwrap();
         for i in 0..5000 {
             w.push(&rec(&format!("k{i:06}"))).await.unwrap();
         }

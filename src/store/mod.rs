@@ -288,7 +288,14 @@ impl Store {
         w.finish().await
     }
 
-    /// [`put_bytes`](Self::put_bytes), sealed to the store's recipients.
+    /// [`put_bytes`](Self::put_bytes) through a [`kept_writer`](Self::kept_writer).
+    pub async fn put_kept(&self, key: &str, data: Bytes) -> Result<Written, StoreError> {
+        let mut w = self.kept_writer(key);
+        w.write(&data).await?;
+        w.finish().await
+    }
+
+    /// [`put_bytes`](Self::put_bytes) through a [`sealed_writer`](Self::sealed_writer).
     pub async fn put_sealed(&self, key: &str, data: Bytes) -> Result<Written, StoreError> {
         let mut w = self.sealed_writer(key)?;
         w.write(&data).await?;
@@ -474,23 +481,63 @@ impl Store {
         }
     }
 
-    /// A writer that stores bytes as given: for what must stay readable
-    /// without a key (manifests, locks, indexes, reports).
+    /// A writer that stores bytes as given, under no retention: for what
+    /// changes or may go (locks, state, reports).
     pub fn writer(&self, key: &str) -> ObjectWriter {
+        self.make_writer(key, false)
+    }
+
+    /// A writer for what a set or the archive keeps and needs no key to
+    /// read (manifests, signatures, segment indexes): plain, and under the
+    /// store's Object Lock retention when one is configured.
+    pub fn kept_writer(&self, key: &str) -> ObjectWriter {
+        self.make_writer(key, true)
+    }
+
+    /// A writer for what holds site data: sealed to the store's recipients
+    /// (plain when none are configured) and kept like
+    /// [`kept_writer`](Self::kept_writer).
+    pub fn sealed_writer(&self, key: &str) -> Result<ObjectWriter, StoreError> {
+        self.sealing(key, true)
+    }
+
+    /// A sealed writer for site data that is replaced run after run (the
+    /// mirror's state): no retention, or every run would keep a copy.
+    pub fn sealed_state_writer(&self, key: &str) -> Result<ObjectWriter, StoreError> {
+        self.sealing(key, false)
+    }
+
+    fn sealing(&self, key: &str, kept: bool) -> Result<ObjectWriter, StoreError> {
+        let sealer = self.keys.sealer(key).map_err(StoreError::Trust)?;
+        let mut w = self.make_writer(key, kept);
+        w.sealer = sealer;
+        Ok(w)
+    }
+
+    fn make_writer(&self, key: &str, kept: bool) -> ObjectWriter {
         let backend = match &self.backend {
             Backend::Local(l) => WriterBackend::Local(l.writer(key)),
-            Backend::S3(s) => WriterBackend::S3(s.writer(key)),
+            Backend::S3(s) => {
+                WriterBackend::S3(s.writer(key, kept.then(|| s.retention()).flatten()))
+            }
         };
         ObjectWriter::new(key, backend, None)
     }
 
-    /// A writer that seals what it stores to the store's recipients (plain
-    /// when none are configured): for everything that holds site data.
-    pub fn sealed_writer(&self, key: &str) -> Result<ObjectWriter, StoreError> {
-        let sealer = self.keys.sealer(key).map_err(StoreError::Trust)?;
-        let mut w = self.writer(key);
-        w.sealer = sealer;
-        Ok(w)
+    /// Until when an object written now is kept (Object Lock), if it is.
+    pub fn retained_until(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match &self.backend {
+            Backend::S3(s) => s.retention().map(|r| r.until),
+            Backend::Local(_) => None,
+        }
+    }
+
+    /// The Object Lock the store writes under, if any.
+    pub fn object_lock(&self) -> Option<crate::config::ObjectLock> {
+        match &self.backend {
+            Backend::S3(s) => s.object_lock(),
+            Backend::Local(_) => None,
+        }
     }
 }
 

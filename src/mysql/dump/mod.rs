@@ -114,7 +114,11 @@ pub async fn snapshot(
         match result {
             Err(MysqlError::SchemaChanged { tables, detail }) if attempt < SNAPSHOT_ATTEMPTS => {
                 tracing::warn!(%tables, %detail, attempt, "the schema changed while the snapshot opened; starting it over");
-                store.delete_prefix(set_key).await?;
+                // Best effort: the writing side may not delete; what stays
+                // is overwritten or, unnamed by the manifest, left to prune.
+                if let Err(e) = store.delete_prefix(set_key).await {
+                    tracing::info!(error = %e, "the first attempt's files stay for prune");
+                }
                 attempt += 1;
             }
             Ok(mut dumped) => {

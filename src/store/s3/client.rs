@@ -143,6 +143,24 @@ pub struct PutOptions<'a> {
     pub headers: Option<&'a Headers>,
     /// Content-MD5: the server checks every byte it stores against it.
     pub content_md5: Option<[u8; 16]>,
+    /// Object Lock retention: nobody deletes the object before this date.
+    pub retain: Option<Retention>,
+}
+
+/// An Object Lock retention for one write.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub mode: crate::config::LockMode,
+    pub until: chrono::DateTime<chrono::Utc>,
+}
+
+impl Retention {
+    fn mode(&self) -> aws_sdk_s3::types::ObjectLockMode {
+        aws_sdk_s3::types::ObjectLockMode::from(self.mode.as_str())
+    }
+    fn until(&self) -> aws_smithy_types::DateTime {
+        aws_smithy_types::DateTime::from_millis(self.until.timestamp_millis())
+    }
 }
 
 pub fn strip_quotes(etag: &str) -> String {
@@ -392,6 +410,86 @@ impl S3Client {
         Ok(())
     }
 
+    /// Deletes every version of `key` (and its delete markers): in a
+    /// versioned bucket (every Object Lock bucket is one) a plain delete
+    /// only hides an object. A version still under retention is refused by
+    /// the server, and that refusal is returned.
+    pub async fn delete_versions(&self, key: &str) -> Result<usize, StoreError> {
+        let mut deleted = 0;
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.err(e, "ListObjectVersions", key))?;
+            let versions = page
+                .versions()
+                .iter()
+                .filter(|v| v.key() == Some(key))
+                .map(|v| v.version_id().map(String::from));
+            let markers = page
+                .delete_markers()
+                .iter()
+                .filter(|m| m.key() == Some(key))
+                .map(|m| m.version_id().map(String::from));
+            for version in versions.chain(markers).collect::<Vec<_>>() {
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .set_version_id(version)
+                    .send()
+                    .await
+                    .map_err(|e| self.err(e, "DeleteObject (version)", key))?;
+                deleted += 1;
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(deleted);
+            }
+            key_marker = page.next_key_marker().map(String::from);
+            version_marker = page.next_version_id_marker().map(String::from);
+        }
+    }
+
+    /// Whether the bucket has Object Lock enabled (`None`: the server
+    /// does not say, e.g. it does not implement Object Lock).
+    pub async fn object_lock_enabled(&self) -> Result<Option<bool>, StoreError> {
+        match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(
+                out.object_lock_configuration()
+                    .and_then(|c| c.object_lock_enabled())
+                    .is_some_and(|e| e.as_str() == "Enabled"),
+            )),
+            Err(e) => match self.err(e, "GetObjectLockConfiguration", "") {
+                StoreError::AccessDenied { .. } => Err(StoreError::AccessDenied {
+                    bucket: self.bucket.clone(),
+                    detail: "may not read its Object Lock configuration (s3:GetBucketObjectLockConfiguration)".into(),
+                }),
+                StoreError::NotFound { .. } => Ok(Some(false)),
+                StoreError::S3 { detail, .. }
+                    if detail.contains("ObjectLockConfigurationNotFound") =>
+                {
+                    Ok(Some(false))
+                }
+                StoreError::S3 { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
     pub async fn delete_bucket(&self) -> Result<(), StoreError> {
         self.client
             .delete_bucket()
@@ -478,6 +576,8 @@ impl S3Client {
             opts.headers
         )
         .set_content_md5(opts.content_md5.map(aws_smithy_types::base64::encode))
+        .set_object_lock_mode(opts.retain.map(|r| r.mode()))
+        .set_object_lock_retain_until_date(opts.retain.map(|r| r.until()))
         .body(ByteStream::from(body));
         let out = if opts.content_md5.is_some() {
             req.customize().disable_payload_signing().send().await
@@ -545,6 +645,8 @@ impl S3Client {
             opts.headers
         )
         .set_checksum_algorithm((!part_md5).then_some(ChecksumAlgorithm::Crc32))
+        .set_object_lock_mode(opts.retain.map(|r| r.mode()))
+        .set_object_lock_retain_until_date(opts.retain.map(|r| r.until()))
         .send()
         .await
         .map_err(|e| self.err(e, "CreateMultipartUpload", key))?;

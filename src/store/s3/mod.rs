@@ -9,7 +9,7 @@
 pub mod client;
 
 use super::{ObjectMeta, StoreError};
-use crate::config::S3Config;
+use crate::config::{ObjectLock, S3Config};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::CompletedPart;
 use bytes::{Bytes, BytesMut};
@@ -19,12 +19,26 @@ use tokio::task::JoinSet;
 #[derive(Clone)]
 pub struct S3Store {
     s3: S3Client,
+    lock: Option<ObjectLock>,
 }
 
 impl S3Store {
     pub async fn open(cfg: &S3Config) -> Result<Self, StoreError> {
         Ok(S3Store {
             s3: S3Client::open(cfg, Checksums::Sdk).await?,
+            lock: cfg.object_lock,
+        })
+    }
+
+    pub fn object_lock(&self) -> Option<ObjectLock> {
+        self.lock
+    }
+
+    /// The retention of an object written now.
+    pub fn retention(&self) -> Option<client::Retention> {
+        self.lock.map(|l| client::Retention {
+            mode: l.mode,
+            until: chrono::Utc::now() + chrono::Duration::days(i64::from(l.days)),
         })
     }
 
@@ -43,8 +57,18 @@ impl S3Store {
         }))
     }
 
+    /// Under Object Lock every version goes (a plain delete would only
+    /// hide it), and a version still retained makes the delete fail.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.s3.delete(key).await
+        if self.lock.is_some() {
+            self.s3.delete_versions(key).await.map(|_| ())
+        } else {
+            self.s3.delete(key).await
+        }
+    }
+
+    pub async fn object_lock_enabled(&self) -> Result<Option<bool>, StoreError> {
+        self.s3.object_lock_enabled().await
     }
 
     /// One page of the listing under `prefix` and the token of the next.
@@ -121,9 +145,11 @@ impl S3Store {
         Ok(r)
     }
 
-    pub fn writer(&self, key: &str) -> S3Writer {
+    /// `retain`: write the object under this Object Lock retention.
+    pub fn writer(&self, key: &str, retain: Option<client::Retention>) -> S3Writer {
         S3Writer {
             s3: self.s3.clone(),
+            retain,
             key: key.to_string(),
             buffer: BytesMut::new(),
             upload_id: None,
@@ -199,6 +225,7 @@ type PartResult = Result<CompletedPart, StoreError>;
 
 pub struct S3Writer {
     s3: S3Client,
+    retain: Option<client::Retention>,
     key: String,
     buffer: BytesMut,
     upload_id: Option<String>,
@@ -209,6 +236,13 @@ pub struct S3Writer {
 }
 
 impl S3Writer {
+    fn put_options(&self) -> client::PutOptions<'static> {
+        client::PutOptions {
+            retain: self.retain,
+            ..Default::default()
+        }
+    }
+
     pub async fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
         let part = self.s3.part_size();
         while !data.is_empty() {
@@ -231,7 +265,7 @@ impl S3Writer {
             None => {
                 let id = self
                     .s3
-                    .create_upload(&self.key, &Default::default(), false)
+                    .create_upload(&self.key, &self.put_options(), false)
                     .await?;
                 self.upload_id = Some(id.clone());
                 id
@@ -274,7 +308,7 @@ impl S3Writer {
         let Some(upload_id) = self.upload_id.clone() else {
             // Small object: one PUT.
             let body = self.buffer.split().freeze();
-            self.s3.put(&self.key, body, &Default::default()).await?;
+            self.s3.put(&self.key, body, &self.put_options()).await?;
             return Ok(());
         };
         if !self.buffer.is_empty() {
