@@ -51,6 +51,14 @@ trap 'rm -rf "$OUT"' EXIT
   --set config.restore.site_url='http://wordpress.{namespace}.svc' \
   --set-json 'schedules=[{"name":"weekly-drill","job":"drill","cron":"0 0 7 * * Sun"}]' \
   >"$OUT/drill.yaml"
+# Prune with keys of its own: the daemon's schedules hold no prune, a CronJob does.
+"$HELM" template wpdr charts/wpdr --namespace wp --set pruner.enabled=true \
+  --set-json 'schedules=[{"name":"nightly-backup","job":"backup","cron":"0 15 2 * * *"}]' \
+  >"$OUT/pruner.yaml"
+grep -q 'WPDR_S3_PRUNE_ACCESS_KEY_ID' "$OUT/pruner.yaml"
+if "$HELM" template wpdr charts/wpdr --set pruner.enabled=true >/dev/null 2>&1; then
+  echo "chart-check: pruner.enabled with a prune schedule left in must be refused" >&2; exit 1
+fi
 
 python3 - "$OUT" <<'PY'
 import sys, yaml, subprocess, os
@@ -61,7 +69,7 @@ def check(cond, msg):
         failures.append(msg)
 
 core = []
-for variant in ["daemon", "cronjobs", "ha", "media", "drill"]:
+for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner"]:
     docs = [d for d in yaml.safe_load_all(open(f"{out}/{variant}.yaml")) if d]
     kinds = [d["kind"] for d in docs]
     # ServiceMonitor is a CRD: not in the core schemas, checked by shape below.
@@ -143,5 +151,5 @@ check(r.returncode == 0, f"schema validation failed:\n{r.stdout}{r.stderr}")
 if failures:
     print("chart-check FAILED:\n  " + "\n  ".join(failures))
     sys.exit(1)
-print("chart-check: lint, 5 variants rendered, schemas (k8s 1.32, strict), security posture and wpdr config: ok")
+print("chart-check: lint, 6 variants rendered, schemas (k8s 1.32, strict), security posture and wpdr config: ok")
 PY

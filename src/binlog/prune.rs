@@ -3,7 +3,8 @@
 //! point-in-time restore starts from a set and replays only what follows
 //! it), so it goes once that set is the oldest. Data whose index was never
 //! written (a killed archiver) goes after the grace period. Nothing goes
-//! while there is no set: then the archive is all there is.
+//! while there is no set: then the archive is all there is, nor while
+//! Object Lock still retains it.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -72,7 +73,13 @@ pub async fn prune(
         report.kept_segments = archive.segment_count();
         return Ok(report);
     };
-    let gone = |s: &SegmentIndex| oldest_pos.includes(&s.end);
+    // Under Object Lock a segment is kept (and reported kept) until its
+    // retention ends, even when no restore needs it any more.
+    let lock_days = store.object_lock().map(|l| {
+        chrono::Duration::days(i64::from(l.days)) + chrono::Duration::hours(1)
+    });
+    let retained = |closed: DateTime<Utc>| lock_days.is_some_and(|d| closed + d > Utc::now());
+    let gone = |s: &SegmentIndex| oldest_pos.includes(&s.end) && !retained(s.closed_at);
     let cutoff: DateTime<Utc> = Utc::now() - orphan_grace;
     // First what an interrupted prune or roll-up left.
     if !dry_run {
@@ -141,7 +148,7 @@ pub async fn prune(
             )
             .ok()
             .map(|n| n.and_utc());
-            if closed.is_some_and(|t| t < cutoff) {
+            if closed.is_some_and(|t| t < cutoff && !retained(t)) {
                 report.orphans_deleted += 1;
                 report.bytes_freed += o.size;
                 if !dry_run {
