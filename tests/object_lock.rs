@@ -76,7 +76,14 @@ fn as_role(svc: &Services, cfg: &Path, role: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-async fn keys_under(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+/// `out` exited with `code` and said `says` (on stdout or stderr).
+fn expect(out: &Output, code: i32, says: &str) {
+    let said = format!("{}{}", stdout(out), stderr(out));
+    assert_eq!(out.status.code(), Some(code), "{said}");
+    assert!(said.contains(says), "{said}");
+}
+
+async fn keys_under(s3: &aws_sdk_s3::Client, bucket: &str, prefix: String) -> Vec<String> {
     let out = s3
         .list_object_versions()
         .bucket(bucket)
@@ -108,49 +115,18 @@ async fn only_prune_deletes_and_only_what_object_lock_no_longer_retains() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("lock-{:08x}", rand::random::<u32>());
     let lock = "  object_lock: {mode: governance, days: 1}\n";
-    let unlocked_cfg = config(
-        &svc,
-        dir.path(),
-        "unlocked",
-        "wpdr-locked",
-        &prefix,
-        &db,
-        "",
-    );
-    let locked_cfg = config(
-        &svc,
-        dir.path(),
-        "locked",
-        "wpdr-locked",
-        &prefix,
-        &db,
-        lock,
-    );
+    let cfg = |name: &str, bucket: &str, extra: &str| {
+        config(&svc, dir.path(), name, bucket, &prefix, &db, extra)
+    };
+    let unlocked_cfg = cfg("unlocked", "wpdr-locked", "");
+    let locked_cfg = cfg("locked", "wpdr-locked", lock);
 
     // check-config asks the bucket: Object Lock enabled here, not there.
     let out = as_role(&svc, &locked_cfg, "WRITER", &["check-config"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("object lock governance for 1 days"),
-        "{}",
-        stdout(&out)
-    );
-    let wrong = config(
-        &svc,
-        dir.path(),
-        "wrong",
-        "wpdr-unlocked",
-        &prefix,
-        &db,
-        lock,
-    );
+    expect(&out, 0, "object lock governance for 1 days");
+    let wrong = cfg("wrong", "wpdr-unlocked", lock);
     let out = as_role(&svc, &wrong, "WRITER", &["check-config"]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("does not have Object Lock enabled"),
-        "{}",
-        stderr(&out)
-    );
+    expect(&out, 3, "does not have Object Lock enabled");
 
     // The writing side's keys: no delete at all, and every writing job works.
     let out = as_role(
@@ -192,17 +168,20 @@ async fn only_prune_deletes_and_only_what_object_lock_no_longer_retains() {
     assert!(shown["retained_until"].is_string(), "{shown}");
 
     // A prune with the writer's keys deletes nothing and says why.
-    let out = as_role(&svc, &locked_cfg, "WRITER", &["prune"]);
-    assert_eq!(out.status.code(), Some(13), "{}", stderr(&out));
-    assert!(
+    let versions_of = |set: &str| {
         keys_under(
             &admin,
             "wpdr-locked",
-            &format!("{prefix}/testsite/sets/{old}/")
+            format!("{prefix}/testsite/sets/{set}/"),
         )
-        .await
-        .iter()
-        .any(|k| k.ends_with("manifest.json")),
+    };
+    let out = as_role(&svc, &locked_cfg, "WRITER", &["prune"]);
+    assert_eq!(out.status.code(), Some(13), "{}", stderr(&out));
+    assert!(
+        versions_of(&old)
+            .await
+            .iter()
+            .any(|k| k.ends_with("manifest.json")),
         "the writer's prune removed a set"
     );
 
@@ -225,21 +204,10 @@ async fn only_prune_deletes_and_only_what_object_lock_no_longer_retains() {
         "{text}"
     );
     assert!(
-        keys_under(
-            &admin,
-            "wpdr-locked",
-            &format!("{prefix}/testsite/sets/{old}/")
-        )
-        .await
-        .is_empty(),
+        versions_of(&old).await.is_empty(),
         "versions of the pruned set remain"
     );
-    let retained = keys_under(
-        &admin,
-        "wpdr-locked",
-        &format!("{prefix}/testsite/sets/{}/", locked[0]),
-    )
-    .await;
+    let retained = versions_of(&locked[0]).await;
     assert!(
         retained.iter().any(|k| k.ends_with("manifest.json")),
         "{retained:?}"

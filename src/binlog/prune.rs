@@ -75,9 +75,9 @@ pub async fn prune(
     };
     // Under Object Lock a segment is kept (and reported kept) until its
     // retention ends, even when no restore needs it any more.
-    let lock_days = store.object_lock().map(|l| {
-        chrono::Duration::days(i64::from(l.days)) + chrono::Duration::hours(1)
-    });
+    let lock_days = store
+        .object_lock()
+        .map(|l| chrono::Duration::days(i64::from(l.days)) + chrono::Duration::hours(1));
     let retained = |closed: DateTime<Utc>| lock_days.is_some_and(|d| closed + d > Utc::now());
     let gone = |s: &SegmentIndex| oldest_pos.includes(&s.end) && !retained(s.closed_at);
     let cutoff: DateTime<Utc> = Utc::now() - orphan_grace;
