@@ -709,10 +709,7 @@ async fn the_daemon_archives_continuously_and_its_metrics_show_the_window() {
         .sum();
     assert_eq!(archived, 20, "each order archived once");
     // The lock is released for the next archiver.
-    assert!(!dir
-        .path()
-        .join("store/wpdr/single/binlog-lock.json")
-        .exists());
+    assert_released(&dir.path().join("store/wpdr/single/binlog-lock.json"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,7 +89,7 @@ async fn a_backup_paused_past_its_lease_commits_nothing_after_a_takeover() {
     // The winner's set is whole, and the lock was not taken back.
     let v = json(&svc.wpdr(&cfg, &["--output", "json", "verify", &winner]));
     assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
-    assert!(!dir.path().join("store/wpdr/testsite/lock.json").exists());
+    assert_released(&dir.path().join("store/wpdr/testsite/lock.json"));
 }
 
 /// Segment indexes of the archive, as (start, end) positions in name order.

@@ -845,3 +845,15 @@ pub async fn orders_server() -> (MariaDb, Conn) {
         .unwrap();
     (db, c)
 }
+
+/// A lock object left free: released (it stays, marked, since the writing
+/// side may not delete), or never written.
+pub fn assert_released(lock: &Path) {
+    if let Ok(text) = std::fs::read_to_string(lock) {
+        let held: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            held["released_at"].is_string(),
+            "{lock:?} is still held: {held}"
+        );
+    }
+}
