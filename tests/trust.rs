@@ -8,6 +8,7 @@
 mod common;
 
 use common::*;
+use mysql_async::prelude::Queryable;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -133,12 +134,12 @@ async fn sets_are_sealed_to_their_recipients_and_open_only_with_an_identity() {
             "{err}"
         );
         let mut t = target.conn(None).await;
-        let exists: Option<String> = mysql_async::prelude::Queryable::query_first(
-            &mut t,
-            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'from_sealed'",
-        )
-        .await
-        .unwrap();
+        let exists: Option<String> = t
+            .query_first(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'from_sealed'",
+            )
+            .await
+            .unwrap();
         assert_eq!(exists, None, "the target was touched");
     }
 
@@ -181,6 +182,54 @@ async fn sets_are_sealed_to_their_recipients_and_open_only_with_an_identity() {
     );
     let mut by_hand = target.conn(Some("by_hand")).await;
     assert_same_database(&mut src, &mut by_hand).await;
+
+    // Binlog segments are sealed too; their indexes stay readable without a
+    // key, and a replay opens them with the identity.
+    src.query_drop("INSERT INTO wp_users VALUES (3, 'after-the-set@example.com', '$P$y')")
+        .await
+        .unwrap();
+    let point: String = src
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    let out = svc.wpdr(&cfg, &["binlog", "archive", "--until-caught-up"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let segments = files_under(&dir.path().join("store/wpdr/testsite/binlog"));
+    let data: Vec<_> = segments
+        .iter()
+        .filter(|f| f.to_string_lossy().ends_with(".binlog.zst"))
+        .collect();
+    assert!(!data.is_empty(), "{segments:?}");
+    for f in data {
+        assert!(
+            std::fs::read(f)
+                .unwrap()
+                .starts_with(b"age-encryption.org/v1\n"),
+            "{f:?}"
+        );
+    }
+    let out = svc.wpdr(&cfg, &["sets", "recoverable"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = svc.restore_db(
+        &cfg,
+        "latest",
+        &target,
+        "replayed",
+        &[
+            "--to-gtid",
+            &point,
+            "--identity",
+            operator.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut replayed = target.conn(Some("replayed")).await;
+    let n: Option<i64> = replayed
+        .query_first("SELECT COUNT(*) FROM wp_users")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(3), "the transaction after the set was replayed");
 
     // Sets taken before encryption stay readable, with or without keys.
     let plain_set = svc.backup(&plain_cfg);
