@@ -357,7 +357,7 @@ async fn a_manual_run_needs_the_trigger_token_when_one_is_set() {
     );
     assert_eq!(ok.0, 202, "{}", ok.1);
     let (status, log) = stop_daemon(child);
-    assert!(status.success(), "{log}");
+    assert!(status.success(), "{status:?} {log}");
     assert!(
         !log.contains("tr1gger-t0ken"),
         "the token must not be logged: {log}"

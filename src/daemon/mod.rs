@@ -423,7 +423,7 @@ impl Runner {
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns once every run has drained.
 pub async fn run(cfg: Config, store: Arc<Store>, opts: DaemonOptions) -> Result<(), DaemonError> {
-    run_until(cfg, store, opts, wait_for_signal()).await
+    run_until(cfg, store, opts, shutdown_signal()).await
 }
 
 /// Runs the daemon until `shutdown` completes (tests use this in-process).
@@ -619,23 +619,39 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn wait_for_signal() {
+    shutdown_signal().await
+}
+
+/// SIGTERM or Ctrl-C, with the handlers installed now rather than when the
+/// future is first polled: a signal that arrives while the daemon is still
+/// starting (its port already open) drains it instead of killing it.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, int) {
+                (Some(mut term), Some(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                (Some(mut term), None) => {
+                    term.recv().await;
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
