@@ -167,20 +167,6 @@ impl Runner {
         let finished_at = Utc::now();
         let seconds = (finished_at - started_at).num_milliseconds() as f64 / 1000.0;
         let ok = verdict.is_ok();
-        self.metrics.with_job(&name, |s| {
-            s.running = false;
-            s.last_duration_seconds = seconds;
-            s.next_run = schedule.next_after(Utc::now());
-            match verdict.reason {
-                None => {
-                    s.successes += 1;
-                    s.last_success = Some(finished_at);
-                    s.last_bytes = verdict.bytes;
-                    s.last_objects = verdict.objects;
-                }
-                Some(reason) => *s.failures.entry(reason.to_string()).or_default() += 1,
-            }
-        });
         match verdict.reason {
             None => {
                 tracing::info!(job = %name, seconds, bytes = verdict.bytes, objects = verdict.objects, "run succeeded")
@@ -204,7 +190,23 @@ impl Runner {
                 tracing::warn!(job = %name, error = %e, "could not record the run");
             }
         }
+        // The gauges the run changed (newest set, last drill) are read before
+        // the run counts as finished, so whoever sees the success sees them.
         self.refresh_newest().await;
+        self.metrics.with_job(&name, |s| {
+            s.running = false;
+            s.last_duration_seconds = seconds;
+            s.next_run = schedule.next_after(Utc::now());
+            match verdict.reason {
+                None => {
+                    s.successes += 1;
+                    s.last_success = Some(finished_at);
+                    s.last_bytes = verdict.bytes;
+                    s.last_objects = verdict.objects;
+                }
+                Some(reason) => *s.failures.entry(reason.to_string()).or_default() += 1,
+            }
+        });
     }
 
     /// Runs the schedule's job (the same function the CLI runs) and says how it went.
