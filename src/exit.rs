@@ -66,13 +66,17 @@ pub enum ExitCode {
     /// or its signature does not match): it may not have been written by
     /// wpdr, so nothing was restored from it.
     Untrusted = 23,
+    /// A secure connection to a database server could not be made: it offers
+    /// no TLS where `database.tls` requires it, or its certificate does not
+    /// verify against the CA (wrong CA, wrong host name, expired).
+    TlsFailed = 24,
     /// Interrupted by a signal.
     Interrupted = 130,
 }
 
 impl ExitCode {
     /// Every code, in order.
-    pub const ALL: [ExitCode; 25] = [
+    pub const ALL: [ExitCode; 26] = [
         ExitCode::Ok,
         ExitCode::Internal,
         ExitCode::Usage,
@@ -97,6 +101,7 @@ impl ExitCode {
         ExitCode::Partial,
         ExitCode::KeyRequired,
         ExitCode::Untrusted,
+        ExitCode::TlsFailed,
         ExitCode::Interrupted,
     ];
 
@@ -153,7 +158,8 @@ mod tests {
                 ExitCode::Partial => 21,
                 ExitCode::KeyRequired => 22,
                 ExitCode::Untrusted => 23,
-                ExitCode::Interrupted => 24,
+                ExitCode::TlsFailed => 24,
+                ExitCode::Interrupted => 25,
             };
             assert_eq!(index, i, "{c:?} is out of place in ExitCode::ALL");
         }

@@ -336,3 +336,179 @@ async fn a_restore_side_that_pins_the_key_refuses_altered_unsigned_and_forged_se
     let out = svc.restore_db(&pinned, &resigned, &target, "x5", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// `media.encrypt`: with recipients set, the offsite mirror holds age files
+/// (plain copies from before are sealed in place, nothing plain retained),
+/// reruns see them as unchanged, overwritten versions are retained sealed,
+/// and a restore opens them into plain objects with the identity. With
+/// `encrypt: false` the mirror stays a plain, browsable copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn media_is_sealed_offsite_and_restored_plain_with_the_identity() {
+    let svc = Services::get();
+    let s3 = svc.s3();
+    let source = svc.fresh_bucket("tsrc");
+    let offsite = svc.fresh_bucket("toff");
+    let db = svc
+        .database_with(
+            "sealed_media",
+            &["CREATE TABLE wp_postmeta (meta_id BIGINT AUTO_INCREMENT PRIMARY KEY, post_id BIGINT, meta_key VARCHAR(255), meta_value LONGTEXT)"],
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let media = svc.media_yaml(&source, &offsite, "");
+    let plain_cfg = config(&svc, dir.path(), "plain", &db, &media);
+    let key = dir.path().join("operator.key");
+    let public = make_key(&svc, &plain_cfg, "age", &key);
+    let cfg = config(
+        &svc,
+        dir.path(),
+        "sealing",
+        &db,
+        &format!("{media}encryption:\n  recipients: [{public}]\n"),
+    );
+    let body = |name: &str, version: u8| -> Vec<u8> {
+        format!("{MARKER} {name} v{version} ")
+            .repeat(50)
+            .into_bytes()
+    };
+    let small = "wp-content/uploads/2026/11/invoice 1.pdf".to_string();
+    let other = "wp-content/uploads/2026/11/photo.jpg".to_string();
+    // Over the 5 MiB part size: sealed and opened through multipart uploads.
+    let big = "wp-content/uploads/2026/11/original.tiff".to_string();
+    let big_body: Vec<u8> = (0..(12usize << 20))
+        .map(|i| (i * 31 % 251) as u8)
+        .chain(MARKER.bytes())
+        .collect();
+    put_object(&s3, &source, &small, body(&small, 1)).await;
+    put_object(&s3, &source, &other, body(&other, 1)).await;
+    put_object(&s3, &source, &big, big_body.clone()).await;
+
+    // A plain mirror first (no recipients), then encryption turned on.
+    let plain_set = svc.backup(&plain_cfg);
+    let offsite_now = bucket_contents(&s3, &offsite).await;
+    assert_eq!(offsite_now[&small].0, body(&small, 1), "plain before");
+    let sealed_set = svc.backup(&cfg);
+    let shown = json(&svc.wpdr(&cfg, &["--output", "json", "sets", "show", &sealed_set]));
+    assert_eq!(shown["media"]["sealed"], true, "{shown}");
+    let sealed = bucket_contents(&s3, &offsite).await;
+    assert_eq!(
+        sealed.len(),
+        3,
+        "nothing plain was retained: {:?}",
+        sealed.keys()
+    );
+    for (k, (bytes, content_type, _, meta)) in &sealed {
+        assert!(
+            bytes.starts_with(b"age-encryption.org/v1\n"),
+            "{k} is not sealed"
+        );
+        assert!(
+            !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+            "{k} holds the content in the clear"
+        );
+        assert_eq!(
+            meta.get("wpdr-sealed").map(String::as_str),
+            Some("age"),
+            "{k}"
+        );
+        if k == &small {
+            assert_eq!(content_type.as_deref(), Some("image/jpeg"));
+        }
+    }
+    // The way back without wpdr: age opens an offsite copy.
+    let copy = dir.path().join("copy.age");
+    std::fs::write(&copy, &sealed[&big].0).unwrap();
+    let out = Command::new("age")
+        .args(["-d", "-i", key.to_str().unwrap(), copy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == big_body, "age -d gives back other bytes");
+
+    // A rerun with nothing changed copies nothing: sealed sizes are recorded.
+    let out = svc.wpdr(&cfg, &["--output", "json", "media", "sync"]);
+    let r = json(&out);
+    assert!(out.status.success(), "{r}");
+    assert_eq!(
+        (r["copied"].as_u64(), r["unchanged"].as_u64()),
+        (Some(0), Some(3)),
+        "{r}"
+    );
+
+    // An overwrite: the replaced version is retained, still sealed.
+    put_object(&s3, &source, &small, body(&small, 2)).await;
+    let newer_set = svc.backup(&cfg);
+    let after = bucket_contents(&s3, &offsite).await;
+    let retained: Vec<_> = after
+        .iter()
+        .filter(|(k, _)| k.starts_with(".wpdr-retained/"))
+        .collect();
+    assert_eq!(retained.len(), 1, "{:?}", after.keys());
+    assert!(retained[0].1 .0.starts_with(b"age-encryption.org/v1\n"));
+
+    // Restore: without the identity nothing is created; with it, every
+    // set's versions come back plain, content types kept, deep-verified.
+    let target = format!("restored-{:08x}", rand::random::<u32>());
+    let out = svc.wpdr(
+        &cfg,
+        &["restore", "media", &newer_set, "--target-bucket", &target],
+    );
+    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&public), "{}", stderr(&out));
+    let exists = s3.head_bucket().bucket(&target).send().await.is_ok();
+    assert!(!exists, "the target bucket was created");
+    for (set, version) in [(&plain_set, 1u8), (&sealed_set, 1), (&newer_set, 2)] {
+        let target = format!("restored-{:08x}", rand::random::<u32>());
+        let out = svc.wpdr(
+            &cfg,
+            &[
+                "restore",
+                "media",
+                set,
+                "--target-bucket",
+                &target,
+                "--deep-verify",
+                "--identity",
+                key.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{set}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let restored = bucket_contents(&s3, &target).await;
+        assert_eq!(restored.len(), 3, "{set}");
+        assert_eq!(restored[&small].0, body(&small, version), "{set}");
+        assert_eq!(restored[&other].0, body(&other, 1), "{set}");
+        assert!(
+            restored[&big].0 == big_body,
+            "{set}: the big object differs"
+        );
+        assert_eq!(restored[&small].1.as_deref(), Some("image/jpeg"));
+        assert!(!restored[&small].3.contains_key("wpdr-sealed"), "{set}");
+    }
+
+    // `media.encrypt: false` keeps a plain, browsable mirror.
+    let browsable = svc.fresh_bucket("tbrw");
+    let open_cfg = config(
+        &svc,
+        dir.path(),
+        "browsable",
+        &db,
+        &format!(
+            "{}  encrypt: false\nencryption:\n  recipients: [{public}]\n",
+            svc.media_yaml(&source, &browsable, "")
+        ),
+    );
+    let out = svc.wpdr(&open_cfg, &["media", "sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plain = bucket_contents(&s3, &browsable).await;
+    assert_eq!(plain[&small].0, body(&small, 2));
+    assert!(plain[&big].0 == big_body);
+}

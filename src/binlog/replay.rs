@@ -437,6 +437,36 @@ pub fn logging_for(
     Ok(())
 }
 
+/// The `mariadb` client's options for `database.tls` (the replay connects
+/// as the restore did). The client has no CA-only check: the verify modes
+/// both check the certificate and its host name.
+pub fn client_tls_args(tls: &crate::config::TlsConfig) -> Vec<String> {
+    use crate::config::TlsMode;
+    let mut args = Vec::new();
+    match tls.mode {
+        TlsMode::Disabled => {
+            args.push("--skip-ssl".to_string());
+            return args;
+        }
+        TlsMode::Preferred => {}
+        TlsMode::Required => args.push("--ssl".into()),
+        TlsMode::VerifyCa | TlsMode::VerifyIdentity => {
+            args.push("--ssl".into());
+            args.push("--ssl-verify-server-cert".into());
+        }
+    }
+    for (flag, file) in [
+        ("--ssl-ca", &tls.ca_file),
+        ("--ssl-cert", &tls.cert_file),
+        ("--ssl-key", &tls.key_file),
+    ] {
+        if let Some(f) = file {
+            args.push(format!("{flag}={}", f.display()));
+        }
+    }
+    args
+}
+
 pub async fn apply(
     files: &[PathBuf],
     dir: &Path,
@@ -490,7 +520,8 @@ pub async fn apply(
             client
                 .arg(format!("--host={}", target.host))
                 .arg(format!("--port={}", target.port))
-                .arg("--protocol=TCP");
+                .arg("--protocol=TCP")
+                .args(client_tls_args(&target.tls));
         }
     }
     client.arg(database);

@@ -105,6 +105,9 @@ pub struct MediaSection {
     pub offsite: String,
     /// Versions the source overwrote or deleted since are under this prefix offsite.
     pub retained_prefix: String,
+    /// New offsite copies are sealed to the set's recipients (`media.encrypt`).
+    #[serde(default)]
+    pub sealed: bool,
     /// Sorted JSON lines (key, size, ETag, SHA-256), zstd; also in `artifacts`.
     pub index_artifact: String,
     pub objects: u64,

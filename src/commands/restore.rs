@@ -13,12 +13,19 @@ use wpdr::mysql::Endpoint;
 
 /// A `--target mysql://user@host:port[/db]` server, its password from
 /// WPDR_TARGET_PASSWORD (never from the command line, where `ps` shows it).
-fn target_endpoint(text: &str) -> Result<(Endpoint, Option<String>), ConfigError> {
-    url_endpoint(text, "--target")
+fn target_endpoint(
+    text: &str,
+    tls: &wpdr::config::TlsConfig,
+) -> Result<(Endpoint, Option<String>), ConfigError> {
+    url_endpoint(text, "--target", tls)
 }
 
-fn url_endpoint(text: &str, option: &str) -> Result<(Endpoint, Option<String>), ConfigError> {
-    Endpoint::from_url(text, std::env::var("WPDR_TARGET_PASSWORD").ok()).map_err(|e| {
+fn url_endpoint(
+    text: &str,
+    option: &str,
+    tls: &wpdr::config::TlsConfig,
+) -> Result<(Endpoint, Option<String>), ConfigError> {
+    Endpoint::from_url(text, std::env::var("WPDR_TARGET_PASSWORD").ok(), tls).map_err(|e| {
         ConfigError::Invalid {
             field: option.into(),
             env: "-".into(),
@@ -29,11 +36,12 @@ fn url_endpoint(text: &str, option: &str) -> Result<(Endpoint, Option<String>), 
 
 pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<ExitCode> {
     let ctx = job_context(cli).await?;
-    let (target, url_db) = target_endpoint(&args.target)?;
+    let tls = ctx.cfg.database.tls.clone();
+    let (target, url_db) = target_endpoint(&args.target, &tls)?;
     let replicas = args
         .replicas
         .iter()
-        .map(|u| url_endpoint(u, "--replica").map(|(e, _)| e))
+        .map(|u| url_endpoint(u, "--replica", &tls).map(|(e, _)| e))
         .collect::<Result<Vec<_>, _>>()?;
     let req = DbRestoreRequest {
         set: args.set.clone(),
@@ -195,7 +203,8 @@ pub(crate) async fn cluster(cli: &Cli, args: &wpdr::cli::RestoreClusterArgs) -> 
 }
 
 pub(crate) async fn rewrite_url(cli: &Cli, args: &wpdr::cli::RewriteUrlArgs) -> Result<ExitCode> {
-    let (target, url_db) = target_endpoint(&args.target)?;
+    // No config is needed here: TLS comes from the URL's options.
+    let (target, url_db) = target_endpoint(&args.target, &Default::default())?;
     let database = args
         .database
         .clone()

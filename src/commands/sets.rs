@@ -254,11 +254,12 @@ pub(crate) fn print_show(m: &Manifest) {
     if let Some(md) = &m.media {
         println!();
         println!(
-            "media      {} objects ({}) from {}, mirrored to {}",
+            "media      {} objects ({}) from {}, mirrored to {}{}",
             md.objects,
             super::output::human_bytes(md.bytes),
             md.source,
-            md.offsite
+            md.offsite,
+            if md.sealed { " (sealed)" } else { "" }
         );
         println!(
             "           this run: {} copied ({}), {} retained, {} deleted",

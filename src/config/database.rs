@@ -25,6 +25,74 @@ pub(crate) struct RawDatabase {
     fallback_to_primary: Option<bool>,
     skip: Option<Vec<String>>,
     binlog: Option<RawBinlog>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    mode: Option<String>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+/// How a connection uses TLS, with the names the MariaDB/MySQL clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// Plain TCP (a socket, or a server on the same host).
+    Disabled,
+    /// TLS when the server offers it, not verified; plain when it does not.
+    #[default]
+    Preferred,
+    /// TLS or no connection; the certificate is not verified.
+    Required,
+    /// TLS with a certificate signed by the CA (`ca_file`, else the system roots).
+    VerifyCa,
+    /// ... and issued for the host connected to.
+    VerifyIdentity,
+}
+
+impl TlsMode {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.to_ascii_lowercase().replace('_', "-").as_str() {
+            "disabled" | "disable" | "off" => Ok(TlsMode::Disabled),
+            "preferred" | "prefer" => Ok(TlsMode::Preferred),
+            "required" | "require" => Ok(TlsMode::Required),
+            "verify-ca" => Ok(TlsMode::VerifyCa),
+            "verify-identity" | "verify-full" => Ok(TlsMode::VerifyIdentity),
+            other => Err(format!(
+                "'{other}' is not one of disabled, preferred, required, verify-ca, verify-identity"
+            )),
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TlsMode::Disabled => "disabled",
+            TlsMode::Preferred => "preferred",
+            TlsMode::Required => "required",
+            TlsMode::VerifyCa => "verify-ca",
+            TlsMode::VerifyIdentity => "verify-identity",
+        }
+    }
+
+    /// Whether the server's certificate is checked against a CA.
+    pub fn verifies(&self) -> bool {
+        matches!(self, TlsMode::VerifyCa | TlsMode::VerifyIdentity)
+    }
+}
+
+/// `database.tls`: one setting for every connection to this site's servers
+/// (source, replicas, restore targets, the binlog archive, the replay client).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    /// PEM CA bundle the server's certificate must chain to (verify modes).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that require them (X509 users).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -52,6 +120,7 @@ pub struct DatabaseConfig {
     pub skip: Vec<String>,
     pub topology: Topology,
     pub binlog: BinlogArchiveConfig,
+    pub tls: TlsConfig,
 }
 
 /// How `wpdr binlog archive` follows the primary's binary log.
@@ -96,6 +165,7 @@ pub struct Endpoint {
     pub socket: Option<PathBuf>,
     pub user: String,
     pub password: Secret,
+    pub tls: TlsConfig,
 }
 
 impl Endpoint {
@@ -106,14 +176,26 @@ impl Endpoint {
             socket: c.socket.clone(),
             user: c.user.clone(),
             password: c.password.clone(),
+            tls: c.tls.clone(),
         }
     }
 
-    /// Parses `mysql://user[:password]@host[:port][/database]`; returns the database too.
-    /// The password may also come from `WPDR_TARGET_PASSWORD` so it stays off the command line.
+    /// The same server's TLS settings for another address (a replica, a
+    /// restore target named by URL).
+    pub fn with_tls(mut self, tls: &TlsConfig) -> Self {
+        self.tls = tls.clone();
+        self
+    }
+
+    /// Parses `mysql://user@host[:port][/database]`; returns the database too.
+    /// The password comes from `WPDR_TARGET_PASSWORD` (or the config's
+    /// file): one inside the URL is refused, because URLs end up in shell
+    /// history, process lists and logs. TLS is `database.tls`'s unless the
+    /// URL says otherwise (`?ssl-mode=verify-identity&ssl-ca=/ca.pem`).
     pub fn from_url(
         text: &str,
         env_password: Option<String>,
+        tls: &TlsConfig,
     ) -> Result<(Self, Option<String>), String> {
         let u = url::Url::parse(text)
             .map_err(|e| format!("not a URL ({e}); expected mysql://user@host:port/database"))?;
@@ -135,11 +217,25 @@ impl Endpoint {
         } else {
             decode(u.username())?
         };
-        let password = match (u.password(), env_password) {
-            (Some(p), _) => Secret::new(decode(p)?),
-            (None, Some(p)) => Secret::new(p),
-            (None, None) => Secret::default(),
-        };
+        if u.password().is_some() {
+            return Err("the URL holds a password: remove it and give the password in WPDR_TARGET_PASSWORD (or database.password_file / WPDR_DB_PASSWORD for the source), so it stays out of shell history, process lists and logs".into());
+        }
+        let password = env_password.map(Secret::new).unwrap_or_default();
+        let mut tls = tls.clone();
+        for (k, v) in u.query_pairs() {
+            match k.as_ref() {
+                "ssl-mode" | "sslmode" | "tls" => tls.mode = TlsMode::parse(&v)?,
+                "ssl-ca" => tls.ca_file = Some(PathBuf::from(v.as_ref())),
+                "ssl-cert" => tls.cert_file = Some(PathBuf::from(v.as_ref())),
+                "ssl-key" => tls.key_file = Some(PathBuf::from(v.as_ref())),
+                other => {
+                    return Err(format!(
+                        "unknown URL option '{other}': the options are ssl-mode, ssl-ca, ssl-cert, ssl-key"
+                    ))
+                }
+            }
+        }
+
         let db = u.path().trim_start_matches('/');
         let db = if db.is_empty() {
             None
@@ -153,6 +249,7 @@ impl Endpoint {
                 socket: None,
                 user,
                 password,
+                tls,
             },
             db,
         ))
@@ -259,6 +356,46 @@ pub(crate) fn resolve(d: &RawDatabase, env: &dyn Env) -> Result<DatabaseConfig, 
         table_prefix,
         topology,
         binlog: resolve_binlog(&d.binlog.clone().unwrap_or_default(), env)?,
+        tls: resolve_tls(&d.tls.clone().unwrap_or_default(), env)?,
+    })
+}
+
+fn resolve_tls(t: &RawTls, env: &dyn Env) -> Result<TlsConfig, ConfigError> {
+    let s = Section::new(env, "database.tls", "WPDR_DB_TLS_");
+    let mode = s
+        .key("mode", "MODE")
+        .read(&t.mode, |v| Ok(v.to_string()))?
+        .map(|m| TlsMode::parse(&m).map_err(|p| s.key("mode", "MODE").invalid(p)))
+        .transpose()?
+        .unwrap_or_default();
+    let file =
+        |name: &str, var: &str, raw: &Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
+            let key = s.key(name, var);
+            match key.path(raw)? {
+                Some(p) if !p.is_file() => {
+                    Err(key.invalid(format!("{} is not a readable file", p.display())))
+                }
+                other => Ok(other),
+            }
+        };
+    let ca_file = file("ca_file", "CA_FILE", &t.ca_file)?;
+    let cert_file = file("cert_file", "CERT_FILE", &t.cert_file)?;
+    let key_file = file("key_file", "KEY_FILE", &t.key_file)?;
+    if cert_file.is_some() != key_file.is_some() {
+        return Err(s.key("cert_file", "CERT_FILE").invalid(
+            "a client certificate needs its key (database.tls.key_file) and the other way round",
+        ));
+    }
+    if mode == TlsMode::Disabled && (ca_file.is_some() || cert_file.is_some()) {
+        return Err(s.key("mode", "MODE").invalid(
+            "is disabled but a CA or client certificate is given: set mode to verify-identity (or drop the files)",
+        ));
+    }
+    Ok(TlsConfig {
+        mode,
+        ca_file,
+        cert_file,
+        key_file,
     })
 }
 

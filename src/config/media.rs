@@ -15,6 +15,7 @@ pub(crate) struct RawMedia {
     concurrency: Option<usize>,
     max_deletes: Option<u64>,
     max_delete_percent: Option<u8>,
+    encrypt: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +35,17 @@ pub struct MediaConfig {
     pub max_deletes: u64,
     /// ... or a larger share of the mirror than this (percent).
     pub max_delete_percent: u8,
+    /// Seal the offsite copies to `encryption.recipients`. `None`: yes when
+    /// recipients are set. `false` keeps a plain mirror that can serve the
+    /// site on its own (and is readable by whoever holds the offsite key).
+    pub encrypt: Option<bool>,
+}
+
+impl MediaConfig {
+    /// Whether the offsite copies are sealed, given whether the store seals.
+    pub fn seals(&self, recipients_set: bool) -> bool {
+        recipients_set && self.encrypt.unwrap_or(true)
+    }
 }
 
 pub(crate) fn resolve(m: &RawMedia, env: &dyn Env) -> Result<Option<MediaConfig>, ConfigError> {
@@ -93,7 +105,9 @@ pub(crate) fn resolve(m: &RawMedia, env: &dyn Env) -> Result<Option<MediaConfig>
     let max_delete_percent = pct_key.check(max_delete_percent, max_delete_percent <= 100, |p| {
         format!("{p} is over 100")
     })?;
+    let encrypt = s.key("encrypt", "ENCRYPT").boolean(&m.encrypt)?;
     Ok(Some(MediaConfig {
+        encrypt,
         source,
         offsite,
         retained_prefix,

@@ -19,7 +19,7 @@ mod store;
 mod trust;
 
 pub use cluster::{ClusterConfig, CustomResourceKind, SealKey};
-pub use database::{BinlogArchiveConfig, DatabaseConfig, Endpoint, Topology};
+pub use database::{BinlogArchiveConfig, DatabaseConfig, Endpoint, TlsConfig, TlsMode, Topology};
 pub use media::MediaConfig;
 pub use overlay::{as_http_url, ByteSize, Env, ProcessEnv};
 pub use restore::{CacheKind, CacheServer, RestoreTargets, NAMESPACE_PLACEHOLDER};
@@ -184,23 +184,36 @@ impl Config {
             .key("url", "URL")
             .read(&raw.wordpress.url, as_http_url)?
             .map(|u| u.trim_end_matches('/').to_string());
+        let media = media::resolve(&raw.media, env)?;
+        let encryption = trust::resolve_encryption(&raw.encryption, env)?;
+        if media.as_ref().and_then(|m| m.encrypt) == Some(true) && encryption.recipients.is_empty()
+        {
+            return Err(overlay::invalid(
+                "media.encrypt",
+                "WPDR_MEDIA_ENCRYPT",
+                "is true but no encryption.recipients are set: add the age recipients the media is sealed to (WPDR_ENCRYPTION_RECIPIENTS), or drop media.encrypt",
+            ));
+        }
+        let database = database::resolve(&raw.database, env)?;
+        let mut restore = restore::resolve(&raw.restore, env)?;
+        restore.database_tls = database.tls.clone();
         Ok(Config {
             site,
             store: store::resolve(&raw.store, env)?,
-            database: database::resolve(&raw.database, env)?,
+            database,
             backup: retention::resolve_backup(&raw.backup, env)?,
             retention: retention::resolve_retention(&raw.retention, env)?,
             cluster: cluster::resolve(&raw.cluster, env)?,
-            media: media::resolve(&raw.media, env)?,
+            media,
             wordpress_url,
-            restore: restore::resolve(&raw.restore, env)?,
+            restore,
             daemon: DaemonConfig {
                 trigger_token: Section::new(env, "daemon", "WPDR_DAEMON_")
                     .key("trigger_token_file", "TRIGGER_TOKEN")
                     .credential(&raw.daemon.trigger_token_file)?
                     .filter(|t| !t.is_empty()),
             },
-            encryption: trust::resolve_encryption(&raw.encryption, env)?,
+            encryption,
             signing: trust::resolve_signing(&raw.signing, env)?,
         })
     }

@@ -28,6 +28,8 @@ pub struct RestoreTargets {
     /// `mysql://user@host:port/database`; the password is kept apart.
     pub database: Option<String>,
     pub database_password: Secret,
+    /// `database.tls`, which restore targets use unless their URL says otherwise.
+    pub database_tls: super::TlsConfig,
     pub media: Option<S3Config>,
     /// `redis://[:password@]host:port` or `memcached://host:port`.
     pub caches: Vec<String>,
@@ -115,7 +117,7 @@ pub(crate) fn resolve(r: &RawRestore, env: &dyn Env) -> Result<RestoreTargets, C
     let db_key = s.key("database", "DATABASE");
     let database = db_key.string(&r.database)?;
     if let Some(d) = &database {
-        Endpoint::from_url(&sample(d), None).map_err(|p| db_key.invalid(p))?;
+        Endpoint::from_url(&sample(d), None, &Default::default()).map_err(|p| db_key.invalid(p))?;
     }
     let database_password = s
         .key("database_password_file", "DATABASE_PASSWORD")
@@ -145,6 +147,7 @@ pub(crate) fn resolve(r: &RawRestore, env: &dyn Env) -> Result<RestoreTargets, C
         as_http_url(&sample(u)).map_err(|p| url_key.invalid(p))?;
     }
     Ok(RestoreTargets {
+        database_tls: Default::default(),
         database,
         database_password,
         media,

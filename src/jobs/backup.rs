@@ -493,7 +493,7 @@ async fn media_step(
             "attachment metadata that is not valid PHP serialisation: those attachments' sizes were not checked"
         );
     }
-    let mut section = media_section(m, &report, path);
+    let mut section = media_section(m, &report, path, m.seals(store.keys().seals()));
     section.unreadable_metadata = expected.unreadable;
     Ok((
         section,
@@ -532,8 +532,14 @@ async fn mirror_for_set(
     Ok(report)
 }
 
-fn media_section(m: &crate::config::MediaConfig, r: &MirrorReport, path: &str) -> MediaSection {
+fn media_section(
+    m: &crate::config::MediaConfig,
+    r: &MirrorReport,
+    path: &str,
+    sealed: bool,
+) -> MediaSection {
     MediaSection {
+        sealed,
         source: r.source.clone(),
         offsite: r.offsite.clone(),
         retained_prefix: m.retained_prefix.clone(),

@@ -11,6 +11,7 @@
 //! the way for the media index.
 
 use super::plan::Listed;
+use super::sealing::{check_md5, copy_crypt, Crypt};
 use super::MediaError;
 use crate::config::S3Config;
 use crate::store::s3::client::{body_backoff, PutOptions, BODY_ATTEMPTS};
@@ -49,6 +50,8 @@ pub struct Copied {
     pub source_etag: String,
     pub dest_etag: String,
     pub sha256: String,
+    /// Bytes written at the destination (more than `size` when sealed).
+    pub stored_size: u64,
 }
 
 /// A media bucket: the one S3 client, checking bytes itself (Content-MD5
@@ -76,6 +79,10 @@ impl Bucket {
 
     pub fn name(&self) -> &str {
         self.s3.name()
+    }
+
+    pub(crate) fn s3(&self) -> &S3Client {
+        &self.s3
     }
 
     pub fn describe(&self) -> String {
@@ -231,21 +238,35 @@ impl Bucket {
 }
 
 /// Copies `src_key` of `src` to `dst_key` of `dst` with its headers, tagged
-/// as `tag` says. With `expect_sha256`, the bytes read must hash to
-/// it or the copy fails before anything becomes visible at the destination.
+/// as `tag` says, sealed or opened as `crypt` says. With `expect_sha256`, the
+/// content must hash to it or the copy fails before anything becomes visible
+/// at the destination.
+#[allow(clippy::too_many_arguments)]
 pub async fn copy_between(
     src: &Bucket,
     src_key: &str,
     dst: &Bucket,
     dst_key: &str,
     tag: Tag,
+    crypt: Crypt<'_>,
     expect_sha256: Option<&str>,
     budget: &MemoryBudget,
 ) -> Result<Copied, MediaError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match copy_once(src, src_key, dst, dst_key, tag, expect_sha256, budget).await {
+        match copy_once(
+            src,
+            src_key,
+            dst,
+            dst_key,
+            tag,
+            crypt,
+            expect_sha256,
+            budget,
+        )
+        .await
+        {
             Ok(c) => return Ok(c),
             Err(e) if attempt < BODY_ATTEMPTS && e.is_transient() => {
                 tracing::warn!(key = src_key, attempt, error = %e, "copy failed, retrying");
@@ -256,16 +277,31 @@ pub async fn copy_between(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn copy_once(
     src: &Bucket,
     src_key: &str,
     dst: &Bucket,
     dst_key: &str,
     tag: Tag,
+    crypt: Crypt<'_>,
     expect_sha256: Option<&str>,
     budget: &MemoryBudget,
 ) -> Result<Copied, MediaError> {
     let out = src.s3.get(src_key, 0).await?;
+    if crypt.transforms(&out.headers) {
+        return copy_crypt(
+            src_key,
+            out,
+            dst,
+            dst_key,
+            crypt,
+            tag,
+            expect_sha256,
+            budget,
+        )
+        .await;
+    }
     let size = out.length.unwrap_or(0);
     let source_etag = out.etag;
     let mut headers = out.headers;
@@ -306,7 +342,7 @@ async fn copy_once(
         let sha256 = hex::encode(sha.finalize());
         check_sha(src_key, expect_sha256, &sha256)?;
         let md5 = whole_md5.finalize();
-        check_source_md5(src_key, &source_etag, &md5)?;
+        check_md5(src_key, &source_etag, &md5)?;
         if tag == Tag::SourceVersion {
             headers.user.insert(META_SHA256.to_string(), sha256.clone());
         }
@@ -327,6 +363,7 @@ async fn copy_once(
             source_etag,
             dest_etag,
             sha256,
+            stored_size: size,
         });
     }
 
@@ -381,7 +418,7 @@ async fn copy_once(
         }
         let sha256 = hex::encode(sha.finalize());
         check_sha(src_key, expect_sha256, &sha256)?;
-        check_source_md5(src_key, &source_etag, &whole_md5.finalize())?;
+        check_md5(src_key, &source_etag, &whole_md5.finalize())?;
         let dest_etag = dst.s3.complete_upload(dst_key, &upload, parts).await?;
         Ok::<_, MediaError>((sha256, dest_etag))
     }
@@ -392,6 +429,7 @@ async fn copy_once(
             source_etag,
             dest_etag,
             sha256,
+            stored_size: size,
         }),
         Err(e) => {
             dst.s3.abort_upload(dst_key, &upload).await;
@@ -411,19 +449,6 @@ fn check_sha(key: &str, expected: Option<&str>, found: &str) -> Result<(), Media
     }
 }
 
-/// A single-part ETag is the content's MD5: a cheap end-to-end check of the read.
-fn check_source_md5(key: &str, etag: &str, md5: &[u8]) -> Result<(), MediaError> {
-    let looks_md5 = etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit());
-    let found = hex::encode(md5);
-    if looks_md5 && !etag.eq_ignore_ascii_case(&found) {
-        return Err(MediaError::Transfer {
-            key: key.to_string(),
-            detail: format!("the bytes read have MD5 {found} but the object's ETag is {etag}"),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,8 +457,8 @@ mod tests {
     fn md5_etags_are_checked_and_multipart_ones_skipped() {
         let md5 = Md5::digest(b"hello");
         let good = hex::encode(md5);
-        assert!(check_source_md5("k", &good, &md5).is_ok());
-        assert!(check_source_md5("k", "0123456789abcdef0123456789abcdef", &md5).is_err());
-        assert!(check_source_md5("k", "abc-3", &md5).is_ok());
+        assert!(check_md5("k", &good, &md5).is_ok());
+        assert!(check_md5("k", "0123456789abcdef0123456789abcdef", &md5).is_err());
+        assert!(check_md5("k", "abc-3", &md5).is_ok());
     }
 }

@@ -12,6 +12,7 @@
 use super::bucket::{copy_between, Bucket, MemoryBudget, Tag, META_SHA256, META_SOURCE_ETAG};
 use super::plan::{plan, Listed, Record, Step, Totals, Version};
 use super::records::{RecordReader, RecordWriter};
+use super::sealing::{is_sealed, Crypt};
 use super::MediaError;
 use crate::config::MediaConfig;
 use crate::store::{Store, Written};
@@ -48,6 +49,8 @@ pub struct Mirror {
     pub offsite: Bucket,
     pub store: Arc<Store>,
     pub state_key: String,
+    /// Offsite copies are sealed to the store's recipients (`media.encrypt`).
+    pub seal: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -165,6 +168,7 @@ impl Mirror {
         Ok(Mirror {
             source: Bucket::open(&cfg.source).await?,
             offsite: Bucket::open(&cfg.offsite).await?,
+            seal: cfg.seals(store.keys().seals()),
             cfg: cfg.clone(),
             store,
             state_key: state_key(site_prefix),
@@ -222,10 +226,14 @@ impl Mirror {
         let mut writer = if opts.dry_run {
             None
         } else {
-            // The state is replaced every run; a set's index is kept.
-            let mut writers = vec![self.store.sealed_state_writer(&self.state_key)?];
+            // The state is replaced every run; a set's index is kept. Both
+            // stay plain: the next run and prune read them without a key,
+            // and they hold what the offsite listing shows anyway (keys,
+            // sizes, ETags) plus content hashes; the manifest's signature
+            // covers the index's hash.
+            let mut writers = vec![self.store.writer(&self.state_key)];
             if let Some(index) = &opts.index_key {
-                writers.push(self.store.sealed_writer(index)?);
+                writers.push(self.store.kept_writer(index));
             }
             Some(RecordWriter::new(writers)?)
         };
@@ -396,6 +404,18 @@ impl Mirror {
 
     async fn execute(&self, step: Step, dry_run: bool, budget: &MemoryBudget) -> Outcome {
         match step {
+            // A plain copy from before encryption was turned on: sealed in
+            // place. The plain one is not retained (that would keep the very
+            // bytes sealing is meant to protect); the sealed copy is the same
+            // version, so older sets restore from it.
+            Step::Unchanged(r) if self.seal && r.offsite_size.is_none() && !dry_run => {
+                let source = Listed {
+                    key: r.key,
+                    size: r.size,
+                    etag: r.etag,
+                };
+                self.copy_step(source, None, budget).await
+            }
             Step::Unchanged(r) => Outcome {
                 record: Some(r),
                 ..Default::default()
@@ -411,6 +431,7 @@ impl Mirror {
                     etag: source.etag,
                     offsite_etag: String::new(),
                     sha256: String::new(),
+                    offsite_size: None,
                 }),
                 ..Default::default()
             },
@@ -470,12 +491,18 @@ impl Mirror {
     }
 
     async fn copy(&self, source: &Listed, budget: &MemoryBudget) -> Result<Record, MediaError> {
+        let crypt = if self.seal {
+            Crypt::Seal(self.store.keys())
+        } else {
+            Crypt::Plain
+        };
         let c = copy_between(
             &self.source,
             &source.key,
             &self.offsite,
             &source.key,
             Tag::SourceVersion,
+            crypt,
             None,
             budget,
         )
@@ -486,6 +513,7 @@ impl Mirror {
             etag: c.source_etag,
             offsite_etag: c.dest_etag,
             sha256: c.sha256,
+            offsite_size: (self.seal || c.stored_size != c.size).then_some(c.stored_size),
         })
     }
 
@@ -501,6 +529,10 @@ impl Mirror {
     ) -> Result<Option<Outcome>, MediaError> {
         let head = self.offsite.head(&offsite.key).await?;
         let Some(head) = head else { return Ok(None) };
+        // A plain copy while sealing (or the other way round) is copied anew.
+        if is_sealed(&head.headers) != self.seal {
+            return Ok(None);
+        }
         let names_version = head.etag == offsite.etag
             && head.headers.user.get(META_SOURCE_ETAG) == Some(&source.etag);
         if !names_version && source.etag != offsite.etag {
@@ -514,6 +546,8 @@ impl Mirror {
             .cloned();
         let sha256 = match tagged {
             Some(sha) => sha,
+            // Hashing a sealed copy would give the ciphertext's hash.
+            None if self.seal => return Ok(None),
             None => {
                 let (size, sha) = self.offsite.hash(&offsite.key, budget).await?;
                 if size != source.size {
@@ -533,6 +567,7 @@ impl Mirror {
                 etag: source.etag.clone(),
                 offsite_etag: offsite.etag.clone(),
                 sha256,
+                offsite_size: self.seal.then_some(offsite.size),
             }),
             adopted: true,
             ..Default::default()

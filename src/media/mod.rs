@@ -3,6 +3,7 @@
 //!
 //! * `plan`: the pure decision of what a mirror run does with each key.
 //! * `bucket`: one bucket's operations and the byte path between two buckets.
+//! * `sealing`: that path when the offsite copies are sealed (age).
 //! * `records`: the sorted record streams (mirror state, set index) in the store.
 //! * `mirror`: a mirror run (control plane: listing, planning, copying, rails).
 //! * `restore`: fill a fresh bucket with exactly a set's objects.
@@ -15,6 +16,7 @@ pub mod plan;
 pub mod records;
 pub mod restore;
 pub mod retention;
+pub mod sealing;
 
 use crate::exit::{Classify, ExitCode};
 use crate::store::StoreError;
@@ -63,6 +65,8 @@ pub enum MediaError {
     Attachments(String),
     #[error(transparent)]
     Catalog(#[from] crate::catalog::CatalogError),
+    #[error("media: {0}")]
+    Trust(#[from] crate::trust::TrustError),
 }
 
 impl MediaError {
@@ -83,6 +87,7 @@ impl Classify for MediaError {
         match self {
             MediaError::Store(e) => e.exit_code(),
             MediaError::Catalog(e) => e.exit_code(),
+            MediaError::Trust(e) => e.exit_code(),
             MediaError::Checksum { .. } | MediaError::Records { .. } => ExitCode::Integrity,
             MediaError::NoIndex => ExitCode::SetNotFound,
             MediaError::NotInPartialSet { .. } => ExitCode::Partial,
@@ -102,6 +107,7 @@ impl Classify for MediaError {
         match self {
             MediaError::Store(e) => e.metric_label(),
             MediaError::Catalog(e) => e.metric_label(),
+            MediaError::Trust(e) => e.metric_label(),
             MediaError::Transfer { .. } => "media_transfer",
             MediaError::Checksum { .. } => "media_checksum",
             MediaError::ListingOrder { .. } => "media_listing_order",

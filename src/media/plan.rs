@@ -26,6 +26,17 @@ pub struct Record {
     pub offsite_etag: String,
     /// SHA-256 of the content, computed while copying.
     pub sha256: String,
+    /// The offsite copy's size when it is not the content's (a sealed copy
+    /// is larger by its age header and tags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite_size: Option<u64>,
+}
+
+impl Record {
+    /// What the offsite copy's listing shows as its size.
+    pub fn stored_size(&self) -> u64 {
+        self.offsite_size.unwrap_or(self.size)
+    }
 }
 
 /// An offsite object about to be overwritten or deleted.
@@ -165,7 +176,7 @@ pub fn plan<E>(
                     Some(r)
                         if r.etag == s.etag
                             && r.size == s.size
-                            && o.size == s.size
+                            && o.size == r.stored_size()
                             && r.offsite_etag == o.etag =>
                     {
                         t.unchanged += 1;
@@ -305,6 +316,7 @@ mod tests {
             etag: etag.into(),
             offsite_etag: offsite_etag.into(),
             sha256: "s".into(),
+            offsite_size: None,
         }
     }
 
@@ -361,6 +373,34 @@ mod tests {
         );
         assert_eq!((t.copies, t.deletes, t.bytes_to_copy), (2, 1, 3));
         assert_eq!((t.unchanged, t.adopt), (1, 1));
+    }
+
+    #[test]
+    fn a_sealed_copy_is_unchanged_at_its_own_size_and_a_resized_one_is_copied() {
+        let mut sealed = rec("a.jpg", "e1", 100, "o1");
+        sealed.offsite_size = Some(300);
+        let (steps, t) = run(
+            vec![l("a.jpg", 100, "e1"), l("b.jpg", 100, "e2")],
+            vec![l("a.jpg", 300, "o1"), l("b.jpg", 100, "o2")],
+            vec![sealed.clone(), {
+                let mut r = rec("b.jpg", "e2", 100, "o2");
+                r.offsite_size = Some(300);
+                r
+            }],
+        );
+        assert_eq!(steps[0], Step::Unchanged(sealed));
+        // The record says sealed (300 bytes) but the offsite copy is 100: copy.
+        assert!(
+            matches!(
+                &steps[1],
+                Step::Copy {
+                    replaces: Some(_),
+                    ..
+                }
+            ),
+            "{steps:?}"
+        );
+        assert_eq!((t.unchanged, t.copies), (1, 1));
     }
 
     #[test]

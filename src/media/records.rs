@@ -259,6 +259,7 @@ mod tests {
             etag: format!("e-{key}"),
             offsite_etag: "o".into(),
             sha256: "s".into(),
+            offsite_size: None,
         }
     }
 

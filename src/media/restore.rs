@@ -16,6 +16,7 @@ use super::mirror::{
 };
 use super::plan::{Listed, Record};
 use super::records::RecordReader;
+use super::sealing::Crypt;
 use super::MediaError;
 use crate::store::Store;
 use futures::StreamExt;
@@ -351,6 +352,7 @@ impl MediaRestore<'_> {
                 self.target,
                 &r.key,
                 Tag::Keep,
+                Crypt::Open(self.store.keys()),
                 Some(&r.sha256),
                 budget,
             )

@@ -12,14 +12,21 @@ pub mod sql;
 pub mod topology;
 mod workers;
 
+use crate::config::TlsMode;
 use crate::exit::{Classify, ExitCode};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder};
+use mysql_async::{ClientIdentity, Conn, OptsBuilder, SslOpts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MysqlError {
     #[error("cannot connect to the database at {target}: {detail}. Check database.host/port (WPDR_DB_HOST/WPDR_DB_PORT) and that the server is running.")]
     Unreachable { target: String, detail: String },
+    #[error("no secure connection to the database at {target} (database.tls.mode {mode}): {detail}. Check database.tls.ca_file (WPDR_DB_TLS_CA_FILE) names the CA that signed the server's certificate and that the host name matches it, or lower database.tls.mode.")]
+    Tls {
+        target: String,
+        mode: &'static str,
+        detail: String,
+    },
     #[error("the database at {target} refused user '{user}': {detail}. Check database.user and the password (WPDR_DB_PASSWORD or database.password_file).")]
     AuthFailed {
         target: String,
@@ -64,6 +71,7 @@ impl Classify for MysqlError {
     fn exit_code(&self) -> ExitCode {
         match self {
             MysqlError::Unreachable { .. } => ExitCode::DatabaseUnreachable,
+            MysqlError::Tls { .. } => ExitCode::TlsFailed,
             MysqlError::AuthFailed { .. } | MysqlError::Privilege { .. } => ExitCode::DatabaseAuth,
             MysqlError::UnknownDatabase { .. } => ExitCode::DatabaseUnreachable,
             MysqlError::Query { .. } | MysqlError::PacketTooSmall { .. } => ExitCode::Database,
@@ -80,6 +88,7 @@ impl Classify for MysqlError {
     fn metric_label(&self) -> &'static str {
         match self {
             MysqlError::Unreachable { .. } => "db_unreachable",
+            MysqlError::Tls { .. } => "db_tls",
             MysqlError::AuthFailed { .. } => "db_auth",
             MysqlError::UnknownDatabase { .. } => "db_unknown_database",
             MysqlError::Privilege { .. } => "db_privilege",
@@ -124,8 +133,59 @@ impl Endpoint {
         b
     }
 
+    /// The driver's TLS options for this endpoint's `tls` (none over a socket
+    /// or when disabled).
+    fn ssl_opts(&self) -> Option<SslOpts> {
+        let tls = &self.tls;
+        if tls.mode == TlsMode::Disabled || self.socket.is_some() {
+            return None;
+        }
+        let mut o = SslOpts::default();
+        if let Some(ca) = &tls.ca_file {
+            o = o
+                .with_root_certs(vec![ca.clone().into()])
+                .with_disable_built_in_roots(true);
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            o = o.with_client_identity(Some(ClientIdentity::new(
+                cert.clone().into(),
+                key.clone().into(),
+            )));
+        }
+        Some(match tls.mode {
+            TlsMode::VerifyIdentity => o,
+            TlsMode::VerifyCa => o.with_danger_skip_domain_validation(true),
+            _ => o.with_danger_accept_invalid_certs(true),
+        })
+    }
+
     pub async fn connect(&self, database: Option<&str>) -> Result<Conn, MysqlError> {
-        let fut = Conn::new(self.opts(database));
+        let ssl = self.ssl_opts();
+        let tried_tls = ssl.is_some();
+        match self.connect_with(database, ssl).await {
+            // `preferred`: a server that offers no TLS gets a plain connection.
+            Err(MysqlError::Tls { .. }) if self.tls.mode == TlsMode::Preferred => {
+                tracing::debug!(target = %self.display(), "the server offers no TLS; connecting without");
+                self.connect_with(database, None).await
+            }
+            Err(e) if tried_tls && self.tls.mode == TlsMode::Preferred => {
+                if matches!(e, MysqlError::Unreachable { .. }) {
+                    if let Ok(c) = self.connect_with(database, None).await {
+                        return Ok(c);
+                    }
+                }
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    async fn connect_with(
+        &self,
+        database: Option<&str>,
+        ssl: Option<SslOpts>,
+    ) -> Result<Conn, MysqlError> {
+        let fut = Conn::new(self.opts(database).ssl_opts(ssl));
         let conn = match tokio::time::timeout(std::time::Duration::from_secs(15), fut).await {
             Ok(r) => r,
             Err(_) => {
@@ -139,7 +199,21 @@ impl Endpoint {
     }
 
     fn classify_connect(&self, e: mysql_async::Error, database: Option<&str>) -> MysqlError {
+        let tls = |detail: String| MysqlError::Tls {
+            target: self.display(),
+            mode: self.tls.mode.as_str(),
+            detail,
+        };
         match &e {
+            mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => {
+                tls("the server does not offer TLS".into())
+            }
+            mysql_async::Error::Io(mysql_async::IoError::Tls(t)) => tls(t.to_string()),
+            mysql_async::Error::Server(se)
+                if se.code == 3159 || se.message.contains("secure transport") =>
+            {
+                tls(format!("{} (the server requires TLS)", se.message))
+            }
             mysql_async::Error::Server(se) => match se.code {
                 1045 | 1044 | 1698 => MysqlError::AuthFailed {
                     target: self.display(),
@@ -197,10 +271,17 @@ pub async fn server_version(conn: &mut Conn) -> Result<String, MysqlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TlsConfig;
 
     #[test]
-    fn parses_target_urls_without_leaking_password() {
-        let (e, db) = Endpoint::from_url("mysql://wp:p%40ss@db.example:3307/site2", None).unwrap();
+    fn target_urls_parse_refuse_passwords_and_carry_tls_options() {
+        let none = TlsConfig::default();
+        let (e, db) = Endpoint::from_url(
+            "mysql://wp@db.example:3307/site2",
+            Some("p@ss".into()),
+            &none,
+        )
+        .unwrap();
         assert_eq!(
             (e.host.as_str(), e.port, e.user.as_str()),
             ("db.example", 3307, "wp")
@@ -209,12 +290,45 @@ mod tests {
         assert_eq!(db.as_deref(), Some("site2"));
         assert!(!format!("{e:?}").contains("p@ss"));
         assert!(!e.display().contains("p@ss"));
-        let (e, db) = Endpoint::from_url("mysql://127.0.0.1", Some("envpw".into())).unwrap();
+        // A password in the URL is refused, and the message does not repeat it.
+        let err = Endpoint::from_url("mysql://wp:s3cr3t@db.example/x", None, &none).unwrap_err();
+        assert!(
+            err.contains("WPDR_TARGET_PASSWORD") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+        let (e, db) = Endpoint::from_url("mysql://127.0.0.1", Some("envpw".into()), &none).unwrap();
         assert_eq!(
             (e.port, e.user.as_str(), e.password.expose()),
             (3306, "root", "envpw")
         );
         assert!(db.is_none());
-        assert!(Endpoint::from_url("postgres://x", None).is_err());
+        assert!(Endpoint::from_url("postgres://x", None, &none).is_err());
+        // TLS: the config's unless the URL says otherwise.
+        let pinned = TlsConfig {
+            mode: TlsMode::VerifyIdentity,
+            ca_file: Some("/ca.pem".into()),
+            ..Default::default()
+        };
+        let (e, _) = Endpoint::from_url("mysql://h/db", None, &pinned).unwrap();
+        assert_eq!(e.tls, pinned);
+        let (e, _) = Endpoint::from_url("mysql://h/db?ssl-mode=required", None, &pinned).unwrap();
+        assert_eq!(e.tls.mode, TlsMode::Required);
+        assert!(Endpoint::from_url("mysql://h/db?ssl-mode=maybe", None, &none).is_err());
+        assert!(Endpoint::from_url("mysql://h/db?sslrootcert=x", None, &none).is_err());
+    }
+
+    #[test]
+    fn the_replay_client_gets_the_matching_tls_options() {
+        use crate::binlog::replay::client_tls_args;
+        let mut tls = TlsConfig::default();
+        assert!(client_tls_args(&tls).is_empty());
+        tls.mode = TlsMode::Disabled;
+        assert_eq!(client_tls_args(&tls), vec!["--skip-ssl"]);
+        tls.mode = TlsMode::VerifyIdentity;
+        tls.ca_file = Some("/ca.pem".into());
+        assert_eq!(
+            client_tls_args(&tls),
+            vec!["--ssl", "--ssl-verify-server-cert", "--ssl-ca=/ca.pem"]
+        );
     }
 }

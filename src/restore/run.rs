@@ -709,8 +709,14 @@ mod tests {
         let mut media_cfg = config().media.unwrap().source;
         Targets {
             namespace: "restored".into(),
-            database: database
-                .map(|(url, db)| (Endpoint::from_url(url, None).unwrap().0, db.to_string())),
+            database: database.map(|(url, db)| {
+                (
+                    Endpoint::from_url(url, None, &Default::default())
+                        .unwrap()
+                        .0,
+                    db.to_string(),
+                )
+            }),
             media: media.map(|(bucket, endpoint)| {
                 media_cfg.bucket = bucket.into();
                 media_cfg.endpoint = Some(endpoint.into());

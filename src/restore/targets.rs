@@ -25,12 +25,14 @@ impl Targets {
         let database = targets.database.as_ref().and_then(|t| {
             let password =
                 Some(targets.database_password.expose().to_string()).filter(|p| !p.is_empty());
-            Endpoint::from_url(&ns(t), password).ok().map(|(e, db)| {
-                let name = db
-                    .or_else(|| manifest.database.as_ref().map(|d| d.database.clone()))
-                    .unwrap_or_else(|| "wordpress".into());
-                (e, name)
-            })
+            Endpoint::from_url(&ns(t), password, &targets.database_tls)
+                .ok()
+                .map(|(e, db)| {
+                    let name = db
+                        .or_else(|| manifest.database.as_ref().map(|d| d.database.clone()))
+                        .unwrap_or_else(|| "wordpress".into());
+                    (e, name)
+                })
         });
         Targets {
             namespace: namespace.to_string(),

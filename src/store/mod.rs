@@ -501,12 +501,6 @@ impl Store {
         self.sealing(key, true)
     }
 
-    /// A sealed writer for site data that is replaced run after run (the
-    /// mirror's state): no retention, or every run would keep a copy.
-    pub fn sealed_state_writer(&self, key: &str) -> Result<ObjectWriter, StoreError> {
-        self.sealing(key, false)
-    }
-
     fn sealing(&self, key: &str, kept: bool) -> Result<ObjectWriter, StoreError> {
         let sealer = self.keys.sealer(key).map_err(StoreError::Trust)?;
         let mut w = self.make_writer(key, kept);

@@ -75,8 +75,12 @@ fn closed_port() -> u16 {
 }
 
 fn closed_database() -> (Endpoint, String) {
-    let (e, _) =
-        Endpoint::from_url(&format!("mysql://root@127.0.0.1:{}", closed_port()), None).unwrap();
+    let (e, _) = Endpoint::from_url(
+        &format!("mysql://root@127.0.0.1:{}", closed_port()),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
     (e, "wp".into())
 }
 

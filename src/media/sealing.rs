@@ -1,0 +1,330 @@
+//! The byte path of a sealed media copy: the mirror seals each object to the
+//! configured age recipients on its way offsite, and a restore opens it on
+//! its way into the target bucket.
+//!
+//! Neither side knows the output's size before the input has been read (the
+//! age header's size depends on the recipients), so the output goes to an
+//! [`Upload`] that becomes a single PUT when it ends within one part and a
+//! multipart upload when it does not. Memory stays at one part plus the age
+//! STREAM's 64 KiB piece. The SHA-256 the index records is of the content
+//! (the plain bytes), so a restore checks what WordPress will serve, and the
+//! source's MD5 ETag is still checked against the bytes read.
+
+use super::bucket::{Bucket, Copied, Tag, META_SHA256, META_SOURCE_ETAG};
+use super::MediaError;
+use crate::store::s3::client::{Get, Headers, PutOptions};
+use crate::trust::Keys;
+use aws_sdk_s3::types::CompletedPart;
+use bytes::{Bytes, BytesMut};
+use futures::{AsyncReadExt, StreamExt, TryStreamExt};
+use md5::Md5;
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex};
+
+/// User metadata on a sealed offsite copy: how it is sealed.
+pub const META_SEALED: &str = "wpdr-sealed";
+/// The value of [`META_SEALED`]: an age file to the set's recipients.
+pub const SEALED_AGE: &str = "age";
+
+/// What a copy does to the bytes on the way.
+#[derive(Clone, Copy)]
+pub enum Crypt<'a> {
+    /// Nothing: a plain mirror, or a restore with no sealed copies expected.
+    Plain,
+    /// Seal to the keys' recipients (the mirror with `media.encrypt`).
+    Seal(&'a Keys),
+    /// Open with the keys' identities when the object read is sealed
+    /// (restore: a set may hold sealed and plain copies side by side).
+    Open(&'a Keys),
+}
+
+impl Crypt<'_> {
+    /// Whether an object read with these headers goes through this module.
+    pub fn transforms(&self, headers: &Headers) -> bool {
+        match self {
+            Crypt::Plain => false,
+            Crypt::Seal(_) => true,
+            Crypt::Open(_) => is_sealed(headers),
+        }
+    }
+}
+
+pub fn is_sealed(headers: &Headers) -> bool {
+    headers.user.get(META_SEALED).map(String::as_str) == Some(SEALED_AGE)
+}
+
+/// Copies one object read by `got` into `dst_key`, sealing or opening it.
+pub(crate) async fn copy_crypt(
+    src_key: &str,
+    got: Get,
+    dst: &Bucket,
+    dst_key: &str,
+    crypt: Crypt<'_>,
+    tag: Tag,
+    expect_sha256: Option<&str>,
+    budget: &super::bucket::MemoryBudget,
+) -> Result<Copied, MediaError> {
+    let size = got.length.unwrap_or(0);
+    let source_etag = got.etag;
+    let mut headers = got.headers;
+    match crypt {
+        Crypt::Seal(_) => {
+            headers
+                .user
+                .insert(META_SEALED.to_string(), SEALED_AGE.to_string());
+        }
+        _ => {
+            headers.user.remove(META_SEALED);
+        }
+    }
+    if tag == Tag::SourceVersion {
+        headers
+            .user
+            .insert(META_SOURCE_ETAG.to_string(), source_etag.clone());
+        // Known only at the end: a single PUT carries it, a multipart one not.
+        headers.user.remove(META_SHA256);
+    }
+    let part_size = dst.s3().part_size();
+    let _permit = budget.take(part_size as u64).await;
+    let mut out = Upload::new(dst, dst_key, part_size);
+    let result = async {
+        let (read, content_sha, plain_size) = match crypt {
+            Crypt::Seal(keys) => seal_into(src_key, keys, got.body, &mut out, &headers).await?,
+            Crypt::Open(keys) => open_into(src_key, keys, got.body, &mut out, &headers).await?,
+            Crypt::Plain => {
+                return Err(MediaError::Stopped(
+                    "a plain copy was sent down the sealed path".into(),
+                ))
+            }
+        };
+        if read.0 != size {
+            return Err(MediaError::Transfer {
+                key: src_key.to_string(),
+                detail: format!("the body ended at {} of {size} bytes", read.0),
+            });
+        }
+        let sha256 = hex::encode(content_sha);
+        if let Some(want) = expect_sha256.filter(|w| !w.is_empty()) {
+            if want != sha256 {
+                return Err(MediaError::Checksum {
+                    key: src_key.to_string(),
+                    expected: want.to_string(),
+                    found: sha256,
+                });
+            }
+        }
+        check_md5(src_key, &source_etag, &read.1)?;
+        if tag == Tag::SourceVersion {
+            headers.user.insert(META_SHA256.to_string(), sha256.clone());
+        }
+        let (dest_etag, stored) = out.finish(&headers).await?;
+        Ok::<_, MediaError>(Copied {
+            size: plain_size,
+            source_etag: source_etag.clone(),
+            dest_etag,
+            sha256,
+            stored_size: stored,
+        })
+    }
+    .await;
+    if result.is_err() {
+        out.abort().await;
+    }
+    result
+}
+
+/// (bytes read, their MD5), the content's SHA-256, the content's size.
+type Digests = ((u64, [u8; 16]), [u8; 32], u64);
+
+async fn seal_into(
+    key: &str,
+    keys: &Keys,
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    out: &mut Upload<'_>,
+    headers: &Headers,
+) -> Result<Digests, MediaError> {
+    let mut sealer = keys.sealer(key)?.ok_or_else(|| {
+        MediaError::Stopped("media.encrypt is on but no recipients are configured".into())
+    })?;
+    let mut sha = Sha256::new();
+    let mut md5 = Md5::new();
+    let mut n = 0u64;
+    while let Some(chunk) = body.try_next().await.map_err(|e| MediaError::Transfer {
+        key: key.to_string(),
+        detail: format!("reading the body: {e}"),
+    })? {
+        n += chunk.len() as u64;
+        sha.update(&chunk);
+        md5.update(&chunk);
+        out.push(&sealer.seal(&chunk)?, headers).await?;
+    }
+    out.push(&sealer.finish()?, headers).await?;
+    Ok(((n, md5.finalize().into()), sha.finalize().into(), n))
+}
+
+async fn open_into(
+    key: &str,
+    keys: &Keys,
+    body: aws_sdk_s3::primitives::ByteStream,
+    out: &mut Upload<'_>,
+    headers: &Headers,
+) -> Result<Digests, MediaError> {
+    // The ciphertext is counted and hashed as it passes into the decryptor.
+    let read = Arc::new(Mutex::new((0u64, Md5::new())));
+    let tap = read.clone();
+    let ciphertext = futures::stream::try_unfold(body, |mut b| async move {
+        Ok::<_, std::io::Error>(
+            b.try_next()
+                .await
+                .map_err(std::io::Error::other)?
+                .map(|c| (c, b)),
+        )
+    })
+    .inspect_ok(move |c: &Bytes| {
+        if let Ok(mut t) = tap.lock() {
+            t.0 += c.len() as u64;
+            t.1.update(c);
+        }
+    })
+    .boxed()
+    .into_async_read();
+    let mut plain = keys.open_stream(key, ciphertext).await?;
+    let mut sha = Sha256::new();
+    let mut n = 0u64;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let got = plain
+            .read(&mut buf)
+            .await
+            .map_err(|e| MediaError::Transfer {
+                key: key.to_string(),
+                detail: format!("opening the sealed copy: {e}"),
+            })?;
+        if got == 0 {
+            break;
+        }
+        n += got as u64;
+        sha.update(&buf[..got]);
+        out.push(&buf[..got], headers).await?;
+    }
+    let (count, md5) = match read.lock() {
+        Ok(mut r) => (r.0, std::mem::take(&mut r.1).finalize().into()),
+        Err(_) => return Err(MediaError::Stopped("the read counter was poisoned".into())),
+    };
+    Ok(((count, md5), sha.finalize().into(), n))
+}
+
+/// A write of unknown length: one PUT if it fits a part, multipart if not.
+struct Upload<'a> {
+    dst: &'a Bucket,
+    key: &'a str,
+    part_size: usize,
+    pending: BytesMut,
+    upload: Option<String>,
+    parts: Vec<CompletedPart>,
+    written: u64,
+}
+
+impl<'a> Upload<'a> {
+    fn new(dst: &'a Bucket, key: &'a str, part_size: usize) -> Self {
+        Upload {
+            dst,
+            key,
+            part_size,
+            pending: BytesMut::new(),
+            upload: None,
+            parts: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// Adds bytes; a full part goes out at once. `headers` are the object's
+    /// if this starts the multipart upload.
+    async fn push(&mut self, data: &[u8], headers: &Headers) -> Result<(), MediaError> {
+        self.pending.extend_from_slice(data);
+        while self.pending.len() > self.part_size {
+            let part = self.pending.split_to(self.part_size).freeze();
+            self.send_part(part, headers).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_part(&mut self, part: Bytes, headers: &Headers) -> Result<(), MediaError> {
+        let upload = match &self.upload {
+            Some(u) => u.clone(),
+            None => {
+                let opts = PutOptions {
+                    headers: Some(headers),
+                    ..Default::default()
+                };
+                let u = self.dst.s3().create_upload(self.key, &opts, true).await?;
+                self.upload = Some(u.clone());
+                u
+            }
+        };
+        let md5: [u8; 16] = Md5::digest(&part).into();
+        self.written += part.len() as u64;
+        let number = self.parts.len() as i32 + 1;
+        let done = self
+            .dst
+            .s3()
+            .upload_part(self.key, &upload, number, part, Some(md5))
+            .await?;
+        self.parts.push(done);
+        Ok(())
+    }
+
+    /// Ends the write: (the new object's ETag, its stored size).
+    async fn finish(&mut self, headers: &Headers) -> Result<(String, u64), MediaError> {
+        let rest = std::mem::take(&mut self.pending).freeze();
+        if self.upload.is_none() {
+            let md5: [u8; 16] = Md5::digest(&rest).into();
+            let size = rest.len() as u64;
+            let etag = self
+                .dst
+                .s3()
+                .put(
+                    self.key,
+                    rest,
+                    &PutOptions {
+                        headers: Some(headers),
+                        content_md5: Some(md5),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            return Ok((etag, size));
+        }
+        if !rest.is_empty() {
+            self.send_part(rest, headers).await?;
+        }
+        let upload = self.upload.clone().unwrap_or_default();
+        let parts = std::mem::take(&mut self.parts);
+        let etag = self
+            .dst
+            .s3()
+            .complete_upload(self.key, &upload, parts)
+            .await?;
+        self.upload = None;
+        Ok((etag, self.written))
+    }
+
+    async fn abort(&mut self) {
+        if let Some(u) = self.upload.take() {
+            self.dst.s3().abort_upload(self.key, &u).await;
+        }
+    }
+}
+
+/// A single-part ETag is the content's MD5: a cheap end-to-end check of the read.
+pub(crate) fn check_md5(key: &str, etag: &str, md5: &[u8]) -> Result<(), MediaError> {
+    let looks_md5 = etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit());
+    let found = hex::encode(md5);
+    if looks_md5 && !etag.eq_ignore_ascii_case(&found) {
+        return Err(MediaError::Transfer {
+            key: key.to_string(),
+            detail: format!("the bytes read have MD5 {found} but the object's ETag is {etag}"),
+        });
+    }
+    Ok(())
+}
