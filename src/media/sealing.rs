@@ -54,6 +54,7 @@ pub fn is_sealed(headers: &Headers) -> bool {
 }
 
 /// Copies one object read by `got` into `dst_key`, sealing or opening it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn copy_crypt(
     src_key: &str,
     got: Get,

@@ -176,6 +176,24 @@ impl Endpoint {
                 }
                 Err(e)
             }
+            // MariaDB answers a plain connection it requires TLS for with
+            // "access denied": find out which it is before blaming the password.
+            Err(MysqlError::AuthFailed { .. })
+                if self.tls.mode == TlsMode::Disabled && self.socket.is_none() =>
+            {
+                let probe = SslOpts::default().with_danger_accept_invalid_certs(true);
+                match self.connect_with(database, Some(probe)).await {
+                    Ok(conn) => {
+                        drop(conn);
+                        Err(MysqlError::Tls {
+                            target: self.display(),
+                            mode: self.tls.mode.as_str(),
+                            detail: "the server requires TLS (require_secure_transport): the same user and password are accepted over TLS".into(),
+                        })
+                    }
+                    Err(_) => self.connect_with(database, None).await,
+                }
+            }
             other => other,
         }
     }
@@ -185,6 +203,9 @@ impl Endpoint {
         database: Option<&str>,
         ssl: Option<SslOpts>,
     ) -> Result<Conn, MysqlError> {
+        if ssl.is_some() {
+            choose_tls_provider();
+        }
         let fut = Conn::new(self.opts(database).ssl_opts(ssl));
         let conn = match tokio::time::timeout(std::time::Duration::from_secs(15), fut).await {
             Ok(r) => r,
@@ -209,6 +230,9 @@ impl Endpoint {
                 tls("the server does not offer TLS".into())
             }
             mysql_async::Error::Io(mysql_async::IoError::Tls(t)) => tls(t.to_string()),
+            mysql_async::Error::Io(mysql_async::IoError::Io(io)) if is_tls_failure(io) => {
+                tls(tls_detail(io))
+            }
             mysql_async::Error::Server(se)
                 if se.code == 3159 || se.message.contains("secure transport") =>
             {
@@ -235,6 +259,42 @@ impl Endpoint {
             },
         }
     }
+}
+
+/// The handshake failed in rustls (an unknown issuer, a wrong name, an
+/// expired certificate), as opposed to the network.
+fn is_tls_failure(io: &std::io::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = io
+        .get_ref()
+        .map(|e| e as &(dyn std::error::Error + 'static));
+    while let Some(e) = source {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn tls_detail(io: &std::io::Error) -> String {
+    let text = io.to_string();
+    if text.contains("UnknownIssuer") {
+        format!("{text}: the server's certificate is not signed by the CA given")
+    } else if text.contains("NotValidForName") {
+        format!("{text}: the certificate is not issued for this host name")
+    } else {
+        text
+    }
+}
+
+/// rustls needs one process-wide crypto provider; the SDKs link a second,
+/// so it must be named (ring, the one mysql_async is built with).
+fn choose_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Already installed by someone else: theirs is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// Wraps a driver error with what we were doing.

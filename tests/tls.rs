@@ -1,0 +1,259 @@
+//! TLS to the database, against a MariaDB of the test's own that has its
+//! own CA and refuses anything but TLS (`require_secure_transport=ON`):
+//! backup, the binlog archive and a point-in-time restore (whose replay
+//! runs the `mariadb` client) all work with `verify-identity`; without TLS,
+//! or with a CA that did not sign the server's certificate, wpdr stops with
+//! a message that says what to check and exit code 24.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Pki {
+    ca: PathBuf,
+    other_ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate it signed for 127.0.0.1 and localhost, and a
+/// second CA that signed nothing.
+fn pki(dir: &Path) -> Pki {
+    for (name, cn) in [("ca", "wpdr test CA"), ("other-ca", "somebody else's CA")] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.pem"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        );
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    Pki {
+        ca: dir.join("ca.pem"),
+        other_ca: dir.join("other-ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    }
+}
+
+/// SQL over the server's socket (a socket counts as secure transport).
+fn sql(server: &MariaDb, db: &str, statement: &str) -> String {
+    let out = Command::new("mariadb")
+        .args(["--no-defaults", "-uroot", "-N", "-B"])
+        .arg(format!(
+            "--socket={}",
+            server.dir.path().join("s.sock").display()
+        ))
+        .args(["-e", statement])
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{statement}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn config(dir: &Path, name: &str, server: &MariaDb, tls: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "site: tls\nstore:\n  type: local\n  path: {}\ndatabase:\n  host: 127.0.0.1\n  port: {}\n  user: {TEST_USER}\n  name: shop\n{tls}",
+            dir.join("store").display(),
+            server.port
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_archive_and_pitr_work_over_verified_tls_and_a_wrong_ca_is_refused() {
+    let svc = Services::get();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let server = MariaDb::start(&[
+        &format!("--ssl-ca={}", pki.ca.display()),
+        &format!("--ssl-cert={}", pki.cert.display()),
+        &format!("--ssl-key={}", pki.key.display()),
+        "--require-secure-transport=ON",
+        "--binlog-format=ROW",
+    ]);
+    sql(
+        &server,
+        "mysql",
+        "CREATE DATABASE shop; CREATE TABLE shop.wp_posts (ID BIGINT PRIMARY KEY, post_title TEXT); INSERT INTO shop.wp_posts VALUES (1, 'over TLS'), (2, 'verified')",
+    );
+    let verified = config(
+        dir.path(),
+        "verified",
+        &server,
+        &format!(
+            "  tls:\n    mode: verify-identity\n    ca_file: {}\n",
+            pki.ca.display()
+        ),
+    );
+
+    // Backup over TLS, the CA and the host name checked.
+    let out = wpdr_env(&svc, &verified, &["--output", "json", "backup"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let set = json(&out)["id"].as_str().unwrap().to_string();
+
+    // The binlog archive follows the server over TLS.
+    sql(
+        &server,
+        "shop",
+        "INSERT INTO wp_posts VALUES (3, 'after the set')",
+    );
+    let point = sql(&server, "mysql", "SELECT @@gtid_binlog_pos");
+    let out = wpdr_env(
+        &svc,
+        &verified,
+        &["binlog", "archive", "--until-caught-up"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // A point-in-time restore: the load over TLS, and the replay's mariadb
+    // client with --ssl-verify-server-cert and the CA.
+    let url = server.url();
+    let out = wpdr_env(
+        &svc,
+        &verified,
+        &[
+            "restore",
+            "db",
+            &set,
+            "--target",
+            &url,
+            "--database",
+            "restored",
+            "--to-gtid",
+            &point,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        sql(
+            &server,
+            "restored",
+            "SELECT GROUP_CONCAT(post_title ORDER BY ID) FROM wp_posts"
+        ),
+        "over TLS,verified,after the set"
+    );
+
+    // The default (preferred) uses TLS when the server offers it.
+    let preferred = config(dir.path(), "preferred", &server, "");
+    let out = wpdr_env(&svc, &preferred, &["backup"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // No TLS against a server that requires it: exit 24, said plainly.
+    let plain = config(dir.path(), "plain", &server, "  tls:\n    mode: disabled\n");
+    let out = wpdr_env(&svc, &plain, &["backup"], &[]);
+    assert_eq!(out.status.code(), Some(24), "{}", stderr(&out));
+    assert!(stderr(&out).contains("requires TLS"), "{}", stderr(&out));
+
+    // A CA that did not sign the server's certificate: exit 24, naming what to check.
+    let wrong = config(
+        dir.path(),
+        "wrong",
+        &server,
+        &format!(
+            "  tls:\n    mode: verify-ca\n    ca_file: {}\n",
+            pki.other_ca.display()
+        ),
+    );
+    let out = wpdr_env(&svc, &wrong, &["backup"], &[]);
+    assert_eq!(out.status.code(), Some(24), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("database.tls.ca_file") && err.contains("verify-ca"),
+        "{err}"
+    );
+    assert!(!err.contains(TEST_PASSWORD), "{err}");
+
+    // A missing CA file is a config error that names the key.
+    let missing = config(
+        dir.path(),
+        "missing",
+        &server,
+        "  tls:\n    mode: verify-identity\n    ca_file: /nonexistent/ca.pem\n",
+    );
+    let out = wpdr_env(&svc, &missing, &["backup"], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("database.tls.ca_file"),
+        "{}",
+        stderr(&out)
+    );
+}
