@@ -257,3 +257,80 @@ async fn backup_archive_and_pitr_work_over_verified_tls_and_a_wrong_ca_is_refuse
         stderr(&out)
     );
 }
+
+/// An S3 endpoint over HTTPS whose certificate a private CA signed (an
+/// in-house MinIO): the store's `ca_file` makes it trusted; without it the
+/// certificate is refused, never silently accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_store_with_a_private_ca_is_trusted_only_with_its_ca_file() {
+    let svc = Services::get();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/moto-server.py");
+    let mut moto = Command::new("python3")
+        .arg(script)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .arg("-c")
+        .arg(&pki.cert)
+        .arg("-k")
+        .arg(&pki.key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(port);
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let made = Command::new("curl")
+        .args(["-sf", "--cacert"])
+        .arg(&pki.ca)
+        .args(["-X", "PUT", &format!("{endpoint}/tls-store")])
+        .status()
+        .unwrap();
+    assert!(made.success(), "creating the bucket over HTTPS failed");
+    let db = svc
+        .database_with(
+            "tls_s3",
+            &[
+                "CREATE TABLE t (id INT PRIMARY KEY)",
+                "INSERT INTO t VALUES (1)",
+            ],
+        )
+        .await;
+    let store = |ca: &str| {
+        format!(
+            "site: tls\nstore:\n  type: s3\n  bucket: tls-store\n  endpoint: {endpoint}\n  region: us-east-1\n  access_key_id: test\n{ca}database:\n  host: 127.0.0.1\n  port: {}\n  user: {}\n  name: {db}\n",
+            svc.db_port(),
+            svc.var("WPDR_TEST_DB_USER"),
+        )
+    };
+    let trusted = dir.path().join("trusted.yaml");
+    std::fs::write(
+        &trusted,
+        store(&format!("  ca_file: {}\n", pki.ca.display())),
+    )
+    .unwrap();
+    let untrusted = dir.path().join("untrusted.yaml");
+    std::fs::write(&untrusted, store("")).unwrap();
+    let run = |cfg: &Path, args: &[&str]| {
+        svc.wpdr_cmd(cfg, args)
+            .env("WPDR_S3_SECRET_ACCESS_KEY", "test")
+            .output()
+            .unwrap()
+    };
+
+    let out = run(&trusted, &["--output", "json", "backup"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let set = json(&out)["id"].as_str().unwrap().to_string();
+    let out = run(&trusted, &["verify", &set]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = run(&untrusted, &["sets", "list"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&endpoint), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    let _ = moto.kill();
+    let _ = moto.wait();
+}

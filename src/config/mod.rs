@@ -24,7 +24,7 @@ pub use media::MediaConfig;
 pub use overlay::{as_http_url, ByteSize, Env, ProcessEnv};
 pub use restore::{CacheKind, CacheServer, RestoreTargets, NAMESPACE_PLACEHOLDER};
 pub use retention::{BackupConfig, RetentionConfig, RetentionPolicy};
-pub use s3::{LockMode, ObjectLock, S3Config, S3Credentials};
+pub use s3::{CaBundle, LockMode, ObjectLock, S3Config, S3Credentials};
 pub use store::StoreConfig;
 pub use trust::{EncryptionConfig, SigningConfig};
 

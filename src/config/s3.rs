@@ -20,6 +20,7 @@ pub(crate) struct RawS3 {
     pub secret_access_key_file: Option<PathBuf>,
     pub part_size: Option<ByteSize>,
     pub parts_in_flight: Option<usize>,
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +39,30 @@ pub struct S3Config {
     pub object_lock: Option<ObjectLock>,
     /// Keys that may delete, used by `prune` only (`store.prune_credentials`).
     pub prune_credentials: Option<S3Credentials>,
+    /// Extra CA certificates an HTTPS endpoint's certificate may chain to.
+    pub ca_bundle: Option<CaBundle>,
+}
+
+/// A PEM CA bundle, read once when the config is; `Debug` shows its path.
+#[derive(Clone)]
+pub struct CaBundle {
+    path: PathBuf,
+    pem: std::sync::Arc<Vec<u8>>,
+}
+
+impl CaBundle {
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+    pub fn pem(&self) -> &[u8] {
+        &self.pem
+    }
+}
+
+impl std::fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CaBundle({})", self.path.display())
+    }
 }
 
 /// `object_lock: {mode, days}`.
@@ -197,7 +222,26 @@ pub(crate) fn resolve_s3(raw: &RawS3, section: Section) -> Result<S3Config, Conf
         .key("prefix", "PREFIX")
         .string(&raw.prefix)?
         .unwrap_or_default();
+    let ca_key = section.key("ca_file", "CA_FILE");
+    let ca_bundle = match ca_key.path(&raw.ca_file)? {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read(&path)
+                .map_err(|e| ca_key.invalid(format!("cannot read {}: {e}", path.display())))?;
+            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                return Err(ca_key.invalid(format!(
+                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    path.display()
+                )));
+            }
+            Some(CaBundle {
+                path,
+                pem: std::sync::Arc::new(pem),
+            })
+        }
+    };
     Ok(S3Config {
+        ca_bundle,
         bucket,
         prefix: normalise_prefix(&prefix),
         endpoint,

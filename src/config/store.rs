@@ -22,6 +22,7 @@ pub(crate) struct RawStore {
     secret_access_key_file: Option<PathBuf>,
     part_size: Option<ByteSize>,
     parts_in_flight: Option<usize>,
+    ca_file: Option<PathBuf>,
     object_lock: Option<super::s3::RawObjectLock>,
     #[serde(default)]
     prune_credentials: RawPruneCredentials,
@@ -104,6 +105,7 @@ pub(crate) fn resolve(s: &RawStore, env: &dyn Env) -> Result<StoreConfig, Config
                 secret_access_key_file: s.secret_access_key_file.clone(),
                 part_size: s.part_size,
                 parts_in_flight: s.parts_in_flight,
+                ca_file: s.ca_file.clone(),
             };
             // The bucket's settings keep their historical variables: WPDR_S3_*.
             let mut s3 = resolve_s3(&raw, Section::new(env, "store", "WPDR_S3_"))?;

@@ -176,7 +176,7 @@ pub(crate) fn endpoint_label(cfg: &S3Config) -> String {
 
 /// The SDK client for one configured bucket: static keys or the AWS default
 /// chain, path-style when asked, standard retries with backoff, timeouts.
-async fn build_client(cfg: &S3Config, checksums: Checksums) -> Client {
+async fn build_client(cfg: &S3Config, checksums: Checksums) -> Result<Client, StoreError> {
     let mut builder = match &cfg.credentials {
         Some(creds) => aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -213,6 +213,9 @@ async fn build_client(cfg: &S3Config, checksums: Checksums) -> Client {
     if let Some(ep) = &cfg.endpoint {
         builder = builder.endpoint_url(ep);
     }
+    if let Some(ca) = &cfg.ca_bundle {
+        builder = builder.http_client(https_client_trusting(ca, &endpoint_label(cfg))?);
+    }
     if checksums == Checksums::Caller {
         builder = builder
             .request_checksum_calculation(
@@ -222,7 +225,29 @@ async fn build_client(cfg: &S3Config, checksums: Checksums) -> Client {
                 aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
             );
     }
-    Client::from_conf(builder.build())
+    Ok(Client::from_conf(builder.build()))
+}
+
+/// An HTTPS client that also trusts the CA bundle's certificates (an
+/// in-house MinIO or S3 gateway), besides the system's roots.
+fn https_client_trusting(
+    ca: &crate::config::CaBundle,
+    endpoint: &str,
+) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, StoreError> {
+    use aws_smithy_http_client::tls;
+    let context = tls::TlsContext::builder()
+        .with_trust_store(tls::TrustStore::default().with_pem_certificate(ca.pem().to_vec()))
+        .build()
+        .map_err(|e| StoreError::Unreachable {
+            endpoint: endpoint.to_string(),
+            detail: format!("the CA bundle {} cannot be used: {e}", ca.path().display()),
+        })?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https())
 }
 
 /// Maps an SDK failure to a store error a person can act on.
@@ -295,20 +320,20 @@ pub struct S3Client {
 
 impl S3Client {
     /// A client for the bucket, not yet checked.
-    pub async fn new(cfg: &S3Config, checksums: Checksums) -> S3Client {
-        S3Client {
-            client: build_client(cfg, checksums).await,
+    pub async fn new(cfg: &S3Config, checksums: Checksums) -> Result<S3Client, StoreError> {
+        Ok(S3Client {
+            client: build_client(cfg, checksums).await?,
             bucket: cfg.bucket.clone(),
             endpoint: endpoint_label(cfg),
             region: cfg.region.clone(),
             part_size: cfg.part_size,
             parts_in_flight: cfg.parts_in_flight,
-        }
+        })
     }
 
     /// Connects and checks the bucket is there and readable.
     pub async fn open(cfg: &S3Config, checksums: Checksums) -> Result<S3Client, StoreError> {
-        let c = S3Client::new(cfg, checksums).await;
+        let c = S3Client::new(cfg, checksums).await?;
         c.client
             .head_bucket()
             .bucket(&c.bucket)
@@ -326,7 +351,7 @@ impl S3Client {
     ) -> Result<S3Client, StoreError> {
         match S3Client::open(cfg, checksums).await {
             Err(StoreError::BucketMissing { .. }) => {
-                let c = S3Client::new(cfg, checksums).await;
+                let c = S3Client::new(cfg, checksums).await?;
                 c.create_bucket().await?;
                 S3Client::open(cfg, checksums).await
             }
