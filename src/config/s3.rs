@@ -45,23 +45,20 @@ pub struct S3Config {
 
 /// A PEM CA bundle, read once when the config is; `Debug` shows its path.
 #[derive(Clone)]
-pub struct CaBundle {
-    path: PathBuf,
-    pem: std::sync::Arc<Vec<u8>>,
-}
+pub struct CaBundle(std::sync::Arc<(PathBuf, Vec<u8>)>);
 
 impl CaBundle {
     pub fn path(&self) -> &std::path::Path {
-        &self.path
+        &self.0 .0
     }
     pub fn pem(&self) -> &[u8] {
-        &self.pem
+        &self.0 .1
     }
 }
 
 impl std::fmt::Debug for CaBundle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CaBundle({})", self.path.display())
+        write!(f, "CaBundle({})", self.path().display())
     }
 }
 
@@ -234,10 +231,7 @@ pub(crate) fn resolve_s3(raw: &RawS3, section: Section) -> Result<S3Config, Conf
                     path.display()
                 )));
             }
-            Some(CaBundle {
-                path,
-                pem: std::sync::Arc::new(pem),
-            })
+            Some(CaBundle(std::sync::Arc::new((path, pem))))
         }
     };
     Ok(S3Config {
