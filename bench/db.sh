@@ -93,21 +93,31 @@ database:
 YAML
 export WPDR_DB_PASSWORD="$WPDR_TEST_DB_PASSWORD" WPDR_TARGET_PASSWORD="$WPDR_TEST_DB_PASSWORD"
 
+# The same, every artifact sealed to an age recipient (what encryption costs).
+rm -f "$WORK/out/age.key"
+RECIPIENT=$("$WPDR" -q -c "$WORK/out/wpdr.yaml" --output json keys age --out "$WORK/out/age.key" | python3 -c 'import json,sys; print(json.load(sys.stdin)["public"])')
+sed "s|site: bench|site: bench-sealed|" "$WORK/out/wpdr.yaml" >"$WORK/out/sealed.yaml"
+printf 'encryption:\n  recipients: [%s]\n' "$RECIPIENT" >>"$WORK/out/sealed.yaml"
+
 echo "== backup"
 run wpdr_backup "$WPDR -q -c $WORK/out/wpdr.yaml backup"
+run wpdr_backup_sealed "$WPDR -q -c $WORK/out/sealed.yaml backup"
 run mariadb_dump_zstd "mariadb-dump --no-defaults ${CONN[*]} --single-transaction --quick --routines --triggers --events $DB | zstd -1 -q -o $WORK/out/dump.sql.zst"
 run mydumper_t2 "mydumper -h 127.0.0.1 -P $WPDR_TEST_DB_PORT -u $WPDR_TEST_DB_USER -p $WPDR_TEST_DB_PASSWORD -B $DB -t 2 -o $WORK/out/mydumper"
 du -sh "$WORK/out/store" "$WORK/out/dump.sql.zst" "$WORK/out/mydumper" | sed 's/^/  size /'
 
 echo "== restore"
-for d in r_wpdr r_client r_myloader; do "${M[@]}" -e "DROP DATABASE IF EXISTS $d"; done
+for d in r_wpdr r_sealed r_client r_myloader; do "${M[@]}" -e "DROP DATABASE IF EXISTS $d"; done
+run wpdr_restore_sealed "$WPDR -q -c $WORK/out/sealed.yaml --identity $WORK/out/age.key restore db latest --target mysql://$WPDR_TEST_DB_USER@127.0.0.1:$WPDR_TEST_DB_PORT --database r_sealed"
 run wpdr_restore "$WPDR -q -c $WORK/out/wpdr.yaml restore db latest --target mysql://$WPDR_TEST_DB_USER@127.0.0.1:$WPDR_TEST_DB_PORT --database r_wpdr"
 run mariadb_client_restore "${M[*]} -e 'CREATE DATABASE r_client' && zstd -dc $WORK/out/dump.sql.zst | ${M[*]} r_client"
 run myloader_t2 "myloader -h 127.0.0.1 -P $WPDR_TEST_DB_PORT -u $WPDR_TEST_DB_USER -p $WPDR_TEST_DB_PASSWORD -B r_myloader -t 2 -d $WORK/out/mydumper"
-for d in r_wpdr r_client r_myloader; do "${M[@]}" -e "DROP DATABASE IF EXISTS $d"; done
+for d in r_wpdr r_sealed r_client r_myloader; do "${M[@]}" -e "DROP DATABASE IF EXISTS $d"; done
 
 ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
 echo "== ratios (higher = wpdr faster)"
 echo "  backup:  vs mariadb-dump|zstd $(ratio "${SECS[mariadb_dump_zstd]}" "${SECS[wpdr_backup]}")   vs mydumper -t2 $(ratio "${SECS[mydumper_t2]}" "${SECS[wpdr_backup]}")"
 echo "  restore: vs zstd|mariadb      $(ratio "${SECS[mariadb_client_restore]}" "${SECS[wpdr_restore]}")   vs myloader -t2 $(ratio "${SECS[myloader_t2]}" "${SECS[wpdr_restore]}")"
+cost() { python3 -c "print(f'{($1/$2-1)*100:+.1f} %')"; }
+echo "  encryption (age, every artifact): backup $(cost "${SECS[wpdr_backup_sealed]}" "${SECS[wpdr_backup]}"), restore $(cost "${SECS[wpdr_restore_sealed]}" "${SECS[wpdr_restore]}")"
 echo "  wpdr peak RSS: backup $(( ${RSS[wpdr_backup]} / 1024 )) MiB, restore $(( ${RSS[wpdr_restore]} / 1024 )) MiB"

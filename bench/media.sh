@@ -56,9 +56,9 @@ echo "== source: $OBJECTS objects, $((BYTES / 1048576)) MiB"
 # measurements (emptying a bucket keeps Garage busy in the background for a while,
 # which would slow whichever tool runs next).
 RUN=$(date +%s)
-OFF_W="bench-media-wpdr-$RUN"; OFF_R="bench-media-rclone-$RUN"
-bucket "$OFF_W"; bucket "$OFF_R"
-trap 'for b in "$OFF_W" "$OFF_R"; do drop_bucket "$b"; done' EXIT
+OFF_W="bench-media-wpdr-$RUN"; OFF_R="bench-media-rclone-$RUN"; OFF_S="bench-media-sealed-$RUN"
+bucket "$OFF_W"; bucket "$OFF_R"; bucket "$OFF_S"
+trap 'for b in "$OFF_W" "$OFF_R" "$OFF_S"; do drop_bucket "$b"; done' EXIT
 cat > "$WORK/wpdr.yaml" <<YAML
 site: bench-media
 store: {type: local, path: $WORK/store}
@@ -67,7 +67,11 @@ media:
   offsite: {bucket: $OFF_W, endpoint: '$WPDR_TEST_S3_ENDPOINT', region: garage, access_key_id: $KEY}
   concurrency: 32
 YAML
-rm -rf "$WORK/store"
+rm -rf "$WORK/store" "$WORK/age.key"
+# The same mirror with every offsite copy sealed to an age recipient (what media.encrypt costs).
+RECIPIENT=$("$WPDR" -q -c "$WORK/wpdr.yaml" --output json keys age --out "$WORK/age.key" | python3 -c 'import json,sys; print(json.load(sys.stdin)["public"])')
+sed -e "s|site: bench-media|site: bench-media-sealed|" -e "s|bucket: $OFF_W|bucket: $OFF_S|" "$WORK/wpdr.yaml" >"$WORK/sealed.yaml"
+printf 'encryption:\n  recipients: [%s]\n' "$RECIPIENT" >>"$WORK/sealed.yaml"
 export WPDR_MEDIA_SOURCE_SECRET_ACCESS_KEY="$WPDR_TEST_S3_SECRET_ACCESS_KEY"
 export WPDR_MEDIA_OFFSITE_SECRET_ACCESS_KEY="$WPDR_TEST_S3_SECRET_ACCESS_KEY"
 
@@ -87,7 +91,9 @@ rclone_sync() { time_it "$1" "${RCLONE[@]}" sync "src:$SRC" "dst:$OFF_R"; }
 # BENCH_ORDER=rclone-first runs rclone before wpdr in every phase (to see the order's effect).
 both() { if [ "${BENCH_ORDER:-}" = rclone-first ]; then rclone_sync "$2"; wpdr_sync "$1"; else wpdr_sync "$1"; rclone_sync "$2"; fi; }
 echo "== first mirror";       both w1 r1
+time_it s1 "$WPDR" -q -c "$WORK/sealed.yaml" media sync
 echo "== no-change rerun";    both w2 r2
+time_it s2 "$WPDR" -q -c "$WORK/sealed.yaml" media sync
 echo "== 1% changed";
 "${RCLONE[@]}" lsf -R --files-only "src:$SRC" | awk 'NR % 100 == 1' > "$WORK/changed-keys.txt"
 head -c 50000 /dev/urandom > "$WORK/new-content"
@@ -112,3 +118,7 @@ echo "media mirror, $OBJECTS objects, $((BYTES / 1048576)) MiB, $(date -u +%Y-%m
 row "first mirror" w1 r1
 row "no-change rerun" w2 r2
 row "rerun after 1% change" w3 r3
+sealed=$("${RCLONE[@]}" size --json "dst:$OFF_S" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
+[ "$sealed" = "$OBJECTS" ] || { echo "the sealed mirror holds $sealed objects, not $OBJECTS"; exit 1; }
+cost() { python3 -c "print(f'{($(cat "$WORK/$1.s")/$(cat "$WORK/$2.s")-1)*100:+.1f} %')"; }
+echo "media.encrypt (age): first mirror $(cost s1 w1) ($(cat "$WORK/s1.s")s, $(( $(cat "$WORK/s1.rss") / 1024 )) MiB), no-change rerun $(cost s2 w2)"
