@@ -371,20 +371,61 @@ async fn the_archive_follows_a_failover_to_the_promoted_replica_without_a_gap() 
         MariaDb::start(&["--server-id=83"]),
     ];
     let urls: Vec<String> = replicas.iter().map(|r| r.url()).collect();
-    let out = svc.restore_db(
-        &cfg,
+    let target_url = target.url();
+    let args = [
+        "--output",
+        "json",
+        "restore",
+        "db",
         "latest",
-        &target,
+        "--target",
+        &target_url,
+        "--database",
         "shop_f",
-        &[
-            "--to-gtid",
-            &last,
-            "--replica",
-            &urls[0],
-            "--replica",
-            &urls[1],
-        ],
+        "--to-gtid",
+        &last,
+        "--replica",
+        &urls[0],
+        "--replica",
+        &urls[1],
+    ];
+    // Replicas replicate as a user of their own: without one the restore
+    // refuses before touching anything; with one that cannot log in, too.
+    let out = svc.wpdr_target(&cfg, &args);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("restore.replication_user"),
+        "{}",
+        stderr(&out)
     );
+    let with_replication = |password: &str| {
+        svc.wpdr_cmd(&cfg, &args)
+            .env("WPDR_TARGET_PASSWORD", TEST_PASSWORD)
+            .env("WPDR_RESTORE_REPLICATION_USER", "repl")
+            .env("WPDR_RESTORE_REPLICATION_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let mut tc = target.conn(None).await;
+    // Kept out of the target's binary log: the fresh primary must have no
+    // history of its own for the replay to be logged for its replicas.
+    tc.query_drop("SET SESSION sql_log_bin = 0; CREATE USER repl@'%' IDENTIFIED BY 'repl-only-pw'; GRANT REPLICATION SLAVE ON *.* TO repl@'%'; SET SESSION sql_log_bin = 1")
+        .await
+        .unwrap();
+    let out = with_replication("not-its-password");
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("'repl'"), "{}", stderr(&out));
+    let loaded: Option<String> = tc
+        .query_first(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'shop_f'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        loaded, None,
+        "the set was loaded before the replication user was checked"
+    );
+    let out = with_replication("repl-only-pw");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report = json(&out);
     assert_eq!(report["set"], set);
@@ -393,7 +434,6 @@ async fn the_archive_follows_a_failover_to_the_promoted_replica_without_a_gap() 
         // Seeded after the replay: replication starts at the replayed position.
         assert_eq!(r["seeded_at"], last.as_str(), "{report}");
     }
-    let mut tc = target.conn(None).await;
     let got = ids(&mut tc, "SELECT id FROM shop_f.orders ORDER BY id").await;
     assert_eq!(got, (1..=100).collect::<Vec<u32>>(), "{report}");
     // Each replica holds the replayed orders, and a write on the restored
@@ -419,6 +459,13 @@ async fn the_archive_follows_a_failover_to_the_promoted_replica_without_a_gap() 
         }
     }
     assert!(!stdout(&out).contains(TEST_PASSWORD) && !stderr(&out).contains(TEST_PASSWORD));
+    // Each replica's IO thread logs in as the replication user.
+    for r in &replicas {
+        let mut rc = r.conn(None).await;
+        let status: Vec<mysql_async::Row> = rc.query("SHOW SLAVE STATUS").await.unwrap();
+        let user: String = status[0].get("Master_User").unwrap();
+        assert_eq!(user, "repl");
+    }
 }
 
 /// FLUSH + PURGE until only the current binary log is left (the server keeps

@@ -92,11 +92,14 @@ impl SegmentSpool {
             path: path.display().to_string(),
             detail: e.to_string(),
         };
+        // Binlog events are site data: readable by this user only.
+        use std::os::unix::fs::OpenOptionsExt;
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io)?;
         file.write_all(BINLOG_MAGIC).map_err(io)?;

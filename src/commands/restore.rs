@@ -49,6 +49,7 @@ pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<Exi
         database: args.database.clone().or(url_db),
         point: args.to_time.clone().or(args.to_gtid.clone()),
         replicas,
+        replication: ctx.cfg.restore.replication.clone(),
         load: LoadOptions {
             connections: args
                 .connections

@@ -22,7 +22,7 @@ pub use cluster::{ClusterConfig, CustomResourceKind, SealKey};
 pub use database::{BinlogArchiveConfig, DatabaseConfig, Endpoint, TlsConfig, TlsMode, Topology};
 pub use media::MediaConfig;
 pub use overlay::{as_http_url, ByteSize, Env, ProcessEnv};
-pub use restore::{CacheKind, CacheServer, RestoreTargets, NAMESPACE_PLACEHOLDER};
+pub use restore::{CacheKind, CacheServer, ReplicationUser, RestoreTargets, NAMESPACE_PLACEHOLDER};
 pub use retention::{BackupConfig, RetentionConfig, RetentionPolicy};
 pub use s3::{CaBundle, LockMode, ObjectLock, S3Config, S3Credentials};
 pub use store::StoreConfig;

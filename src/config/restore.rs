@@ -13,6 +13,8 @@ use std::path::PathBuf;
 pub(crate) struct RawRestore {
     database: Option<String>,
     database_password_file: Option<PathBuf>,
+    replication_user: Option<String>,
+    replication_password_file: Option<PathBuf>,
     media: Option<RawS3>,
     caches: Option<Vec<String>>,
     site_url: Option<String>,
@@ -30,10 +32,20 @@ pub struct RestoreTargets {
     pub database_password: Secret,
     /// `database.tls`, which restore targets use unless their URL says otherwise.
     pub database_tls: super::TlsConfig,
+    /// The user re-seeded replicas replicate as (REPLICATION SLAVE on the
+    /// restored primary): never the restore user, whose rights are far wider.
+    pub replication: Option<ReplicationUser>,
     pub media: Option<S3Config>,
     /// `redis://[:password@]host:port` or `memcached://host:port`.
     pub caches: Vec<String>,
     pub site_url: Option<String>,
+}
+
+/// `restore.replication_user` and its password.
+#[derive(Debug, Clone)]
+pub struct ReplicationUser {
+    pub user: String,
+    pub password: Secret,
 }
 
 impl RestoreTargets {
@@ -146,7 +158,28 @@ pub(crate) fn resolve(r: &RawRestore, env: &dyn Env) -> Result<RestoreTargets, C
     if let Some(u) = &site_url {
         as_http_url(&sample(u)).map_err(|p| url_key.invalid(p))?;
     }
+    let replication_user = s
+        .key("replication_user", "REPLICATION_USER")
+        .string(&r.replication_user)?;
+    let replication_password = s
+        .key("replication_password_file", "REPLICATION_PASSWORD")
+        .credential(&r.replication_password_file)?;
+    let replication = match (replication_user, replication_password) {
+        (Some(user), Some(password)) => Some(ReplicationUser { user, password }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(s
+                .key("replication_password_file", "REPLICATION_PASSWORD")
+                .invalid("restore.replication_user is set but its password is not"))
+        }
+        (None, Some(_)) => {
+            return Err(s
+                .key("replication_user", "REPLICATION_USER")
+                .invalid("a replication password is set but no replication user"))
+        }
+    };
     Ok(RestoreTargets {
+        replication,
         database_tls: Default::default(),
         database,
         database_password,

@@ -5,7 +5,7 @@
 use super::{JobContext, JobError, JobReport, Verdict};
 use crate::binlog::replay::{self, PitrPlan, Point, ReplayReport};
 use crate::catalog::Manifest;
-use crate::config::S3Config;
+use crate::config::{ConfigError, S3Config};
 use crate::exit::ExitCode;
 use crate::media::restore::{IndexRef, MediaRestoreReport, RestoreOptions};
 use crate::media::MediaError;
@@ -32,6 +32,9 @@ pub struct DbRestoreRequest {
     pub point: Option<Point>,
     /// Seeded from the restored primary once it holds everything.
     pub replicas: Vec<Endpoint>,
+    /// Who the replicas replicate as (`restore.replication_user`); required
+    /// when `replicas` is not empty.
+    pub replication: Option<crate::config::ReplicationUser>,
     pub load: LoadOptions,
     pub replica_timeout: Duration,
 }
@@ -194,6 +197,10 @@ async fn restore_database_inner(
         // Before the set is loaded: a restore that cannot replay stops here.
         replay::check_tools(&req.target)?;
     }
+    if !req.replicas.is_empty() {
+        // Before the set is loaded: the replicas' user must log in to the primary.
+        crate::mysql::seed::check_replication_user(&req.target, replication_user(req)?).await?;
+    }
     let section = database_section(&manifest)?;
     let load = crate::restore::restore_db(
         &catalog,
@@ -230,6 +237,7 @@ async fn restore_database_inner(
                     &req.target,
                     &database,
                     replica,
+                    replication_user(req)?,
                     &req.load,
                     req.replica_timeout,
                 )
@@ -245,6 +253,17 @@ async fn restore_database_inner(
         point_in_time: pitr,
         replayed,
         replicas,
+    })
+}
+
+/// Replicas replicate as a user of their own, never the restore user.
+fn replication_user(req: &DbRestoreRequest) -> Result<&crate::config::ReplicationUser, JobError> {
+    req.replication.as_ref().ok_or_else(|| {
+        JobError::Config(ConfigError::Invalid {
+            field: "restore.replication_user".into(),
+            env: "WPDR_RESTORE_REPLICATION_USER".into(),
+            problem: "is needed to seed replicas: name a user with REPLICATION SLAVE on the restored primary (and its password in restore.replication_password_file / WPDR_RESTORE_REPLICATION_PASSWORD); replicas never replicate as the restore user".into(),
+        })
     })
 }
 

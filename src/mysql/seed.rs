@@ -28,13 +28,32 @@ pub struct SeedReport {
     pub seconds: f64,
 }
 
+/// The replicas' user logs in to the primary (its REPLICATION SLAVE grant
+/// shows when the replica's IO thread starts); checked before a restore
+/// loads anything, so a wrong password costs nothing.
+pub async fn check_replication_user(
+    primary: &Endpoint,
+    replication: &crate::config::ReplicationUser,
+) -> Result<(), MysqlError> {
+    let as_replication = Endpoint {
+        user: replication.user.clone(),
+        password: replication.password.clone(),
+        ..primary.clone()
+    };
+    let conn = as_replication.connect(None).await?;
+    let _ = conn.disconnect().await;
+    Ok(())
+}
+
 /// Seeds `replica` with `database` from `primary` and starts GTID
 /// replication; returns once the replica has caught up. The replica
-/// connects to the primary with the primary's user and password.
+/// connects to the primary as `replication` (checked before anything is
+/// seeded), never with the restore user's wider rights.
 pub async fn seed_replica(
     primary: &Endpoint,
     database: &str,
     replica: &Endpoint,
+    replication: &crate::config::ReplicationUser,
     opts: &LoadOptions,
     timeout: Duration,
 ) -> Result<SeedReport, MysqlError> {
@@ -45,13 +64,17 @@ pub async fn seed_replica(
             detail: format!("{} is the primary itself", replica.display()),
         });
     }
-    // The snapshot goes through a private local store: the same consistent
-    // dump and verified load as a backup and restore.
-    let dir = std::env::temp_dir().join(format!("wpdr-seed-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).map_err(|e| MysqlError::Query {
-        doing: format!("creating {}", dir.display()),
-        detail: e.to_string(),
-    })?;
+    // The snapshot goes through a private local store (0700, removed on
+    // every way out): the same consistent dump and verified load as a
+    // backup and restore.
+    let scratch = tempfile::Builder::new()
+        .prefix("wpdr-seed-")
+        .tempdir()
+        .map_err(|e| MysqlError::Query {
+            doing: "creating a private scratch directory for the seed".into(),
+            detail: e.to_string(),
+        })?;
+    let dir = scratch.path().to_path_buf();
     let result = async {
         let store = Arc::new(Store::from(LocalStore::open(&dir).await?));
         let dump = snapshot(
@@ -99,7 +122,7 @@ pub async fn seed_replica(
         Ok((at, report.tables.len()))
     }
     .await;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
     let (at, tables) = result?;
 
     let mut r = replica.connect(None).await?;
@@ -118,14 +141,14 @@ pub async fn seed_replica(
         "CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, MASTER_USER='{}', MASTER_PASSWORD='{}', MASTER_USE_GTID=slave_pos",
         string_literal(&primary.host),
         primary.port,
-        string_literal(&primary.user),
-        string_literal(primary.password.expose())
+        string_literal(&replication.user),
+        string_literal(replication.password.expose())
     );
     r.query_drop(change.as_str())
         .await
         .map_err(|e| MysqlError::Query {
             doing: "CHANGE MASTER TO the restored primary".into(),
-            detail: server_message(&e, primary.password.expose()),
+            detail: server_message(&e, replication.password.expose()),
         })?;
     r.query_drop("START SLAVE")
         .await

@@ -211,7 +211,10 @@ impl JournalHandle {
         if let Some(path) = local.as_ref() {
             let write = async {
                 if let Some(dir) = path.parent() {
-                    tokio::fs::create_dir_all(dir).await?;
+                    // Journals name databases, buckets and namespaces: this user's only.
+                    let mut b = tokio::fs::DirBuilder::new();
+                    b.recursive(true).mode(0o700);
+                    b.create(dir).await?;
                 }
                 let tmp = path.with_extension("tmp");
                 tokio::fs::write(&tmp, &bytes).await?;
