@@ -32,6 +32,10 @@ async fn backup_records_namespace_objects_sealed_secrets_and_digests() {
         .with_object::<k8s_openapi::api::core::v1::Secret>(serde_json::from_value(json!({
             "metadata": {"name": "db", "namespace": "shop"}, "type": "Opaque", "stringData": {"password": "top-secret-pw"}
         })).unwrap())
+        // A credential kept outside Secrets: named in the set, value never.
+        .with_object::<k8s_openapi::api::core::v1::ConfigMap>(serde_json::from_value(json!({
+            "metadata": {"name": "wp-env", "namespace": "shop"}, "data": {"SMTP_PASSWORD": "cm-held-pw", "SMTP_HOST": "mail"}
+        })).unwrap())
         .build()
         .await
         .unwrap();
@@ -46,7 +50,14 @@ async fn backup_records_namespace_objects_sealed_secrets_and_digests() {
     .await
     .unwrap();
     let c = m.cluster.clone().expect("cluster section");
-    assert_eq!((c.namespace.as_str(), c.objects, c.secrets), ("shop", 1, 1));
+    assert_eq!((c.namespace.as_str(), c.objects, c.secrets), ("shop", 2, 1));
+    assert_eq!(
+        c.exposed_credentials.len(),
+        1,
+        "{:?}",
+        c.exposed_credentials
+    );
+    assert_eq!(c.exposed_credentials[0].field, "data.SMTP_PASSWORD");
     assert_eq!(c.images[0].digests, vec!["sha256:feed"]);
     let catalog = Catalog::new(&store, &cfg.site, &cfg.site_prefix());
     assert!(catalog.verify(&m, false, &|_| {}).await.unwrap().ok());
@@ -67,6 +78,13 @@ async fn backup_records_namespace_objects_sealed_secrets_and_digests() {
         shown.contains("Deployment/wordpress") && shown.contains("sha256:feed"),
         "{shown}"
     );
+    assert!(
+        shown.contains("CREDENTIALS OUTSIDE SECRETS: 1")
+            && shown.contains("ConfigMap/wp-env data.SMTP_PASSWORD")
+            && !shown.contains("cm-held-pw"),
+        "{shown}"
+    );
+    assert!(!manifest_text.contains("cm-held-pw"));
 
     // Restore into a fresh namespace of the same (fake) cluster: objects exist there,
     // the image is pinned to the digest that ran, the Secret is back.

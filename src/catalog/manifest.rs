@@ -155,6 +155,19 @@ pub struct ClusterSection {
     /// Custom resource kinds recorded with the namespace (needed to apply them back).
     #[serde(default)]
     pub custom_resources: Vec<crate::config::CustomResourceKind>,
+    /// Credentials found outside Secrets (a ConfigMap key, a literal container
+    /// `env` value): named, never their values, so they can be moved to Secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_credentials: Vec<ExposedCredential>,
+}
+
+/// One credential held where Secrets' protections do not apply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExposedCredential {
+    /// `Kind/name`.
+    pub object: String,
+    /// Where in it: `data.DB_PASSWORD`, `container wordpress env WORDPRESS_DB_PASSWORD`.
+    pub field: String,
 }
 
 /// One container of one workload: the image as written and the digests that ran.

@@ -191,6 +191,103 @@ async fn list_custom(
         .collect())
 }
 
+/// Names that hold credentials by convention (matched on the upper-cased
+/// name); `*_FILE` / `*_PATH` names point at a mounted file instead.
+const CREDENTIAL_WORDS: &[&str] = &[
+    "PASSWORD",
+    "PASSWD",
+    "SECRET",
+    "TOKEN",
+    "API_KEY",
+    "APIKEY",
+    "PRIVATE_KEY",
+    "ACCESS_KEY",
+    "AUTH_KEY",
+    "SALT",
+    "CREDENTIAL",
+];
+
+fn looks_like_credential(name: &str) -> bool {
+    let n = name.to_ascii_uppercase().replace(['-', '.'], "_");
+    !n.ends_with("_FILE") && !n.ends_with("_PATH") && CREDENTIAL_WORDS.iter().any(|w| n.contains(w))
+}
+
+/// wp-config.php kept in a ConfigMap: its `define()`s of the password and salts.
+fn holds_wp_config_secret(text: &str) -> bool {
+    let t = text.to_ascii_uppercase();
+    t.contains("DEFINE")
+        && [
+            "'DB_PASSWORD'",
+            "\"DB_PASSWORD\"",
+            "'AUTH_KEY'",
+            "\"AUTH_KEY\"",
+        ]
+        .iter()
+        .any(|k| t.contains(k))
+}
+
+/// Credentials in the sanitised objects that are not in Secrets: ConfigMap
+/// keys named like one (or a wp-config.php with its password), and literal
+/// `env` values of containers named like one (`valueFrom` is fine).
+pub fn exposed_credentials(objects: &[Value]) -> Vec<crate::catalog::ExposedCredential> {
+    let mut out = Vec::new();
+    for o in objects {
+        let object = format!(
+            "{}/{}",
+            o["kind"].as_str().unwrap_or("?"),
+            o["metadata"]["name"].as_str().unwrap_or("?")
+        );
+        if o["kind"] == "ConfigMap" {
+            if let Some(data) = o["data"].as_object() {
+                for (k, v) in data {
+                    let text = v.as_str().unwrap_or_default();
+                    if !text.is_empty()
+                        && (looks_like_credential(k) || holds_wp_config_secret(text))
+                    {
+                        out.push(crate::catalog::ExposedCredential {
+                            object: object.clone(),
+                            field: format!("data.{k}"),
+                        });
+                    }
+                }
+            }
+            continue;
+        }
+        literal_env(&o["spec"], &object, &mut out);
+    }
+    out
+}
+
+/// Walks a spec for containers (any depth: pod templates, job templates)
+/// and reports their literal credential `env` values.
+fn literal_env(v: &Value, object: &str, out: &mut Vec<crate::catalog::ExposedCredential>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                if k == "containers" || k == "initContainers" {
+                    for c in child.as_array().into_iter().flatten() {
+                        let container = c["name"].as_str().unwrap_or("?");
+                        for e in c["env"].as_array().into_iter().flatten() {
+                            let name = e["name"].as_str().unwrap_or_default();
+                            let literal = e["value"].as_str().is_some_and(|s| !s.is_empty());
+                            if literal && looks_like_credential(name) {
+                                out.push(crate::catalog::ExposedCredential {
+                                    object: object.to_string(),
+                                    field: format!("container {container} env {name}"),
+                                });
+                            }
+                        }
+                    }
+                } else {
+                    literal_env(child, object, out);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|c| literal_env(c, object, out)),
+        _ => {}
+    }
+}
+
 /// Reads the namespace: the built-in kinds and the custom resources named in the config.
 pub async fn collect(client: &Client, ns: &str) -> Result<Inventory, ClusterError> {
     collect_with(client, ns, &[]).await
@@ -447,6 +544,40 @@ mod tests {
             Some("sha256:abc")
         );
         assert_eq!(digest_of("docker.io/library/redis:7").as_deref(), None);
+    }
+
+    #[test]
+    fn credentials_outside_secrets_are_named_and_their_values_never() {
+        let objects = vec![
+            serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "wp-env"},
+                "data": {"WORDPRESS_DB_PASSWORD": "hunter2", "WORDPRESS_DB_HOST": "db",
+                         "DB_PASSWORD_FILE": "/run/secrets/db", "EMPTY_TOKEN": ""}}),
+            serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "wp-config"},
+                "data": {"wp-config.php": "<?php define( 'DB_PASSWORD', 'hunter2' );"}}),
+            serde_json::json!({"kind": "CronJob", "metadata": {"name": "cron"}, "spec": {"jobTemplate": {"spec": {"template": {"spec": {
+                "initContainers": [{"name": "init", "env": [{"name": "api-key", "value": "k"}]}],
+                "containers": [{"name": "wp", "env": [
+                    {"name": "STRIPE_SECRET", "value": "sk_live"},
+                    {"name": "SMTP_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "s", "key": "p"}}},
+                    {"name": "WP_DEBUG", "value": "1"}]}]}}}}}}),
+        ];
+        let found = exposed_credentials(&objects);
+        let fields: Vec<String> = found
+            .iter()
+            .map(|e| format!("{} {}", e.object, e.field))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "ConfigMap/wp-env data.WORDPRESS_DB_PASSWORD",
+                "ConfigMap/wp-config data.wp-config.php",
+                "CronJob/cron container wp env STRIPE_SECRET",
+                "CronJob/cron container init env api-key",
+            ]
+        );
+        assert!(
+            !format!("{found:?}").contains("hunter2") && !format!("{found:?}").contains("sk_live")
+        );
     }
 
     #[test]

@@ -222,6 +222,20 @@ pub(crate) fn print_show(m: &Manifest) {
                 .map(|r| format!(" (Secrets NOT stored: {r})"))
                 .unwrap_or_default()
         );
+        if !c.exposed_credentials.is_empty() {
+            println!(
+                "           CREDENTIALS OUTSIDE SECRETS: {} (move them to Secrets; {})",
+                c.exposed_credentials.len(),
+                if m.encryption.is_some() {
+                    "this set holds them sealed"
+                } else {
+                    "this set holds them in the clear: set encryption.recipients"
+                }
+            );
+            for e in &c.exposed_credentials {
+                println!("             {} {}", e.object, e.field);
+            }
+        }
         println!(
             "{:<32} {:<16} {:<44} DIGESTS",
             "WORKLOAD", "CONTAINER", "IMAGE"

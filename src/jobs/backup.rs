@@ -635,6 +635,7 @@ async fn cluster_step(
                 inv.secrets.len()
             },
             secrets_skipped,
+            exposed_credentials: inventory::exposed_credentials(&inv.objects),
             images: inv.images,
             custom_resources: cfg.cluster.custom_resources.clone(),
         },
