@@ -255,3 +255,125 @@ async fn only_prune_deletes_and_only_what_object_lock_no_longer_retains() {
     let mut dst = target.conn(Some("from_locked")).await;
     assert_same_database(&mut src, &mut dst).await;
 }
+
+/// `media.offsite.object_lock`: the mirror writes every offsite copy and
+/// every retained version with a retention date (moto as the offsite
+/// provider, Garage as MinIO); the bucket's own admin cannot delete a
+/// retained version before then, and prune keeps an unreferenced one that is
+/// still retained, reporting it, instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsite_media_copies_and_retained_versions_carry_object_lock() {
+    let svc = Services::get();
+    let moto = Moto::new(&svc);
+    let admin = moto.client(&svc, "ADMIN");
+    let offsite = format!("media-lock-{:08x}", rand::random::<u32>());
+    admin
+        .create_bucket()
+        .bucket(&offsite)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let source = svc.fresh_bucket("lsrc");
+    let s3 = svc.s3();
+    let photo = "wp-content/uploads/2026/11/photo.jpg";
+    put_object(&s3, &source, photo, b"version one".to_vec()).await;
+    put_object(
+        &s3,
+        &source,
+        "wp-content/uploads/2026/11/other.jpg",
+        b"other".to_vec(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("media.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "site: lockmedia\nstore: {{type: local, path: {}}}\nmedia:\n  source: {{bucket: {source}, endpoint: '{}', region: garage, access_key_id: {}}}\n  offsite:\n    bucket: {offsite}\n    endpoint: '{}'\n    region: us-east-1\n    object_lock: {{mode: governance, days: 1}}\nretention:\n  keep_last: 1\n",
+            dir.path().join("store").display(),
+            svc.var("WPDR_TEST_S3_ENDPOINT"),
+            svc.var("WPDR_TEST_S3_ACCESS_KEY_ID"),
+            moto.endpoint,
+        ),
+    )
+    .unwrap();
+    let (id, secret) = Moto::key(&svc, "ADMIN");
+    let run = |args: &[&str]| {
+        svc.wpdr_cmd(&cfg, args)
+            .env(
+                "WPDR_MEDIA_SOURCE_SECRET_ACCESS_KEY",
+                svc.var("WPDR_TEST_S3_SECRET_ACCESS_KEY"),
+            )
+            .env("WPDR_MEDIA_OFFSITE_ACCESS_KEY_ID", &id)
+            .env("WPDR_MEDIA_OFFSITE_SECRET_ACCESS_KEY", &secret)
+            .output()
+            .unwrap()
+    };
+    expect(
+        &run(&["check-config"]),
+        0,
+        "media object lock governance for 1 days",
+    );
+    let out = run(&["media", "sync"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let retained_until = |key: String| {
+        let admin = admin.clone();
+        let bucket = offsite.clone();
+        async move {
+            admin
+                .head_object()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap()
+                .object_lock_retain_until_date()
+                .cloned()
+        }
+    };
+    assert!(
+        retained_until(photo.to_string()).await.is_some(),
+        "the copy has no retention"
+    );
+
+    // An overwrite: the replaced version is retained under its own lock.
+    put_object(&s3, &source, photo, b"version two".to_vec()).await;
+    let out = run(&["media", "sync"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let retained = keys_under(&admin, &offsite, ".wpdr-retained/".to_string()).await;
+    assert_eq!(retained.len(), 1, "{retained:?}");
+    assert!(retained_until(retained[0].clone()).await.is_some());
+    let versions = admin
+        .list_object_versions()
+        .bucket(&offsite)
+        .prefix(&retained[0])
+        .send()
+        .await
+        .unwrap();
+    let version = versions.versions()[0].version_id().unwrap().to_string();
+    let refused = admin
+        .delete_object()
+        .bucket(&offsite)
+        .key(&retained[0])
+        .version_id(&version)
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a retained version was deleted before its date"
+    );
+
+    // No set refers to the retained version, but it is locked: prune keeps it.
+    let out = run(&["--output", "json", "prune"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["media_retained"]["locked"], 1, "{report}");
+    assert_eq!(report["media_retained"]["deleted"], 0, "{report}");
+    assert_eq!(
+        keys_under(&admin, &offsite, ".wpdr-retained/".to_string())
+            .await
+            .len(),
+        1
+    );
+}

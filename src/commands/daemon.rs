@@ -47,42 +47,69 @@ pub(crate) async fn run(cli: &Cli, args: &DaemonArgs) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
+/// With `object_lock` set for `s3`, asks the bucket whether Object Lock is
+/// enabled (writes with a retention date into one without it fail at once).
+async fn check_bucket_lock(
+    s3: &wpdr::config::S3Config,
+    field: &str,
+    env: &str,
+    bucket_field: &str,
+) -> Result<Option<String>> {
+    let Some(lock) = s3.object_lock else {
+        return Ok(None);
+    };
+    let store = wpdr::store::S3Store::open(s3).await?;
+    match store.object_lock_enabled().await? {
+        Some(true) => Ok(Some(format!(
+            "{} for {} days (bucket {} has Object Lock enabled)",
+            lock.mode.as_str().to_ascii_lowercase(),
+            lock.days,
+            s3.bucket
+        ))),
+        found => Err(wpdr::config::ConfigError::Invalid {
+            field: field.into(),
+            env: env.into(),
+            problem: format!(
+                "bucket '{}' {}. Object Lock can only be enabled when a bucket is created: create one with it (`aws s3api create-bucket --bucket NAME --object-lock-enabled-for-bucket`, or your provider's equivalent), copy the objects over and point {bucket_field} at it; or remove {field}",
+                s3.bucket,
+                if found == Some(false) {
+                    "does not have Object Lock enabled"
+                } else {
+                    "is on a server that does not implement Object Lock"
+                }
+            ),
+        }
+        .into()),
+    }
+}
+
 pub(crate) async fn check_config(cli: &Cli, schedules: &Option<PathBuf>) -> Result<ExitCode> {
     let cfg = Config::load(cli.config.as_deref(), &ProcessEnv)?;
     // The one check that asks the store: sets written under Object Lock
     // into a bucket without it would fail at the first write.
     let object_lock = match &cfg.store {
-        wpdr::config::StoreConfig::S3(s3) => match s3.object_lock {
-            Some(lock) => {
-                let store = wpdr::store::S3Store::open(s3).await?;
-                match store.object_lock_enabled().await? {
-                    Some(true) => Some(format!(
-                        "{} for {} days (bucket {} has Object Lock enabled)",
-                        lock.mode.as_str().to_ascii_lowercase(),
-                        lock.days,
-                        s3.bucket
-                    )),
-                    found => {
-                        return Err(wpdr::config::ConfigError::Invalid {
-                            field: "store.object_lock".into(),
-                            env: "WPDR_S3_OBJECT_LOCK_MODE".into(),
-                            problem: format!(
-                                "bucket '{}' {}. Object Lock can only be enabled when a bucket is created: create one with it (`aws s3api create-bucket --bucket NAME --object-lock-enabled-for-bucket`, or your provider's equivalent), copy the sets over and point store.bucket at it; or remove store.object_lock",
-                                s3.bucket,
-                                if found == Some(false) {
-                                    "does not have Object Lock enabled"
-                                } else {
-                                    "is on a server that does not implement Object Lock"
-                                }
-                            ),
-                        }
-                        .into())
-                    }
-                }
-            }
-            None => None,
-        },
+        wpdr::config::StoreConfig::S3(s3) => {
+            check_bucket_lock(
+                s3,
+                "store.object_lock",
+                "WPDR_S3_OBJECT_LOCK_MODE",
+                "store.bucket",
+            )
+            .await?
+        }
         wpdr::config::StoreConfig::Local { .. } => None,
+    };
+    let media_object_lock = match &cfg.media {
+        Some(m) => {
+            check_bucket_lock(
+                &m.offsite,
+                "media.offsite.object_lock",
+                "WPDR_MEDIA_OFFSITE_OBJECT_LOCK_MODE",
+                "media.offsite.bucket",
+            )
+            .await?
+        }
+        None => None,
     };
     let scheds = match schedules {
         Some(dir) => wpdr::daemon::schedule::Schedule::load_dir(dir)?,
@@ -125,6 +152,7 @@ pub(crate) async fn check_config(cli: &Cli, schedules: &Option<PathBuf>) -> Resu
             "database_password_set": !cfg.database.password.is_empty(),
             "trust": trust,
             "object_lock": object_lock,
+            "media_object_lock": media_object_lock,
             "schedules": next,
         }))?;
     } else {
@@ -143,6 +171,9 @@ pub(crate) async fn check_config(cli: &Cli, schedules: &Option<PathBuf>) -> Resu
         );
         if let Some(lock) = &object_lock {
             println!("object lock {lock}");
+        }
+        if let Some(lock) = &media_object_lock {
+            println!("media object lock {lock}");
         }
         match keys.recipients().as_slice() {
             [] => println!("encryption off: sets are stored plain (set encryption.recipients)"),

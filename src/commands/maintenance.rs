@@ -51,11 +51,16 @@ pub(crate) async fn prune(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
     );
     if let Some(m) = &media {
         println!(
-            "retained media versions: {} found, {} still referenced by a set, {} {verb} ({})",
+            "retained media versions: {} found, {} still referenced by a set, {} {verb} ({}){}",
             m.versions,
             m.referenced,
             m.deleted,
-            human_bytes(m.bytes_freed)
+            human_bytes(m.bytes_freed),
+            if m.locked > 0 {
+                format!(", {} unreferenced but under Object Lock until their date (a later prune deletes them)", m.locked)
+            } else {
+                String::new()
+            }
         );
     }
     if binlog.segments_deleted + binlog.orphans_deleted + binlog.kept_segments > 0 {

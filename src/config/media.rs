@@ -65,6 +65,8 @@ pub(crate) fn resolve(m: &RawMedia, env: &dyn Env) -> Result<Option<MediaConfig>
         Section::new(env, "media.source", "WPDR_MEDIA_SOURCE_"),
     )?;
     let offsite_section = Section::new(env, "media.offsite", "WPDR_MEDIA_OFFSITE_");
+    // With `object_lock`, every copy and retained version offsite is
+    // written with a retention date.
     let offsite = resolve_s3(&m.offsite.clone().unwrap_or_default(), offsite_section)?;
     if !offsite.prefix.is_empty() {
         return Err(offsite_section.key("prefix", "PREFIX").invalid(

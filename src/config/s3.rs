@@ -21,6 +21,7 @@ pub(crate) struct RawS3 {
     pub part_size: Option<ByteSize>,
     pub parts_in_flight: Option<usize>,
     pub ca_file: Option<PathBuf>,
+    pub object_lock: Option<RawObjectLock>,
 }
 
 #[derive(Debug, Clone)]
@@ -244,7 +245,7 @@ pub(crate) fn resolve_s3(raw: &RawS3, section: Section) -> Result<S3Config, Conf
         credentials,
         part_size: part_size as usize,
         parts_in_flight,
-        object_lock: None,
+        object_lock: resolve_object_lock(&raw.object_lock, section)?,
         prune_credentials: None,
     })
 }

@@ -106,6 +106,8 @@ pub(crate) fn resolve(s: &RawStore, env: &dyn Env) -> Result<StoreConfig, Config
                 part_size: s.part_size,
                 parts_in_flight: s.parts_in_flight,
                 ca_file: s.ca_file.clone(),
+                // Resolved below, with the store's own variables.
+                object_lock: None,
             };
             // The bucket's settings keep their historical variables: WPDR_S3_*.
             let mut s3 = resolve_s3(&raw, Section::new(env, "store", "WPDR_S3_"))?;

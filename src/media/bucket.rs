@@ -15,7 +15,7 @@ use super::sealing::{check_md5, copy_crypt, Crypt};
 use super::MediaError;
 use crate::config::S3Config;
 use crate::store::s3::client::{body_backoff, PutOptions, BODY_ATTEMPTS};
-pub use crate::store::s3::client::{strip_quotes, Head, Headers, MemoryBudget};
+pub use crate::store::s3::client::{strip_quotes, Head, Headers, MemoryBudget, Retention};
 use crate::store::s3::{Checksums, S3Client};
 use crate::store::StoreError;
 use bytes::{Bytes, BytesMut};
@@ -59,6 +59,8 @@ pub struct Copied {
 #[derive(Clone)]
 pub struct Bucket {
     s3: S3Client,
+    /// Object Lock for what is written here (the offsite bucket's, if set).
+    lock: Option<crate::config::ObjectLock>,
 }
 
 impl Bucket {
@@ -66,6 +68,7 @@ impl Bucket {
     pub async fn open(cfg: &S3Config) -> Result<Bucket, StoreError> {
         Ok(Bucket {
             s3: S3Client::open(cfg, Checksums::Caller).await?,
+            lock: cfg.object_lock,
         })
     }
 
@@ -74,7 +77,34 @@ impl Bucket {
     pub async fn open_or_create(cfg: &S3Config) -> Result<Bucket, StoreError> {
         Ok(Bucket {
             s3: S3Client::open_or_create(cfg, Checksums::Caller).await?,
+            lock: cfg.object_lock,
         })
+    }
+
+    /// The retention a write made now carries (none without Object Lock).
+    pub fn retention(&self) -> Option<Retention> {
+        self.lock.map(|l| Retention {
+            mode: l.mode,
+            until: chrono::Utc::now() + chrono::Duration::days(i64::from(l.days)),
+        })
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    /// Deletes `key`; in a locked bucket every version of it, or `Ok(false)`
+    /// when a version is still retained (left for a later prune).
+    pub async fn delete_expired(&self, key: &str) -> Result<bool, StoreError> {
+        if self.lock.is_none() {
+            self.s3.delete(key).await?;
+            return Ok(true);
+        }
+        match self.s3.delete_versions(key).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::AccessDenied { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -182,13 +212,14 @@ impl Bucket {
         part: u64,
     ) -> Result<(), StoreError> {
         if size <= max_single {
-            return self.s3.copy_object(from, to).await;
+            return self.s3.copy_object(from, to, self.retention()).await;
         }
         let head = self.head(from).await?.ok_or_else(|| StoreError::NotFound {
             key: from.to_string(),
         })?;
         let opts = PutOptions {
             headers: Some(&head.headers),
+            retain: self.retention(),
             ..Default::default()
         };
         // Parts copied server-side carry no Content-MD5: no checksum declared.
@@ -354,7 +385,7 @@ async fn copy_once(
                 &PutOptions {
                     headers: Some(&headers),
                     content_md5: Some(md5.into()),
-                    ..Default::default()
+                    retain: dst.retention(),
                 },
             )
             .await?;
@@ -371,6 +402,7 @@ async fn copy_once(
     // No checksum algorithm: every part carries Content-MD5 instead.
     let opts = PutOptions {
         headers: Some(&headers),
+        retain: dst.retention(),
         ..Default::default()
     };
     let upload = dst.s3.create_upload(dst_key, &opts, true).await?;

@@ -24,6 +24,8 @@ pub struct RetainedReport {
     /// Removed (or, in a dry run, that would be).
     pub deleted: u64,
     pub bytes_freed: u64,
+    /// Unreferenced, but still under Object Lock retention: kept for now.
+    pub locked: u64,
 }
 
 /// Deletes retained versions no set refers to, counting the sets in
@@ -127,7 +129,11 @@ async fn prune_locked(
     }
     for (retained_key, size) in candidates.into_values() {
         if !dry_run {
-            offsite.delete(&retained_key).await?;
+            if !offsite.delete_expired(&retained_key).await? {
+                // Object Lock keeps it until its date; a later prune deletes it.
+                report.locked += 1;
+                continue;
+            }
             tracing::info!(key = %retained_key, "pruned a retained media version no set refers to");
         }
         report.deleted += 1;

@@ -256,6 +256,7 @@ impl<'a> Upload<'a> {
             None => {
                 let opts = PutOptions {
                     headers: Some(headers),
+                    retain: self.dst.retention(),
                     ..Default::default()
                 };
                 let u = self.dst.s3().create_upload(self.key, &opts, true).await?;
@@ -290,7 +291,7 @@ impl<'a> Upload<'a> {
                     &PutOptions {
                         headers: Some(headers),
                         content_md5: Some(md5),
-                        ..Default::default()
+                        retain: self.dst.retention(),
                     },
                 )
                 .await?;

@@ -163,6 +163,9 @@ impl Retention {
     }
 }
 
+/// Base64 MD5 of zero bytes.
+const EMPTY_BODY_MD5: &str = "1B2M2Y8AsgTpgAmY7PhCfg==";
+
 pub fn strip_quotes(etag: &str) -> String {
     etag.trim_matches('"').to_string()
 }
@@ -637,12 +640,27 @@ impl S3Client {
     }
 
     /// Server-side copy of a whole object (up to 5 GiB) inside this bucket, metadata included.
-    pub async fn copy_object(&self, from: &str, to: &str) -> Result<(), StoreError> {
+    pub async fn copy_object(
+        &self,
+        from: &str,
+        to: &str,
+        retain: Option<Retention>,
+    ) -> Result<(), StoreError> {
         self.client
             .copy_object()
             .bucket(&self.bucket)
             .key(to)
             .copy_source(self.copy_source(from))
+            .set_object_lock_mode(retain.map(|r| r.mode()))
+            .set_object_lock_retain_until_date(retain.map(|r| r.until()))
+            .customize()
+            .mutate_request(move |req| {
+                // A write under Object Lock must carry Content-MD5 (servers
+                // ask it of copies too): that of the copy request's empty body.
+                if retain.is_some() {
+                    req.headers_mut().insert("Content-MD5", EMPTY_BODY_MD5);
+                }
+            })
             .send()
             .await
             .map_err(|e| self.err(e, "CopyObject", from))?;
