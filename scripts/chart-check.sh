@@ -56,6 +56,16 @@ trap 'rm -rf "$OUT"' EXIT
   --set-json 'schedules=[{"name":"nightly-backup","job":"backup","cron":"0 15 2 * * *"}]' \
   >"$OUT/pruner.yaml"
 grep -q 'WPDR_S3_PRUNE_ACCESS_KEY_ID' "$OUT/pruner.yaml"
+# Trust: the signing key from the Secret, recipients in the config, and the
+# NOTES telling where the identity must (not) live.
+"$HELM" template wpdr charts/wpdr --namespace wp --set secretKeys.signingKey=signing-key \
+  --set-json 'config.encryption={"recipients":["age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"]}' \
+  >"$OUT/trust.yaml"
+grep -q 'WPDR_SIGNING_KEY_FILE' "$OUT/trust.yaml"
+grep -q 'age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq' "$OUT/trust.yaml"
+"$HELM" install --dry-run=client wpdr charts/wpdr --namespace wp \
+  --set-json 'config.encryption={"recipients":["age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"]}' \
+  | grep -q 'OUT of this cluster' || { echo "chart-check: NOTES must say the identity stays out of the cluster" >&2; exit 1; }
 if "$HELM" template wpdr charts/wpdr --set pruner.enabled=true >/dev/null 2>&1; then
   echo "chart-check: pruner.enabled with a prune schedule left in must be refused" >&2; exit 1
 fi
@@ -69,7 +79,7 @@ def check(cond, msg):
         failures.append(msg)
 
 core = []
-for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner"]:
+for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner", "trust"]:
     docs = [d for d in yaml.safe_load_all(open(f"{out}/{variant}.yaml")) if d]
     kinds = [d["kind"] for d in docs]
     # ServiceMonitor is a CRD: not in the core schemas, checked by shape below.
@@ -151,5 +161,5 @@ check(r.returncode == 0, f"schema validation failed:\n{r.stdout}{r.stderr}")
 if failures:
     print("chart-check FAILED:\n  " + "\n  ".join(failures))
     sys.exit(1)
-print("chart-check: lint, 6 variants rendered, schemas (k8s 1.32, strict), security posture and wpdr config: ok")
+print("chart-check: lint, 7 variants rendered, schemas (k8s 1.32, strict), security posture and wpdr config: ok")
 PY

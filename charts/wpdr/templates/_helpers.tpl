@@ -80,6 +80,10 @@ capabilities:
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if .Values.secretKeys.signingKey }}
+- name: WPDR_SIGNING_KEY_FILE
+  value: /var/run/secrets/wpdr/{{ .Values.secretKeys.signingKey }}
+{{- end }}
 {{- if .Values.secretKeys.daemonTriggerToken }}
 - name: WPDR_DAEMON_TRIGGER_TOKEN_FILE
   value: /var/run/secrets/wpdr/{{ .Values.secretKeys.daemonTriggerToken }}
