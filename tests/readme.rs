@@ -170,3 +170,37 @@ fn the_layout_names_every_module_and_only_modules_that_exist() {
         }
     }
 }
+
+/// Every test the threat model cites exists where it says: a line of the
+/// table that loses its test fails here, not silently.
+#[test]
+fn every_test_the_threat_model_cites_exists() {
+    let text = readme();
+    let start = text
+        .find("\n### Threat model\n")
+        .expect("README has no '### Threat model'");
+    let body = &text[start + 1..];
+    let body = &body[..body[4..].find("\n### ").map_or(body.len(), |e| e + 4)];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cited = 0;
+    for line in body.lines().filter(|l| l.starts_with('|')) {
+        let Some(shown_by) = line.trim_end_matches('|').rsplit('|').next() else {
+            continue;
+        };
+        let mut file: Option<String> = None;
+        for token in shown_by.split('`').skip(1).step_by(2) {
+            if token.ends_with(".rs") {
+                let source = std::fs::read_to_string(root.join(token))
+                    .unwrap_or_else(|e| panic!("the threat model cites {token}: {e}"));
+                file = Some(source);
+            } else if let Some(source) = &file {
+                assert!(
+                    source.contains(&format!("fn {token}(")),
+                    "the threat model cites {token}, which its file does not define"
+                );
+                cited += 1;
+            }
+        }
+    }
+    assert!(cited >= 5, "the threat model cites only {cited} tests");
+}
