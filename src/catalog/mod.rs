@@ -373,9 +373,15 @@ impl<'a> Catalog<'a> {
 
     /// The newest complete set's manifest.
     pub async fn newest(&self) -> Result<Option<Manifest>, CatalogError> {
+        Ok(self.newest_read().await?.map(|(m, _)| m))
+    }
+
+    /// [`newest`](Self::newest) with the manifest's bytes, for checking its
+    /// signature without reading it again.
+    async fn newest_read(&self) -> Result<Option<(Manifest, Bytes)>, CatalogError> {
         for id in self.set_dirs().await?.into_iter().rev() {
             match self.read(&id).await {
-                Ok((m, _)) => return Ok(Some(m)),
+                Ok(read) => return Ok(Some(read)),
                 Err(CatalogError::SetIncomplete { .. })
                 | Err(CatalogError::ManifestInvalid { .. })
                 | Err(CatalogError::UnsupportedFormat { .. }) => {}
@@ -432,10 +438,13 @@ impl<'a> Catalog<'a> {
     /// signature checked (see [`load`](Self::load)).
     pub async fn resolve(&self, id: &str) -> Result<Manifest, CatalogError> {
         if id == "latest" {
-            let newest = self.newest().await?.ok_or_else(|| CatalogError::NoSets {
-                site: self.site.clone(),
-            })?;
-            return self.load(&newest.set_id).await;
+            let (m, bytes) = self
+                .newest_read()
+                .await?
+                .ok_or_else(|| CatalogError::NoSets {
+                    site: self.site.clone(),
+                })?;
+            return self.verified(m, &bytes).await;
         }
         if !valid_set_id(id) {
             return Err(CatalogError::BadSetId { id: id.to_string() });
@@ -466,7 +475,14 @@ impl<'a> Catalog<'a> {
     /// and the verdict is in [`Manifest::signature`]. With keys pinned, an
     /// unsigned or badly signed set is refused here.
     pub async fn load(&self, id: &str) -> Result<Manifest, CatalogError> {
-        let (mut m, bytes) = self.read(id).await?;
+        let (m, bytes) = self.read(id).await?;
+        self.verified(m, &bytes).await
+    }
+
+    /// `m` (read as `bytes`) with its signature's verdict, or the refusal.
+    async fn verified(&self, mut m: Manifest, bytes: &[u8]) -> Result<Manifest, CatalogError> {
+        let set_id = m.set_id.clone();
+        let id = set_id.as_str();
         let signature = match self.store.get_bytes(&self.key(id, SIGNATURE)).await {
             Ok(b) => Some(serde_json::from_slice::<Signature>(&b).map_err(|e| {
                 TrustError::BadSignature {
@@ -479,7 +495,7 @@ impl<'a> Catalog<'a> {
         };
         let verdict = self.store.keys().verifiers().verify(
             &format!("the manifest of set '{id}'"),
-            &bytes,
+            bytes,
             signature.as_ref(),
         )?;
         m.signature = Some(verdict);
