@@ -66,17 +66,20 @@ fi
 "${M[@]}" -N -e "SELECT CONCAT('data set: ', ROUND(SUM(DATA_LENGTH)/1048576), ' MiB data + ', ROUND(SUM(INDEX_LENGTH)/1048576), ' MiB indexes in ', COUNT(*), ' tables') FROM information_schema.TABLES WHERE TABLE_SCHEMA='$DB'"
 
 # run NAME CMD... : times a command, records seconds and peak RSS (KiB) of the process tree's largest member.
-declare -A SECS RSS
+declare -A SECS RSS CPU
 run() {
   local name="$1"; shift
   sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
   local start end
   start=$(date +%s.%N)
-  /usr/bin/time -f "%M" -o "$WORK/out/$name.rss" bash -c "$*" >"$WORK/out/$name.log" 2>&1 || { echo "$name failed:"; tail -20 "$WORK/out/$name.log"; exit 1; }
+  /usr/bin/time -f "%M %U %S" -o "$WORK/out/$name.rss" bash -c "$*" >"$WORK/out/$name.log" 2>&1 || { echo "$name failed:"; tail -20 "$WORK/out/$name.log"; exit 1; }
   end=$(date +%s.%N)
   SECS[$name]=$(python3 -c "print(round($end - $start, 2))")
-  RSS[$name]=$(tail -1 "$WORK/out/$name.rss")
-  printf '  %-28s %8.2f s   peak RSS %6d MiB\n' "$name" "${SECS[$name]}" $(( ${RSS[$name]} / 1024 ))
+  read -r rss user sys < <(tail -1 "$WORK/out/$name.rss")
+  RSS[$name]=$rss
+  # Client CPU (user + system of the command's processes): steadier than wall time.
+  CPU[$name]=$(python3 -c "print(round($user + $sys, 2))")
+  printf '  %-28s %8.2f s   client CPU %7.2f s   peak RSS %6d MiB\n' "$name" "${SECS[$name]}" "${CPU[$name]}" $(( RSS[$name] / 1024 ))
 }
 
 cat >"$WORK/out/wpdr.yaml" <<YAML
@@ -119,5 +122,5 @@ echo "== ratios (higher = wpdr faster)"
 echo "  backup:  vs mariadb-dump|zstd $(ratio "${SECS[mariadb_dump_zstd]}" "${SECS[wpdr_backup]}")   vs mydumper -t2 $(ratio "${SECS[mydumper_t2]}" "${SECS[wpdr_backup]}")"
 echo "  restore: vs zstd|mariadb      $(ratio "${SECS[mariadb_client_restore]}" "${SECS[wpdr_restore]}")   vs myloader -t2 $(ratio "${SECS[myloader_t2]}" "${SECS[wpdr_restore]}")"
 cost() { python3 -c "print(f'{($1/$2-1)*100:+.1f} %')"; }
-echo "  encryption (age, every artifact): backup $(cost "${SECS[wpdr_backup_sealed]}" "${SECS[wpdr_backup]}"), restore $(cost "${SECS[wpdr_restore_sealed]}" "${SECS[wpdr_restore]}")"
+echo "  encryption (age, every artifact): backup wall $(cost "${SECS[wpdr_backup_sealed]}" "${SECS[wpdr_backup]}") CPU $(cost "${CPU[wpdr_backup_sealed]}" "${CPU[wpdr_backup]}"), restore wall $(cost "${SECS[wpdr_restore_sealed]}" "${SECS[wpdr_restore]}") CPU $(cost "${CPU[wpdr_restore_sealed]}" "${CPU[wpdr_restore]}")"
 echo "  wpdr peak RSS: backup $(( ${RSS[wpdr_backup]} / 1024 )) MiB, restore $(( ${RSS[wpdr_restore]} / 1024 )) MiB"

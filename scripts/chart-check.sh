@@ -66,6 +66,28 @@ grep -q 'age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq' "$OUT/t
 "$HELM" install --dry-run=client wpdr charts/wpdr --namespace wp \
   --set-json 'config.encryption={"recipients":["age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"]}' \
   | grep -q 'OUT of this cluster' || { echo "chart-check: NOTES must say the identity stays out of the cluster" >&2; exit 1; }
+# values.schema.json: a typo in values fails the install, naming it.
+cat >"$OUT/valid-values.yaml" <<'YAML'
+mode: cronjobs
+config:
+  site: shop
+  store: {type: s3, bucket: backups}
+  encryption: {recipients: [age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq]}
+schedules:
+  - {name: nightly-backup, job: backup, cron: "0 15 2 * * *", timezone: Europe/Berlin}
+daemon: {replicas: 2}
+YAML
+"$HELM" template wpdr charts/wpdr -f "$OUT/valid-values.yaml" >/dev/null
+for bad in 'schedule: []' 'mode: cron' 'config: {site: shop, stroe: {type: s3}}' \
+    'schedules: [{name: nightly, job: backups, cron: "0 15 2 * * *"}]' \
+    'schedules: [{name: nightly, job: backup, cron: "15 2 * * *"}]' 'daemon: {replicas: 0}' \
+    'image: {repository: x, digest: "sha256:abc"}'; do
+  echo "$bad" >"$OUT/invalid-values.yaml"
+  if "$HELM" template wpdr charts/wpdr -f "$OUT/invalid-values.yaml" >/dev/null 2>"$OUT/invalid.err"; then
+    echo "chart-check: values.schema.json accepted invalid values: $bad" >&2; exit 1
+  fi
+  grep -qi "schema" "$OUT/invalid.err" || { echo "chart-check: '$bad' failed, but not on the schema:" >&2; cat "$OUT/invalid.err" >&2; exit 1; }
+done
 if "$HELM" template wpdr charts/wpdr --set pruner.enabled=true >/dev/null 2>&1; then
   echo "chart-check: pruner.enabled with a prune schedule left in must be refused" >&2; exit 1
 fi
