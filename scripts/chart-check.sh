@@ -66,6 +66,38 @@ grep -q 'age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq' "$OUT/t
 "$HELM" install --dry-run=client wpdr charts/wpdr --namespace wp \
   --set-json 'config.encryption={"recipients":["age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"]}' \
   | grep -q 'OUT of this cluster' || { echo "chart-check: NOTES must say the identity stays out of the cluster" >&2; exit 1; }
+# Alerts and dashboard: the PrometheusRule's rules pass `promtool check rules`
+# and the unit tests in tests/alerts (each alert fires once, stays quiet once);
+# the dashboard is valid JSON; tests/chart_monitoring.rs checks that both name
+# only metrics wpdr exports.
+command -v promtool >/dev/null || { echo "chart-check: promtool is missing (Debian package prometheus; scripts/dev-services.sh installs it)" >&2; exit 1; }
+"$HELM" template wpdr charts/wpdr --namespace wp --set serviceMonitor.enabled=true \
+  --set prometheusRule.enabled=true --set grafanaDashboard.enabled=true >"$OUT/monitoring.yaml"
+python3 - "$OUT" <<'PY'
+import json, sys, yaml
+out = sys.argv[1]
+docs = [d for d in yaml.safe_load_all(open(f"{out}/monitoring.yaml")) if d]
+rules = [d for d in docs if d["kind"] == "PrometheusRule"]
+assert len(rules) == 1, "no PrometheusRule rendered"
+groups = {"groups": rules[0]["spec"]["groups"]}
+yaml.safe_dump(groups, open(f"{out}/rules-full.yaml", "w"))
+# The unit tests check expressions, durations and labels; annotations are
+# templates that `promtool check rules` parses.
+for g in groups["groups"]:
+    for r in g["rules"]:
+        r.pop("annotations", None)
+yaml.safe_dump(groups, open(f"{out}/rules.yaml", "w"))
+boards = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+assert len(boards) == 1, "no dashboard ConfigMap with the sidecar label"
+json.loads(boards[0]["data"]["wpdr.json"])
+PY
+promtool check rules "$OUT/rules-full.yaml" >/dev/null
+cp tests/alerts/wpdr.test.yaml "$OUT/"
+promtool test rules "$OUT/wpdr.test.yaml" >/dev/null || { promtool test rules "$OUT/wpdr.test.yaml" >&2; exit 1; }
+if "$HELM" template wpdr charts/wpdr --set mode=cronjobs --set prometheusRule.enabled=true | grep -q PrometheusRule; then
+  echo "chart-check: a PrometheusRule in cronjobs mode would alert on metrics nobody scrapes" >&2; exit 1
+fi
+
 # values.schema.json: a typo in values fails the install, naming it.
 cat >"$OUT/valid-values.yaml" <<'YAML'
 mode: cronjobs
@@ -101,11 +133,11 @@ def check(cond, msg):
         failures.append(msg)
 
 core = []
-for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner", "trust"]:
+for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner", "trust", "monitoring"]:
     docs = [d for d in yaml.safe_load_all(open(f"{out}/{variant}.yaml")) if d]
     kinds = [d["kind"] for d in docs]
-    # ServiceMonitor is a CRD: not in the core schemas, checked by shape below.
-    plain = [d for d in docs if d["kind"] != "ServiceMonitor"]
+    # ServiceMonitor and PrometheusRule are CRDs: not in the core schemas (promtool checks the rules).
+    plain = [d for d in docs if d["kind"] not in ("ServiceMonitor", "PrometheusRule")]
     path = f"{out}/{variant}-core.yaml"
     yaml.safe_dump_all(plain, open(path, "w"))
     core.append(path)
@@ -183,5 +215,5 @@ check(r.returncode == 0, f"schema validation failed:\n{r.stdout}{r.stderr}")
 if failures:
     print("chart-check FAILED:\n  " + "\n  ".join(failures))
     sys.exit(1)
-print("chart-check: lint, 7 variants rendered, schemas (k8s 1.32, strict), security posture and wpdr config: ok")
+print("chart-check: lint, 8 variants rendered, schemas (k8s 1.32, strict), security posture and wpdr config: ok")
 PY

@@ -44,6 +44,8 @@ command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 command -v memcached >/dev/null || need_apt+=(memcached)
 # The way back from an encrypted set without wpdr (tests/trust.rs runs it).
 command -v age >/dev/null || need_apt+=(age)
+# promtool: the chart's alert rules are unit-tested (scripts/chart-check.sh).
+command -v promtool >/dev/null || need_apt+=(prometheus)
 
 install_apt() {
   if [ "${#need_apt[@]}" -gt 0 ]; then
