@@ -386,6 +386,7 @@ async fn copy_once(
                     headers: Some(&headers),
                     content_md5: Some(md5.into()),
                     retain: dst.retention(),
+                    crc32: None,
                 },
             )
             .await?;

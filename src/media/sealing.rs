@@ -86,7 +86,12 @@ pub(crate) async fn copy_crypt(
         headers.user.remove(META_SHA256);
     }
     let part_size = dst.s3().part_size();
-    let _permit = budget.take(part_size as u64).await;
+    // What this copy holds at most: the object (plus its age header and
+    // tags) when it fits one part, else one part. Taking a whole part for
+    // every small upload would let a few run at once.
+    let _permit = budget
+        .take((size + size / 256 + (64 << 10)).min(part_size as u64))
+        .await;
     let mut out = Upload::new(dst, dst_key, part_size);
     let result = async {
         let (read, content_sha, plain_size) = match crypt {
@@ -280,8 +285,14 @@ impl<'a> Upload<'a> {
     async fn finish(&mut self, headers: &Headers) -> Result<(String, u64), MediaError> {
         let rest = std::mem::take(&mut self.pending).freeze();
         if self.upload.is_none() {
-            let md5: [u8; 16] = Md5::digest(&rest).into();
             let size = rest.len() as u64;
+            let retain = self.dst.retention();
+            // The server checks the bytes it stores: CRC32 costs little next
+            // to the sealing; a write under Object Lock must carry Content-MD5.
+            let (content_md5, crc32) = match retain {
+                Some(_) => (Some(Md5::digest(&rest).into()), None),
+                None => (None, Some(crc32fast::hash(&rest))),
+            };
             let etag = self
                 .dst
                 .s3()
@@ -290,8 +301,9 @@ impl<'a> Upload<'a> {
                     rest,
                     &PutOptions {
                         headers: Some(headers),
-                        content_md5: Some(md5),
-                        retain: self.dst.retention(),
+                        content_md5,
+                        crc32,
+                        retain,
                     },
                 )
                 .await?;
