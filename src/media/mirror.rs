@@ -9,7 +9,8 @@
 //! state, and the rerun recognises what the killed run already copied
 //! (`Step::Adopt`) instead of copying it again.
 
-use super::bucket::{copy_between, Bucket, MemoryBudget, Tag, META_SHA256, META_SOURCE_ETAG};
+use super::bucket::{Bucket, MemoryBudget, Tag, META_SHA256, META_SOURCE_ETAG};
+use super::copy::copy_between;
 use super::plan::{plan, Listed, Record, Step, Totals, Version};
 use super::records::{RecordReader, RecordWriter};
 use super::sealing::{is_sealed, Crypt};

@@ -2,8 +2,9 @@
 //! index, and restore of the media as of any set.
 //!
 //! * `plan`: the pure decision of what a mirror run does with each key.
-//! * `bucket`: one bucket's operations and the byte path between two buckets.
-//! * `sealing`: that path when the offsite copies are sealed (age).
+//! * `bucket`: one bucket's operations.
+//! * `copy`: the byte path between two buckets, checked end to end.
+//! * `sealing`: the pieces of that path when offsite copies are sealed (age).
 //! * `records`: the sorted record streams (mirror state, set index) in the store.
 //! * `mirror`: a mirror run (control plane: listing, planning, copying, rails).
 //! * `restore`: fill a fresh bucket with exactly a set's objects.
@@ -11,6 +12,7 @@
 
 pub mod attachments;
 pub mod bucket;
+pub mod copy;
 pub mod mirror;
 pub mod plan;
 pub mod records;

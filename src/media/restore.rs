@@ -10,7 +10,8 @@
 //! hold every key of the index at its size, and `deep_verify` re-reads each
 //! object and compares its SHA-256.
 
-use super::bucket::{copy_between, Bucket, MemoryBudget, Tag, META_SHA256, META_SOURCE_ETAG};
+use super::bucket::{Bucket, MemoryBudget, Tag, META_SHA256, META_SOURCE_ETAG};
+use super::copy::copy_between;
 use super::mirror::{
     retained_key, FailedObject, MediaProgress, CHANNEL_DEPTH, LISTED_FAILURES, MEMORY_BUDGET,
 };

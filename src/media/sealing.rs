@@ -10,9 +10,9 @@
 //! (the plain bytes), so a restore checks what WordPress will serve, and the
 //! source's MD5 ETag is still checked against the bytes read.
 
-use super::bucket::{Bucket, Copied, Tag, META_SHA256, META_SOURCE_ETAG};
 use super::MediaError;
-use crate::store::s3::client::{Get, Headers, PutOptions};
+use crate::store::s3::client::{Headers, PutOptions, Retention};
+use crate::store::s3::S3Client;
 use crate::trust::Keys;
 use aws_sdk_s3::types::CompletedPart;
 use bytes::{Bytes, BytesMut};
@@ -53,96 +53,10 @@ pub fn is_sealed(headers: &Headers) -> bool {
     headers.user.get(META_SEALED).map(String::as_str) == Some(SEALED_AGE)
 }
 
-/// Copies one object read by `got` into `dst_key`, sealing or opening it.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn copy_crypt(
-    src_key: &str,
-    got: Get,
-    dst: &Bucket,
-    dst_key: &str,
-    crypt: Crypt<'_>,
-    tag: Tag,
-    expect_sha256: Option<&str>,
-    budget: &super::bucket::MemoryBudget,
-) -> Result<Copied, MediaError> {
-    let size = got.length.unwrap_or(0);
-    let source_etag = got.etag;
-    let mut headers = got.headers;
-    match crypt {
-        Crypt::Seal(_) => {
-            headers
-                .user
-                .insert(META_SEALED.to_string(), SEALED_AGE.to_string());
-        }
-        _ => {
-            headers.user.remove(META_SEALED);
-        }
-    }
-    if tag == Tag::SourceVersion {
-        headers
-            .user
-            .insert(META_SOURCE_ETAG.to_string(), source_etag.clone());
-        // Known only at the end: a single PUT carries it, a multipart one not.
-        headers.user.remove(META_SHA256);
-    }
-    let part_size = dst.s3().part_size();
-    // What this copy holds at most: the object (plus its age header and
-    // tags) when it fits one part, else one part. Taking a whole part for
-    // every small upload would let a few run at once.
-    let _permit = budget
-        .take((size + size / 256 + (64 << 10)).min(part_size as u64))
-        .await;
-    let mut out = Upload::new(dst, dst_key, part_size);
-    let result = async {
-        let (read, content_sha, plain_size) = match crypt {
-            Crypt::Seal(keys) => seal_into(src_key, keys, got.body, &mut out, &headers).await?,
-            Crypt::Open(keys) => open_into(src_key, keys, got.body, &mut out, &headers).await?,
-            Crypt::Plain => {
-                return Err(MediaError::Stopped(
-                    "a plain copy was sent down the sealed path".into(),
-                ))
-            }
-        };
-        if read.0 != size {
-            return Err(MediaError::Transfer {
-                key: src_key.to_string(),
-                detail: format!("the body ended at {} of {size} bytes", read.0),
-            });
-        }
-        let sha256 = hex::encode(content_sha);
-        if let Some(want) = expect_sha256.filter(|w| !w.is_empty()) {
-            if want != sha256 {
-                return Err(MediaError::Checksum {
-                    key: src_key.to_string(),
-                    expected: want.to_string(),
-                    found: sha256,
-                });
-            }
-        }
-        check_md5(src_key, &source_etag, &read.1)?;
-        if tag == Tag::SourceVersion {
-            headers.user.insert(META_SHA256.to_string(), sha256.clone());
-        }
-        let (dest_etag, stored) = out.finish(&headers).await?;
-        Ok::<_, MediaError>(Copied {
-            size: plain_size,
-            source_etag: source_etag.clone(),
-            dest_etag,
-            sha256,
-            stored_size: stored,
-        })
-    }
-    .await;
-    if result.is_err() {
-        out.abort().await;
-    }
-    result
-}
-
 /// (bytes read, their MD5), the content's SHA-256, the content's size.
-type Digests = ((u64, [u8; 16]), [u8; 32], u64);
+pub(crate) type Digests = ((u64, [u8; 16]), [u8; 32], u64);
 
-async fn seal_into(
+pub(crate) async fn seal_into(
     key: &str,
     keys: &Keys,
     mut body: aws_sdk_s3::primitives::ByteStream,
@@ -168,7 +82,7 @@ async fn seal_into(
     Ok(((n, md5.finalize().into()), sha.finalize().into(), n))
 }
 
-async fn open_into(
+pub(crate) async fn open_into(
     key: &str,
     keys: &Keys,
     body: aws_sdk_s3::primitives::ByteStream,
@@ -221,8 +135,9 @@ async fn open_into(
 }
 
 /// A write of unknown length: one PUT if it fits a part, multipart if not.
-struct Upload<'a> {
-    dst: &'a Bucket,
+pub(crate) struct Upload<'a> {
+    s3: &'a S3Client,
+    retain: Option<Retention>,
     key: &'a str,
     part_size: usize,
     pending: BytesMut,
@@ -232,11 +147,12 @@ struct Upload<'a> {
 }
 
 impl<'a> Upload<'a> {
-    fn new(dst: &'a Bucket, key: &'a str, part_size: usize) -> Self {
+    pub(crate) fn new(s3: &'a S3Client, retain: Option<Retention>, key: &'a str) -> Self {
         Upload {
-            dst,
+            part_size: s3.part_size(),
+            s3,
+            retain,
             key,
-            part_size,
             pending: BytesMut::new(),
             upload: None,
             parts: Vec::new(),
@@ -261,10 +177,10 @@ impl<'a> Upload<'a> {
             None => {
                 let opts = PutOptions {
                     headers: Some(headers),
-                    retain: self.dst.retention(),
+                    retain: self.retain,
                     ..Default::default()
                 };
-                let u = self.dst.s3().create_upload(self.key, &opts, true).await?;
+                let u = self.s3.create_upload(self.key, &opts, true).await?;
                 self.upload = Some(u.clone());
                 u
             }
@@ -273,8 +189,7 @@ impl<'a> Upload<'a> {
         self.written += part.len() as u64;
         let number = self.parts.len() as i32 + 1;
         let done = self
-            .dst
-            .s3()
+            .s3
             .upload_part(self.key, &upload, number, part, Some(md5))
             .await?;
         self.parts.push(done);
@@ -282,11 +197,11 @@ impl<'a> Upload<'a> {
     }
 
     /// Ends the write: (the new object's ETag, its stored size).
-    async fn finish(&mut self, headers: &Headers) -> Result<(String, u64), MediaError> {
+    pub(crate) async fn finish(&mut self, headers: &Headers) -> Result<(String, u64), MediaError> {
         let rest = std::mem::take(&mut self.pending).freeze();
         if self.upload.is_none() {
             let size = rest.len() as u64;
-            let retain = self.dst.retention();
+            let retain = self.retain;
             // The server checks the bytes it stores: CRC32 costs little next
             // to the sealing; a write under Object Lock must carry Content-MD5.
             let (content_md5, crc32) = match retain {
@@ -294,8 +209,7 @@ impl<'a> Upload<'a> {
                 None => (None, Some(crc32fast::hash(&rest))),
             };
             let etag = self
-                .dst
-                .s3()
+                .s3
                 .put(
                     self.key,
                     rest,
@@ -314,31 +228,14 @@ impl<'a> Upload<'a> {
         }
         let upload = self.upload.clone().unwrap_or_default();
         let parts = std::mem::take(&mut self.parts);
-        let etag = self
-            .dst
-            .s3()
-            .complete_upload(self.key, &upload, parts)
-            .await?;
+        let etag = self.s3.complete_upload(self.key, &upload, parts).await?;
         self.upload = None;
         Ok((etag, self.written))
     }
 
-    async fn abort(&mut self) {
+    pub(crate) async fn abort(&mut self) {
         if let Some(u) = self.upload.take() {
-            self.dst.s3().abort_upload(self.key, &u).await;
+            self.s3.abort_upload(self.key, &u).await;
         }
     }
-}
-
-/// A single-part ETag is the content's MD5: a cheap end-to-end check of the read.
-pub(crate) fn check_md5(key: &str, etag: &str, md5: &[u8]) -> Result<(), MediaError> {
-    let looks_md5 = etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit());
-    let found = hex::encode(md5);
-    if looks_md5 && !etag.eq_ignore_ascii_case(&found) {
-        return Err(MediaError::Transfer {
-            key: key.to_string(),
-            detail: format!("the bytes read have MD5 {found} but the object's ETag is {etag}"),
-        });
-    }
-    Ok(())
 }

@@ -160,12 +160,17 @@ impl Endpoint {
     }
 
     pub async fn connect(&self, database: Option<&str>) -> Result<Conn, MysqlError> {
-        let ssl = self.ssl_opts();
+        let preferred = self.tls.mode == TlsMode::Preferred;
+        let ssl = self
+            .ssl_opts()
+            .filter(|_| !(preferred && offers_no_tls(&self.display(), None)));
         let tried_tls = ssl.is_some();
         match self.connect_with(database, ssl).await {
-            // `preferred`: a server that offers no TLS gets a plain connection.
-            Err(MysqlError::Tls { .. }) if self.tls.mode == TlsMode::Preferred => {
+            // `preferred`: a server that offers no TLS gets a plain connection
+            // (remembered, so the next connection does not try again).
+            Err(MysqlError::Tls { .. }) if preferred => {
                 tracing::debug!(target = %self.display(), "the server offers no TLS; connecting without");
+                offers_no_tls(&self.display(), Some(true));
                 self.connect_with(database, None).await
             }
             Err(e) if tried_tls && self.tls.mode == TlsMode::Preferred => {
@@ -285,6 +290,19 @@ fn tls_detail(io: &std::io::Error) -> String {
     } else {
         text
     }
+}
+
+/// Servers (`host:port`) seen to offer no TLS, for `preferred`: asks, or
+/// with `Some(true)` records.
+fn offers_no_tls(server: &str, record: Option<bool>) -> bool {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let Ok(mut seen) = SEEN.lock() else {
+        return false;
+    };
+    if record == Some(true) && !seen.iter().any(|s| s == server) {
+        seen.push(server.to_string());
+    }
+    seen.iter().any(|s| s == server)
 }
 
 /// rustls needs one process-wide crypto provider; the SDKs link a second,

@@ -1,0 +1,342 @@
+//! The byte path between two media buckets: a copy as it is (the object
+//! read whole into a buffer counted against the shared memory budget when
+//! it fits one part, part by part into a multipart upload when not), or
+//! sealed / opened on the way (`sealing`). Every write carries Content-MD5
+//! or a CRC32 the receiving server checks; the SHA-256 of the content is
+//! computed on the way for the media index, and a copy that must match one
+//! fails before anything becomes visible at the destination.
+
+use super::bucket::{Bucket, Copied, MemoryBudget, Tag, META_SHA256, META_SOURCE_ETAG};
+use super::sealing::{open_into, seal_into, Crypt, Upload, META_SEALED, SEALED_AGE};
+use super::MediaError;
+use crate::store::s3::client::{body_backoff, Get, PutOptions, BODY_ATTEMPTS};
+use bytes::{Bytes, BytesMut};
+use md5::Md5;
+use sha2::{Digest, Sha256};
+
+/// Copies `src_key` of `src` to `dst_key` of `dst` with its headers, tagged
+/// as `tag` says, sealed or opened as `crypt` says. With `expect_sha256`, the
+/// content must hash to it or the copy fails before anything becomes visible
+/// at the destination.
+#[allow(clippy::too_many_arguments)]
+pub async fn copy_between(
+    src: &Bucket,
+    src_key: &str,
+    dst: &Bucket,
+    dst_key: &str,
+    tag: Tag,
+    crypt: Crypt<'_>,
+    expect_sha256: Option<&str>,
+    budget: &MemoryBudget,
+) -> Result<Copied, MediaError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match copy_once(
+            src,
+            src_key,
+            dst,
+            dst_key,
+            tag,
+            crypt,
+            expect_sha256,
+            budget,
+        )
+        .await
+        {
+            Ok(c) => return Ok(c),
+            Err(e) if attempt < BODY_ATTEMPTS && e.is_transient() => {
+                tracing::warn!(key = src_key, attempt, error = %e, "copy failed, retrying");
+                tokio::time::sleep(body_backoff(attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_once(
+    src: &Bucket,
+    src_key: &str,
+    dst: &Bucket,
+    dst_key: &str,
+    tag: Tag,
+    crypt: Crypt<'_>,
+    expect_sha256: Option<&str>,
+    budget: &MemoryBudget,
+) -> Result<Copied, MediaError> {
+    let out = src.s3().get(src_key, 0).await?;
+    if crypt.transforms(&out.headers) {
+        return copy_crypt(
+            src_key,
+            out,
+            dst,
+            dst_key,
+            crypt,
+            tag,
+            expect_sha256,
+            budget,
+        )
+        .await;
+    }
+    let size = out.length.unwrap_or(0);
+    let source_etag = out.etag;
+    let mut headers = out.headers;
+    if tag == Tag::SourceVersion {
+        headers
+            .user
+            .insert(META_SOURCE_ETAG.to_string(), source_etag.clone());
+        // Only a buffered object's hash is known before its write begins.
+        headers.user.remove(META_SHA256);
+    }
+    let mut body = out.body;
+    let part_size = dst.s3().part_size() as u64;
+    let broken = |detail: String| MediaError::Transfer {
+        key: src_key.to_string(),
+        detail,
+    };
+    let mut sha = Sha256::new();
+    let mut whole_md5 = Md5::new();
+
+    if size <= part_size {
+        let _permit = budget.take(size).await;
+        let mut buf = BytesMut::with_capacity(size as usize);
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| broken(format!("reading the body: {e}")))?
+        {
+            buf.extend_from_slice(&chunk);
+        }
+        if buf.len() as u64 != size {
+            return Err(broken(format!(
+                "the body ended at {} of {size} bytes",
+                buf.len()
+            )));
+        }
+        sha.update(&buf);
+        whole_md5.update(&buf);
+        let sha256 = hex::encode(sha.finalize());
+        check_sha(src_key, expect_sha256, &sha256)?;
+        let md5 = whole_md5.finalize();
+        check_md5(src_key, &source_etag, &md5)?;
+        if tag == Tag::SourceVersion {
+            headers.user.insert(META_SHA256.to_string(), sha256.clone());
+        }
+        let dest_etag = dst
+            .s3()
+            .put(
+                dst_key,
+                buf.freeze(),
+                &PutOptions {
+                    headers: Some(&headers),
+                    content_md5: Some(md5.into()),
+                    retain: dst.retention(),
+                    crc32: None,
+                },
+            )
+            .await?;
+        return Ok(Copied {
+            size,
+            source_etag,
+            dest_etag,
+            sha256,
+            stored_size: size,
+        });
+    }
+
+    // Large object: one part in memory at a time, the upload aborted on any failure.
+    // No checksum algorithm: every part carries Content-MD5 instead.
+    let opts = PutOptions {
+        headers: Some(&headers),
+        retain: dst.retention(),
+        ..Default::default()
+    };
+    let upload = dst.s3().create_upload(dst_key, &opts, true).await?;
+    let result = async {
+        let mut parts = Vec::new();
+        let mut number = 1;
+        let mut done = 0u64;
+        let mut pending = BytesMut::new();
+        let mut ended = false;
+        while !ended {
+            let want = part_size.min(size - done);
+            let permit = budget.take(want).await;
+            pending.reserve(want as usize);
+            while (pending.len() as u64) < want {
+                match body
+                    .try_next()
+                    .await
+                    .map_err(|e| broken(format!("reading the body: {e}")))?
+                {
+                    Some(chunk) => pending.extend_from_slice(&chunk),
+                    None => break,
+                }
+            }
+            if (pending.len() as u64) < want {
+                return Err(broken(format!(
+                    "the body ended at {} of {size} bytes",
+                    done + pending.len() as u64
+                )));
+            }
+            // A chunk may overrun the part; the rest starts the next one.
+            let rest = pending.split_off(want as usize);
+            let part: Bytes = std::mem::replace(&mut pending, rest).freeze();
+            sha.update(&part);
+            whole_md5.update(&part);
+            let part_md5 = Md5::digest(&part);
+            done += part.len() as u64;
+            ended = done >= size;
+            let done_part = dst
+                .s3()
+                .upload_part(dst_key, &upload, number, part, Some(part_md5.into()))
+                .await?;
+            drop(permit);
+            parts.push(done_part);
+            number += 1;
+        }
+        let sha256 = hex::encode(sha.finalize());
+        check_sha(src_key, expect_sha256, &sha256)?;
+        check_md5(src_key, &source_etag, &whole_md5.finalize())?;
+        let dest_etag = dst.s3().complete_upload(dst_key, &upload, parts).await?;
+        Ok::<_, MediaError>((sha256, dest_etag))
+    }
+    .await;
+    match result {
+        Ok((sha256, dest_etag)) => Ok(Copied {
+            size,
+            source_etag,
+            dest_etag,
+            sha256,
+            stored_size: size,
+        }),
+        Err(e) => {
+            dst.s3().abort_upload(dst_key, &upload).await;
+            Err(e)
+        }
+    }
+}
+
+fn check_sha(key: &str, expected: Option<&str>, found: &str) -> Result<(), MediaError> {
+    match expected {
+        Some(want) if !want.is_empty() && want != found => Err(MediaError::Checksum {
+            key: key.to_string(),
+            expected: want.to_string(),
+            found: found.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Copies one object read by `got` into `dst_key`, sealing or opening it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn copy_crypt(
+    src_key: &str,
+    got: Get,
+    dst: &Bucket,
+    dst_key: &str,
+    crypt: Crypt<'_>,
+    tag: Tag,
+    expect_sha256: Option<&str>,
+    budget: &super::bucket::MemoryBudget,
+) -> Result<Copied, MediaError> {
+    let size = got.length.unwrap_or(0);
+    let source_etag = got.etag;
+    let mut headers = got.headers;
+    match crypt {
+        Crypt::Seal(_) => {
+            headers
+                .user
+                .insert(META_SEALED.to_string(), SEALED_AGE.to_string());
+        }
+        _ => {
+            headers.user.remove(META_SEALED);
+        }
+    }
+    if tag == Tag::SourceVersion {
+        headers
+            .user
+            .insert(META_SOURCE_ETAG.to_string(), source_etag.clone());
+        // Known only at the end: a single PUT carries it, a multipart one not.
+        headers.user.remove(META_SHA256);
+    }
+    let part_size = dst.s3().part_size();
+    // What this copy holds at most: the object (plus its age header and
+    // tags) when it fits one part, else one part. Taking a whole part for
+    // every small upload would let a few run at once.
+    let _permit = budget
+        .take((size + size / 256 + (64 << 10)).min(part_size as u64))
+        .await;
+    let mut out = Upload::new(dst.s3(), dst.retention(), dst_key);
+    let result = async {
+        let (read, content_sha, plain_size) = match crypt {
+            Crypt::Seal(keys) => seal_into(src_key, keys, got.body, &mut out, &headers).await?,
+            Crypt::Open(keys) => open_into(src_key, keys, got.body, &mut out, &headers).await?,
+            Crypt::Plain => {
+                return Err(MediaError::Stopped(
+                    "a plain copy was sent down the sealed path".into(),
+                ))
+            }
+        };
+        if read.0 != size {
+            return Err(MediaError::Transfer {
+                key: src_key.to_string(),
+                detail: format!("the body ended at {} of {size} bytes", read.0),
+            });
+        }
+        let sha256 = hex::encode(content_sha);
+        if let Some(want) = expect_sha256.filter(|w| !w.is_empty()) {
+            if want != sha256 {
+                return Err(MediaError::Checksum {
+                    key: src_key.to_string(),
+                    expected: want.to_string(),
+                    found: sha256,
+                });
+            }
+        }
+        check_md5(src_key, &source_etag, &read.1)?;
+        if tag == Tag::SourceVersion {
+            headers.user.insert(META_SHA256.to_string(), sha256.clone());
+        }
+        let (dest_etag, stored) = out.finish(&headers).await?;
+        Ok::<_, MediaError>(Copied {
+            size: plain_size,
+            source_etag: source_etag.clone(),
+            dest_etag,
+            sha256,
+            stored_size: stored,
+        })
+    }
+    .await;
+    if result.is_err() {
+        out.abort().await;
+    }
+    result
+}
+
+/// A single-part ETag is the content's MD5: a cheap end-to-end check of the read.
+pub(crate) fn check_md5(key: &str, etag: &str, md5: &[u8]) -> Result<(), MediaError> {
+    let looks_md5 = etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit());
+    let found = hex::encode(md5);
+    if looks_md5 && !etag.eq_ignore_ascii_case(&found) {
+        return Err(MediaError::Transfer {
+            key: key.to_string(),
+            detail: format!("the bytes read have MD5 {found} but the object's ETag is {etag}"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_etags_are_checked_and_multipart_ones_skipped() {
+        let md5 = Md5::digest(b"hello");
+        let good = hex::encode(md5);
+        assert!(check_md5("k", &good, &md5).is_ok());
+        assert!(check_md5("k", "0123456789abcdef0123456789abcdef", &md5).is_err());
+        assert!(check_md5("k", "abc-3", &md5).is_ok());
+    }
+}
