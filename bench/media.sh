@@ -81,9 +81,13 @@ time_it() {
   local start end
   sleep 5   # let the server settle between runs
   start=$(date +%s.%N)
-  /usr/bin/time -f "%M" -o "$WORK/$name.rss" "$@" >/dev/null
+  /usr/bin/time -f "%M %U %S" -o "$WORK/$name.time" "$@" >/dev/null
   end=$(date +%s.%N)
   python3 -c "print(round($end - $start, 2))" > "$WORK/$name.s"
+  read -r rss user sys < <(tail -1 "$WORK/$name.time")
+  echo "$rss" > "$WORK/$name.rss"
+  # The client's CPU (user + system): what the tool itself costs, apart from the server.
+  python3 -c "print(round($user + $sys, 2))" > "$WORK/$name.cpu"
 }
 wpdr_sync() { time_it "$1" "$WPDR" -q -c "$WORK/wpdr.yaml" media sync; }
 rclone_sync() { time_it "$1" "${RCLONE[@]}" sync "src:$SRC" "dst:$OFF_R"; }
@@ -121,4 +125,6 @@ row "rerun after 1% change" w3 r3
 sealed=$("${RCLONE[@]}" size --json "dst:$OFF_S" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
 [ "$sealed" = "$OBJECTS" ] || { echo "the sealed mirror holds $sealed objects, not $OBJECTS"; exit 1; }
 cost() { python3 -c "print(f'{($(cat "$WORK/$1.s")/$(cat "$WORK/$2.s")-1)*100:+.1f} %')"; }
-echo "media.encrypt (age): first mirror $(cost s1 w1) ($(cat "$WORK/s1.s")s, $(( $(cat "$WORK/s1.rss") / 1024 )) MiB), no-change rerun $(cost s2 w2)"
+cpu_cost() { python3 -c "print(f'{($(cat "$WORK/$1.cpu")/$(cat "$WORK/$2.cpu")-1)*100:+.1f} %')"; }
+echo "client CPU: first mirror wpdr $(cat "$WORK/w1.cpu")s rclone $(cat "$WORK/r1.cpu")s; no-change wpdr $(cat "$WORK/w2.cpu")s rclone $(cat "$WORK/r2.cpu")s"
+echo "media.encrypt (age): first mirror wall $(cost s1 w1) CPU $(cpu_cost s1 w1) ($(cat "$WORK/s1.s")s, $(cat "$WORK/s1.cpu")s CPU, $(( $(cat "$WORK/s1.rss") / 1024 )) MiB), no-change rerun $(cost s2 w2)"
