@@ -267,7 +267,12 @@ pub(crate) async fn copy_crypt(
     let _permit = budget
         .take((size + size / 256 + (64 << 10)).min(part_size as u64))
         .await;
-    let mut out = Upload::new(dst.s3(), dst.retention(), dst_key);
+    let mut out = Upload::new(
+        dst.s3(),
+        dst.retention(),
+        dst_key,
+        size + size / 256 + (64 << 10),
+    );
     let result = async {
         let (read, content_sha, plain_size) = match crypt {
             Crypt::Seal(keys) => seal_into(src_key, keys, got.body, &mut out, &headers).await?,

@@ -147,13 +147,21 @@ pub(crate) struct Upload<'a> {
 }
 
 impl<'a> Upload<'a> {
-    pub(crate) fn new(s3: &'a S3Client, retain: Option<Retention>, key: &'a str) -> Self {
+    /// `expected`: about how many bytes will come (the buffer is sized once
+    /// for them, up to a part, instead of growing by doubling).
+    pub(crate) fn new(
+        s3: &'a S3Client,
+        retain: Option<Retention>,
+        key: &'a str,
+        expected: u64,
+    ) -> Self {
+        let part_size = s3.part_size();
         Upload {
-            part_size: s3.part_size(),
+            part_size,
             s3,
             retain,
             key,
-            pending: BytesMut::new(),
+            pending: BytesMut::with_capacity((expected as usize).min(part_size + (64 << 10))),
             upload: None,
             parts: Vec::new(),
             written: 0,
