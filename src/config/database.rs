@@ -76,11 +76,6 @@ impl TlsMode {
             TlsMode::VerifyIdentity => "verify-identity",
         }
     }
-
-    /// Whether the server's certificate is checked against a CA.
-    pub fn verifies(&self) -> bool {
-        matches!(self, TlsMode::VerifyCa | TlsMode::VerifyIdentity)
-    }
 }
 
 /// `database.tls`: one setting for every connection to this site's servers
@@ -178,13 +173,6 @@ impl Endpoint {
             password: c.password.clone(),
             tls: c.tls.clone(),
         }
-    }
-
-    /// The same server's TLS settings for another address (a replica, a
-    /// restore target named by URL).
-    pub fn with_tls(mut self, tls: &TlsConfig) -> Self {
-        self.tls = tls.clone();
-        self
     }
 
     /// Parses `mysql://user@host[:port][/database]`; returns the database too.

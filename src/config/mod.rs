@@ -195,8 +195,7 @@ impl Config {
             ));
         }
         let database = database::resolve(&raw.database, env)?;
-        let mut restore = restore::resolve(&raw.restore, env)?;
-        restore.database_tls = database.tls.clone();
+        let restore = restore::resolve(&raw.restore, env)?;
         Ok(Config {
             site,
             store: store::resolve(&raw.store, env)?,

@@ -30,8 +30,6 @@ pub struct RestoreTargets {
     /// `mysql://user@host:port/database`; the password is kept apart.
     pub database: Option<String>,
     pub database_password: Secret,
-    /// `database.tls`, which restore targets use unless their URL says otherwise.
-    pub database_tls: super::TlsConfig,
     /// The user re-seeded replicas replicate as (REPLICATION SLAVE on the
     /// restored primary): never the restore user, whose rights are far wider.
     pub replication: Option<ReplicationUser>,
@@ -180,7 +178,6 @@ pub(crate) fn resolve(r: &RawRestore, env: &dyn Env) -> Result<RestoreTargets, C
     };
     Ok(RestoreTargets {
         replication,
-        database_tls: Default::default(),
         database,
         database_password,
         media,

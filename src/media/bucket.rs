@@ -79,10 +79,6 @@ impl Bucket {
         })
     }
 
-    pub fn is_locked(&self) -> bool {
-        self.lock.is_some()
-    }
-
     /// Deletes `key`; in a locked bucket every version of it, or `Ok(false)`
     /// when a version is still retained (left for a later prune).
     pub async fn delete_expired(&self, key: &str) -> Result<bool, StoreError> {

@@ -230,7 +230,7 @@ fn check_sha(key: &str, expected: Option<&str>, found: &str) -> Result<(), Media
 
 /// Copies one object read by `got` into `dst_key`, sealing or opening it.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn copy_crypt(
+async fn copy_crypt(
     src_key: &str,
     got: Get,
     dst: &Bucket,
@@ -238,7 +238,7 @@ pub(crate) async fn copy_crypt(
     crypt: Crypt<'_>,
     tag: Tag,
     expect_sha256: Option<&str>,
-    budget: &super::bucket::MemoryBudget,
+    budget: &MemoryBudget,
 ) -> Result<Copied, MediaError> {
     let size = got.length.unwrap_or(0);
     let source_etag = got.etag;
@@ -260,19 +260,12 @@ pub(crate) async fn copy_crypt(
         // Known only at the end: a single PUT carries it, a multipart one not.
         headers.user.remove(META_SHA256);
     }
-    let part_size = dst.s3().part_size();
-    // What this copy holds at most: the object (plus its age header and
-    // tags) when it fits one part, else one part. Taking a whole part for
-    // every small upload would let a few run at once.
-    let _permit = budget
-        .take((size + size / 256 + (64 << 10)).min(part_size as u64))
-        .await;
-    let mut out = Upload::new(
-        dst.s3(),
-        dst.retention(),
-        dst_key,
-        size + size / 256 + (64 << 10),
-    );
+    // What comes out: the object plus, sealed, its age header and tags.
+    let expected = size + size / 256 + (64 << 10);
+    // What this copy holds at most: that when it fits one part, else one
+    // part. Taking a whole part for every small upload would let few run.
+    let _permit = budget.take(expected.min(dst.s3().part_size() as u64)).await;
+    let mut out = Upload::new(dst.s3(), dst.retention(), dst_key, expected);
     let result = async {
         let (read, content_sha, plain_size) = match crypt {
             Crypt::Seal(keys) => seal_into(src_key, keys, got.body, &mut out, &headers).await?,
@@ -290,15 +283,7 @@ pub(crate) async fn copy_crypt(
             });
         }
         let sha256 = hex::encode(content_sha);
-        if let Some(want) = expect_sha256.filter(|w| !w.is_empty()) {
-            if want != sha256 {
-                return Err(MediaError::Checksum {
-                    key: src_key.to_string(),
-                    expected: want.to_string(),
-                    found: sha256,
-                });
-            }
-        }
+        check_sha(src_key, expect_sha256, &sha256)?;
         check_md5(src_key, &source_etag, &read.1)?;
         if tag == Tag::SourceVersion {
             headers.user.insert(META_SHA256.to_string(), sha256.clone());
@@ -320,7 +305,7 @@ pub(crate) async fn copy_crypt(
 }
 
 /// A single-part ETag is the content's MD5: a cheap end-to-end check of the read.
-pub(crate) fn check_md5(key: &str, etag: &str, md5: &[u8]) -> Result<(), MediaError> {
+fn check_md5(key: &str, etag: &str, md5: &[u8]) -> Result<(), MediaError> {
     let looks_md5 = etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit());
     let found = hex::encode(md5);
     if looks_md5 && !etag.eq_ignore_ascii_case(&found) {

@@ -163,17 +163,17 @@ impl Endpoint {
         let preferred = self.tls.mode == TlsMode::Preferred;
         let ssl = self
             .ssl_opts()
-            .filter(|_| !(preferred && offers_no_tls(&self.display(), None)));
+            .filter(|_| !(preferred && known_without_tls(&self.display())));
         let tried_tls = ssl.is_some();
         match self.connect_with(database, ssl).await {
             // `preferred`: a server that offers no TLS gets a plain connection
             // (remembered, so the next connection does not try again).
             Err(MysqlError::Tls { .. }) if preferred => {
                 tracing::debug!(target = %self.display(), "the server offers no TLS; connecting without");
-                offers_no_tls(&self.display(), Some(true));
+                remember_without_tls(&self.display());
                 self.connect_with(database, None).await
             }
-            Err(e) if tried_tls && self.tls.mode == TlsMode::Preferred => {
+            Err(e) if tried_tls && preferred => {
                 if matches!(e, MysqlError::Unreachable { .. }) {
                     if let Ok(c) = self.connect_with(database, None).await {
                         return Ok(c);
@@ -183,7 +183,7 @@ impl Endpoint {
             }
             // MariaDB answers a plain connection it requires TLS for with
             // "access denied": find out which it is before blaming the password.
-            Err(MysqlError::AuthFailed { .. })
+            Err(refused @ MysqlError::AuthFailed { .. })
                 if self.tls.mode == TlsMode::Disabled && self.socket.is_none() =>
             {
                 let probe = SslOpts::default().with_danger_accept_invalid_certs(true);
@@ -196,7 +196,7 @@ impl Endpoint {
                             detail: "the server requires TLS (require_secure_transport): the same user and password are accepted over TLS".into(),
                         })
                     }
-                    Err(_) => self.connect_with(database, None).await,
+                    Err(_) => Err(refused),
                 }
             }
             other => other,
@@ -292,17 +292,22 @@ fn tls_detail(io: &std::io::Error) -> String {
     }
 }
 
-/// Servers (`host:port`) seen to offer no TLS, for `preferred`: asks, or
-/// with `Some(true)` records.
-fn offers_no_tls(server: &str, record: Option<bool>) -> bool {
-    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let Ok(mut seen) = SEEN.lock() else {
-        return false;
-    };
-    if record == Some(true) && !seen.iter().any(|s| s == server) {
-        seen.push(server.to_string());
+/// Servers (`host:port`) seen to offer no TLS, so `preferred` connects to
+/// them plain at once for the rest of the process.
+static WITHOUT_TLS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn known_without_tls(server: &str) -> bool {
+    WITHOUT_TLS
+        .lock()
+        .is_ok_and(|seen| seen.iter().any(|s| s == server))
+}
+
+fn remember_without_tls(server: &str) {
+    if let Ok(mut seen) = WITHOUT_TLS.lock() {
+        if !seen.iter().any(|s| s == server) {
+            seen.push(server.to_string());
+        }
     }
-    seen.iter().any(|s| s == server)
 }
 
 /// rustls needs one process-wide crypto provider; the SDKs link a second,

@@ -274,12 +274,7 @@ pub async fn teardown(ctx: &RestoreContext, j: &Journal) -> Vec<String> {
     let Ok(manifest) = catalog.load(&j.set_id).await else {
         return vec![format!("set {} unreadable: nothing torn down", j.set_id)];
     };
-    let targets = Targets::resolve(
-        &ctx.cfg.restore,
-        &manifest,
-        &j.namespace,
-        j.site_url.as_deref(),
-    );
+    let targets = Targets::resolve(&ctx.cfg, &manifest, &j.namespace, j.site_url.as_deref());
     let ran = |kind: StepKind| j.steps.values().any(|s| s.kind == kind && s.runs > 0);
     let mut done = Vec::new();
     if ran(StepKind::DatabaseLoad) {

@@ -305,7 +305,7 @@ pub async fn dry_run(ctx: &RestoreContext, req: RestoreRequest<'_>) -> Result<Dr
     check_namespace(req.namespace)?;
     let catalog = Catalog::new(&ctx.store, &ctx.cfg.site, &ctx.cfg.site_prefix());
     let manifest = catalog.resolve_readable(req.set).await?;
-    let targets = Targets::resolve(&ctx.cfg.restore, &manifest, req.namespace, req.site_url);
+    let targets = Targets::resolve(&ctx.cfg, &manifest, req.namespace, req.site_url);
     let journals = journal::list(&ctx.store, &ctx.cfg.site_prefix()).await?;
     let last = journal::last_durations(&journals, &req.plan.name);
     let stages = req.plan.stages().unwrap_or_default();
@@ -345,7 +345,7 @@ pub async fn start(
     check_namespace(req.namespace)?;
     let catalog = Catalog::new(&ctx.store, &ctx.cfg.site, &ctx.cfg.site_prefix());
     let manifest = catalog.resolve_readable(req.set).await?;
-    let targets = Targets::resolve(&ctx.cfg.restore, &manifest, req.namespace, req.site_url);
+    let targets = Targets::resolve(&ctx.cfg, &manifest, req.namespace, req.site_url);
     if let Some(e) = check_targets(&req.plan, &targets, &manifest, ctx)
         .await
         .into_iter()
@@ -437,12 +437,7 @@ pub async fn resume(
     }
     let catalog = Catalog::new(&ctx.store, &ctx.cfg.site, &prefix);
     let manifest = catalog.resolve_readable(&j.set_id).await?;
-    let targets = Targets::resolve(
-        &ctx.cfg.restore,
-        &manifest,
-        &j.namespace,
-        j.site_url.as_deref(),
-    );
+    let targets = Targets::resolve(&ctx.cfg, &manifest, &j.namespace, j.site_url.as_deref());
     if let Some(e) = check_targets(&j.plan, &targets, &manifest, ctx)
         .await
         .into_iter()

@@ -1,7 +1,7 @@
 //! Where a restore puts each component, resolved for one namespace.
 
 use crate::catalog::Manifest;
-use crate::config::{CacheServer, Endpoint, RestoreTargets, S3Config};
+use crate::config::{CacheServer, Config, Endpoint, RestoreTargets, S3Config};
 
 /// The restored components' addresses for one namespace.
 #[derive(Clone)]
@@ -15,17 +15,20 @@ pub struct Targets {
 }
 
 impl Targets {
+    /// `cfg.restore`'s templates for `namespace`; a database target named
+    /// by URL connects with `database.tls` unless its URL says otherwise.
     pub fn resolve(
-        targets: &RestoreTargets,
+        cfg: &Config,
         manifest: &Manifest,
         namespace: &str,
         site_url: Option<&str>,
     ) -> Targets {
+        let targets = &cfg.restore;
         let ns = |t: &str| RestoreTargets::in_namespace(t, namespace);
         let database = targets.database.as_ref().and_then(|t| {
             let password =
                 Some(targets.database_password.expose().to_string()).filter(|p| !p.is_empty());
-            Endpoint::from_url(&ns(t), password, &targets.database_tls)
+            Endpoint::from_url(&ns(t), password, &cfg.database.tls)
                 .ok()
                 .map(|(e, db)| {
                     let name = db

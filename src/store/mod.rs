@@ -498,12 +498,8 @@ impl Store {
     /// (plain when none are configured) and kept like
     /// [`kept_writer`](Self::kept_writer).
     pub fn sealed_writer(&self, key: &str) -> Result<ObjectWriter, StoreError> {
-        self.sealing(key, true)
-    }
-
-    fn sealing(&self, key: &str, kept: bool) -> Result<ObjectWriter, StoreError> {
         let sealer = self.keys.sealer(key).map_err(StoreError::Trust)?;
-        let mut w = self.make_writer(key, kept);
+        let mut w = self.make_writer(key, true);
         w.sealer = sealer;
         Ok(w)
     }
