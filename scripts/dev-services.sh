@@ -46,6 +46,9 @@ command -v memcached >/dev/null || need_apt+=(memcached)
 command -v age >/dev/null || need_apt+=(age)
 # promtool: the chart's alert rules are unit-tested (scripts/chart-check.sh).
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# The image (scripts/image.sh): a Debian root filesystem and the OCI assembly.
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+command -v umoci >/dev/null || need_apt+=(umoci)
 
 install_apt() {
   if [ "${#need_apt[@]}" -gt 0 ]; then

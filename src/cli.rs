@@ -99,6 +99,27 @@ pub enum Command {
         #[arg(long)]
         schedules: Option<PathBuf>,
     },
+    /// Print a shell completion script (the image ships them under
+    /// /usr/share/bash-completion, zsh and fish's vendor directories).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the manual page (roff): `wpdr man | man -l -`; `--dir` writes
+    /// one page per command there too (wpdr-backup.1, wpdr-restore-db.1, ...).
+    Man {
+        /// Write wpdr.1 and a page for every subcommand into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Subcommand)]
@@ -337,8 +358,8 @@ fn parse_host_map(s: &str) -> Result<(String, String), String> {
 pub struct RestoreDbArgs {
     /// Set id, or `latest`.
     pub set: String,
-    /// Target server: mysql://user@host:port[/database]. The password may be in the URL
-    /// or, better, in WPDR_TARGET_PASSWORD.
+    /// Target server: mysql://user@host:port[/database]. The password comes from
+    /// WPDR_TARGET_PASSWORD, else restore.database_password_file (never the URL).
     #[arg(long)]
     pub target: String,
     /// Database name to restore into (default: from the URL, else the original name).

@@ -10,7 +10,7 @@ use common::*;
 use mysql_async::prelude::Queryable;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_the_server_cannot_open_stops_the_backup_unless_skipped() {
@@ -147,24 +147,32 @@ async fn big_and_small(svc: &Services, stem: &str) -> String {
     db
 }
 
-/// Waits until a backup connection is reading `table`.
-async fn wait_reading(svc: &Services, db: &str, table: &str) {
-    let mut c = svc.admin(None).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n: Option<i64> = c
-            .exec_first(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = ? AND INFO LIKE ?",
-                (db, format!("SELECT % FROM `{table}`%")),
-            )
-            .await
-            .unwrap();
-        if n.unwrap_or(0) > 0 {
-            return;
+/// Follows a backup's stderr: sends each line that says a snapshot opened
+/// (the backup's own log, so the test acts at that moment and not by
+/// polling the server) and returns everything the backup printed.
+fn follow_snapshots(
+    child: &mut std::process::Child,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<String>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr_pipe)) {
+            let Ok(line) = line else { break };
+            // The JSON log's message exactly (the restart warning also
+            // says "the snapshot opened").
+            if line.contains("\"message\":\"snapshot opened\"") {
+                let _ = tx.send(line.clone());
+            }
+            all.push_str(&line);
+            all.push('\n');
         }
-        assert!(Instant::now() < deadline, "the backup never read {table}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        all
+    });
+    (rx, reader)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,24 +181,31 @@ async fn an_alter_during_the_backup_starts_the_snapshot_over() {
     let db = big_and_small(&svc, "ddl_once").await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = svc.local_config(dir.path(), &db, "backup:\n  chunk_size: 1MiB\n");
-    let child = svc
+    let mut child = svc
         .wpdr_cmd(&cfg, &["--output", "json", "backup"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Rebuild the small table after the snapshot opened and before it is read.
-    wait_reading(&svc, &db, "big").await;
+    let (opened, reader) = follow_snapshots(&mut child);
+    // Rebuild the small table after the snapshot opened and before it is
+    // read (it is read last, after the big table's many chunks).
+    assert!(
+        opened.recv_timeout(Duration::from_secs(60)).is_ok(),
+        "the backup never opened a snapshot"
+    );
     let mut c = svc.admin(Some(&db)).await;
     c.query_drop("ALTER TABLE small ADD COLUMN added INT NOT NULL DEFAULT 7, ALGORITHM=COPY")
         .await
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let err = reader.join().unwrap();
     let set = json(&out);
     assert!(
-        stderr(&out).contains("starting it over"),
-        "the ALTER was not noticed: {}",
-        stderr(&out)
+        err.contains("starting it over"),
+        "the ALTER was not noticed: {err}"
     );
     // The set is of one moment: the new column is in its schema and rows.
     let id = set["id"].as_str().unwrap();
@@ -250,20 +265,7 @@ async fn ddl_that_never_settles_fails_the_backup_and_stores_nothing() {
     // In every attempt, right as its snapshot opens (the backup's own log
     // says so), the small table (read last) is rebuilt: no attempt can
     // produce a set of one moment.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr_pipe = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr_pipe)) {
-            let Ok(line) = line else { break };
-            if line.contains("\"message\":\"snapshot opened\"") {
-                let _ = tx.send(line.clone());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
+    let (rx, reader) = follow_snapshots(&mut child);
     let mut c = svc.admin(Some(&db)).await;
     for round in 0..3 {
         let opened = rx.recv_timeout(Duration::from_secs(60));

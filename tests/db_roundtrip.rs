@@ -396,3 +396,79 @@ async fn a_set_restores_with_only_zstd_and_the_mariadb_client() {
     let t = Command::new("zstd").arg("-tq").arg(&copy).output().unwrap();
     assert!(!t.status.success(), "zstd -t accepted a damaged chunk");
 }
+
+/// A restore Job has its password as a mounted file, not in its
+/// environment: `restore db --target` takes restore.database_password_file
+/// when WPDR_TARGET_PASSWORD is not set, and says which to set when neither is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_db_takes_the_configured_password_file() {
+    let svc = Services::get();
+    let db = svc
+        .database_with(
+            "password_file",
+            &[
+                "CREATE TABLE t (id INT PRIMARY KEY)",
+                "INSERT INTO t VALUES (1), (2), (3)",
+            ],
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("restore-password");
+    std::fs::write(&secret, svc.var("WPDR_TEST_DB_PASSWORD")).unwrap();
+    let cfg = svc.local_config(
+        dir.path(),
+        &db,
+        &format!("restore:\n  database_password_file: {}\n", secret.display()),
+    );
+    let set = svc.backup(&cfg);
+    let url = format!(
+        "mysql://{}@127.0.0.1:{}",
+        svc.var("WPDR_TEST_DB_USER"),
+        svc.db_port()
+    );
+    let target = svc.fresh_database("password_file_restored").await;
+    let args = [
+        "--output",
+        "json",
+        "restore",
+        "db",
+        &set,
+        "--target",
+        &url,
+        "--database",
+        &target,
+        "--force",
+    ];
+    let out = svc
+        .wpdr_cmd(&cfg, &args)
+        .env_remove("WPDR_TARGET_PASSWORD")
+        .env_remove("WPDR_RESTORE_DATABASE_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(json(&out)["ok"], true, "{}", stderr(&out));
+    let mut t = svc.admin(Some(&target)).await;
+    let n: Option<i64> = t.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+    assert_eq!(n, Some(3));
+
+    // Neither: the server refuses, and the error says where a password goes.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg).unwrap().replace(
+            &format!("restore:\n  database_password_file: {}\n", secret.display()),
+            "",
+        ),
+    )
+    .unwrap();
+    let out = svc
+        .wpdr_cmd(&cfg, &args)
+        .env_remove("WPDR_TARGET_PASSWORD")
+        .env_remove("WPDR_RESTORE_DATABASE_PASSWORD")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("WPDR_TARGET_PASSWORD"),
+        "{}",
+        stderr(&out)
+    );
+}

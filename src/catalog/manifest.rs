@@ -257,6 +257,13 @@ pub struct BinlogPosition {
     pub position: u64,
 }
 
+/// `file:position`, as mariadb-binlog's --start-position users write it.
+impl std::fmt::Display for BinlogPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.position)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TableEntry {
     pub name: String,

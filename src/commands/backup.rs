@@ -15,13 +15,15 @@ pub(crate) async fn run(cli: &Cli, args: &BackupArgs) -> Result<ExitCode> {
     if args.dry_run {
         return dry_run(cli, &ctx).await;
     }
+    // The total is the server's estimate of the tables' size (known once
+    // the snapshot's tables are listed); SQL bytes written count against it.
     let pb = progress_bar(cli, 0, "backup");
-    // The size is known only inside the snapshot: count bytes without a total.
     pb.set_style(
         ProgressStyle::with_template(
-            "{spinner} {msg} {bytes} of SQL written, {bytes_per_sec}, {elapsed}",
+            "{spinner} {msg} [{bar:30}] ~{percent:>3}% {bytes} of ~{total_bytes} {bytes_per_sec} eta {eta}",
         )
-        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
     let ctx = ctx.with_progress(super::output::bytes_progress(&pb));

@@ -15,30 +15,36 @@ use wpdr::media::restore::RestoreOptions;
 use wpdr::media::MediaError;
 use wpdr::secret::Secret;
 
-/// Objects and bytes as they go; the totals are unknown while listings stream.
+/// Objects done out of those found so far (the total grows while the
+/// listing streams, as rclone's does), bytes copied, rate and ETA.
 fn counter(cli: &Cli, what: &str) -> (ProgressBar, Progress) {
     let pb = if cli.quiet || cli.output == OutputFormat::Json || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
     } else {
-        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+        ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
     };
     pb.set_style(
-        ProgressStyle::with_template("{spinner} {prefix}: {pos} objects, {msg} copied, {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template(
+            "{spinner} {prefix} [{bar:30}] {pos}/{len} objects, {msg} copied, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     pb.set_prefix(what.to_string());
     pb.set_message("0 B");
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
     let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let p = pb.clone();
-    let progress = Progress::new(move |e| {
-        if let ProgressEvent::Objects { objects, bytes: n } = e {
+    let progress = Progress::new(move |e| match e {
+        ProgressEvent::ObjectsFound(n) => p.inc_length(n),
+        ProgressEvent::Objects { objects, bytes: n } => {
             p.inc(objects);
             if n > 0 {
                 let total = bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
                 p.set_message(human_bytes(total));
             }
         }
+        ProgressEvent::Total(_) | ProgressEvent::Bytes(_) => {}
     });
     (pb, progress)
 }

@@ -4,6 +4,7 @@
 mod backup;
 mod binlog;
 mod daemon;
+mod docs;
 mod keys;
 mod maintenance;
 mod media;
@@ -80,5 +81,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keys(k) => keys::run(&cli, k),
         Command::CheckConfig { schedules } => daemon::check_config(&cli, schedules).await,
         Command::Daemon(args) => daemon::run(&cli, args).await,
+        Command::Completions { shell } => docs::completions(*shell),
+        Command::Man { dir } => docs::man(dir.as_deref()),
     }
 }

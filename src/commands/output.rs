@@ -13,7 +13,7 @@ pub(crate) fn progress_bar(cli: &Cli, total: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     pb.set_style(
         ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            "{msg} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
@@ -22,13 +22,26 @@ pub(crate) fn progress_bar(cli: &Cli, total: u64, what: &str) -> ProgressBar {
     pb
 }
 
-/// A job's byte progress on a bar: the job says the total once it knows it.
+/// A job's byte progress on a bar: the job says the total once it knows it
+/// (again when it starts over). A total that is an estimate (a backup's,
+/// from the server's table sizes) grows when the work passes it, so the bar
+/// never shows more than 100 % or a negative ETA.
 pub(crate) fn bytes_progress(pb: &ProgressBar) -> Progress {
     let pb = pb.clone();
     Progress::new(move |e| match e {
-        ProgressEvent::Total(n) => pb.set_length(n),
-        ProgressEvent::Bytes(n) => pb.inc(n),
-        ProgressEvent::Objects { .. } => {}
+        ProgressEvent::Total(n) => {
+            pb.set_length(n);
+            pb.set_position(0);
+            pb.reset_eta();
+        }
+        ProgressEvent::Bytes(n) => {
+            pb.inc(n);
+            let (pos, len) = (pb.position(), pb.length().unwrap_or(0));
+            if pos > len {
+                pb.set_length(pos + pos / 20);
+            }
+        }
+        ProgressEvent::Objects { .. } | ProgressEvent::ObjectsFound(_) => {}
     })
 }
 

@@ -10,38 +10,45 @@ use wpdr::jobs::restore::DbRestoreRequest;
 use wpdr::jobs::{self, JobReport};
 use wpdr::mysql::load::LoadOptions;
 use wpdr::mysql::Endpoint;
+use wpdr::secret::Secret;
 
 /// A `--target mysql://user@host:port[/db]` server, its password from
-/// WPDR_TARGET_PASSWORD (never from the command line, where `ps` shows it).
+/// WPDR_TARGET_PASSWORD, else from the config's restore password
+/// (restore.database_password_file, as a restore Job mounts it); never from
+/// the command line, where `ps` shows it.
 fn target_endpoint(
     text: &str,
     tls: &wpdr::config::TlsConfig,
+    configured: &Secret,
 ) -> Result<(Endpoint, Option<String>), ConfigError> {
-    url_endpoint(text, "--target", tls)
+    url_endpoint(text, "--target", tls, configured)
 }
 
 fn url_endpoint(
     text: &str,
     option: &str,
     tls: &wpdr::config::TlsConfig,
+    configured: &Secret,
 ) -> Result<(Endpoint, Option<String>), ConfigError> {
-    Endpoint::from_url(text, std::env::var("WPDR_TARGET_PASSWORD").ok(), tls).map_err(|e| {
-        ConfigError::Invalid {
-            field: option.into(),
-            env: "-".into(),
-            problem: e,
-        }
+    let password = std::env::var("WPDR_TARGET_PASSWORD")
+        .ok()
+        .or_else(|| (!configured.is_empty()).then(|| configured.expose().to_string()));
+    Endpoint::from_url(text, password, tls).map_err(|e| ConfigError::Invalid {
+        field: option.into(),
+        env: "-".into(),
+        problem: e,
     })
 }
 
 pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<ExitCode> {
     let ctx = job_context(cli).await?;
     let tls = ctx.cfg.database.tls.clone();
-    let (target, url_db) = target_endpoint(&args.target, &tls)?;
+    let configured = ctx.cfg.restore.database_password.clone();
+    let (target, url_db) = target_endpoint(&args.target, &tls, &configured)?;
     let replicas = args
         .replicas
         .iter()
-        .map(|u| url_endpoint(u, "--replica", &tls).map(|(e, _)| e))
+        .map(|u| url_endpoint(u, "--replica", &tls, &configured).map(|(e, _)| e))
         .collect::<Result<Vec<_>, _>>()?;
     let req = DbRestoreRequest {
         set: args.set.clone(),
@@ -205,7 +212,7 @@ pub(crate) async fn cluster(cli: &Cli, args: &wpdr::cli::RestoreClusterArgs) -> 
 
 pub(crate) async fn rewrite_url(cli: &Cli, args: &wpdr::cli::RewriteUrlArgs) -> Result<ExitCode> {
     // No config is needed here: TLS comes from the URL's options.
-    let (target, url_db) = target_endpoint(&args.target, &Default::default())?;
+    let (target, url_db) = target_endpoint(&args.target, &Default::default(), &Secret::default())?;
     let database = args
         .database
         .clone()

@@ -161,6 +161,19 @@ pub struct Endpoint {
     pub user: String,
     pub password: Secret,
     pub tls: TlsConfig,
+    /// Where the user and password of this endpoint are set, for the
+    /// message of a refused login (the source's config, a target's URL and
+    /// WPDR_TARGET_PASSWORD, the replication user).
+    pub credentials_from: &'static str,
+}
+
+impl Endpoint {
+    pub const FROM_DATABASE_CONFIG: &'static str =
+        "database.user and the password (WPDR_DB_PASSWORD or database.password_file)";
+    pub const FROM_TARGET_URL: &'static str =
+        "the user in the target URL and the password (WPDR_TARGET_PASSWORD or restore.database_password_file)";
+    pub const FROM_REPLICATION_USER: &'static str =
+        "restore.replication_user and its password (restore.replication_password_file)";
 }
 
 impl Endpoint {
@@ -172,6 +185,7 @@ impl Endpoint {
             user: c.user.clone(),
             password: c.password.clone(),
             tls: c.tls.clone(),
+            credentials_from: Self::FROM_DATABASE_CONFIG,
         }
     }
 
@@ -238,6 +252,7 @@ impl Endpoint {
                 user,
                 password,
                 tls,
+                credentials_from: Self::FROM_TARGET_URL,
             },
             db,
         ))

@@ -280,7 +280,7 @@ impl Runner {
         for s in due {
             let last = self.last_run(&s.name).await.map(|l| l.started_at);
             if s.missed(last, now) {
-                tracing::info!(job = %s.name, last = ?last, "a run was missed while the daemon was down; running it now");
+                tracing::info!(job = %s.name, last = last.map(tracing::field::display), "a run was missed while the daemon was down; running it now");
                 self.trigger(&s.name, "missed");
             }
         }
@@ -496,7 +496,7 @@ pub async fn run_until(
         .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
     for s in &schedules {
         arm(&scheduler, runner.clone(), s.clone(), Utc::now()).await?;
-        tracing::info!(job = %s.name, kind = s.job.as_str(), cron = %s.cron, timezone = %s.timezone, next = ?s.next_after(now), "scheduled");
+        tracing::info!(job = %s.name, kind = s.job.as_str(), cron = %s.cron, timezone = %s.timezone, next = s.next_after(now).map(tracing::field::display), "scheduled");
     }
     let leader = opts.leader.map(Arc::new);
     let elector_task = match &leader {

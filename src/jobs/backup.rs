@@ -57,7 +57,7 @@ pub async fn backup(ctx: &super::JobContext, schedule: &str) -> Result<Manifest,
         &ctx.cfg,
         ctx.store.clone(),
         schedule,
-        ctx.progress.bytes_sink(),
+        ctx.progress.dump_sink(),
     ))
     .await
 }
@@ -199,7 +199,7 @@ async fn run_locked(
     tracing::info!(set = %set_id, site = %cfg.site, store = %store.describe(), "backup started");
     let source = crate::mysql::topology::choose(&cfg.database).await?;
     for h in &source.checked {
-        tracing::info!(replica = %h.replica, lag = ?h.lag_seconds, problem = ?h.problem, "replica checked");
+        tracing::info!(replica = %h.replica, lag = h.lag_seconds, problem = h.problem.as_deref(), "replica checked");
     }
     let endpoint = source.endpoint.clone();
     let opts = DumpOptions {
@@ -489,7 +489,7 @@ async fn media_step(
     }
     if !expected.unreadable.is_empty() {
         tracing::warn!(
-            posts = ?expected.unreadable,
+            posts = %expected.unreadable.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
             "attachment metadata that is not valid PHP serialisation: those attachments' sizes were not checked"
         );
     }
@@ -526,7 +526,7 @@ async fn mirror_for_set(
                 fence: Some(fence),
                 ..Default::default()
             },
-            Arc::new(|_, _| {}),
+            Arc::new(|_| {}),
         )
         .await?;
     Ok(report)

@@ -93,6 +93,9 @@ pub enum ProgressEvent {
     Bytes(u64),
     /// Objects finished, and their bytes.
     Objects { objects: u64, bytes: u64 },
+    /// More objects found to belong to the job (its total grows as a
+    /// listing streams).
+    ObjectsFound(u64),
 }
 
 #[derive(Clone, Default)]
@@ -119,10 +122,29 @@ impl Progress {
         Arc::new(move |n| p.emit(ProgressEvent::Bytes(n)))
     }
 
+    /// What a database dump reports: its estimate as the total (a dump
+    /// that starts over sends a new one), SQL bytes as progress.
+    pub fn dump_sink(&self) -> crate::mysql::dump::Progress {
+        let p = self.clone();
+        Arc::new(move |e| {
+            p.emit(match e {
+                crate::mysql::dump::DumpProgress::Estimate(n) => ProgressEvent::Total(n),
+                crate::mysql::dump::DumpProgress::Written(n) => ProgressEvent::Bytes(n),
+            })
+        })
+    }
+
     /// The object counter the media mirror and restore report to.
     pub fn objects_sink(&self) -> crate::media::mirror::MediaProgress {
         let p = self.clone();
-        Arc::new(move |objects, bytes| p.emit(ProgressEvent::Objects { objects, bytes }))
+        Arc::new(move |e| {
+            p.emit(match e {
+                crate::media::mirror::MediaEvent::Found(n) => ProgressEvent::ObjectsFound(n),
+                crate::media::mirror::MediaEvent::Done { objects, bytes } => {
+                    ProgressEvent::Objects { objects, bytes }
+                }
+            })
+        })
     }
 }
 
@@ -328,10 +350,13 @@ mod tests {
                 o.fetch_add(objects, Ordering::SeqCst);
                 b.fetch_add(bytes, Ordering::SeqCst);
             }
-            ProgressEvent::Total(_) => {}
+            ProgressEvent::Total(_) | ProgressEvent::ObjectsFound(_) => {}
         });
         p.bytes_sink()(10);
-        p.objects_sink()(2, 5);
+        p.objects_sink()(crate::media::mirror::MediaEvent::Done {
+            objects: 2,
+            bytes: 5,
+        });
         assert_eq!(bytes.load(Ordering::SeqCst), 15);
         assert_eq!(objects.load(Ordering::SeqCst), 2);
         Progress::none().bytes_sink()(1); // no callback: nothing happens

@@ -24,8 +24,18 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-/// Called with (objects done, bytes copied) increments.
-pub type MediaProgress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+/// How far a mirror or a media restore is, as increments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// Objects found to be part of the job (the source listing or the set's
+    /// index, as it streams): the total grows until the listing ends.
+    Found(u64),
+    /// Objects finished and the bytes they copied.
+    Done { objects: u64, bytes: u64 },
+}
+
+/// Called as the work goes (cheap; from any task or the planner's thread).
+pub type MediaProgress = Arc<dyn Fn(MediaEvent) + Send + Sync>;
 
 /// Bytes all copies in flight may hold at once (mirror and restore alike).
 pub(crate) const MEMORY_BUDGET: u64 = 96 << 20;
@@ -203,12 +213,18 @@ impl Mirror {
             None => tokio::spawn(async move { drop(rec_tx) }),
         };
         let retained_prefix = self.cfg.retained_prefix.clone();
+        // Progress counts source objects as the listing finds them, and
+        // deletions (offsite-only keys) as they are planned.
+        let found = progress.clone();
         let planner = tokio::task::spawn_blocking(move || {
             plan(
-                blocking(src_rx),
+                blocking(src_rx).inspect(|_| found(MediaEvent::Found(1))),
                 blocking(off_rx),
                 blocking(rec_rx),
                 |step| {
+                    if let Step::Delete(_) = &step {
+                        found(MediaEvent::Found(1));
+                    }
                     if let Step::Copy { source, .. } | Step::Adopt { source, .. } = &step {
                         if source.key.starts_with(&retained_prefix) {
                             return Err(MediaError::RetainedPrefixInSource {
@@ -269,7 +285,10 @@ impl Mirror {
             let mut waiting: BTreeMap<usize, Option<Record>> = BTreeMap::new();
             let mut next = 0usize;
             'results: while let Some((i, o)) = outcomes.next().await {
-                progress(1, o.copied_bytes);
+                progress(MediaEvent::Done {
+                    objects: 1,
+                    bytes: o.copied_bytes,
+                });
                 report.copied += u64::from(o.copied);
                 report.copied_bytes += o.copied_bytes;
                 report.retained += u64::from(o.retained);

@@ -13,7 +13,8 @@
 use super::bucket::{Bucket, MemoryBudget, Tag, META_SHA256, META_SOURCE_ETAG};
 use super::copy::copy_between;
 use super::mirror::{
-    retained_key, FailedObject, MediaProgress, CHANNEL_DEPTH, LISTED_FAILURES, MEMORY_BUDGET,
+    retained_key, FailedObject, MediaEvent, MediaProgress, CHANNEL_DEPTH, LISTED_FAILURES,
+    MEMORY_BUDGET,
 };
 use super::plan::{Listed, Record};
 use super::records::RecordReader;
@@ -237,11 +238,13 @@ impl MediaRestore<'_> {
         // bounded concurrency; the merge itself runs as the stream is polled.
         let (job_tx, job_rx) = mpsc::channel::<Job>(CHANNEL_DEPTH);
         let retained_prefix = self.retained_prefix.to_string();
+        let found = progress.clone();
         let merge = async move {
             let mut extra = 0u64;
             loop {
                 index_rx.fill().await?;
                 let Some(r) = index_rx.head.take() else { break };
+                found(MediaEvent::Found(1));
                 let current = state.seek(&r.key, |s: &Record| &s.key, |_| {}).await?;
                 let present = target
                     .seek(&r.key, |l: &Listed| &l.key, |_| extra += 1)
@@ -287,20 +290,26 @@ impl MediaRestore<'_> {
                 match done {
                     Done::Present => {
                         r.already_present += 1;
-                        progress(1, 0);
+                        progress(MediaEvent::Done {
+                            objects: 1,
+                            bytes: 0,
+                        });
                     }
                     Done::Copied { bytes, retained } => {
                         r.copied += 1;
                         r.copied_bytes += bytes;
                         r.from_retained += u64::from(retained);
-                        progress(1, bytes);
+                        progress(MediaEvent::Done { objects: 1, bytes });
                     }
                     Done::Failed(f) => {
                         r.failed_total += 1;
                         if r.failed.len() < LISTED_FAILURES {
                             r.failed.push(f);
                         }
-                        progress(1, 0);
+                        progress(MediaEvent::Done {
+                            objects: 1,
+                            bytes: 0,
+                        });
                     }
                 }
             }

@@ -27,11 +27,12 @@ pub enum MysqlError {
         mode: &'static str,
         detail: String,
     },
-    #[error("the database at {target} refused user '{user}': {detail}. Check database.user and the password (WPDR_DB_PASSWORD or database.password_file).")]
+    #[error("the database at {target} refused user '{user}': {detail}. Check {check}.")]
     AuthFailed {
         target: String,
         user: String,
         detail: String,
+        check: &'static str,
     },
     #[error("database '{name}' does not exist on {target}. Check database.name (WPDR_DB_NAME).")]
     UnknownDatabase { name: String, target: String },
@@ -248,6 +249,7 @@ impl Endpoint {
                     target: self.display(),
                     user: self.user.clone(),
                     detail: se.message.clone(),
+                    check: self.credentials_from,
                 },
                 1049 => MysqlError::UnknownDatabase {
                     name: database.unwrap_or_default().to_string(),

@@ -38,6 +38,7 @@ pub async fn check_replication_user(
     let as_replication = Endpoint {
         user: replication.user.clone(),
         password: replication.password.clone(),
+        credentials_from: Endpoint::FROM_REPLICATION_USER,
         ..primary.clone()
     };
     let conn = as_replication.connect(None).await?;

@@ -60,8 +60,18 @@ pub struct DumpOptions {
     pub fence: Option<crate::catalog::Fence>,
 }
 
-/// Called with uncompressed bytes as they are produced (for progress bars).
-pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+/// How far a dump is, for progress bars.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DumpProgress {
+    /// The server's estimate of the bytes about to be read, once the
+    /// snapshot's tables are known; sent again by an attempt that starts over.
+    Estimate(u64),
+    /// Uncompressed SQL bytes written.
+    Written(u64),
+}
+
+/// Called as the dump goes (cheap; from any worker).
+pub type Progress = Arc<dyn Fn(DumpProgress) + Send + Sync>;
 
 pub struct DumpResult {
     pub section: DatabaseSection,
@@ -146,6 +156,7 @@ async fn snapshot_once(
     let before = discover(control, database, &opts.skip).await?;
     let tables = before.tables.clone();
     let estimated_bytes = tables.iter().map(|t| t.data_length).sum();
+    progress(DumpProgress::Estimate(estimated_bytes));
 
     let mut workers = Vec::with_capacity(opts.connections);
     for _ in 0..opts.connections {
@@ -171,8 +182,8 @@ async fn snapshot_once(
     let connections_used = workers.len();
     tracing::info!(
         method = snap.method,
-        binlog = ?snap.binlog,
-        gtid = ?snap.gtid,
+        binlog = snap.binlog.as_ref().map(tracing::field::display),
+        gtid = snap.gtid.as_deref(),
         "snapshot opened"
     );
     let pool = Pool {
@@ -212,7 +223,7 @@ async fn snapshot_once(
         } else {
             not_at_snapshot = held.iter().map(|&i| tables[i].name.clone()).collect();
             later.extend(held);
-            tracing::warn!(tables = ?not_at_snapshot, "non-transactional tables are read without commits held (one connection): their rows may be from later than the snapshot; the set records it");
+            tracing::warn!(tables = %not_at_snapshot.join(", "), "non-transactional tables are read without commits held (one connection): their rows may be from later than the snapshot; the set records it");
         }
     }
     release(control, &mut snap).await?;

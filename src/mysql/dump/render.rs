@@ -4,7 +4,7 @@
 
 use super::chunks::Task;
 use super::discovery::{slug, TableInfo};
-use super::{table_read_err, Progress, TaskResult, DATA_HEADER, STATEMENT_BYTES};
+use super::{table_read_err, DumpProgress, Progress, TaskResult, DATA_HEADER, STATEMENT_BYTES};
 use crate::catalog::TableKind;
 use crate::mysql::checksum::TableChecksum;
 use crate::mysql::pipeline::{ArtifactWriter, BLOCK_BYTES};
@@ -210,7 +210,7 @@ async fn write_chunk(
                             Vec::with_capacity(BLOCK_BYTES + STATEMENT_BYTES),
                         ))
                         .await?;
-                    progress(n);
+                    progress(DumpProgress::Written(n));
                 }
             }
         }
@@ -221,7 +221,7 @@ async fn write_chunk(
     }
     let n = block.len() as u64;
     writer.write(block).await?;
-    progress(n);
+    progress(DumpProgress::Written(n));
     Ok((sum, max_statement))
 }
 

@@ -46,7 +46,7 @@ pub(super) async fn restore(
             deep_verify,
             concurrency: media.concurrency,
         },
-        Arc::new(|_, _| {}),
+        Arc::new(|_| {}),
     )
     .await
     .map_err(StepError::from)?;
