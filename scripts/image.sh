@@ -86,14 +86,15 @@ build() {
     done
     # Keep the copyright files Debian's licences ask for.
     exclude+=(--dpkgopt='path-include=/usr/share/doc/*/copyright')
+    local partial="${base%.tar}.partial.tar" mmlog="$OUT/mmdebstrap.log"
     mmdebstrap --quiet --variant=essential \
       --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
       --include="${packages// /,}" "${exclude[@]}" \
-      --customize-hook="cd \"\$1/tmp\" && apt-get download -q $binlog_pkg >/dev/null && dpkg-deb --fsys-tarfile ${binlog_pkg}_*.deb | tar -x -C \"\$1\" $binlog_path && rm -f ${binlog_pkg}_*.deb" \
+      --customize-hook="cd \"\$1/tmp\" && apt-get download -q -o APT::Sandbox::User=root $binlog_pkg >/dev/null && dpkg-deb --fsys-tarfile ${binlog_pkg}_*.deb | tar -x -C \"\$1\" $binlog_path && rm -f ${binlog_pkg}_*.deb" \
       --customize-hook="echo 'wpdr:x:$uid:$uid:wpdr:/tmp:/usr/sbin/nologin' >> \"\$1/etc/passwd\" && echo 'wpdr:x:$uid:' >> \"\$1/etc/group\"" \
       --customize-hook='rm -rf "$1/var/cache/apt"/* "$1/var/lib/apt/lists"/* "$1/var/log"/*' \
-      "$suite" "$base.partial"
-    mv "$base.partial" "$base"
+      "$suite" "$partial" >"$mmlog" 2>&1 || { tail -30 "$mmlog" >&2; die "mmdebstrap failed (log: $mmlog)"; }
+    mv "$partial" "$base"
   fi
 
   local work
@@ -188,7 +189,11 @@ PY
            usr/share/man/man1/wpdr-backup.1 usr/bin/mariadb usr/bin/mariadb-binlog; do
     [ -s "$RF/$f" ] || die "the image lacks /$f"
   done
-  [ ! -e "$RF/usr/bin/perl" ] || die "the image carries perl, which wpdr never runs"
+  # Debian's essential perl-base stays; the full Perl (what mariadb-client
+  # would pull in) must not.
+  for pkg in perl libperl5.36 mariadb-client; do
+    ! grep -qx "Package: $pkg" "$RF/var/lib/dpkg/status" || die "the image carries the package $pkg, which wpdr never runs"
+  done
 
   local stamp db mysql
   stamp="img$(date +%s)"
@@ -228,13 +233,16 @@ restore:
   database_password_file: /run/wpdr-secrets/db-password
 YAML
 
+  # The mounts hold: the root is read-only to wpdr, /tmp is not.
+  ! in_image touch /usr/local/bin/written 2>/dev/null || die "the image's root was writable in the check"
+  in_image touch /tmp/written || die "/tmp was not writable in the check"
   log "inside the image: wpdr --version, mariadb-binlog --version"
   in_image wpdr --version
   in_image mariadb-binlog --version >/dev/null
   log "inside the image: wpdr check-config"
   in_image wpdr check-config >/dev/null
 
-  "${mysql[@]}" -e "CREATE DATABASE $db; CREATE TABLE $db.posts (id INT PRIMARY KEY, title VARCHAR(64)); INSERT INTO $db.posts SELECT seq, CONCAT('post ', seq) FROM seq_1_to_1000"
+  "${mysql[@]}" -e "CREATE DATABASE $db; USE $db; CREATE TABLE posts (id INT PRIMARY KEY, title VARCHAR(64)); INSERT INTO posts SELECT seq, CONCAT('post ', seq) FROM seq_1_to_1000"
   log "inside the image: wpdr backup, then binlog archive"
   in_image wpdr --log-format text -q backup >/dev/null
   "${mysql[@]}" -e "INSERT INTO $db.posts VALUES (1001, 'before the point')"
