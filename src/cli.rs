@@ -242,8 +242,14 @@ pub struct RewriteUrlArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreMediaArgs {
-    /// Set id, or `latest`.
-    pub set: String,
+    /// Set id, or `latest` (or, instead, --to-time).
+    #[arg(required_unless_present = "to_time")]
+    pub set: Option<String>,
+    /// The media as it was at this moment (2026-11-25T10:00:00Z), from the
+    /// mirror runs around it: uploads written before it, as the versions
+    /// they were then; none written after.
+    #[arg(long, conflicts_with = "set", value_parser = crate::binlog::replay::Point::parse_time)]
+    pub to_time: Option<crate::binlog::replay::Point>,
     /// The bucket to fill (created when missing). Use a fresh one.
     #[arg(long)]
     pub target_bucket: String,

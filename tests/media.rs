@@ -541,41 +541,55 @@ async fn prune_removes_retained_versions_only_when_no_set_refers_to_them() {
             .unwrap();
         json(&out)
     };
-    // Keep the two newest sets: set 1 goes, and with it version 1 only.
+    // Keep the two newest sets: set 1 goes, but version 1 stays: the mirror
+    // run of set 1 is the last listing before set 2, which a point-in-time
+    // restore just after set 2 needs (its generation names version 1).
     let dry = prune("2", true);
+    assert_eq!(dry["media_retained"]["deleted"].as_u64(), Some(0), "{dry}");
+    let r = prune("2", false);
+    assert_eq!(r["deleted"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(
+        (
+            r["media_retained"]["deleted"].as_u64(),
+            r["media_retained"]["referenced"].as_u64(),
+            r["media_retained"]["generations_kept"].as_u64(),
+        ),
+        (Some(0), Some(2), Some(3)),
+        "{r}"
+    );
+    // Keep one: set 2 goes, and with it set 1's generation and version 1
+    // only (set 2's run is now the listing before the oldest set).
+    let dry = prune("1", true);
     assert_eq!(dry["media_retained"]["deleted"].as_u64(), Some(1), "{dry}");
     assert_eq!(
         retained(&bucket_contents(&s3, &offsite).await).len(),
         2,
         "a dry run deleted"
     );
-    let r = prune("2", false);
+    let r = prune("1", false);
     assert_eq!(r["deleted"].as_array().unwrap().len(), 1, "{r}");
     assert_eq!(
         (
             r["media_retained"]["deleted"].as_u64(),
-            r["media_retained"]["referenced"].as_u64()
+            r["media_retained"]["referenced"].as_u64(),
+            r["media_retained"]["generations_deleted"].as_u64(),
         ),
-        (Some(1), Some(1)),
+        (Some(1), Some(1), Some(1)),
         "{r}"
     );
     assert_eq!(
         retained(&bucket_contents(&s3, &offsite).await),
         vec![body_for(key, 2)]
     );
-    // Set 2 still restores its version from the retained area.
+    // The newest set restores its version; the current objects were never touched.
     let target = format!("restored-{:08x}", rand::random::<u32>());
     let out = svc.wpdr(
         &cfg,
-        &["restore", "media", &sets[1], "--target-bucket", &target],
+        &["restore", "media", &sets[2], "--target-bucket", &target],
     );
     assert!(out.status.success(), "{}", stdout(&out));
-    assert_eq!(bucket_contents(&s3, &target).await[key].0, body_for(key, 2));
-    // Keep one: version 2 goes too; the current objects are never touched.
-    let r = prune("1", false);
-    assert_eq!(r["media_retained"]["deleted"].as_u64(), Some(1), "{r}");
+    assert_eq!(bucket_contents(&s3, &target).await[key].0, body_for(key, 3));
     let off = bucket_contents(&s3, &offsite).await;
-    assert!(retained(&off).is_empty());
     assert_eq!(off[key].0, body_for(key, 3));
     assert!(off.contains_key("wp-content/uploads/2024/01/other.jpg"));
 }

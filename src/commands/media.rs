@@ -6,6 +6,7 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Arc;
+use wpdr::binlog::replay::Point;
 use wpdr::cli::{Cli, OutputFormat, RestoreMediaArgs};
 use wpdr::config::{Config, ConfigError, S3Credentials};
 use wpdr::exit::ExitCode;
@@ -156,18 +157,39 @@ pub(crate) async fn restore(cli: &Cli, args: &RestoreMediaArgs) -> Result<ExitCo
         deep_verify: args.deep_verify,
         concurrency: media.concurrency,
     };
-    let report = jobs::restore::restore_media(&ctx, &args.set, &target_cfg, &opts).await;
+    let report = match (&args.to_time, &args.set) {
+        (Some(Point::Time(t)), _) => {
+            jobs::restore::restore_media_at(&ctx, *t, &target_cfg, &opts).await
+        }
+        (_, Some(set)) => jobs::restore::restore_media(&ctx, set, &target_cfg, &opts).await,
+        // clap requires one of them; a GTID is not a media point.
+        _ => anyhow::bail!("restore media needs a set or --to-time"),
+    };
     pb.finish_and_clear();
     let report = report?;
     if cli.output == OutputFormat::Json {
         print_json(&report)?;
     } else {
         println!(
-            "restore media of set {} into {}{}",
-            report.set_id,
+            "restore media {} into {}{}",
+            match &report.as_of {
+                Some(_) => report.set_id.clone(),
+                None => format!("of set {}", report.set_id),
+            },
             report.target,
             if report.dry_run { " (dry run)" } else { "" }
         );
+        if let Some(a) = &report.as_of {
+            let at = |t: &Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or("none".to_string(), |t| t.to_rfc3339())
+            };
+            println!(
+                "  mirror runs merged: listed {} (before) and {} (after); uploads known until {}",
+                at(&a.listed_before),
+                at(&a.listed_after),
+                a.known_until.to_rfc3339()
+            );
+        }
         println!(
             "  {} objects ({}): {} {} ({}, {} from retained versions), {} already there, {} failed",
             report.objects,

@@ -292,8 +292,45 @@ pub async fn restore_media(
                 media,
                 &ctx.store,
                 &ctx.cfg.site_prefix(),
-                &index,
+                &crate::media::restore::IndexSource::Set(index),
                 &section.retained_prefix,
+                target,
+                opts,
+                ctx.progress.objects_sink(),
+            )
+            .await?,
+        )
+    })
+    .await
+}
+
+/// `restore media --to-time`: the media as it was at `point`, from the two
+/// mirror generations around it (see media::point), every byte checked.
+pub async fn restore_media_at(
+    ctx: &JobContext,
+    point: chrono::DateTime<chrono::Utc>,
+    target: &S3Config,
+    opts: &RestoreOptions,
+) -> Result<MediaRestoreReport, JobError> {
+    ctx.cancellable(async {
+        let media = ctx.cfg.media.as_ref().ok_or(MediaError::NotConfigured)?;
+        let site_prefix = ctx.cfg.site_prefix();
+        let generations = crate::media::point::list(&ctx.store, &site_prefix).await?;
+        let as_of = crate::media::point::choose(&generations, point)?;
+        if as_of.after.is_none() {
+            tracing::warn!(
+                point = %point,
+                known_until = %as_of.known_until(),
+                "no mirror run has listed the source since the point: uploads after the last listing were not mirrored and do not come back"
+            );
+        }
+        Ok::<_, JobError>(
+            crate::media::restore::restore_set(
+                media,
+                &ctx.store,
+                &site_prefix,
+                &crate::media::restore::IndexSource::AsOf(as_of),
+                &media.retained_prefix,
                 target,
                 opts,
                 ctx.progress.objects_sink(),

@@ -60,6 +60,8 @@ pub struct Mirror {
     pub offsite: Bucket,
     pub store: Arc<Store>,
     pub state_key: String,
+    /// Where each run leaves its generation (see [`super::point`]).
+    pub site_prefix: String,
     /// Offsite copies are sealed to the store's recipients (`media.encrypt`).
     pub seal: bool,
 }
@@ -111,6 +113,10 @@ pub struct MirrorReport {
     pub missing_total: u64,
     pub missing: Vec<MissingMedia>,
     pub seconds: f64,
+    /// The generation this run left (the media as of its listing), for
+    /// point-in-time restores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
     #[serde(skip)]
     pub index: Option<Written>,
 }
@@ -183,6 +189,7 @@ impl Mirror {
             cfg: cfg.clone(),
             store,
             state_key: state_key(site_prefix),
+            site_prefix: site_prefix.to_string(),
         })
     }
 
@@ -196,6 +203,9 @@ impl Mirror {
         progress: MediaProgress,
     ) -> Result<MirrorReport, MediaError> {
         let started = Instant::now();
+        // The generation is named by when the source listing began: every
+        // version it records was written by then or during the listing.
+        let listed_at = chrono::Utc::now();
         let prefix = self.cfg.source.prefix.clone();
         let (src_tx, src_rx) = mpsc::channel(CHANNEL_DEPTH);
         let (off_tx, off_rx) = mpsc::channel(CHANNEL_DEPTH);
@@ -248,7 +258,11 @@ impl Mirror {
             // and they hold what the offsite listing shows anyway (keys,
             // sizes, ETags) plus content hashes; the manifest's signature
             // covers the index's hash.
-            let mut writers = vec![self.store.writer(&self.state_key)];
+            let mut writers = vec![
+                self.store.writer(&self.state_key),
+                self.store
+                    .kept_writer(&super::point::generation_key(&self.site_prefix, listed_at)),
+            ];
             if let Some(index) = &opts.index_key {
                 writers.push(self.store.kept_writer(index));
             }
@@ -405,8 +419,9 @@ impl Mirror {
                     return Err(e.into());
                 }
             }
-            let written = w.finish().await?;
-            report.index = written.into_iter().nth(1);
+            let mut written = w.finish().await?.into_iter().skip(1);
+            report.generation = written.next().map(|g| g.key);
+            report.index = written.next();
         }
         report.seconds = started.elapsed().as_secs_f64();
         tracing::info!(
@@ -433,6 +448,7 @@ impl Mirror {
                     key: r.key,
                     size: r.size,
                     etag: r.etag,
+                    modified: r.modified,
                 };
                 self.copy_step(source, None, budget).await
             }
@@ -452,6 +468,7 @@ impl Mirror {
                     offsite_etag: String::new(),
                     sha256: String::new(),
                     offsite_size: None,
+                    modified: source.modified,
                 }),
                 ..Default::default()
             },
@@ -534,6 +551,7 @@ impl Mirror {
             offsite_etag: c.dest_etag,
             sha256: c.sha256,
             offsite_size: (self.seal || c.stored_size != c.size).then_some(c.stored_size),
+            modified: source.modified,
         })
     }
 
@@ -588,6 +606,7 @@ impl Mirror {
                 offsite_etag: offsite.etag.clone(),
                 sha256,
                 offsite_size: self.seal.then_some(offsite.size),
+                modified: source.modified,
             }),
             adopted: true,
             ..Default::default()

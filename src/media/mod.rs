@@ -15,6 +15,7 @@ pub mod bucket;
 pub mod copy;
 pub mod mirror;
 pub mod plan;
+pub mod point;
 pub mod records;
 pub mod restore;
 pub mod retention;
@@ -61,6 +62,11 @@ pub enum MediaError {
         problems: usize,
         first: String,
     },
+    #[error("no mirror run listed the media before {point} (the oldest kept listing is {}): the media of that moment is not known. Choose a later point, or restore a set's media (`restore media <set>`)", first.as_deref().unwrap_or("none: no media sync or backup with media has run"))]
+    NoGeneration {
+        point: String,
+        first: Option<String>,
+    },
     #[error("no media is configured: set media.source and media.offsite (or WPDR_MEDIA_SOURCE_BUCKET and WPDR_MEDIA_OFFSITE_BUCKET)")]
     NotConfigured,
     #[error("reading WordPress attachments: {0}")]
@@ -91,7 +97,7 @@ impl Classify for MediaError {
             MediaError::Catalog(e) => e.exit_code(),
             MediaError::Trust(e) => e.exit_code(),
             MediaError::Checksum { .. } | MediaError::Records { .. } => ExitCode::Integrity,
-            MediaError::NoIndex => ExitCode::SetNotFound,
+            MediaError::NoIndex | MediaError::NoGeneration { .. } => ExitCode::SetNotFound,
             MediaError::NotInPartialSet { .. } => ExitCode::Partial,
             MediaError::RestoreMismatch { .. } => ExitCode::RestoreMismatch,
             MediaError::NotConfigured | MediaError::RetainedPrefixInSource { .. } => {
@@ -118,6 +124,7 @@ impl Classify for MediaError {
             MediaError::Stopped(_) => "media_stopped",
             MediaError::Incomplete { .. } => "media_incomplete",
             MediaError::NoIndex => "media_no_index",
+            MediaError::NoGeneration { .. } => "media_no_generation",
             MediaError::NotInPartialSet { .. } => "set_partial",
             MediaError::RestoreMismatch { .. } => "media_restore_mismatch",
             MediaError::NotConfigured => "media_not_configured",

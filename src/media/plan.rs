@@ -30,6 +30,10 @@ pub struct Record {
     /// is larger by its age header and tags).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offsite_size: Option<u64>,
+    /// When the source version was written (its LastModified, Unix
+    /// seconds); absent in records from before wpdr recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<i64>,
 }
 
 impl Record {
@@ -180,7 +184,8 @@ pub fn plan<E>(
                             && r.offsite_etag == o.etag =>
                     {
                         t.unchanged += 1;
-                        sink(Step::Unchanged(r))?;
+                        let modified = r.modified.or(s.modified);
+                        sink(Step::Unchanged(Record { modified, ..r }))?;
                     }
                     // Same content by ETag; or a multipart copy the (missing or
                     // stale) record cannot vouch for, which its own metadata may.
@@ -292,6 +297,7 @@ mod tests {
             key: key.into(),
             size,
             etag: etag.into(),
+            modified: None,
         }
     }
 
@@ -317,6 +323,7 @@ mod tests {
             offsite_etag: offsite_etag.into(),
             sha256: "s".into(),
             offsite_size: None,
+            modified: None,
         }
     }
 

@@ -260,6 +260,7 @@ mod tests {
             offsite_etag: "o".into(),
             sha256: "s".into(),
             offsite_size: None,
+            modified: None,
         }
     }
 

@@ -17,6 +17,7 @@ use super::mirror::{
     MEMORY_BUDGET,
 };
 use super::plan::{Listed, Record};
+use super::point::AsOf;
 use super::records::RecordReader;
 use super::sealing::Crypt;
 use super::MediaError;
@@ -33,6 +34,48 @@ pub struct IndexRef {
     pub key: String,
     pub size: u64,
     pub sha256: String,
+}
+
+/// What a media restore brings back: a set's index, or the media as of a
+/// point in time (two mirror generations merged, see [`super::point`]).
+#[derive(Debug, Clone)]
+pub enum IndexSource {
+    Set(IndexRef),
+    AsOf(AsOf),
+}
+
+impl IndexSource {
+    /// The set id, or `as of <point>`: what the report names.
+    pub fn label(&self) -> String {
+        match self {
+            IndexSource::Set(i) => i.set_id.clone(),
+            IndexSource::AsOf(a) => format!("as of {}", a.point.to_rfc3339()),
+        }
+    }
+
+    /// Streams the records into `tx` from a task; opening happens first,
+    /// here, so a damaged or missing index fails before anything is copied.
+    async fn spawn_into(
+        &self,
+        store: &Store,
+        tx: mpsc::Sender<Result<Record, MediaError>>,
+    ) -> Result<tokio::task::JoinHandle<()>, MediaError> {
+        Ok(match self {
+            IndexSource::Set(i) => {
+                let reader = RecordReader::open_checked(store, &i.key, i.size, &i.sha256).await?;
+                tokio::spawn(reader.send_into(tx))
+            }
+            IndexSource::AsOf(a) => {
+                let (before, after) = super::point::open(store, a).await?;
+                tokio::spawn(super::point::merge_into(
+                    before,
+                    after,
+                    a.point.timestamp(),
+                    tx,
+                ))
+            }
+        })
+    }
 }
 
 impl IndexRef {
@@ -65,7 +108,7 @@ pub async fn restore_set(
     media: &crate::config::MediaConfig,
     store: &Store,
     site_prefix: &str,
-    index: &IndexRef,
+    index: &IndexSource,
     retained_prefix: &str,
     target: &crate::config::S3Config,
     opts: &RestoreOptions,
@@ -97,9 +140,35 @@ pub struct RestoreOptions {
     pub concurrency: usize,
 }
 
+/// Which mirror runs a point-in-time media restore merged.
+#[derive(Debug, Clone, Serialize)]
+pub struct AsOfReport {
+    pub point: chrono::DateTime<chrono::Utc>,
+    /// The newest listing before the point, and the first at or after it.
+    pub listed_before: Option<chrono::DateTime<chrono::Utc>>,
+    pub listed_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Uploads before this moment are in; with no listing after the point,
+    /// that is the last listing (later uploads were never mirrored).
+    pub known_until: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<&AsOf> for AsOfReport {
+    fn from(a: &AsOf) -> Self {
+        AsOfReport {
+            point: a.point,
+            listed_before: a.before.as_ref().map(|g| g.listed_at),
+            listed_after: a.after.as_ref().map(|g| g.listed_at),
+            known_until: a.known_until(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MediaRestoreReport {
     pub set_id: String,
+    /// Set for a point-in-time restore: the generations merged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<AsOfReport>,
     pub target: String,
     pub dry_run: bool,
     pub objects: u64,
@@ -203,13 +272,17 @@ pub struct MediaRestore<'a> {
 impl MediaRestore<'_> {
     pub async fn run(
         &self,
-        index: &IndexRef,
+        index: &IndexSource,
         opts: &RestoreOptions,
         progress: MediaProgress,
     ) -> Result<MediaRestoreReport, MediaError> {
         let started = Instant::now();
         let mut report = MediaRestoreReport {
-            set_id: index.set_id.clone(),
+            set_id: index.label(),
+            as_of: match index {
+                IndexSource::AsOf(a) => Some(AsOfReport::from(a)),
+                IndexSource::Set(_) => None,
+            },
             target: self.target.describe(),
             dry_run: opts.dry_run,
             ..Default::default()
@@ -217,10 +290,8 @@ impl MediaRestore<'_> {
         let (idx_tx, idx_rx) = mpsc::channel(CHANNEL_DEPTH);
         let (state_tx, state_rx) = mpsc::channel(CHANNEL_DEPTH);
         let (tgt_tx, tgt_rx) = mpsc::channel(CHANNEL_DEPTH);
-        let reader =
-            RecordReader::open_checked(self.store, &index.key, index.size, &index.sha256).await?;
         let tasks = [
-            tokio::spawn(reader.send_into(idx_tx)),
+            index.spawn_into(self.store, idx_tx).await?,
             match RecordReader::open(self.store, self.state_key).await? {
                 Some(r) => tokio::spawn(r.send_into(state_tx)),
                 None => tokio::spawn(async move { drop(state_tx) }),
@@ -408,15 +479,13 @@ impl MediaRestore<'_> {
     /// Every key of the index is in the target at its size (and, deep, with its SHA-256).
     async fn verify(
         &self,
-        index: &IndexRef,
+        index: &IndexSource,
         opts: &RestoreOptions,
         budget: &MemoryBudget,
     ) -> Result<u64, MediaError> {
         let (idx_tx, idx_rx) = mpsc::channel(CHANNEL_DEPTH);
         let (tgt_tx, tgt_rx) = mpsc::channel(CHANNEL_DEPTH);
-        let reader =
-            RecordReader::open_checked(self.store, &index.key, index.size, &index.sha256).await?;
-        let a = tokio::spawn(reader.send_into(idx_tx));
+        let a = index.spawn_into(self.store, idx_tx).await?;
         let t = self.target.clone();
         let b = tokio::spawn(async move { t.list_into("", None, tgt_tx).await });
         let mut idx = Cursor::new(idx_rx);

@@ -38,7 +38,7 @@ pub(super) async fn restore(
         media,
         &env.ctx.store,
         &env.ctx.cfg.site_prefix(),
-        &index,
+        &crate::media::restore::IndexSource::Set(index),
         &section.retained_prefix,
         target_cfg,
         &MediaOptions {

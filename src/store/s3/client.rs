@@ -108,6 +108,10 @@ pub struct Listed {
     pub key: String,
     pub size: u64,
     pub etag: String,
+    /// LastModified, in Unix seconds: when this version was written (a
+    /// point-in-time media restore keeps the versions written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<i64>,
 }
 
 /// One page of a listing.
@@ -560,6 +564,7 @@ impl S3Client {
                         key: k.to_string(),
                         size: o.size().unwrap_or(0).max(0) as u64,
                         etag: strip_quotes(o.e_tag().unwrap_or("")),
+                        modified: o.last_modified().map(|t| t.secs()),
                     })
                 })
                 .collect(),
