@@ -79,9 +79,10 @@ build() {
   base="$CACHE_DIR/base-$suite-$key.tar"
   if [ ! -s "$base" ]; then
     log "Debian $suite root filesystem: $packages + $binlog_path of $binlog_pkg (mmdebstrap, ~1 minute)"
-    local exclude=()
-    for p in /usr/share/man/* /usr/share/doc/* /usr/share/info/* /usr/share/locale/* \
-             /usr/share/lintian/* /usr/lib/x86_64-linux-gnu/gconv/*; do
+    # dpkg's own patterns (quoted: the host's files must not expand them).
+    local exclude=() p
+    for p in '/usr/share/man/*' '/usr/share/doc/*' '/usr/share/info/*' '/usr/share/locale/*' \
+             '/usr/share/lintian/*' '/usr/lib/x86_64-linux-gnu/gconv/*'; do
       exclude+=(--dpkgopt="path-exclude=$p")
     done
     # Keep the copyright files Debian's licences ask for.

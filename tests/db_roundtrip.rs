@@ -439,12 +439,15 @@ async fn restore_db_takes_the_configured_password_file() {
         &target,
         "--force",
     ];
-    let out = svc
-        .wpdr_cmd(&cfg, &args)
-        .env_remove("WPDR_TARGET_PASSWORD")
-        .env_remove("WPDR_RESTORE_DATABASE_PASSWORD")
-        .output()
-        .unwrap();
+    // No password in the environment: only the config can give one.
+    let restore = || {
+        svc.wpdr_cmd(&cfg, &args)
+            .env_remove("WPDR_TARGET_PASSWORD")
+            .env_remove("WPDR_RESTORE_DATABASE_PASSWORD")
+            .output()
+            .unwrap()
+    };
+    let out = restore();
     assert_eq!(json(&out)["ok"], true, "{}", stderr(&out));
     let mut t = svc.admin(Some(&target)).await;
     let n: Option<i64> = t.query_first("SELECT COUNT(*) FROM t").await.unwrap();
@@ -459,12 +462,7 @@ async fn restore_db_takes_the_configured_password_file() {
         ),
     )
     .unwrap();
-    let out = svc
-        .wpdr_cmd(&cfg, &args)
-        .env_remove("WPDR_TARGET_PASSWORD")
-        .env_remove("WPDR_RESTORE_DATABASE_PASSWORD")
-        .output()
-        .unwrap();
+    let out = restore();
     assert_ne!(out.status.code(), Some(0));
     assert!(
         stderr(&out).contains("WPDR_TARGET_PASSWORD"),
