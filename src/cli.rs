@@ -295,6 +295,11 @@ pub struct RestoreArgs {
     /// (its process is gone, on another host).
     #[arg(long, requires = "resume")]
     pub force: bool,
+    /// The whole site as it was at this moment (2026-11-25T10:00:00Z): the
+    /// newest set before it (or the named one), the database replayed from
+    /// the binlog archive to it, the media as the mirror's runs saw it then.
+    #[arg(long, conflicts_with = "resume", value_parser = crate::binlog::replay::Point::parse_time)]
+    pub to_time: Option<crate::binlog::replay::Point>,
 }
 
 #[derive(Debug, Args)]
@@ -317,6 +322,9 @@ pub struct DrillArgs {
     /// Also write the drill's metrics here (Prometheus textfile format).
     #[arg(long)]
     pub metrics_file: Option<PathBuf>,
+    /// Drill a point-in-time restore: the site as it was at this moment.
+    #[arg(long, value_parser = crate::binlog::replay::Point::parse_time)]
+    pub to_time: Option<crate::binlog::replay::Point>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -51,6 +51,7 @@ async fn a_load_past_its_timeout_leaves_no_worker_writing() {
             plan: wpdr::restore::run::load_plan(plan.to_str().unwrap()).unwrap(),
             site_url: None,
             create_namespace: false,
+            point: None,
         },
     )
     .await

@@ -61,6 +61,14 @@ impl Point {
             .map_err(|_| format!("'{text}' is not a time like 2026-11-25T10:00:00Z"))
     }
 
+    /// The moment of a time point (`None` for a GTID position).
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Point::Time(t) => Some(*t),
+            Point::Gtid(_) => None,
+        }
+    }
+
     pub fn parse_gtid(text: &str) -> Result<Point, String> {
         let p = GtidPos::parse(text)?;
         if p.is_empty() {

@@ -325,12 +325,17 @@ pub async fn segments(
     archive: &Archive,
     from_day: Option<NaiveDate>,
 ) -> Result<Vec<SegmentIndex>, BinlogError> {
-    let wanted = archive
+    // Owned, not borrowed from `archive`: a stream of closures over
+    // references is not provably Send for every lifetime, and a
+    // point-in-time drill runs this inside a task the daemon spawns.
+    let wanted: Vec<DaySummary> = archive
         .days
         .iter()
-        .filter(|d| d.segments > 0 && from_day.is_none_or(|f| d.day >= f));
+        .filter(|d| d.segments > 0 && from_day.is_none_or(|f| d.day >= f))
+        .cloned()
+        .collect();
     let details: Vec<Vec<SegmentIndex>> = stream::iter(wanted)
-        .map(|d| read_detail(store, site_prefix, d))
+        .map(|d| async move { read_detail(store, site_prefix, &d).await })
         .buffered(FETCH_CONCURRENCY / 2)
         .try_collect()
         .await?;

@@ -3,6 +3,7 @@
 use super::job_context;
 use super::output::print_json;
 use anyhow::Result;
+use wpdr::binlog::replay::Point;
 use wpdr::cli::{Cli, DrillArgs, OutputFormat, RestoreArgs};
 use wpdr::exit::ExitCode;
 use wpdr::jobs::restore::{DrillRequest, SiteRestoreRequest};
@@ -16,6 +17,9 @@ fn print_journal(j: &Journal) {
         "restore {} of set {} into namespace {} (plan {}, attempt {})",
         j.restore_id, j.set_id, j.namespace, j.plan.name, j.runs
     );
+    if let Some(p) = j.point {
+        println!("  to the point in time {}", p.to_rfc3339());
+    }
     for (id, s) in j.ordered_steps() {
         println!(
             "  {:<16} {:<16} {:<8} {:>8.1}s{}",
@@ -66,6 +70,7 @@ pub(crate) async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitCode> {
         plan,
         site_url: args.site_url.as_deref(),
         create_namespace: !args.no_create_namespace,
+        point: args.to_time.as_ref().and_then(Point::time),
     };
     if args.dry_run {
         let d = jobs::restore::plan_site(&ctx, req).await?;
@@ -82,6 +87,15 @@ pub(crate) async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitCode> {
                     .map(|u| format!(", site at {u}"))
                     .unwrap_or_default()
             );
+            if let Some(p) = &d.point_in_time {
+                println!(
+                    "  point in time {}: set {} (GTID {}), then {} archived segment(s) replayed to the point; the media as the mirror's runs saw it then",
+                    p.point,
+                    p.set_id,
+                    p.base,
+                    p.segments.len()
+                );
+            }
             for s in &d.steps {
                 println!(
                     "  stage {} {:<16} (after: {}; timeout {}s; last time: {})\n      {}",
@@ -143,6 +157,7 @@ pub(crate) async fn drill(cli: &Cli, args: &DrillArgs) -> Result<ExitCode> {
             plan,
             site_url: args.site_url.as_deref(),
             keep: args.keep,
+            point: args.to_time.as_ref().and_then(Point::time),
         },
     )
     .await?;

@@ -253,6 +253,7 @@ impl Runner {
                             plan,
                             site_url: None,
                             keep: false,
+                            point: None,
                         },
                     )
                     .await

@@ -315,8 +315,7 @@ pub async fn restore_media_at(
     ctx.cancellable(async {
         let media = ctx.cfg.media.as_ref().ok_or(MediaError::NotConfigured)?;
         let site_prefix = ctx.cfg.site_prefix();
-        let generations = crate::media::point::list(&ctx.store, &site_prefix).await?;
-        let as_of = crate::media::point::choose(&generations, point)?;
+        let as_of = crate::media::point::as_of(&ctx.store, &site_prefix, point).await?;
         if as_of.after.is_none() {
             tracing::warn!(
                 point = %point,
@@ -404,6 +403,9 @@ pub struct SiteRestoreRequest<'a> {
     pub plan: Plan,
     pub site_url: Option<&'a str>,
     pub create_namespace: bool,
+    /// The site as it was at this moment: the newest set before it, the
+    /// database replayed to it, the media as of it.
+    pub point: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl<'a> SiteRestoreRequest<'a> {
@@ -416,6 +418,7 @@ impl<'a> SiteRestoreRequest<'a> {
             plan: self.plan,
             site_url: self.site_url,
             drill: false,
+            point: self.point,
         };
         (rctx, req)
     }
@@ -467,6 +470,8 @@ pub struct DrillRequest<'a> {
     pub site_url: Option<&'a str>,
     /// Leave what the drill created (for a look at it).
     pub keep: bool,
+    /// Drill a point-in-time restore to this moment instead of a set.
+    pub point: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub async fn drill(
@@ -480,6 +485,7 @@ pub async fn drill(
         req.plan,
         req.site_url,
         req.keep,
+        req.point,
     ))
     .await
 }

@@ -78,6 +78,15 @@ pub async fn list(store: &Store, site_prefix: &str) -> Result<Vec<Generation>, M
     Ok(gens)
 }
 
+/// The bracket of `point` among a site's generations.
+pub async fn as_of(
+    store: &Store,
+    site_prefix: &str,
+    point: DateTime<Utc>,
+) -> Result<AsOf, MediaError> {
+    choose(&list(store, site_prefix).await?, point)
+}
+
 /// The generations that bracket a point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AsOf {

@@ -38,8 +38,12 @@ pub struct DrillReport {
     pub finished_at: DateTime<Utc>,
     /// Wall time of the whole restore, first step to last.
     pub rto_seconds: f64,
-    /// Age of the data restored when the drill started.
+    /// Age of the data restored when the drill started (from the point,
+    /// for a point-in-time drill).
     pub rpo_seconds: f64,
+    /// A point-in-time drill's point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point: Option<DateTime<Utc>>,
     pub steps: Vec<StepTime>,
     /// The checks step's findings (tables, media, site answers).
     pub checks: serde_json::Value,
@@ -74,7 +78,10 @@ impl DrillReport {
             started_at: j.started_at,
             finished_at,
             rto_seconds: (finished_at - j.started_at).num_milliseconds() as f64 / 1000.0,
-            rpo_seconds: (j.started_at - j.set_taken_at).num_milliseconds() as f64 / 1000.0,
+            rpo_seconds: (j.started_at - j.point.unwrap_or(j.set_taken_at)).num_milliseconds()
+                as f64
+                / 1000.0,
+            point: j.point,
             steps: j
                 .ordered_steps()
                 .into_iter()
@@ -222,6 +229,7 @@ pub async fn drill(
     plan: super::plan::Plan,
     site_url: Option<&str>,
     keep: bool,
+    point: Option<chrono::DateTime<Utc>>,
 ) -> Result<(DrillReport, RestoreOutcome), RunError> {
     check_throwaway_targets(&ctx.cfg.restore, &plan)?;
     let namespace = drill_namespace(Utc::now());
@@ -233,6 +241,7 @@ pub async fn drill(
             plan,
             site_url,
             drill: true,
+            point,
         },
     )
     .await?;

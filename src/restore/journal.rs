@@ -65,6 +65,10 @@ pub struct Journal {
     /// The address the restored site is given (rewritten into the data).
     pub site_url: Option<String>,
     pub drill: bool,
+    /// A point-in-time restore's point: the database replayed to it, the
+    /// media as it was then (a resume restores to the same point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point: Option<DateTime<Utc>>,
     pub plan: Plan,
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -11,10 +11,11 @@ pub use super::step::RestoreContext;
 use super::step::{StepEnv, StepError, StepLog};
 use super::steps;
 pub use super::targets::Targets;
+use crate::binlog::replay::PitrPlan;
 use crate::catalog::{Catalog, Manifest};
 use crate::config::Config;
 use crate::exit::{Classify, ExitCode};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use serde::Serialize;
@@ -75,6 +76,19 @@ pub enum RunError {
     BadNamespace(String),
     #[error("refusing to restore into {what}: it is the live site's own {what_is}. Point restore.* at the restored components.")]
     TargetIsSource { what: String, what_is: String },
+    #[error(transparent)]
+    PointInTime(Box<super::RestoreError>),
+    #[error("step '{step}': {source}")]
+    MediaAtPoint {
+        step: String,
+        source: Box<crate::media::MediaError>,
+    },
+}
+
+impl From<super::RestoreError> for RunError {
+    fn from(e: super::RestoreError) -> Self {
+        RunError::PointInTime(Box::new(e))
+    }
 }
 
 impl Classify for RunError {
@@ -90,6 +104,8 @@ impl Classify for RunError {
             | RunError::MissingTarget { .. }
             | RunError::BadNamespace(_)
             | RunError::TargetIsSource { .. } => ExitCode::Config,
+            RunError::PointInTime(e) => e.exit_code(),
+            RunError::MediaAtPoint { source, .. } => source.exit_code(),
         }
     }
     fn metric_label(&self) -> &'static str {
@@ -104,6 +120,8 @@ impl Classify for RunError {
             RunError::PartMissing { .. } => "set_partial",
             RunError::BadNamespace(_) => "bad_namespace",
             RunError::TargetIsSource { .. } => "target_is_source",
+            RunError::PointInTime(e) => e.metric_label(),
+            RunError::MediaAtPoint { source, .. } => source.metric_label(),
         }
     }
 }
@@ -132,6 +150,9 @@ pub struct PlannedStep {
 #[derive(Debug, Clone, Serialize)]
 pub struct DryRun {
     pub set_id: String,
+    /// A point-in-time restore: the point and what is replayed after the set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<crate::binlog::replay::PitrPlan>,
     pub namespace: String,
     pub plan: String,
     pub site_url: Option<String>,
@@ -145,6 +166,21 @@ pub struct RestoreRequest<'a> {
     pub plan: Plan,
     pub site_url: Option<&'a str>,
     pub drill: bool,
+    /// Restore the site as it was at this moment (see [`StepEnv::pitr`]).
+    pub point: Option<DateTime<Utc>>,
+}
+
+/// The set to restore: the named one, or with a point the newest set before
+/// it (a named set must be before it) and the replay plan from it.
+async fn resolve(
+    ctx: &RestoreContext,
+    catalog: &Catalog<'_>,
+    set: &str,
+    point: Option<DateTime<Utc>>,
+) -> Result<(Manifest, Option<PitrPlan>), RunError> {
+    let point = point.map(crate::binlog::replay::Point::Time);
+    let prefix = ctx.cfg.site_prefix();
+    Ok(super::pitr::choose(catalog, &ctx.store, &prefix, set, point.as_ref()).await?)
 }
 
 fn check_namespace(ns: &str) -> Result<(), RunError> {
@@ -246,6 +282,7 @@ async fn check_targets(
     targets: &Targets,
     manifest: &Manifest,
     ctx: &RestoreContext,
+    pitr: Option<&PitrPlan>,
 ) -> Vec<RunError> {
     let mut problems = Vec::new();
     // A partial set says which parts it lacks; a step that restores one of
@@ -297,6 +334,45 @@ async fn check_targets(
     if let Err(e) = check_not_source(targets, &ctx.cfg).await {
         problems.push(e);
     }
+    if let Some(p) = pitr {
+        problems.extend(check_point(plan, targets, ctx, p).await);
+    }
+    problems
+}
+
+/// A point-in-time restore can reach its point: the replay tools are there
+/// and the mirror's runs bracket the point.
+async fn check_point(
+    plan: &Plan,
+    targets: &Targets,
+    ctx: &RestoreContext,
+    pitr: &PitrPlan,
+) -> Vec<RunError> {
+    let mut problems = Vec::new();
+    for s in &plan.steps {
+        match s.kind {
+            StepKind::DatabaseLoad => {
+                if let Some((endpoint, _)) = &targets.database {
+                    if let Err(e) = crate::binlog::replay::check_tools(endpoint) {
+                        problems.push(RunError::from(super::RestoreError::from(e)));
+                    }
+                }
+            }
+            StepKind::MediaRestore => {
+                if let Some(t) = pitr.target.time() {
+                    if let Err(source) =
+                        crate::media::point::as_of(&ctx.store, &ctx.cfg.site_prefix(), t).await
+                    {
+                        problems.push(RunError::MediaAtPoint {
+                            step: s.id.clone(),
+                            source: Box::new(source),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
     problems
 }
 
@@ -304,7 +380,7 @@ async fn check_targets(
 pub async fn dry_run(ctx: &RestoreContext, req: RestoreRequest<'_>) -> Result<DryRun, RunError> {
     check_namespace(req.namespace)?;
     let catalog = Catalog::new(&ctx.store, &ctx.cfg.site, &ctx.cfg.site_prefix());
-    let manifest = catalog.resolve_readable(req.set).await?;
+    let (manifest, pitr) = resolve(ctx, &catalog, req.set, req.point).await?;
     let targets = Targets::resolve(&ctx.cfg, &manifest, req.namespace, req.site_url);
     let journals = journal::list(&ctx.store, &ctx.cfg.site_prefix()).await?;
     let last = journal::last_durations(&journals, &req.plan.name);
@@ -323,17 +399,19 @@ pub async fn dry_run(ctx: &RestoreContext, req: RestoreRequest<'_>) -> Result<Dr
             });
         }
     }
+    let problems = check_targets(&req.plan, &targets, &manifest, ctx, pitr.as_ref())
+        .await
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
     Ok(DryRun {
         set_id: manifest.set_id.clone(),
+        point_in_time: pitr,
         namespace: req.namespace.to_string(),
         plan: req.plan.name.clone(),
         site_url: targets.site_url.clone(),
         steps,
-        problems: check_targets(&req.plan, &targets, &manifest, ctx)
-            .await
-            .iter()
-            .map(|e| e.to_string())
-            .collect(),
+        problems,
     })
 }
 
@@ -344,9 +422,9 @@ pub async fn start(
 ) -> Result<RestoreOutcome, RunError> {
     check_namespace(req.namespace)?;
     let catalog = Catalog::new(&ctx.store, &ctx.cfg.site, &ctx.cfg.site_prefix());
-    let manifest = catalog.resolve_readable(req.set).await?;
+    let (manifest, pitr) = resolve(ctx, &catalog, req.set, req.point).await?;
     let targets = Targets::resolve(&ctx.cfg, &manifest, req.namespace, req.site_url);
-    if let Some(e) = check_targets(&req.plan, &targets, &manifest, ctx)
+    if let Some(e) = check_targets(&req.plan, &targets, &manifest, ctx, pitr.as_ref())
         .await
         .into_iter()
         .next()
@@ -384,6 +462,7 @@ pub async fn start(
         namespace: req.namespace.to_string(),
         site_url: req.site_url.map(str::to_string),
         drill: req.drill,
+        point: req.point,
         plan: req.plan,
         started_at: now,
         updated_at: now,
@@ -393,13 +472,13 @@ pub async fn start(
         runs: 0,
         steps,
     };
-    tracing::info!(restore = %j.restore_id, set = %j.set_id, namespace = %j.namespace, plan = %j.plan.name, "restore started");
+    tracing::info!(restore = %j.restore_id, set = %j.set_id, namespace = %j.namespace, plan = %j.plan.name, point = j.point.map(tracing::field::display), "restore started");
     let handle = Arc::new(JournalHandle::new(
         ctx.store.clone(),
         &ctx.cfg.site_prefix(),
         j,
     ));
-    execute(ctx, &catalog, &manifest, &targets, handle).await
+    execute(ctx, &catalog, &manifest, &targets, pitr.as_ref(), handle).await
 }
 
 /// Resumes a stopped restore: every step not done runs again.
@@ -436,9 +515,10 @@ pub async fn resume(
         }
     }
     let catalog = Catalog::new(&ctx.store, &ctx.cfg.site, &prefix);
-    let manifest = catalog.resolve_readable(&j.set_id).await?;
+    // The journal's set, and with a point the same replay to it.
+    let (manifest, pitr) = resolve(ctx, &catalog, &j.set_id, j.point).await?;
     let targets = Targets::resolve(&ctx.cfg, &manifest, &j.namespace, j.site_url.as_deref());
-    if let Some(e) = check_targets(&j.plan, &targets, &manifest, ctx)
+    if let Some(e) = check_targets(&j.plan, &targets, &manifest, ctx, pitr.as_ref())
         .await
         .into_iter()
         .next()
@@ -447,7 +527,7 @@ pub async fn resume(
     }
     tracing::info!(restore = %j.restore_id, set = %j.set_id, previous_holder = %j.holder, "restore resumed");
     let handle = Arc::new(JournalHandle::new(ctx.store.clone(), &prefix, j));
-    execute(ctx, &catalog, &manifest, &targets, handle).await
+    execute(ctx, &catalog, &manifest, &targets, pitr.as_ref(), handle).await
 }
 
 /// How often a running restore touches its journal.
@@ -497,6 +577,7 @@ async fn execute(
     catalog: &Catalog<'_>,
     manifest: &Manifest,
     targets: &Targets,
+    pitr: Option<&PitrPlan>,
     journal: Arc<JournalHandle>,
 ) -> Result<RestoreOutcome, RunError> {
     // A heartbeat in the journal while this process runs it, so a resume
@@ -512,7 +593,7 @@ async fn execute(
             }
         })
     };
-    let result = execute_steps(ctx, catalog, manifest, targets, &journal).await;
+    let result = execute_steps(ctx, catalog, manifest, targets, pitr, &journal).await;
     heartbeat.abort();
     result
 }
@@ -522,6 +603,7 @@ async fn execute_steps(
     catalog: &Catalog<'_>,
     manifest: &Manifest,
     targets: &Targets,
+    pitr: Option<&PitrPlan>,
     journal: &JournalHandle,
 ) -> Result<RestoreOutcome, RunError> {
     let pin = catalog.pin(&manifest.set_id, "full restore", 24).await?;
@@ -588,6 +670,7 @@ async fn execute_steps(
                         .iter()
                         .any(|s| s.kind == StepKind::ClusterObjects),
                     kinds: plan.steps.iter().map(|s| s.kind).collect(),
+                    pitr,
                     log: log.clone(),
                 };
                 let step = step.clone();

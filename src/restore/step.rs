@@ -90,7 +90,20 @@ pub(crate) struct StepEnv<'a> {
     pub has_cluster_step: bool,
     /// What the plan restores: checks look only at those components.
     pub kinds: BTreeSet<StepKind>,
+    /// A point-in-time restore: the set is the newest before the point,
+    /// the load replays the archive to it, the media is as it was then.
+    pub pitr: Option<&'a crate::binlog::replay::PitrPlan>,
     pub log: StepLog,
+}
+
+impl StepEnv<'_> {
+    /// The point of a point-in-time restore, as a moment.
+    pub(crate) fn point(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self.pitr.map(|p| &p.target) {
+            Some(crate::binlog::replay::Point::Time(t)) => Some(*t),
+            _ => None,
+        }
+    }
 }
 
 impl StepEnv<'_> {

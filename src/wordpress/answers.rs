@@ -49,6 +49,8 @@ pub struct Difference {
     pub name: String,
     pub path: String,
     pub detail: String,
+    /// The status differs (not only the content).
+    pub status: bool,
 }
 
 pub fn client() -> Result<reqwest::Client, AnswersError> {
@@ -240,6 +242,7 @@ pub async fn compare(site: &str, expected: &[Answer]) -> Result<Vec<Difference>,
                 name: e.name.clone(),
                 path: e.path.clone(),
                 detail,
+                status: e.status != found.status,
             });
         }
     }

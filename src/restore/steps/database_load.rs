@@ -45,6 +45,37 @@ pub(super) async fn run(env: &StepEnv<'_>) -> Result<serde_json::Value, StepErro
         report.tables.len(),
         endpoint.display()
     ));
+    // The set matches: now the archived transactions after it, up to the point.
+    let replayed = match env.pitr {
+        Some(plan) if bad.is_empty() => {
+            let section =
+                env.manifest.database.as_ref().ok_or_else(|| {
+                    StepError::new("the set holds no database", ExitCode::Integrity)
+                })?;
+            let r = crate::restore::pitr::replay(
+                &env.ctx.store,
+                &env.ctx.cfg.site_prefix(),
+                plan,
+                &section.database,
+                endpoint,
+                database,
+            )
+            .await
+            .map_err(StepError::from)?;
+            env.log.line(format!(
+                "replayed the binlog archive from the set to {}: {} transaction(s) from {} segment(s){}",
+                plan.point,
+                r.transactions,
+                r.segments,
+                r.not_logged_because
+                    .as_deref()
+                    .map(|why| format!(", not logged on the target ({why})"))
+                    .unwrap_or_default()
+            ));
+            Some(r)
+        }
+        _ => None,
+    };
     if !bad.is_empty() {
         return Err(StepError::new(
             format!(
@@ -64,5 +95,9 @@ pub(super) async fn run(env: &StepEnv<'_>) -> Result<serde_json::Value, StepErro
         "rows": rows,
         "statements": report.statements,
         "objects": report.objects_created,
+        "point_in_time": env.pitr.map(|p| json!({
+            "point": p.point,
+            "replayed": replayed,
+        })),
     }))
 }

@@ -2,7 +2,7 @@
 //! every byte checked; only what is missing after an interruption.
 
 use crate::exit::ExitCode;
-use crate::media::restore::{restore_set, IndexRef, RestoreOptions as MediaOptions};
+use crate::media::restore::{restore_set, IndexRef, IndexSource, RestoreOptions as MediaOptions};
 use crate::restore::step::{StepEnv, StepError};
 use serde_json::json;
 use std::sync::Arc;
@@ -12,23 +12,42 @@ pub(super) async fn restore(
     dry_run: bool,
     deep_verify: bool,
 ) -> Result<Option<crate::media::restore::MediaRestoreReport>, StepError> {
-    let Some(section) = env.manifest.media.as_ref() else {
-        return Ok(None);
-    };
-    let index = IndexRef::of(env.catalog, env.manifest)
-        .map_err(|_| {
+    let media = || {
+        env.ctx.cfg.media.as_ref().ok_or_else(|| {
             StepError::new(
-                format!("the set lists no artifact {}", section.index_artifact),
-                ExitCode::Integrity,
+                "the set holds media but media.offsite is not configured: it is where the media is read from",
+                ExitCode::Config,
             )
-        })?
-        .ok_or_else(|| StepError::new("the set holds no media index", ExitCode::Integrity))?;
-    let media = env.ctx.cfg.media.as_ref().ok_or_else(|| {
-        StepError::new(
-            "the set holds media but media.offsite is not configured: it is where the media is read from",
-            ExitCode::Config,
-        )
-    })?;
+        })
+    };
+    // A point in time: the media as the mirror's runs saw it then (checked
+    // before the restore started); otherwise the set's own index.
+    let (source, retained_prefix) = match env.point() {
+        Some(t) => {
+            let media = media()?;
+            let as_of = crate::media::point::as_of(&env.ctx.store, &env.ctx.cfg.site_prefix(), t)
+                .await
+                .map_err(StepError::from)?;
+            (IndexSource::AsOf(as_of), media.retained_prefix.clone())
+        }
+        None => {
+            let Some(section) = env.manifest.media.as_ref() else {
+                return Ok(None);
+            };
+            let index = IndexRef::of(env.catalog, env.manifest)
+                .map_err(|_| {
+                    StepError::new(
+                        format!("the set lists no artifact {}", section.index_artifact),
+                        ExitCode::Integrity,
+                    )
+                })?
+                .ok_or_else(|| {
+                    StepError::new("the set holds no media index", ExitCode::Integrity)
+                })?;
+            (IndexSource::Set(index), section.retained_prefix.clone())
+        }
+    };
+    let media = media()?;
     let target_cfg = env
         .targets
         .media
@@ -38,8 +57,8 @@ pub(super) async fn restore(
         media,
         &env.ctx.store,
         &env.ctx.cfg.site_prefix(),
-        &crate::media::restore::IndexSource::Set(index),
-        &section.retained_prefix,
+        &source,
+        &retained_prefix,
         target_cfg,
         &MediaOptions {
             dry_run,
@@ -59,6 +78,16 @@ pub(super) async fn run(env: &StepEnv<'_>) -> Result<serde_json::Value, StepErro
         env.log.line("the set holds no media: nothing to restore");
         return Ok(json!({"objects": 0}));
     };
+    if let Some(a) = &report.as_of {
+        env.log.line(format!(
+            "media as of {}: the mirror's listings of {} and {} merged; uploads known until {}",
+            a.point.to_rfc3339(),
+            a.listed_before.map_or("(none)".into(), |t| t.to_rfc3339()),
+            a.listed_after
+                .map_or("(none yet)".into(), |t| t.to_rfc3339()),
+            a.known_until.to_rfc3339()
+        ));
+    }
     for f in &report.failed {
         env.log.line(format!("FAILED {}: {}", f.key, f.error));
     }

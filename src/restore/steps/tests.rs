@@ -55,6 +55,7 @@ fn env<'a>(f: &'a Fake, catalog: &'a Catalog<'a>, kinds: &[StepKind]) -> StepEnv
         drill: false,
         has_cluster_step: kinds.contains(&StepKind::ClusterObjects),
         kinds: kinds.iter().copied().collect::<BTreeSet<_>>(),
+        pitr: None,
         log: StepLog::new("t"),
     }
 }
