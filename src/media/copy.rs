@@ -14,39 +14,31 @@ use bytes::{Bytes, BytesMut};
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
-/// Copies `src_key` of `src` to `dst_key` of `dst` with its headers, tagged
-/// as `tag` says, sealed or opened as `crypt` says. With `expect_sha256`, the
-/// content must hash to it or the copy fails before anything becomes visible
-/// at the destination.
-#[allow(clippy::too_many_arguments)]
-pub async fn copy_between(
-    src: &Bucket,
-    src_key: &str,
-    dst: &Bucket,
-    dst_key: &str,
-    tag: Tag,
-    crypt: Crypt<'_>,
-    expect_sha256: Option<&str>,
-    budget: &MemoryBudget,
-) -> Result<Copied, MediaError> {
+/// One object to copy from `src_key` of `src` to `dst_key` of `dst` with
+/// its headers, tagged as `tag` says, sealed or opened as `crypt` says. With
+/// `expect_sha256`, the content must hash to it or the copy fails before
+/// anything becomes visible at the destination.
+#[derive(Clone, Copy)]
+pub struct CopyRequest<'a> {
+    pub src: &'a Bucket,
+    pub src_key: &'a str,
+    pub dst: &'a Bucket,
+    pub dst_key: &'a str,
+    pub tag: Tag,
+    pub crypt: Crypt<'a>,
+    pub expect_sha256: Option<&'a str>,
+    pub budget: &'a MemoryBudget,
+}
+
+/// Copies as `req` says, whole objects retried on a broken body.
+pub async fn copy_between(req: CopyRequest<'_>) -> Result<Copied, MediaError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match copy_once(
-            src,
-            src_key,
-            dst,
-            dst_key,
-            tag,
-            crypt,
-            expect_sha256,
-            budget,
-        )
-        .await
-        {
+        match copy_once(req).await {
             Ok(c) => return Ok(c),
             Err(e) if attempt < BODY_ATTEMPTS && e.is_transient() => {
-                tracing::warn!(key = src_key, attempt, error = %e, "copy failed, retrying");
+                tracing::warn!(key = req.src_key, attempt, error = %e, "copy failed, retrying");
                 tokio::time::sleep(body_backoff(attempt)).await;
             }
             Err(e) => return Err(e),
@@ -54,30 +46,20 @@ pub async fn copy_between(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn copy_once(
-    src: &Bucket,
-    src_key: &str,
-    dst: &Bucket,
-    dst_key: &str,
-    tag: Tag,
-    crypt: Crypt<'_>,
-    expect_sha256: Option<&str>,
-    budget: &MemoryBudget,
-) -> Result<Copied, MediaError> {
+async fn copy_once(req: CopyRequest<'_>) -> Result<Copied, MediaError> {
+    let CopyRequest {
+        src,
+        src_key,
+        dst,
+        dst_key,
+        tag,
+        crypt,
+        expect_sha256,
+        budget,
+    } = req;
     let out = src.s3().get(src_key, 0).await?;
     if crypt.transforms(&out.headers) {
-        return copy_crypt(
-            src_key,
-            out,
-            dst,
-            dst_key,
-            crypt,
-            tag,
-            expect_sha256,
-            budget,
-        )
-        .await;
+        return copy_crypt(req, out).await;
     }
     let size = out.length.unwrap_or(0);
     let source_etag = out.etag;
@@ -229,17 +211,17 @@ fn check_sha(key: &str, expected: Option<&str>, found: &str) -> Result<(), Media
 }
 
 /// Copies one object read by `got` into `dst_key`, sealing or opening it.
-#[allow(clippy::too_many_arguments)]
-async fn copy_crypt(
-    src_key: &str,
-    got: Get,
-    dst: &Bucket,
-    dst_key: &str,
-    crypt: Crypt<'_>,
-    tag: Tag,
-    expect_sha256: Option<&str>,
-    budget: &MemoryBudget,
-) -> Result<Copied, MediaError> {
+async fn copy_crypt(req: CopyRequest<'_>, got: Get) -> Result<Copied, MediaError> {
+    let CopyRequest {
+        src_key,
+        dst,
+        dst_key,
+        tag,
+        crypt,
+        expect_sha256,
+        budget,
+        ..
+    } = req;
     let size = got.length.unwrap_or(0);
     let source_etag = got.etag;
     let mut headers = got.headers;

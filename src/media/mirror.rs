@@ -10,7 +10,7 @@
 //! (`Step::Adopt`) instead of copying it again.
 
 use super::bucket::{Bucket, MemoryBudget, Tag, META_SHA256, META_SOURCE_ETAG};
-use super::copy::copy_between;
+use super::copy::{copy_between, CopyRequest};
 use super::plan::{plan, Listed, Record, Step, Totals, Version};
 use super::records::{RecordReader, RecordWriter};
 use super::sealing::{is_sealed, Crypt};
@@ -533,16 +533,16 @@ impl Mirror {
         } else {
             Crypt::Plain
         };
-        let c = copy_between(
-            &self.source,
-            &source.key,
-            &self.offsite,
-            &source.key,
-            Tag::SourceVersion,
+        let c = copy_between(CopyRequest {
+            src: &self.source,
+            src_key: &source.key,
+            dst: &self.offsite,
+            dst_key: &source.key,
+            tag: Tag::SourceVersion,
             crypt,
-            None,
+            expect_sha256: None,
             budget,
-        )
+        })
         .await?;
         Ok(Record {
             key: source.key.clone(),

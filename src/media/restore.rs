@@ -11,7 +11,7 @@
 //! object and compares its SHA-256.
 
 use super::bucket::{Bucket, MemoryBudget, Tag, META_SHA256, META_SOURCE_ETAG};
-use super::copy::copy_between;
+use super::copy::{copy_between, CopyRequest};
 use super::mirror::{
     retained_key, FailedObject, MediaEvent, MediaProgress, CHANNEL_DEPTH, LISTED_FAILURES,
     MEMORY_BUDGET,
@@ -427,16 +427,16 @@ impl MediaRestore<'_> {
         }
         let mut last_error = None;
         for loc in &job.locations {
-            match copy_between(
-                self.offsite,
-                loc,
-                self.target,
-                &r.key,
-                Tag::Keep,
-                Crypt::Open(self.store.keys()),
-                Some(&r.sha256),
+            match copy_between(CopyRequest {
+                src: self.offsite,
+                src_key: loc,
+                dst: self.target,
+                dst_key: &r.key,
+                tag: Tag::Keep,
+                crypt: Crypt::Open(self.store.keys()),
+                expect_sha256: Some(&r.sha256),
                 budget,
-            )
+            })
             .await
             {
                 Ok(c) => {
