@@ -131,7 +131,9 @@ fn init_logging(cli: &Cli) {
     };
     let filter = EnvFilter::try_from_env("WPDR_LOG").unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{default},aws_config=warn,aws_smithy_runtime=warn,mysql_async=warn"
+            // The SDK warns for every multipart object whose part-level
+            // checksum it cannot validate: wpdr then checks those itself.
+            "{default},aws_config=warn,aws_smithy_runtime=warn,aws_sdk_s3::http_response_checksum=error,mysql_async=warn"
         ))
     });
     let json = match cli.log_format {

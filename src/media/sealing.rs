@@ -53,8 +53,9 @@ pub fn is_sealed(headers: &Headers) -> bool {
     headers.user.get(META_SEALED).map(String::as_str) == Some(SEALED_AGE)
 }
 
-/// (bytes read, their MD5), the content's SHA-256, the content's size.
-pub(crate) type Digests = ((u64, [u8; 16]), [u8; 32], u64);
+/// (bytes read, their MD5 unless the read was vouched for otherwise), the
+/// content's SHA-256, the content's size.
+pub(crate) type Digests = ((u64, Option<[u8; 16]>), [u8; 32], u64);
 
 pub(crate) async fn seal_into(
     key: &str,
@@ -62,12 +63,15 @@ pub(crate) async fn seal_into(
     mut body: aws_sdk_s3::primitives::ByteStream,
     out: &mut Upload<'_>,
     headers: &Headers,
+    check_read: bool,
 ) -> Result<Digests, MediaError> {
     let mut sealer = keys.sealer(key)?.ok_or_else(|| {
         MediaError::Stopped("media.encrypt is on but no recipients are configured".into())
     })?;
     let mut sha = Sha256::new();
-    let mut md5 = Md5::new();
+    // MD5 of what was read, for the source's ETag, unless the server's
+    // stored checksum already vouches for the read.
+    let mut md5 = check_read.then(Md5::new);
     let mut n = 0u64;
     while let Some(chunk) = body.try_next().await.map_err(|e| MediaError::Transfer {
         key: key.to_string(),
@@ -75,11 +79,17 @@ pub(crate) async fn seal_into(
     })? {
         n += chunk.len() as u64;
         sha.update(&chunk);
-        md5.update(&chunk);
+        if let Some(m) = md5.as_mut() {
+            m.update(&chunk);
+        }
         out.push(&sealer.seal(&chunk)?, headers).await?;
     }
     out.push(&sealer.finish()?, headers).await?;
-    Ok(((n, md5.finalize().into()), sha.finalize().into(), n))
+    Ok((
+        (n, md5.map(|m| m.finalize().into())),
+        sha.finalize().into(),
+        n,
+    ))
 }
 
 pub(crate) async fn open_into(
@@ -88,9 +98,11 @@ pub(crate) async fn open_into(
     body: aws_sdk_s3::primitives::ByteStream,
     out: &mut Upload<'_>,
     headers: &Headers,
+    check_read: bool,
 ) -> Result<Digests, MediaError> {
-    // The ciphertext is counted and hashed as it passes into the decryptor.
-    let read = Arc::new(Mutex::new((0u64, Md5::new())));
+    // The ciphertext is counted (and, unless the server's stored checksum
+    // vouches for the read, hashed) as it passes into the decryptor.
+    let read = Arc::new(Mutex::new((0u64, check_read.then(Md5::new))));
     let tap = read.clone();
     let ciphertext = futures::stream::try_unfold(body, |mut b| async move {
         Ok::<_, std::io::Error>(
@@ -103,7 +115,9 @@ pub(crate) async fn open_into(
     .inspect_ok(move |c: &Bytes| {
         if let Ok(mut t) = tap.lock() {
             t.0 += c.len() as u64;
-            t.1.update(c);
+            if let Some(m) = t.1.as_mut() {
+                m.update(c);
+            }
         }
     })
     .boxed()
@@ -128,7 +142,7 @@ pub(crate) async fn open_into(
         out.push(&buf[..got], headers).await?;
     }
     let (count, md5) = match read.lock() {
-        Ok(mut r) => (r.0, std::mem::take(&mut r.1).finalize().into()),
+        Ok(mut r) => (r.0, r.1.take().map(|m| m.finalize().into())),
         Err(_) => return Err(MediaError::Stopped("the read counter was poisoned".into())),
     };
     Ok(((count, md5), sha.finalize().into(), n))

@@ -131,6 +131,10 @@ pub struct Get {
     pub etag: String,
     pub headers: Headers,
     pub body: ByteStream,
+    /// The server sent the object's stored full-object checksum (CRC32,
+    /// CRC64, SHA-256, ...), which the SDK checks the body against as it is
+    /// read: a broken read fails at its end without an MD5 of our own.
+    pub verified: bool,
 }
 
 /// An unfinished multipart upload, as ListMultipartUploads reports it.
@@ -236,6 +240,35 @@ async fn build_client(cfg: &S3Config, checksums: Checksums) -> Result<Client, St
             );
     }
     Ok(Client::from_conf(builder.build()))
+}
+
+/// Whether a GET's response carries a checksum of the whole object, which
+/// the SDK validates the body against (a multipart object's part-level
+/// checksum, `…-N`, it cannot).
+fn full_object_checksum(out: &aws_sdk_s3::operation::get_object::GetObjectOutput) -> bool {
+    if matches!(
+        out.checksum_type(),
+        Some(aws_sdk_s3::types::ChecksumType::Composite)
+    ) {
+        return false;
+    }
+    [
+        out.checksum_crc32(),
+        out.checksum_crc32_c(),
+        out.checksum_crc64_nvme(),
+        out.checksum_sha1(),
+        out.checksum_sha256(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|v| !is_part_level(v))
+}
+
+/// `<base64>-<parts>`: a checksum of part checksums.
+fn is_part_level(checksum: &str) -> bool {
+    checksum
+        .rsplit_once('-')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// An HTTPS client that also trusts the CA bundle's certificates (an
@@ -585,6 +618,11 @@ impl S3Client {
         let mut req = self.client.get_object().bucket(&self.bucket).key(key);
         if from > 0 {
             req = req.range(format!("bytes={from}-"));
+        } else {
+            // The stored checksum, if the object has one: the SDK validates
+            // the body against it (explicitly enabled, whatever the client's
+            // response-validation setting).
+            req = req.checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled);
         }
         let out = req
             .send()
@@ -594,6 +632,7 @@ impl S3Client {
             length: out.content_length().map(|n| n.max(0) as u64),
             etag: strip_quotes(out.e_tag().unwrap_or("")),
             headers: headers_of!(out),
+            verified: from == 0 && full_object_checksum(&out),
             body: out.body,
         })
     }
@@ -919,6 +958,93 @@ mod tests {
         assert!(budget.take(6 * 1024).await.is_some());
         // More than the whole budget takes all of it rather than waiting forever.
         assert!(budget.take(1 << 30).await.is_some());
+    }
+
+    /// Serves every request one GetObject answer: `body`, announcing
+    /// `crc32` as the object's stored checksum.
+    async fn serve_object(body: &'static [u8], crc32: u32) -> String {
+        use md5::Digest;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut req = vec![0u8; 8192];
+                let _ = sock.read(&mut req).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: \"{}\"\r\nx-amz-checksum-crc32: {}\r\nx-amz-checksum-type: FULL_OBJECT\r\nConnection: close\r\n\r\n",
+                    body.len(),
+                    hex::encode(md5::Md5::digest(body)),
+                    aws_smithy_types::base64::encode(crc32.to_be_bytes())
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(body).await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn config(endpoint: String) -> S3Config {
+        S3Config {
+            bucket: "b".into(),
+            prefix: String::new(),
+            endpoint: Some(endpoint),
+            region: "garage".into(),
+            path_style: true,
+            credentials: Some(crate::config::S3Credentials {
+                access_key_id: "k".into(),
+                secret_access_key: crate::secret::Secret::new("s".to_string()),
+            }),
+            part_size: 5 << 20,
+            parts_in_flight: 1,
+            object_lock: None,
+            prune_credentials: None,
+            ca_bundle: None,
+        }
+    }
+
+    async fn read_all(get: Get) -> Result<Vec<u8>, String> {
+        get.body
+            .collect()
+            .await
+            .map(|b| b.into_bytes().to_vec())
+            .map_err(|e| {
+                // The reason is at the end of the chain ("streaming error" on top).
+                let mut text = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    text.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                text
+            })
+    }
+
+    /// The media copies skip their own MD5 when a GET is `verified`: the
+    /// SDK must then really check the body against the stored checksum.
+    #[tokio::test]
+    async fn a_stored_checksum_is_checked_against_the_body_read() {
+        let body: &'static [u8] = b"the uploaded image";
+        for checksums in [Checksums::Caller, Checksums::Sdk] {
+            let good = serve_object(body, crc32fast::hash(body)).await;
+            let c = S3Client::new(&config(good), checksums).await.unwrap();
+            let got = c.get("k", 0).await.unwrap();
+            assert!(got.verified);
+            assert_eq!(read_all(got).await.unwrap(), body);
+            let bad = serve_object(body, crc32fast::hash(b"another image")).await;
+            let c = S3Client::new(&config(bad), checksums).await.unwrap();
+            let got = c.get("k", 0).await.unwrap();
+            assert!(got.verified);
+            let err = read_all(got).await.unwrap_err();
+            assert!(err.to_lowercase().contains("checksum"), "{err}");
+        }
+    }
+
+    #[test]
+    fn part_level_checksums_are_not_full_object_ones() {
+        assert!(is_part_level("mOP34g==-3"));
+        assert!(!is_part_level("mOP34g=="));
+        assert!(!is_part_level("a-b"));
     }
 
     #[test]
