@@ -904,4 +904,30 @@ async fn the_whole_site_comes_back_as_it_was_at_a_point_in_time() {
         (rpo - (started - at).num_milliseconds() as f64 / 1000.0).abs() < 0.01,
         "{drill}"
     );
+    // A point before every set: refused by name before anything is created.
+    let early = format!("{ns}e");
+    let out = svc.wpdr(
+        &site.cfg,
+        &[
+            "restore",
+            "latest",
+            "--to-time",
+            "2020-01-01T00:00:00Z",
+            "--namespace",
+            &early,
+            "--plan",
+            "site",
+        ],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stderr(&out).contains("2020-01-01"), "{}", stderr(&out));
+    let mut c = svc.admin(None).await;
+    let created: Option<i64> = c
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            (&early,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, Some(0));
 }
