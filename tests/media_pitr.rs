@@ -99,6 +99,11 @@ async fn media_comes_back_as_it_was_at_the_point_and_prune_keeps_what_points_nee
     del(up("c.jpg")).await;
     let last = sync(&svc, &cfg);
     assert!(last["generation"].as_str().is_some(), "{last}");
+    // `sets recoverable` says which mirror runs a media point can use.
+    let window = json(&svc.wpdr(&cfg, &["--output", "json", "sets", "recoverable"]));
+    assert_eq!(window["media"]["runs"], 4, "{window}");
+    let text = stdout(&svc.wpdr(&cfg, &["sets", "recoverable"]));
+    assert!(text.contains("media: 4 mirror run(s)"), "{text}");
 
     let restore = |at: &str, bucket: &str| {
         svc.wpdr(

@@ -53,13 +53,53 @@ pub(crate) async fn archive(
     Ok(report.verdict().exit)
 }
 
+/// The media side of a point in time: which mirror runs left generations.
+#[derive(serde::Serialize)]
+struct MediaWindow {
+    runs: usize,
+    first_listing: Option<chrono::DateTime<Utc>>,
+    newest_listing: Option<chrono::DateTime<Utc>>,
+}
+
+#[derive(serde::Serialize)]
+struct Recoverable<'a> {
+    #[serde(flatten)]
+    window: &'a Window,
+    /// Present when media is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media: Option<MediaWindow>,
+}
+
 pub(crate) async fn recoverable(cli: &Cli) -> Result<ExitCode> {
     let (cfg, store) = open(cli).await?;
     let w = window::load(&store, &cfg.site, &cfg.site_prefix()).await?;
+    let media = match &cfg.media {
+        Some(_) => {
+            let gens = wpdr::media::point::list(&store, &cfg.site_prefix()).await?;
+            Some(MediaWindow {
+                runs: gens.len(),
+                first_listing: gens.first().map(|g| g.listed_at),
+                newest_listing: gens.last().map(|g| g.listed_at),
+            })
+        }
+        None => None,
+    };
     if cli.output == OutputFormat::Json {
-        print_json(&w)?;
+        print_json(&Recoverable { window: &w, media })?;
     } else {
         print_window(&w);
+        if let Some(m) = &media {
+            match (m.first_listing, m.newest_listing) {
+                (Some(first), Some(newest)) => println!(
+                    "media: {} mirror run(s) listed the uploads from {} to {}; a point after {} gets the media as of then (later uploads are not mirrored yet)",
+                    m.runs,
+                    fmt(first),
+                    fmt(newest),
+                    fmt(newest)
+                ),
+                _ => println!("media: no mirror run yet: a point-in-time restore cannot bring the media back (run `wpdr media sync`)"),
+            }
+        }
     }
     Ok(if w.open_gaps > 0 {
         ExitCode::BinlogGap
