@@ -1,10 +1,9 @@
 //! `wpdr media sync` and `wpdr restore media`.
 
 use super::job_context;
-use super::output::{human_bytes, print_json};
+use super::output::{human_bytes, print_json, progress_bar};
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
+use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 use wpdr::binlog::replay::Point;
 use wpdr::cli::{Cli, OutputFormat, RestoreMediaArgs};
@@ -19,11 +18,7 @@ use wpdr::secret::Secret;
 /// Objects done out of those found so far (the total grows while the
 /// listing streams, as rclone's does), bytes copied, rate and ETA.
 fn counter(cli: &Cli, what: &str) -> (ProgressBar, Progress) {
-    let pb = if cli.quiet || cli.output == OutputFormat::Json || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
-    };
+    let pb = progress_bar(cli, 0, what);
     pb.set_style(
         ProgressStyle::with_template(
             "{spinner} {prefix} [{bar:30}] {pos}/{len} objects, {msg} copied, {per_sec}, eta {eta}",

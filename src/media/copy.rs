@@ -9,7 +9,7 @@
 use super::bucket::{Bucket, Copied, MemoryBudget, Tag, META_SHA256, META_SOURCE_ETAG};
 use super::sealing::{open_into, seal_into, Crypt, Upload, META_SEALED, SEALED_AGE};
 use super::MediaError;
-use crate::store::s3::client::{body_backoff, Get, PutOptions, BODY_ATTEMPTS};
+use crate::store::s3::client::{body_backoff, Get, Headers, PutOptions, BODY_ATTEMPTS};
 use bytes::{Bytes, BytesMut};
 use md5::Md5;
 use sha2::{Digest, Sha256};
@@ -65,13 +65,7 @@ async fn copy_once(req: CopyRequest<'_>) -> Result<Copied, MediaError> {
     let source_etag = out.etag;
     let verified = out.verified;
     let mut headers = out.headers;
-    if tag == Tag::SourceVersion {
-        headers
-            .user
-            .insert(META_SOURCE_ETAG.to_string(), source_etag.clone());
-        // Only a buffered object's hash is known before its write begins.
-        headers.user.remove(META_SHA256);
-    }
+    tag_source(&mut headers, tag, &source_etag);
     let mut body = out.body;
     let part_size = dst.s3().part_size() as u64;
     let broken = |detail: String| MediaError::Transfer {
@@ -79,7 +73,6 @@ async fn copy_once(req: CopyRequest<'_>) -> Result<Copied, MediaError> {
         detail,
     };
     let mut sha = Sha256::new();
-    let mut whole_md5 = Md5::new();
 
     if size <= part_size {
         let _permit = budget.take(size).await;
@@ -143,6 +136,7 @@ async fn copy_once(req: CopyRequest<'_>) -> Result<Copied, MediaError> {
         ..Default::default()
     };
     let upload = dst.s3().create_upload(dst_key, &opts, true).await?;
+    let mut whole_md5 = Md5::new();
     let result = async {
         let mut parts = Vec::new();
         let mut number = 1;
@@ -207,6 +201,18 @@ async fn copy_once(req: CopyRequest<'_>) -> Result<Copied, MediaError> {
     }
 }
 
+/// Names the source version a copy is of (`Tag::SourceVersion`). Its
+/// SHA-256 is added once known, by the writes that know it before they
+/// start (a single PUT); one carried over from the source is dropped.
+fn tag_source(headers: &mut Headers, tag: Tag, source_etag: &str) {
+    if tag == Tag::SourceVersion {
+        headers
+            .user
+            .insert(META_SOURCE_ETAG.to_string(), source_etag.to_string());
+        headers.user.remove(META_SHA256);
+    }
+}
+
 fn check_sha(key: &str, expected: Option<&str>, found: &str) -> Result<(), MediaError> {
     match expected {
         Some(want) if !want.is_empty() && want != found => Err(MediaError::Checksum {
@@ -243,13 +249,7 @@ async fn copy_crypt(req: CopyRequest<'_>, got: Get) -> Result<Copied, MediaError
             headers.user.remove(META_SEALED);
         }
     }
-    if tag == Tag::SourceVersion {
-        headers
-            .user
-            .insert(META_SOURCE_ETAG.to_string(), source_etag.clone());
-        // Known only at the end: a single PUT carries it, a multipart one not.
-        headers.user.remove(META_SHA256);
-    }
+    tag_source(&mut headers, tag, &source_etag);
     // What comes out: the object plus, sealed, its age header and tags.
     let expected = size + size / 256 + (64 << 10);
     // What this copy holds at most: that when it fits one part, else one
