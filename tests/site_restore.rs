@@ -829,6 +829,11 @@ async fn the_whole_site_comes_back_as_it_was_at_a_point_in_time() {
         Some(&point[..19]),
         "{r}"
     );
+    // The mirror generations were chosen once, at the start, and kept with
+    // the restore: the run before the point and the one after it.
+    let media_at = &r["journal"]["media_at"];
+    assert!(media_at["before"]["key"].is_string(), "{media_at}");
+    assert!(media_at["after"]["key"].is_string(), "{media_at}");
     let load = &r["journal"]["steps"]["database"]["summary"];
     assert!(
         load["point_in_time"]["replayed"]["transactions"]

@@ -47,7 +47,7 @@ pub fn generation_key(site_prefix: &str, listed_at: DateTime<Utc>) -> String {
 }
 
 /// One mirror run's records, and when its source listing began.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Generation {
     pub key: String,
     pub listed_at: DateTime<Utc>,
@@ -87,8 +87,9 @@ pub async fn as_of(
     choose(&list(store, site_prefix).await?, point)
 }
 
-/// The generations that bracket a point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The generations that bracket a point (kept in a restore's journal, so the
+/// restore, its checks and a resume all use the same two).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AsOf {
     pub point: DateTime<Utc>,
     pub before: Option<Generation>,
@@ -143,21 +144,24 @@ pub async fn open(
     store: &Store,
     as_of: &AsOf,
 ) -> Result<(Option<RecordReader>, Option<RecordReader>), MediaError> {
-    let mut readers = Vec::with_capacity(2);
-    for g in [&as_of.before, &as_of.after] {
-        readers.push(match g {
-            None => None,
-            Some(g) => Some(RecordReader::open(store, &g.key).await?.ok_or_else(|| {
-                MediaError::Records {
-                    key: g.key.clone(),
-                    detail: "the generation was listed but cannot be read".into(),
-                }
-            })?),
-        });
-    }
-    let after = readers.pop().flatten();
-    let before = readers.pop().flatten();
-    Ok((before, after))
+    Ok((
+        open_generation(store, as_of.before.as_ref()).await?,
+        open_generation(store, as_of.after.as_ref()).await?,
+    ))
+}
+
+async fn open_generation(
+    store: &Store,
+    g: Option<&Generation>,
+) -> Result<Option<RecordReader>, MediaError> {
+    let Some(g) = g else { return Ok(None) };
+    let reader = RecordReader::open(store, &g.key)
+        .await?
+        .ok_or_else(|| MediaError::Records {
+            key: g.key.clone(),
+            detail: "the generation was listed but cannot be read".into(),
+        })?;
+    Ok(Some(reader))
 }
 
 /// Streams the media at `point` (Unix seconds) in key order into `tx`, as

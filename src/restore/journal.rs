@@ -69,6 +69,11 @@ pub struct Journal {
     /// media as it was then (a resume restores to the same point).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub point: Option<DateTime<Utc>>,
+    /// With a point and a media step: the mirror generations chosen at the
+    /// start, which the media step, the checks and a resume all use (a
+    /// mirror run finishing mid-restore must not change what is checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_at: Option<crate::media::point::AsOf>,
     pub plan: Plan,
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

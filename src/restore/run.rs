@@ -15,6 +15,7 @@ use crate::binlog::replay::PitrPlan;
 use crate::catalog::{Catalog, Manifest};
 use crate::config::Config;
 use crate::exit::{Classify, ExitCode};
+use crate::media::point::AsOf;
 use chrono::{DateTime, Utc};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
@@ -334,46 +335,37 @@ async fn check_targets(
     if let Err(e) = check_not_source(targets, &ctx.cfg).await {
         problems.push(e);
     }
-    if let Some(p) = pitr {
-        problems.extend(check_point(plan, targets, ctx, p).await);
+    // A point-in-time load replays with mariadb-binlog | mariadb.
+    if let (Some(_), Some((endpoint, _))) = (pitr, &targets.database) {
+        if plan.steps.iter().any(|s| s.kind == StepKind::DatabaseLoad) {
+            if let Err(e) = crate::binlog::replay::check_tools(endpoint) {
+                problems.push(RunError::from(super::RestoreError::from(e)));
+            }
+        }
     }
     problems
 }
 
-/// A point-in-time restore can reach its point: the replay tools are there
-/// and the mirror's runs bracket the point.
-async fn check_point(
+/// The mirror generations a point-in-time restore's media step takes, chosen
+/// once (see [`Journal::media_at`]); `None` without a point or a media step.
+async fn media_bracket(
     plan: &Plan,
-    targets: &Targets,
     ctx: &RestoreContext,
-    pitr: &PitrPlan,
-) -> Vec<RunError> {
-    let mut problems = Vec::new();
-    for s in &plan.steps {
-        match s.kind {
-            StepKind::DatabaseLoad => {
-                if let Some((endpoint, _)) = &targets.database {
-                    if let Err(e) = crate::binlog::replay::check_tools(endpoint) {
-                        problems.push(RunError::from(super::RestoreError::from(e)));
-                    }
-                }
-            }
-            StepKind::MediaRestore => {
-                if let Some(t) = pitr.target.time() {
-                    if let Err(source) =
-                        crate::media::point::as_of(&ctx.store, &ctx.cfg.site_prefix(), t).await
-                    {
-                        problems.push(RunError::MediaAtPoint {
-                            step: s.id.clone(),
-                            source: Box::new(source),
-                        });
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    problems
+    pitr: Option<&PitrPlan>,
+) -> Result<Option<AsOf>, RunError> {
+    let Some(t) = pitr.and_then(|p| p.target.time()) else {
+        return Ok(None);
+    };
+    let Some(step) = plan.steps.iter().find(|s| s.kind == StepKind::MediaRestore) else {
+        return Ok(None);
+    };
+    crate::media::point::as_of(&ctx.store, &ctx.cfg.site_prefix(), t)
+        .await
+        .map(Some)
+        .map_err(|source| RunError::MediaAtPoint {
+            step: step.id.clone(),
+            source: Box::new(source),
+        })
 }
 
 /// Prints nothing, writes nothing: the plan as it would run.
@@ -399,11 +391,15 @@ pub async fn dry_run(ctx: &RestoreContext, req: RestoreRequest<'_>) -> Result<Dr
             });
         }
     }
-    let problems = check_targets(&req.plan, &targets, &manifest, ctx, pitr.as_ref())
-        .await
-        .iter()
-        .map(|e| e.to_string())
-        .collect();
+    let mut problems: Vec<String> =
+        check_targets(&req.plan, &targets, &manifest, ctx, pitr.as_ref())
+            .await
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+    if let Err(e) = media_bracket(&req.plan, ctx, pitr.as_ref()).await {
+        problems.push(e.to_string());
+    }
     Ok(DryRun {
         set_id: manifest.set_id.clone(),
         point_in_time: pitr,
@@ -431,6 +427,7 @@ pub async fn start(
     {
         return Err(e);
     }
+    let media_at = media_bracket(&req.plan, ctx, pitr.as_ref()).await?;
     let now = Utc::now();
     let steps = req
         .plan
@@ -463,6 +460,7 @@ pub async fn start(
         site_url: req.site_url.map(str::to_string),
         drill: req.drill,
         point: req.point,
+        media_at,
         plan: req.plan,
         started_at: now,
         updated_at: now,
@@ -524,6 +522,10 @@ pub async fn resume(
         .next()
     {
         return Err(e);
+    }
+    let mut j = j;
+    if j.media_at.is_none() {
+        j.media_at = media_bracket(&j.plan, ctx, pitr.as_ref()).await?;
     }
     tracing::info!(restore = %j.restore_id, set = %j.set_id, previous_holder = %j.holder, "restore resumed");
     let handle = Arc::new(JournalHandle::new(ctx.store.clone(), &prefix, j));
@@ -616,6 +618,7 @@ async fn execute_steps(
         })
         .await?;
     let plan = j.plan.clone();
+    let media_at = j.media_at.clone();
     let mut done: BTreeSet<String> = j
         .steps
         .iter()
@@ -671,6 +674,7 @@ async fn execute_steps(
                         .any(|s| s.kind == StepKind::ClusterObjects),
                     kinds: plan.steps.iter().map(|s| s.kind).collect(),
                     pitr,
+                    media_at: media_at.as_ref(),
                     log: log.clone(),
                 };
                 let step = step.clone();

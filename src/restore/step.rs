@@ -93,17 +93,9 @@ pub(crate) struct StepEnv<'a> {
     /// A point-in-time restore: the set is the newest before the point,
     /// the load replays the archive to it, the media is as it was then.
     pub pitr: Option<&'a crate::binlog::replay::PitrPlan>,
+    /// ... and the mirror generations its media comes from (the journal's).
+    pub media_at: Option<&'a crate::media::point::AsOf>,
     pub log: StepLog,
-}
-
-impl StepEnv<'_> {
-    /// The point of a point-in-time restore, as a moment.
-    pub(crate) fn point(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        match self.pitr.map(|p| &p.target) {
-            Some(crate::binlog::replay::Point::Time(t)) => Some(*t),
-            _ => None,
-        }
-    }
 }
 
 impl StepEnv<'_> {

@@ -100,7 +100,7 @@ pub(super) async fn run(env: &StepEnv<'_>) -> Result<serde_json::Value, StepErro
 
     // Media: every object of the set in the target, as the set's version.
     if env.kinds.contains(&StepKind::MediaRestore)
-        && (env.manifest.media.is_some() || env.point().is_some())
+        && (env.manifest.media.is_some() || env.media_at.is_some())
         && env.targets.media.is_some()
     {
         if let Some(r) = super::media_restore::restore(env, true, false).await? {

@@ -20,16 +20,13 @@ pub(super) async fn restore(
             )
         })
     };
-    // A point in time: the media as the mirror's runs saw it then (checked
-    // before the restore started); otherwise the set's own index.
-    let (source, retained_prefix) = match env.point() {
-        Some(t) => {
-            let media = media()?;
-            let as_of = crate::media::point::as_of(&env.ctx.store, &env.ctx.cfg.site_prefix(), t)
-                .await
-                .map_err(StepError::from)?;
-            (IndexSource::AsOf(as_of), media.retained_prefix.clone())
-        }
+    // A point in time: the media as the mirror's runs saw it then (the
+    // generations chosen when the restore started); otherwise the set's index.
+    let (source, retained_prefix) = match env.media_at {
+        Some(as_of) => (
+            IndexSource::AsOf(as_of.clone()),
+            media()?.retained_prefix.clone(),
+        ),
         None => {
             let Some(section) = env.manifest.media.as_ref() else {
                 return Ok(None);

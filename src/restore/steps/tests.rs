@@ -56,6 +56,7 @@ fn env<'a>(f: &'a Fake, catalog: &'a Catalog<'a>, kinds: &[StepKind]) -> StepEnv
         has_cluster_step: kinds.contains(&StepKind::ClusterObjects),
         kinds: kinds.iter().copied().collect::<BTreeSet<_>>(),
         pitr: None,
+        media_at: None,
         log: StepLog::new("t"),
     }
 }
