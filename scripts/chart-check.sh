@@ -56,6 +56,9 @@ trap 'rm -rf "$OUT"' EXIT
   --set-json 'schedules=[{"name":"nightly-backup","job":"backup","cron":"0 15 2 * * *"}]' \
   >"$OUT/pruner.yaml"
 grep -q 'WPDR_S3_PRUNE_ACCESS_KEY_ID' "$OUT/pruner.yaml"
+# The kind walkthrough's values (scripts/kind-demo.sh): cronjobs, media, cluster
+# objects, restore targets and a drill, every credential a file of the Secret.
+"$HELM" template wpdr charts/wpdr --namespace wp -f docs/kind/values.yaml >"$OUT/kind.yaml"
 # Trust: the signing key from the Secret, recipients in the config, and the
 # NOTES telling where the identity must (not) live.
 "$HELM" template wpdr charts/wpdr --namespace wp --set secretKeys.signingKey=signing-key \
@@ -125,7 +128,7 @@ if "$HELM" template wpdr charts/wpdr --set pruner.enabled=true >/dev/null 2>&1; 
 fi
 
 python3 - "$OUT" <<'PY'
-import sys, yaml, subprocess, os
+import sys, yaml, subprocess, os, re
 out = sys.argv[1]
 failures = []
 def check(cond, msg):
@@ -133,7 +136,8 @@ def check(cond, msg):
         failures.append(msg)
 
 core = []
-for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner", "trust", "monitoring"]:
+EXCLUDE = "wpdr.io/exclude-from-backup"
+for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner", "trust", "monitoring", "kind"]:
     docs = [d for d in yaml.safe_load_all(open(f"{out}/{variant}.yaml")) if d]
     kinds = [d["kind"] for d in docs]
     # ServiceMonitor and PrometheusRule are CRDs: not in the core schemas (promtool checks the rules).
@@ -142,6 +146,13 @@ for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner", "trust",
     yaml.safe_dump_all(plain, open(path, "w"))
     core.append(path)
     check("Secret" not in kinds, f"{variant}: the chart must not render Secrets")
+    # wpdr's own objects and pods are never recorded in a set (a restored
+    # namespace must not get a copy of the backup jobs).
+    templates = [d["spec"]["template"] for d in docs if d["kind"] == "Deployment"]
+    templates += [d["spec"]["jobTemplate"]["spec"]["template"] for d in docs if d["kind"] == "CronJob"]
+    for d in docs + templates:
+        check(d["metadata"].get("labels", {}).get(EXCLUDE) == "true",
+              f"{variant}: {d.get('kind', 'pod template')} {d['metadata'].get('name', '')} lacks {EXCLUDE}")
     pods = []
     for d in docs:
         if d["kind"] == "Deployment":
@@ -172,7 +183,7 @@ for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner", "trust",
         if d["kind"] == "ClusterRole":
             for r in d["rules"]:
                 allowed = {"get", "list", "create", "patch"}
-                if variant == "drill" and r["resources"] == ["namespaces"]:
+                if variant in ("drill", "kind") and r["resources"] == ["namespaces"]:
                     allowed.add("delete")  # drill teardown, opted into
                 check(set(r["verbs"]) <= allowed, f"{variant}: restore role verbs {r['verbs']}")
                 check("*" not in r["resources"] and "*" not in r.get("apiGroups", []), f"{variant}: wildcard in restore role")
@@ -190,7 +201,7 @@ for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner", "trust",
         check("drill" in args, f"drill: no drill CronJob: {args}")
         ns_rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"] if "namespaces" in r["resources"]]
         check(any("delete" in r["verbs"] for r in ns_rules), "drill: teardown cannot delete its namespace")
-    if variant in ("ha", "drill"):
+    if variant in ("ha", "drill", "kind"):
         check("ClusterRole" in kinds, f"{variant}: restore ClusterRole missing")
     else:
         check("ClusterRole" not in kinds, f"{variant}: the restore role must be off by default")
@@ -204,16 +215,22 @@ for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner", "trust",
     cms = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
     cfgdir = f"{out}/{variant}-cfg"
     os.makedirs(f"{cfgdir}/schedules", exist_ok=True)
-    open(f"{cfgdir}/wpdr.yaml", "w").write(cms["wpdr"]["data"]["wpdr.yaml"])
+    # Files of the mounted Secret named in the config: stand-ins here.
+    text = cms["wpdr"]["data"]["wpdr.yaml"]
+    os.makedirs(f"{cfgdir}/secrets", exist_ok=True)
+    for name in set(re.findall(r"/var/run/secrets/wpdr/([\w.-]+)", text)):
+        open(f"{cfgdir}/secrets/{name}", "w").write("0" * 64)
+    open(f"{cfgdir}/wpdr.yaml", "w").write(text.replace("/var/run/secrets/wpdr/", f"{cfgdir}/secrets/"))
     for k, v in cms["wpdr-schedules"]["data"].items():
         open(f"{cfgdir}/schedules/{k}", "w").write(v)
     r = subprocess.run([os.environ.get("WPDR", "target/debug/wpdr"), "--config", f"{cfgdir}/wpdr.yaml", "check-config", "--schedules", f"{cfgdir}/schedules"], capture_output=True, text=True)
     check(r.returncode == 0, f"{variant}: wpdr rejects the rendered config: {r.stderr}")
 
-r = subprocess.run(["kubernetes-validate", "-k", "1.32.0", "--strict", "--quiet", *core], capture_output=True, text=True)
+# The walkthrough's demo site too.
+r = subprocess.run(["kubernetes-validate", "-k", "1.32.0", "--strict", "--quiet", *core, "docs/kind/demo-site.yaml"], capture_output=True, text=True)
 check(r.returncode == 0, f"schema validation failed:\n{r.stdout}{r.stderr}")
 if failures:
     print("chart-check FAILED:\n  " + "\n  ".join(failures))
     sys.exit(1)
-print("chart-check: lint, 8 variants rendered, schemas (k8s 1.32, strict), security posture and wpdr config: ok")
+print("chart-check: lint, 9 variants rendered, schemas (k8s 1.32, strict), security posture and wpdr config: ok")
 PY

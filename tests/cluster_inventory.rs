@@ -5,7 +5,7 @@
 
 use kube_fake_client::ClientBuilder;
 use serde_json::{json, Value};
-use wpdr::cluster::inventory::collect;
+use wpdr::cluster::inventory::{collect, EXCLUDE_LABEL};
 
 fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).unwrap()
@@ -89,6 +89,24 @@ async fn inventory_of_a_wordpress_namespace() {
             "metadata": {"name": "minio-data", "namespace": "shop", "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
             "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "pvc-123", "resources": {"requests": {"storage": "50Gi"}}}
         })))
+        // wpdr's own objects (the chart labels each one): a restored
+        // namespace must not get a copy of the backup jobs.
+        .with_object::<k8s_openapi::api::batch::v1::CronJob>(obj(json!({
+            "metadata": {"name": "wpdr-nightly-backup", "namespace": "shop", "labels": {EXCLUDE_LABEL: "true"}},
+            "spec": {"schedule": "15 2 * * *", "jobTemplate": {"spec": {"template": {
+                "metadata": {"labels": {EXCLUDE_LABEL: "true"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "wpdr", "image": "ghcr.io/wpdr/wpdr:0.1.0"}]}}}}}
+        })))
+        .with_object::<k8s_openapi::api::core::v1::ConfigMap>(obj(json!({"metadata": {"name": "wpdr", "namespace": "shop", "labels": {EXCLUDE_LABEL: "true"}}, "data": {"wpdr.yaml": "site: shop"}})))
+        .with_object::<k8s_openapi::api::rbac::v1::Role>(obj(json!({"metadata": {"name": "wpdr", "namespace": "shop", "labels": {EXCLUDE_LABEL: "true"}}, "rules": []})))
+        .with_object::<k8s_openapi::api::core::v1::Secret>(obj(json!({"metadata": {"name": "wpdr-credentials", "namespace": "shop", "labels": {EXCLUDE_LABEL: "true"}}, "stringData": {"db-password": "x"}, "type": "Opaque"})))
+        .with_object({
+            let mut p = pod("wpdr-daemon-1", "ReplicaSet", "wpdr-7f", &[("wpdr", "ghcr.io/wpdr/wpdr:0.1.0", "docker-pullable://ghcr.io/wpdr/wpdr@sha256:eeee")]);
+            p.metadata.labels = Some([(EXCLUDE_LABEL.to_string(), "true".to_string())].into());
+            p
+        })
+        // Only "true" excludes.
+        .with_object::<k8s_openapi::api::core::v1::ConfigMap>(obj(json!({"metadata": {"name": "wp-theme", "namespace": "shop", "labels": {EXCLUDE_LABEL: "false"}}, "data": {"THEME": "twentytwentyfour"}})))
         .build()
         .await
         .unwrap();
@@ -109,6 +127,7 @@ async fn inventory_of_a_wordpress_namespace() {
         names,
         vec![
             "ConfigMap/wp-config",
+            "ConfigMap/wp-theme",
             "Deployment/redis",
             "Deployment/wordpress",
             "Ingress/wordpress",
@@ -118,7 +137,7 @@ async fn inventory_of_a_wordpress_namespace() {
             "StatefulSet/mariadb",
             "StatefulSet/minio",
         ],
-        "cluster-created objects (kube-root-ca.crt, the default SA, ReplicaSets, Pods) are left out"
+        "cluster-created objects (kube-root-ca.crt, the default SA, ReplicaSets, Pods) and wpdr's own are left out"
     );
     let text = serde_json::to_string(&inv.objects).unwrap();
     for gone in [
@@ -145,6 +164,12 @@ async fn inventory_of_a_wordpress_namespace() {
             && !serde_json::to_string(&inv)
                 .unwrap()
                 .contains("mariadb-credentials")
+    );
+
+    assert!(
+        inv.images.iter().all(|r| r.container != "wpdr"),
+        "wpdr's own pods are not recorded: {:?}",
+        inv.images
     );
 
     let php = inv.images.iter().find(|r| r.container == "php").unwrap();

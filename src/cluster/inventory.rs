@@ -6,7 +6,10 @@
 //! Secrets are returned apart from everything else: the caller must encrypt
 //! them before they are stored. Objects the cluster creates by itself (the
 //! default ServiceAccount, `kube-root-ca.crt`, service-account tokens, Jobs
-//! and ReplicaSets owned by a CronJob or Deployment) are left out.
+//! and ReplicaSets owned by a CronJob or Deployment) are left out, and so is
+//! anything labelled [`EXCLUDE_LABEL`]: wpdr's own objects (the chart labels
+//! them) must not come back in a restored namespace, where a copy of the
+//! backup CronJobs would write sets of a drill's database as the live site.
 
 use super::ClusterError;
 use crate::catalog::ImageDigest;
@@ -39,6 +42,14 @@ pub struct Inventory {
     pub images: Vec<ImageDigest>,
 }
 
+/// Objects with this label set to `"true"` are not recorded (like Velero's
+/// `velero.io/exclude-from-backup`).
+pub const EXCLUDE_LABEL: &str = "wpdr.io/exclude-from-backup";
+
+fn excluded(labels: &BTreeMap<String, String>) -> bool {
+    labels.get(EXCLUDE_LABEL).map(String::as_str) == Some("true")
+}
+
 async fn list<K>(client: &Client, ns: &str) -> Result<Vec<K>, ClusterError>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -49,7 +60,7 @@ where
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     api.list(&ListParams::default())
         .await
-        .map(|l| l.items)
+        .map(|l| l.items.into_iter().filter(|o| !excluded(o.labels())).collect())
         .map_err(|source| ClusterError::Api {
             doing: format!("listing {} in {ns}", K::kind(&())),
             source,
@@ -180,6 +191,7 @@ async fn list_custom(
         .items;
     Ok(items
         .iter()
+        .filter(|o| !excluded(o.labels()))
         .map(|o| {
             let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
             if let Value::Object(m) = &mut v {

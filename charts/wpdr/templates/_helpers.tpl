@@ -12,6 +12,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{ include "wpdr.excludeLabel" . }}
+{{- end -}}
+
+{{/* wpdr's own objects are never recorded in a set: a restored or drilled
+namespace must not get a copy of the jobs that back the live site up. */}}
+{{- define "wpdr.excludeLabel" -}}
+wpdr.io/exclude-from-backup: "true"
+{{- end -}}
+
+{{- define "wpdr.podLabels" -}}
+{{ include "wpdr.selectorLabels" . }}
+{{ include "wpdr.excludeLabel" . }}
 {{- end -}}
 
 {{- define "wpdr.selectorLabels" -}}
