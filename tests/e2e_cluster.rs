@@ -124,7 +124,8 @@ async fn the_whole_site_restores_in_a_real_cluster() {
         .arg("--use-current-context")
         .arg("--keep-restored");
     if let Ok(cluster) = std::env::var("WPDR_E2E_KIND_CLUSTER") {
-        demo.env("KIND_CLUSTER", cluster).env("WPDR_LOAD_IMAGE", "1");
+        demo.env("KIND_CLUSTER", cluster)
+            .env("WPDR_LOAD_IMAGE", "1");
     }
     let out = demo.output().expect("bash runs scripts/kind-demo.sh");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -161,7 +162,13 @@ async fn the_whole_site_restores_in_a_real_cluster() {
         .flatten()
         .filter_map(|s| s["kind"].as_str())
         .collect();
-    for kind in ["cluster-objects", "database-load", "media-restore", "url-rewrite", "checks"] {
+    for kind in [
+        "cluster-objects",
+        "database-load",
+        "media-restore",
+        "url-rewrite",
+        "checks",
+    ] {
         assert!(steps.contains(&kind), "no {kind} step in {steps:?}");
     }
     let checks = &report["checks"];
@@ -172,7 +179,9 @@ async fn the_whole_site_restores_in_a_real_cluster() {
     assert_eq!(checks["media"]["objects"], 20, "{checks:#}");
     assert_eq!(checks["media"]["missing"], 0, "{checks:#}");
     assert!(
-        !checks["site"]["compared"].as_array().is_none_or(Vec::is_empty),
+        !checks["site"]["compared"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
         "the restored site was not asked: {checks:#}"
     );
     assert_eq!(
@@ -187,7 +196,10 @@ async fn the_whole_site_restores_in_a_real_cluster() {
         .image
         .clone()
         .unwrap_or_default();
-    assert!(image.contains("@sha256:"), "not pinned to a digest: {image}");
+    assert!(
+        image.contains("@sha256:"),
+        "not pinned to a digest: {image}"
+    );
     assert!(
         stderr.contains("PASSED"),
         "the walkthrough's summary did not say PASSED:\n{stderr}"

@@ -189,9 +189,13 @@ async fn a_keyless_table_larger_than_a_page_is_rewritten_once_per_value() {
             "rewrite_keyless",
             &[
                 "CREATE TABLE plugin_log (line TEXT, seen INT)",
-                // 1,000 distinct values (ten times a page), each twice.
-                "INSERT INTO plugin_log SELECT CONCAT('visit http://shop.example/p/', seq), seq FROM seq_1_to_1000",
-                "INSERT INTO plugin_log SELECT CONCAT('visit http://shop.example/p/', seq), seq FROM seq_1_to_1000",
+                // 1,000 distinct serialised values (ten times a page of the
+                // client pass), each twice; as many plain ones (the server's).
+                "INSERT INTO plugin_log SELECT CONCAT('s:', LENGTH(v), ':\"', v, '\";'), seq FROM \
+                 (SELECT seq, CONCAT('visit http://shop.example/p/', seq) AS v FROM seq_1_to_1000) s",
+                "INSERT INTO plugin_log SELECT line, seen FROM plugin_log",
+                "INSERT INTO plugin_log SELECT CONCAT('visit http://shop.example/p/', seq), -seq FROM seq_1_to_1000",
+                "INSERT INTO plugin_log SELECT CONCAT('visit http://shop.example/p/', seq), -seq FROM seq_1_to_1000",
                 "INSERT INTO plugin_log VALUES ('no address here', 0), (NULL, 0)",
             ],
         )
@@ -222,16 +226,26 @@ async fn a_keyless_table_larger_than_a_page_is_rewritten_once_per_value() {
         .output()
         .unwrap();
     let report = json(&out);
-    assert_eq!(report["rows_changed"].as_u64(), Some(1000), "{report}");
+    // Rows, not distinct values.
+    assert_eq!(report["rows_changed"].as_u64(), Some(4000), "{report}");
     let mut c = svc.admin(Some(&db)).await;
     let rewritten: Option<i64> = c
         .exec_first(
-            "SELECT COUNT(*) FROM plugin_log WHERE line = CONCAT('visit http://shop.example/staging/p/', seen)",
+            "SELECT COUNT(*) FROM plugin_log WHERE seen > 0 AND line = CONCAT('s:', \
+             LENGTH(CONCAT('visit http://shop.example/staging/p/', seen)), ':\"visit http://shop.example/staging/p/', seen, '\";')",
             (),
         )
         .await
         .unwrap();
-    assert_eq!(rewritten, Some(2000));
+    assert_eq!(rewritten, Some(2000), "serialised values, lengths fixed");
+    let plain: Option<i64> = c
+        .exec_first(
+            "SELECT COUNT(*) FROM plugin_log WHERE seen < 0 AND line = CONCAT('visit http://shop.example/staging/p/', -seen)",
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plain, Some(2000));
     let twice: Option<i64> = c
         .exec_first(
             "SELECT COUNT(*) FROM plugin_log WHERE line LIKE '%staging/staging%'",
@@ -240,4 +254,174 @@ async fn a_keyless_table_larger_than_a_page_is_rewritten_once_per_value() {
         .await
         .unwrap();
     assert_eq!(twice, Some(0));
+}
+
+/// Runs `wpdr rewrite-url` on `db` (JSON report).
+fn rewrite_url(svc: &Services, db: &str, from: &str, to: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = svc.local_config(dir.path(), db, "");
+    let target = format!(
+        "mysql://{}@127.0.0.1:{}/{db}",
+        svc.var("WPDR_TEST_DB_USER"),
+        svc.db_port()
+    );
+    let out = svc
+        .wpdr_cmd(
+            &cfg,
+            &[
+                "--output",
+                "json",
+                "rewrite-url",
+                "--target",
+                &target,
+                "--from",
+                from,
+                "--to",
+                to,
+            ],
+        )
+        .env("WPDR_TARGET_PASSWORD", svc.var("WPDR_TEST_DB_PASSWORD"))
+        .output()
+        .unwrap();
+    json(&out)
+}
+
+/// The rewrite runs in two passes: serialised values in the client, every
+/// other value by the server's REPLACE in place. Whatever pass a value
+/// takes, the database must end up exactly as the client's rewriter alone
+/// would have left it: values that look serialised only to a
+/// case-insensitive eye (`A:1:{…}`), that almost look serialised, that
+/// start or end with the URL, hold it JSON-escaped, sit in a BLOB or a
+/// latin1 column, repeat across more key ranges than one statement covers,
+/// or are serialised and broken (reported, left as they were).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_value_ends_as_the_rewriter_alone_would_leave_it() {
+    use wpdr::wordpress::rewrite::{Outcome, Rewriter};
+    let svc = Services::get();
+    let (old, new) = ("http://old.example", "https://new.example/site");
+    let ser = |s: &str| format!("s:{}:\"{s}\";", s.len());
+    let bodies: Vec<String> = vec![
+        format!("visit {old}/a page"),
+        format!("{old}"),
+        format!("{old}/ends-with"),
+        format!("starts {old}"),
+        format!("{{\"u\":\"{}\\/x\"}}", old.replace('/', "\\/")),
+        format!("both {old} and {}", old.replace('/', "\\/")),
+        format!("ünïcödé {old}/ü"),
+        ser(&format!("{old}/x")),
+        format!("a:1:{{s:3:\"url\";{}}}", ser(&format!("{old}/y"))),
+        format!("A:1:{{s:3:\"url\";{}}}", ser(&format!("{old}/y"))),
+        format!("S:5:\"{old}\";"),
+        format!("a:x:{{{old}}}"),
+        format!("a:1:{{{old}}} "),
+        format!("b:{old};"),
+        format!("i:{old};"),
+        format!("s:3:\"{old}\";"),
+        ser(&ser(&format!("{old}/nested"))),
+        format!(
+            "O:8:\"stdClass\":1:{{s:3:\"url\";{}}}",
+            ser(&format!("{old}/o"))
+        ),
+        format!("C:3:\"Foo\":{}:{{{old}}}", old.len() + 2),
+        "N;".to_string(),
+        "no address at all".to_string(),
+        format!("{}", old.to_uppercase()),
+    ];
+    let mut statements = vec![
+        "CREATE TABLE t (id BIGINT PRIMARY KEY, txt TEXT, bin BLOB, lat VARCHAR(300) CHARACTER SET latin1) \
+         DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            .to_string(),
+        "CREATE TABLE k (txt TEXT) DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_unicode_ci".to_string(),
+    ];
+    let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"));
+    for (i, b) in bodies.iter().enumerate() {
+        // Keys far apart: the server pass needs several ranges.
+        let id = i as i64 * 7_001 - 50_000;
+        let lat = if b.is_ascii() {
+            quote(b)
+        } else {
+            "NULL".into()
+        };
+        statements.push(format!(
+            "INSERT INTO t VALUES ({id}, {}, {}, {lat})",
+            quote(b),
+            quote(b)
+        ));
+        statements.push(format!(
+            "INSERT INTO k VALUES ({}), ({})",
+            quote(b),
+            quote(b)
+        ));
+    }
+    let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
+    let db = svc.database_with("rewrite_passes", &refs).await;
+
+    let mut c = svc.admin(Some(&db)).await;
+    let read = |rows: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>)>| rows;
+    let before = read(
+        c.exec("SELECT id, txt, bin, lat FROM t ORDER BY id", ())
+            .await
+            .unwrap(),
+    );
+    let keyless_before: Vec<Option<Vec<u8>>> = c
+        .exec("SELECT txt FROM k ORDER BY CAST(txt AS BINARY)", ())
+        .await
+        .unwrap();
+    let rewriter = Rewriter::new(old, new);
+    let expect = |v: &Option<Vec<u8>>, unparseable: &mut u64| {
+        v.as_ref().map(|v| match rewriter.rewrite(v) {
+            Outcome::Changed(n) => n,
+            Outcome::Unparseable(_) => {
+                *unparseable += 1;
+                v.clone()
+            }
+            Outcome::Unchanged => v.clone(),
+        })
+    };
+    let mut unparseable = 0;
+    let expected: Vec<_> = before
+        .iter()
+        .map(|(id, a, b, l)| {
+            (
+                *id,
+                expect(a, &mut unparseable),
+                expect(b, &mut unparseable),
+                expect(l, &mut unparseable),
+            )
+        })
+        .collect();
+    let mut keyless_expected: Vec<_> = keyless_before
+        .iter()
+        .map(|v| expect(v, &mut unparseable))
+        .collect();
+    keyless_expected.sort();
+
+    let report = rewrite_url(&svc, &db, old, new);
+    let after = read(
+        c.exec("SELECT id, txt, bin, lat FROM t ORDER BY id", ())
+            .await
+            .unwrap(),
+    );
+    for (got, want) in after.iter().zip(&expected) {
+        let show =
+            |v: &Option<Vec<u8>>| v.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+        assert_eq!(
+            (show(&got.1), show(&got.2), show(&got.3)),
+            (show(&want.1), show(&want.2), show(&want.3)),
+            "row {} (the original: {:?})",
+            got.0,
+            before.iter().find(|b| b.0 == got.0).map(|b| show(&b.1))
+        );
+    }
+    let mut keyless_after: Vec<Option<Vec<u8>>> = c.exec("SELECT txt FROM k", ()).await.unwrap();
+    keyless_after.sort();
+    assert_eq!(keyless_after, keyless_expected, "the keyless table");
+    assert_eq!(
+        report["rows_unparseable"].as_u64(),
+        Some(unparseable),
+        "{report:#}"
+    );
+    // A rerun finds nothing left to do.
+    let again = rewrite_url(&svc, &db, old, new);
+    assert_eq!(again["rows_changed"].as_u64(), Some(0), "{again:#}");
 }

@@ -60,7 +60,12 @@ where
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     api.list(&ListParams::default())
         .await
-        .map(|l| l.items.into_iter().filter(|o| !excluded(o.labels())).collect())
+        .map(|l| {
+            l.items
+                .into_iter()
+                .filter(|o| !excluded(o.labels()))
+                .collect()
+        })
         .map_err(|source| ClusterError::Api {
             doing: format!("listing {} in {ns}", K::kind(&())),
             source,

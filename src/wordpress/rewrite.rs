@@ -33,6 +33,13 @@ impl Rewriter {
         Rewriter { pairs }
     }
 
+    /// The (from, to) byte pairs a value that is not serialised data is
+    /// rewritten with, one after the other (what a server-side REPLACE of
+    /// each pair in turn must do too).
+    pub fn pairs(&self) -> &[(Vec<u8>, Vec<u8>)] {
+        &self.pairs
+    }
+
     /// Cheap test: does the value hold the URL in any form?
     pub fn matches(&self, value: &[u8]) -> bool {
         self.pairs.iter().any(|(f, _)| find(value, f).is_some())

@@ -1,11 +1,23 @@
 //! The site-URL rewrite applied to a whole database: every text column of
-//! every table, rows found by a byte-exact LIKE on the server (one scan per
-//! table over all its text columns), rewritten with [`Rewriter`]
-//! (serialisation-safe) and written back by primary key in small
-//! transactions, each row in the columns that changed. Rows are read in key order in pages, so memory stays bounded
-//! and a rerun is harmless (the new URL no longer matches).
+//! every table, in two passes that never touch the same value.
+//!
+//! * Serialised values (what WordPress's `is_serialized()` accepts) that hold
+//!   the URL are read in key order, a page at a time, rewritten in the client
+//!   with [`Rewriter`] (string lengths fixed, nested data too) and written
+//!   back a page per statement (`CASE` on the key), in one transaction per page.
+//! * Every other value holding the URL is plain text or JSON, which the
+//!   rewriter would only `REPLACE` pair by pair: the server does exactly that
+//!   in place (`UPDATE … SET c = REPLACE(REPLACE(c, …), …)`), a key range at
+//!   a time, so a table's bodies never cross the wire.
+//!
+//! Which pass a value belongs to is decided on the server by the same test
+//! as [`super::rewrite::is_serialised`], over the stored bytes (tested to agree).
+//! The serialised pass runs first: its output is serialised again, so the
+//! plain pass never sees it, and each row is updated once even when the new
+//! URL contains the old one. Memory stays bounded (pages), and a rerun is
+//! harmless (the new URL no longer matches).
 
-use super::rewrite::{Outcome, Rewriter};
+use super::rewrite::{is_serialised, Outcome, Rewriter};
 use crate::exit::{Classify, ExitCode};
 use crate::mysql::{Endpoint, MysqlError};
 use mysql_async::prelude::Queryable;
@@ -14,6 +26,14 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 const PAGE: usize = 500;
+/// Bytes of new values one multi-row UPDATE carries at most (well under the
+/// usual max_allowed_packet of 16 MiB).
+const UPDATE_BYTES: usize = 4 << 20;
+/// Keys one server-side statement covers, on tables with one integer key:
+/// bounded transactions instead of one as large as the table.
+const BULK_KEYS: i128 = 10_000;
+/// Statements the server pass runs per table at most, however sparse its keys.
+const MAX_RANGES: i128 = 1_000;
 /// Distinct values of a keyless column read at once (each may be large).
 const VALUE_PAGE: usize = 100;
 /// Unparseable values listed by key per column; the count covers the rest.
@@ -88,6 +108,30 @@ fn like_anywhere(needle: &[u8]) -> Vec<u8> {
     p
 }
 
+/// Bytes as an SQL hex literal (a binary string: compared and replaced byte
+/// for byte, whatever the column's collation).
+fn hex_literal(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        "''".to_string()
+    } else {
+        format!("X'{}'", hex::encode(bytes))
+    }
+}
+
+/// [`is_serialised`] as SQL over the column's stored bytes. The two must
+/// agree exactly, or a value would be rewritten by both passes or by neither
+/// (tests/url_rewrite.rs checks them against each other on tricky values).
+fn serialised_sql(column: &str) -> String {
+    let b = format!("CAST({} AS BINARY)", qi(column));
+    let digit = format!("SUBSTRING({b}, 3, 1) BETWEEN X'30' AND X'39'");
+    format!(
+        "({b} = X'4e3b' OR (LENGTH({b}) >= 4 AND SUBSTRING({b}, 2, 1) = X'3a' AND (\
+         (LEFT({b}, 1) IN (X'61', X'4f', X'43') AND RIGHT({b}, 1) = X'7d' AND {digit}) OR \
+         (LEFT({b}, 1) = X'73' AND RIGHT({b}, 1) = X'3b' AND {digit}) OR \
+         (LEFT({b}, 1) IN (X'69', X'64', X'62') AND RIGHT({b}, 1) = X'3b'))))"
+    )
+}
+
 /// Rewrites `from` to `to` in every text column of `database`.
 pub async fn rewrite_database(
     endpoint: &Endpoint,
@@ -129,14 +173,12 @@ pub async fn rewrite_database(
         dry_run,
         ..Default::default()
     };
-    let needles: Vec<Vec<u8>> = [from.to_string(), from.replace('/', "\\/")]
-        .into_iter()
-        .map(String::into_bytes)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let needles: Vec<Vec<u8>> = rewriter.pairs().iter().map(|(f, _)| f.clone()).collect();
     // The server finds candidate rows; each form of the old URL is one LIKE.
-    let patterns: Vec<Vec<u8>> = needles.iter().map(|n| like_anywhere(n)).collect();
+    let patterns: Vec<String> = needles
+        .iter()
+        .map(|n| hex_literal(&like_anywhere(n)))
+        .collect();
     // Columns grouped by table, in the schema's order.
     let mut tables: Vec<(String, Vec<String>)> = Vec::new();
     for (table, column) in columns {
@@ -174,6 +216,7 @@ pub async fn rewrite_database(
             ctx.by_key(&mut reader, &mut writer, &table, &pk, &mut cols)
                 .await?;
         }
+        ctx.in_place(&mut writer, &table, &pk, &mut cols).await?;
         for col in cols.into_iter().filter(|c| c.matched > 0) {
             report.rows_changed += col.changed;
             report.rows_unparseable += col.unparseable;
@@ -197,26 +240,131 @@ fn fail(t: &str, c: &str, e: mysql_async::Error) -> RewriteError {
 /// What one rewrite pass over a table needs.
 struct Pass<'a> {
     rewriter: &'a Rewriter,
-    /// LIKE patterns, one per form of the old URL.
-    patterns: &'a [Vec<u8>],
+    /// LIKE patterns (hex literals), one per form of the old URL.
+    patterns: &'a [String],
     /// The same forms as bytes, to tell which column of a row matched.
     needles: &'a [Vec<u8>],
     dry_run: bool,
 }
 
 impl Pass<'_> {
+    /// A value the client pass rewrites: it holds the URL and is serialised.
     fn holds(&self, value: &[u8]) -> bool {
-        self.needles
-            .iter()
-            .any(|n| !n.is_empty() && value.windows(n.len()).any(|w| w == n.as_slice()))
+        is_serialised(value)
+            && self
+                .needles
+                .iter()
+                .any(|n| !n.is_empty() && value.windows(n.len()).any(|w| w == n.as_slice()))
     }
 
-    fn matches(&self, column: &str) -> String {
-        self.patterns
+    /// SQL: the column holds the URL in some form (byte for byte).
+    fn holds_sql(&self, column: &str) -> String {
+        let any = self
+            .patterns
             .iter()
-            .map(|_| format!("CAST({} AS BINARY) LIKE ?", qi(column)))
+            .map(|p| format!("CAST({} AS BINARY) LIKE {p}", qi(column)))
             .collect::<Vec<_>>()
-            .join(" OR ")
+            .join(" OR ");
+        format!("({any})")
+    }
+
+    /// SQL: a value of the client pass ([`Pass::holds`]).
+    fn matches(&self, column: &str) -> String {
+        format!(
+            "({} AND {})",
+            self.holds_sql(column),
+            serialised_sql(column)
+        )
+    }
+
+    /// SQL: a value of the server pass: holds the URL, not serialised.
+    fn plain(&self, column: &str) -> String {
+        format!(
+            "({} AND NOT {})",
+            self.holds_sql(column),
+            serialised_sql(column)
+        )
+    }
+
+    /// The rewrite of a plain value, as the server runs it: the pairs'
+    /// REPLACEs in the rewriter's order.
+    fn replace_sql(&self, column: &str) -> String {
+        self.rewriter
+            .pairs()
+            .iter()
+            .fold(qi(column), |inner, (from, to)| {
+                format!(
+                    "REPLACE({inner}, {}, {})",
+                    hex_literal(from),
+                    hex_literal(to)
+                )
+            })
+    }
+
+    /// The server pass: every value that holds the URL and is not
+    /// serialised is rewritten in place, a key range at a time when the
+    /// table has one integer key (one statement otherwise). Each range is
+    /// counted first, per column, for the report (and for a dry run, which
+    /// stops there).
+    async fn in_place(
+        &self,
+        conn: &mut Conn,
+        table: &str,
+        pk: &[String],
+        cols: &mut [ColumnReport],
+    ) -> Result<(), RewriteError> {
+        let all = "*";
+        let t = qi(table);
+        let plain: Vec<String> = cols.iter().map(|c| self.plain(&c.column)).collect();
+        let any = plain.join(" OR ");
+        let sums = plain
+            .iter()
+            .map(|m| format!("COALESCE(SUM({m}), 0)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for range in key_ranges(conn, table, pk).await? {
+            let within = match (&range, pk) {
+                (Some((lo, hi)), [key]) => format!(" AND {k} >= {lo} AND {k} < {hi}", k = qi(key)),
+                _ => String::new(),
+            };
+            let counts: Option<Row> = conn
+                .query_first(format!("SELECT {sums} FROM {t} WHERE ({any}){within}"))
+                .await
+                .map_err(|e| fail(table, all, e))?;
+            let counts: Vec<u64> = counts
+                .map(|row| {
+                    row.unwrap()
+                        .into_iter()
+                        .map(|v| mysql_async::from_value_opt::<u64>(v).unwrap_or(0))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if counts.iter().all(|n| *n == 0) {
+                continue;
+            }
+            let mut sets = Vec::new();
+            for ((col, n), m) in cols.iter_mut().zip(&counts).zip(&plain) {
+                if *n > 0 {
+                    // A plain value that holds the URL always changes.
+                    col.matched += n;
+                    col.changed += n;
+                    let c = qi(&col.column);
+                    sets.push(format!(
+                        "{c} = IF({m}, {}, {c})",
+                        self.replace_sql(&col.column)
+                    ));
+                }
+            }
+            if !self.dry_run {
+                conn.query_drop(format!(
+                    "UPDATE {t} SET {} WHERE ({any}){within}",
+                    sets.join(", ")
+                ))
+                .await
+                .map_err(|e| fail(table, all, e))?;
+            }
+        }
+        Ok(())
     }
 
     /// A table without a primary key: identical values get identical
@@ -233,9 +381,13 @@ impl Pass<'_> {
     ) -> Result<(), RewriteError> {
         let (table, column) = (col.table.clone(), col.column.clone());
         let c = qi(&column);
+        // Grouped by the stored bytes, not by the collation: `A` and `a`
+        // variants are different values, each rewritten and counted by rows.
+        // The group's bytes page the scan and find its rows again.
         let select = |after: bool| {
             format!(
-                "SELECT DISTINCT {c} FROM {t} WHERE ({m}){more} ORDER BY CAST({c} AS BINARY) LIMIT {VALUE_PAGE}",
+                "SELECT MIN({c}), COUNT(*), CAST({c} AS BINARY) FROM {t} WHERE ({m}){more} \
+                 GROUP BY CAST({c} AS BINARY) ORDER BY CAST({c} AS BINARY) LIMIT {VALUE_PAGE}",
                 t = qi(&table),
                 m = self.matches(&column),
                 more = if after {
@@ -256,35 +408,37 @@ impl Pass<'_> {
         let mut after: Option<Vec<u8>> = None;
         let result = async {
             loop {
-                let mut params: Vec<Value> = self
-                    .patterns
-                    .iter()
-                    .map(|p| Value::from(p.clone()))
-                    .collect();
+                let mut params: Vec<Value> = Vec::new();
                 if let Some(last) = &after {
                     params.push(Value::from(last.clone()));
                 }
-                let values: Vec<Option<Vec<u8>>> = reader
+                let groups: Vec<(Option<Vec<u8>>, u64, Vec<u8>)> = reader
                     .exec(select(after.is_some()), params)
                     .await
                     .map_err(|e| fail(&table, &column, e))?;
-                let n = values.len();
+                let n = groups.len();
                 let mut updates = Vec::new();
-                for old in values.into_iter().flatten() {
-                    col.matched += 1;
-                    match self.rewriter.rewrite(&old) {
-                        Outcome::Changed(new) => {
-                            col.changed += 1;
-                            updates.push(vec![Value::from(new), Value::from(old.clone())]);
+                for (value, rows, stored) in groups {
+                    if let Some(old) = value {
+                        col.matched += rows;
+                        match self.rewriter.rewrite(&old) {
+                            Outcome::Changed(new) => {
+                                col.changed += rows;
+                                updates.push(vec![Value::from(new), Value::from(stored.clone())]);
+                            }
+                            Outcome::Unparseable(why) => {
+                                for _ in 0..rows {
+                                    note(
+                                        col,
+                                        String::from_utf8_lossy(&old[..old.len().min(60)]).into(),
+                                        why.clone(),
+                                    );
+                                }
+                            }
+                            Outcome::Unchanged => {}
                         }
-                        Outcome::Unparseable(why) => note(
-                            col,
-                            String::from_utf8_lossy(&old[..old.len().min(60)]).into(),
-                            why,
-                        ),
-                        Outcome::Unchanged => {}
                     }
-                    after = Some(old);
+                    after = Some(stored);
                 }
                 if !self.dry_run && !updates.is_empty() {
                     apply(writer, &[(update.clone(), updates)])
@@ -324,18 +478,10 @@ impl Pass<'_> {
             .map(|c| self.matches(&c.column))
             .collect::<Vec<_>>()
             .join(" OR ");
-        let cond = pk
-            .iter()
-            .map(|k| format!("{} = ?", qi(k)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
         let all = "*";
         let mut after: Option<Vec<Value>> = None;
         loop {
-            let mut params: Vec<Value> = cols
-                .iter()
-                .flat_map(|_| self.patterns.iter().map(|p| Value::from(p.clone())))
-                .collect();
+            let mut params: Vec<Value> = Vec::new();
             let page_filter = match &after {
                 Some(last) => {
                     params.extend(last.iter().cloned());
@@ -352,8 +498,8 @@ impl Pass<'_> {
                 .await
                 .map_err(|e| fail(table, all, e))?;
             let n = rows.len();
-            // Updates grouped by which columns changed (one statement each).
-            let mut updates: BTreeMap<Vec<usize>, Vec<Vec<Value>>> = BTreeMap::new();
+            // Updates grouped by which columns changed: (key, new values).
+            let mut updates: BTreeMap<Vec<usize>, Vec<KeyedUpdate>> = BTreeMap::new();
             for row in rows {
                 let mut vals = row.unwrap();
                 let values = vals.split_off(pk.len());
@@ -384,25 +530,17 @@ impl Pass<'_> {
                 }
                 if !changed.is_empty() {
                     let which: Vec<usize> = changed.iter().map(|(i, _)| *i).collect();
-                    let mut p: Vec<Value> =
-                        changed.into_iter().map(|(_, v)| Value::from(v)).collect();
-                    p.extend(vals);
-                    updates.entry(which).or_default().push(p);
+                    let values = changed.into_iter().map(|(_, v)| v).collect();
+                    updates
+                        .entry(which)
+                        .or_default()
+                        .push(KeyedUpdate { key: vals, values });
                 }
             }
             if !self.dry_run && !updates.is_empty() {
-                let batches: Vec<(String, Vec<Vec<Value>>)> = updates
-                    .into_iter()
-                    .map(|(which, rows)| {
-                        let set = which
-                            .iter()
-                            .map(|i| format!("{} = ?", qi(&cols[*i].column)))
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        (format!("UPDATE {} SET {set} WHERE {cond}", qi(table)), rows)
-                    })
-                    .collect();
-                apply(writer, &batches)
+                let columns: Vec<&str> = cols.iter().map(|c| c.column.as_str()).collect();
+                let statements = multi_row_updates(table, pk, &columns, updates);
+                apply(writer, &statements)
                     .await
                     .map_err(|e| fail(table, all, e))?;
             }
@@ -413,11 +551,122 @@ impl Pass<'_> {
     }
 }
 
+/// One row's rewrite: its key and the new values of the columns that changed.
+struct KeyedUpdate {
+    key: Vec<Value>,
+    values: Vec<Vec<u8>>,
+}
+
+/// A page's rewrites as few statements: per set of changed columns,
+/// `UPDATE t SET c = CASE <key> WHEN … THEN … ELSE c END, … WHERE <key> IN (…)`,
+/// cut where the new values reach [`UPDATE_BYTES`]. One round trip per
+/// statement instead of one per row.
+fn multi_row_updates(
+    table: &str,
+    pk: &[String],
+    columns: &[&str],
+    updates: BTreeMap<Vec<usize>, Vec<KeyedUpdate>>,
+) -> Vec<(String, Vec<Vec<Value>>)> {
+    let key_list = pk.iter().map(|k| qi(k)).collect::<Vec<_>>().join(", ");
+    let key_marks = format!("({})", vec!["?"; pk.len()].join(", "));
+    let (case_on, when, key_in) = if pk.len() == 1 {
+        (
+            format!("CASE {key_list}"),
+            "WHEN ?".to_string(),
+            format!("{key_list} IN"),
+        )
+    } else {
+        (
+            "CASE".to_string(),
+            format!("WHEN ({key_list}) = {key_marks}"),
+            format!("({key_list}) IN"),
+        )
+    };
+    let one_key = if pk.len() == 1 {
+        "?".to_string()
+    } else {
+        key_marks
+    };
+    let mut statements = Vec::new();
+    for (which, rows) in updates {
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while let Some(row) = rows.next_if(|_| batch.is_empty() || bytes < UPDATE_BYTES) {
+                bytes += row.values.iter().map(Vec::len).sum::<usize>();
+                batch.push(row);
+            }
+            let mut params = Vec::new();
+            let mut sets = Vec::new();
+            for (slot, column) in which.iter().enumerate() {
+                let c = qi(columns[*column]);
+                let arms = vec![format!("{when} THEN ?"); batch.len()].join(" ");
+                sets.push(format!("{c} = {case_on} {arms} ELSE {c} END"));
+                for row in &batch {
+                    params.extend(row.key.iter().cloned());
+                    params.push(Value::from(row.values[slot].clone()));
+                }
+            }
+            for row in &batch {
+                params.extend(row.key.iter().cloned());
+            }
+            let keys = vec![one_key.as_str(); batch.len()].join(", ");
+            statements.push((
+                format!(
+                    "UPDATE {} SET {} WHERE {key_in} ({keys})",
+                    qi(table),
+                    sets.join(", ")
+                ),
+                vec![params],
+            ));
+        }
+    }
+    statements
+}
+
 fn note(col: &mut ColumnReport, key: String, why: String) {
     col.unparseable += 1;
     if col.unparseable_rows.len() < LISTED {
         col.unparseable_rows.push(format!("{key}: {why}"));
     }
+}
+
+/// The ranges [lo, hi) of the table's one integer key, [`BULK_KEYS`] wide,
+/// from its smallest key to its largest; `[None]` (the whole table at once)
+/// for any other key.
+async fn key_ranges(
+    conn: &mut Conn,
+    table: &str,
+    pk: &[String],
+) -> Result<Vec<Option<(i128, i128)>>, RewriteError> {
+    let [key] = pk else { return Ok(vec![None]) };
+    let k = qi(key);
+    let bounds: Option<Row> = conn
+        .exec_first(format!("SELECT MIN({k}), MAX({k}) FROM {}", qi(table)), ())
+        .await
+        .map_err(|e| fail(table, key, e))?;
+    let int = |v: &Value| match v {
+        Value::Int(i) => Some(i128::from(*i)),
+        Value::UInt(u) => Some(i128::from(*u)),
+        _ => None,
+    };
+    let Some((lo, hi)) = bounds.and_then(|row| {
+        let v = row.unwrap();
+        Some((int(v.first()?)?, int(v.get(1)?)?))
+    }) else {
+        return Ok(vec![None]);
+    };
+    // Sparse keys (random ids) would make most ranges empty: at most
+    // MAX_RANGES, wider ones then.
+    let step = BULK_KEYS.max((hi - lo + MAX_RANGES) / MAX_RANGES);
+    let mut ranges = Vec::new();
+    let mut at = lo;
+    while at <= hi {
+        ranges.push(Some((at, at + step)));
+        at += step;
+    }
+    Ok(ranges)
 }
 
 /// One transaction per page of updates.
