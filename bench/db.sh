@@ -2,12 +2,25 @@
 # Benchmark (not a test): wpdr against the tools a user would pick instead, on
 # the same WordPress-shaped data, in one run. Prints times, ratios and peak RSS.
 #
-#   bench/db.sh                 build the data set once (cached), then time everything
+#   bench/db.sh                 build the data sets once (cached), then time everything
 #   BENCH_SCALE=0.1 bench/db.sh a tenth of the data, for a quick look
+#   BENCH_DATA=realistic bench/db.sh   one data set only
+#
+# Two data sets, the same tables and row counts: `realistic` post bodies are
+# varied words (bench/post_text.py; the dump compresses about 3x with zstd -1,
+# like real posts), `synthetic` ones repeat hashes (about 11x: flattering to
+# anything that compresses). Each run prints the dump's compression ratio.
 #
 # Backup:  wpdr backup (local store)  vs  mariadb-dump --single-transaction | zstd -1  vs  mydumper -t 2
 # Restore: wpdr restore db            vs  zstd -dc | mariadb                          vs  myloader -t 2
 set -euo pipefail
+DATA_SETS="${BENCH_DATA:-realistic synthetic}"
+if [ "$DATA_SETS" != "${DATA_SETS%% *}" ]; then
+  for d in $DATA_SETS; do BENCH_DATA=$d bash "$0" "$@"; done
+  exit 0
+fi
+DATA="$DATA_SETS"
+case "$DATA" in realistic|synthetic) ;; *) echo "BENCH_DATA: '$DATA' is not realistic or synthetic" >&2; exit 2 ;; esac
 source "$(dirname "$0")/lib.sh"
 bench_setup mydumper
 
@@ -16,6 +29,7 @@ POSTS=$(python3 -c "print(int(100000*$SCALE))")
 META=$(python3 -c "print(int(3000000*$SCALE))")
 NARROW=$(python3 -c "print(int(10000000*$SCALE))")
 DB="bench_wp_${POSTS}"
+[ "$DATA" = realistic ] && DB="bench_wpr_${POSTS}"
 WORK="${BENCH_DIR:-/tmp/wpdr-bench}"
 rm -rf "$WORK/out"; mkdir -p "$WORK/out"
 M=(mariadb --no-defaults -h127.0.0.1 -P"$WPDR_TEST_DB_PORT" -u"$WPDR_TEST_DB_USER" -p"$WPDR_TEST_DB_PASSWORD")
@@ -23,8 +37,19 @@ CONN=(-h127.0.0.1 -P"$WPDR_TEST_DB_PORT" -u"$WPDR_TEST_DB_USER" -p"$WPDR_TEST_DB
 
 have=$("${M[@]}" -N -e "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='$DB' AND TABLE_NAME='wp_narrow'" 2>/dev/null || echo 0)
 if [ "$have" != "1" ]; then
-  echo "== building $DB (posts=$POSTS postmeta=$META narrow=$NARROW); this is cached for later runs"
+  echo "== building $DB ($DATA posts=$POSTS postmeta=$META narrow=$NARROW); this is cached for later runs"
   "${M[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci"
+  # The post bodies: repeated hashes (synthetic) or varied words (realistic).
+  BODY="CONCAT('<!-- wp:paragraph --><p>', REPEAT(CONCAT(SHA2(seq, 512), ' lorem ipsum dolor sit amet, ', MD5(seq * 7), ' ünïcødé ✓ '), 1 + seq % 40), '</p><!-- /wp:paragraph -->')"
+  FROM="seq_1_to_${POSTS}"
+  if [ "$DATA" = realistic ]; then
+    mkdir -p "$WORK"
+    python3 "$(dirname "$0")/post_text.py" "$POSTS" "$WORK/posts-$POSTS.txt"
+    "${M[@]}" --local-infile=1 "$DB" -e "CREATE TABLE bench_text (id int unsigned NOT NULL AUTO_INCREMENT PRIMARY KEY, body longtext NOT NULL);
+      LOAD DATA LOCAL INFILE '$WORK/posts-$POSTS.txt' INTO TABLE bench_text FIELDS ESCAPED BY '' (body)"
+    BODY="t.body"
+    FROM="seq_1_to_${POSTS} JOIN bench_text t ON t.id = seq"
+  fi
   "${M[@]}" "$DB" <<SQL
 SET SESSION sql_log_bin = 0;
 CREATE TABLE wp_posts (
@@ -44,11 +69,12 @@ CREATE TABLE wp_posts (
 ) ENGINE=InnoDB;
 INSERT INTO wp_posts (post_author, post_date, post_date_gmt, post_content, post_title, post_excerpt, post_name, to_ping, pinged, post_modified, post_modified_gmt, post_content_filtered, guid, post_type)
 SELECT seq % 20 + 1, FROM_UNIXTIME(1600000000 + seq * 600), FROM_UNIXTIME(1600000000 + seq * 600),
-  CONCAT('<!-- wp:paragraph --><p>', REPEAT(CONCAT(SHA2(seq, 512), ' lorem ipsum dolor sit amet, ', MD5(seq * 7), ' ünïcødé ✓ '), 1 + seq % 40), '</p><!-- /wp:paragraph -->'),
+  $BODY,
   CONCAT('Post number ', seq, ' ', MD5(seq)), '', CONCAT('post-', seq), '', '',
   FROM_UNIXTIME(1600000000 + seq * 601), FROM_UNIXTIME(1600000000 + seq * 601), '',
   CONCAT('https://example.com/?p=', seq), IF(seq % 10 = 0, 'attachment', 'post')
-FROM seq_1_to_${POSTS};
+FROM $FROM;
+DROP TABLE IF EXISTS bench_text;
 CREATE TABLE wp_postmeta (
   meta_id bigint(20) unsigned NOT NULL AUTO_INCREMENT, post_id bigint(20) unsigned NOT NULL DEFAULT 0,
   meta_key varchar(255) DEFAULT NULL, meta_value longtext,
@@ -108,6 +134,7 @@ run wpdr_backup_sealed "$WPDR -q -c $WORK/out/sealed.yaml backup"
 run mariadb_dump_zstd "mariadb-dump --no-defaults ${CONN[*]} --single-transaction --quick --routines --triggers --events $DB | zstd -1 -q -o $WORK/out/dump.sql.zst"
 run mydumper_t2 "mydumper -h 127.0.0.1 -P $WPDR_TEST_DB_PORT -u $WPDR_TEST_DB_USER -p $WPDR_TEST_DB_PASSWORD -B $DB -t 2 -o $WORK/out/mydumper"
 du -sh "$WORK/out/store" "$WORK/out/dump.sql.zst" "$WORK/out/mydumper" | sed 's/^/  size /'
+echo "  data set $DATA: mariadb-dump output compresses $(python3 -c "print(round($(zstd -dc "$WORK/out/dump.sql.zst" | wc -c) / $(stat -c %s "$WORK/out/dump.sql.zst"), 2))")x with zstd -1"
 
 echo "== restore"
 for d in r_wpdr r_sealed r_client r_myloader; do "${M[@]}" -e "DROP DATABASE IF EXISTS $d"; done

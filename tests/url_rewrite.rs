@@ -323,6 +323,13 @@ async fn each_value_ends_as_the_rewriter_alone_would_leave_it() {
             ser(&format!("{old}/o"))
         ),
         format!("C:3:\"Foo\":{}:{{{old}}}", old.len() + 2),
+        // Multi-byte characters where the serialised test looks: the
+        // server tests characters, the rewriter bytes; they must agree.
+        format!("é:1:{{{old}}}"),
+        format!("a:ü:{{{old}}}"),
+        format!("a:1:{{{old}}}é"),
+        format!("s:9:\"{old}🙂\";🙂"),
+        format!("{}", ser(&format!("{old}/ü🙂"))),
         "N;".to_string(),
         "no address at all".to_string(),
         format!("{}", old.to_uppercase()),
