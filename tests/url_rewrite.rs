@@ -364,7 +364,8 @@ async fn each_value_ends_as_the_rewriter_alone_would_leave_it() {
     let db = svc.database_with("rewrite_passes", &refs).await;
 
     let mut c = svc.admin(Some(&db)).await;
-    let read = |rows: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>)>| rows;
+    type Stored = Option<Vec<u8>>;
+    let read = |rows: Vec<(i64, Stored, Stored, Stored)>| rows;
     let before = read(
         c.exec("SELECT id, txt, bin, lat FROM t ORDER BY id", ())
             .await
