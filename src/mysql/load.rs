@@ -1,12 +1,15 @@
 //! Loads a set's database artifacts into a server and proves the result.
 //!
-//! Order: tables (schema), then data chunks in parallel over N connections
+//! Order: tables (schema), then each table's data chunks over N connections
 //! with foreign-key and unique checks off (the artifacts say so) and binary
-//! logging off when the user may, then routines, views, triggers and events.
-//! Last, every table is re-read and its row count and content checksum are
-//! compared with the manifest.
+//! logging off when the user may; each table, as soon as its own chunks are
+//! in, gets its deferred secondary indexes built and is re-read, its row
+//! count and content checksum compared with the manifest — while other
+//! tables still load ([`super::load_order`]). Last, routines, views,
+//! triggers and events.
 
 use super::checksum::TableChecksum;
+use super::load_order::{LoadQueue, LoadTask};
 use super::pipeline::StatementReader;
 use super::sql::{quote_ident, select_stored};
 use super::workers::Workers;
@@ -18,6 +21,8 @@ use mysql_async::{Conn, Value};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::Notify;
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -66,22 +71,29 @@ pub struct Phase {
 /// Records phase durations as a restore goes.
 struct Phases {
     list: Vec<Phase>,
-    at: std::time::Instant,
+    at: Instant,
 }
 
 impl Phases {
     fn new() -> Self {
         Phases {
             list: Vec::new(),
-            at: std::time::Instant::now(),
+            at: Instant::now(),
         }
     }
 
     fn done(&mut self, name: &'static str) {
-        let seconds = self.at.elapsed().as_secs_f64();
+        self.record(name, Some(Instant::now()));
+    }
+
+    /// A phase that ended at `end` (None: it had nothing to do). Phases that
+    /// overlapped count only the time after the previous one ended.
+    fn record(&mut self, name: &'static str, end: Option<Instant>) {
+        let end = end.unwrap_or(self.at).max(self.at);
+        let seconds = (end - self.at).as_secs_f64();
         tracing::info!(phase = name, seconds, "restore phase done");
         self.list.push(Phase { name, seconds });
-        self.at = std::time::Instant::now();
+        self.at = end;
     }
 }
 
@@ -299,7 +311,8 @@ pub async fn load(
         .iter()
         .map(|t| expect(&t.schema_artifact))
         .collect();
-    let deferred: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    // Deferred index builds: (the table as CREATE TABLE names it, ALTER).
+    let deferred: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
     let hook: Option<StatementHook> = if opts.defer_indexes {
         let deferred = deferred.clone();
         Some(Arc::new(move |stmt: Vec<u8>| {
@@ -307,11 +320,11 @@ pub async fn load(
                 return stmt;
             };
             match defer_secondary_keys(text) {
-                Some((create, alter)) => {
-                    if let Ok(mut d) = deferred.lock() {
-                        d.push(alter);
+                Some(d) => {
+                    if let Ok(mut all) = deferred.lock() {
+                        all.push((d.table, d.alter));
                     }
-                    create.into_bytes()
+                    d.create.into_bytes()
                 }
                 None => stmt,
             }
@@ -329,23 +342,46 @@ pub async fn load(
     )
     .await?;
 
-    // Data: the largest tables' chunks first so the tail is short.
-    let mut data: Vec<(u64, String)> = Vec::new();
-    for t in &section.tables {
+    // Each table's chunks (largest tables first, so the tail is short), then
+    // its deferred index build and its check, overlapped across tables.
+    let mut data: Vec<(usize, String)> = Vec::new();
+    for (i, t) in section.tables.iter().enumerate() {
         for p in &t.data_artifacts {
-            data.push((t.rows, p.clone()));
+            data.push((i, p.clone()));
         }
     }
-    data.sort_by_key(|d| std::cmp::Reverse(d.0));
-    let data = data.into_iter().map(|d| expect(&d.1)).collect();
-    let (conns, s2) =
-        run_artifacts(conns, data, store.clone(), set_key, progress.clone(), None).await?;
-    phases.done("data");
-
-    // Secondary indexes, built by sorting now that the data is in.
-    let alters = deferred.lock().map(|d| d.clone()).unwrap_or_default();
-    let mut conns = run_sql(conns, alters).await?;
-    phases.done("indexes");
+    data.sort_by_key(|(i, _)| std::cmp::Reverse(section.tables[*i].rows));
+    let mut alters: Vec<Option<String>> = vec![None; section.tables.len()];
+    let mut unplaced = Vec::new();
+    for (table, alter) in deferred.lock().map(|d| d.clone()).unwrap_or_default() {
+        match section
+            .tables
+            .iter()
+            .position(|t| quote_ident(&t.name) == table)
+        {
+            Some(i) if alters[i].is_none() => alters[i] = Some(alter),
+            _ => unplaced.push(alter),
+        }
+    }
+    let work = TableWork {
+        tables: section.tables.clone(),
+        chunks: data.iter().map(|(_, p)| expect(p)).collect(),
+        alters,
+        store: store.clone(),
+        set_key: set_key.to_string(),
+        progress: progress.clone(),
+    };
+    let order = data
+        .iter()
+        .enumerate()
+        .map(|(chunk, (table, _))| (*table, chunk))
+        .collect();
+    let (conns, s2, tables, marks) = load_tables(conns, work, order).await?;
+    // Index builds whose table was not recognised still run, after all rows.
+    let mut conns = run_sql(conns, unplaced).await?;
+    phases.record("data", marks.chunks);
+    phases.record("indexes", marks.indexes);
+    phases.record("verify", marks.checks);
 
     // Schema objects in their fixed order, on one connection.
     let mut object_paths: Vec<String> =
@@ -361,9 +397,10 @@ pub async fn load(
         s3 = n;
     }
 
+    for c in conns {
+        let _ = c.disconnect().await;
+    }
     phases.done("objects");
-    let tables = verify_tables(conns, &section.tables).await?;
-    phases.done("verify");
     Ok(LoadReport {
         database: target_db.to_string(),
         statements: s1 + s2 + s3,
@@ -403,11 +440,20 @@ async fn run_sql(conns: Vec<Conn>, statements: Vec<String>) -> Result<Vec<Conn>,
     Ok(out)
 }
 
+/// A `CREATE TABLE` without its plain secondary indexes, and the index build
+/// that adds them once the rows are in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferredKeys {
+    pub create: String,
+    /// The table as the statement names it (quoted).
+    pub table: String,
+    pub alter: String,
+}
+
 /// Splits the plain secondary indexes (`KEY ...` lines) off a `CREATE TABLE`
-/// as `SHOW CREATE TABLE` prints it, returning the reduced statement and the
-/// `ALTER TABLE ... ADD KEY ...` that restores them. Tables with foreign keys,
-/// full-text or spatial indexes, or anything unexpected are left whole.
-pub fn defer_secondary_keys(create: &str) -> Option<(String, String)> {
+/// as `SHOW CREATE TABLE` prints it. Tables with foreign keys, full-text or
+/// spatial indexes, or anything unexpected are left whole (`None`).
+pub fn defer_secondary_keys(create: &str) -> Option<DeferredKeys> {
     let body_start = create.find("CREATE TABLE `")?;
     if body_start != 0 && !create[..body_start].trim().is_empty() {
         return None;
@@ -460,7 +506,11 @@ pub fn defer_secondary_keys(create: &str) -> Option<(String, String)> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    Some((out, alter))
+    Some(DeferredKeys {
+        create: out,
+        table: name.to_string(),
+        alter,
+    })
 }
 
 /// Re-reads every table and computes the same row count and checksum as the dump.
@@ -479,21 +529,7 @@ pub async fn verify_tables(
             loop {
                 let next = queue.lock().ok().and_then(|mut q| q.pop_front());
                 let Some((i, t)) = next else { break };
-                // Rows kept elsewhere (FEDERATED, ...) are not the set's to check.
-                let sum = match t.rows_not_stored {
-                    Some(_) => TableChecksum::default(),
-                    None => table_checksum(&mut conn, &t).await?,
-                };
-                out.push((
-                    i,
-                    TableCheck {
-                        table: t.name.clone(),
-                        expected_rows: t.rows,
-                        found_rows: sum.rows,
-                        expected_checksum: t.checksum.clone(),
-                        found_checksum: sum.hex(),
-                    },
-                ));
+                out.push((i, check_table(&mut conn, &t).await?));
             }
             let _ = conn.disconnect().await;
             Ok::<_, MysqlError>(out)
@@ -513,6 +549,197 @@ pub async fn verify_tables(
     }
     all.sort_by_key(|x| x.0);
     Ok(all.into_iter().map(|x| x.1).collect())
+}
+
+/// Re-reads one table and compares it with its manifest entry.
+async fn check_table(conn: &mut Conn, t: &TableEntry) -> Result<TableCheck, MysqlError> {
+    // Rows kept elsewhere (FEDERATED, ...) are not the set's to check.
+    let sum = match t.rows_not_stored {
+        Some(_) => TableChecksum::default(),
+        None => table_checksum(conn, t).await?,
+    };
+    Ok(TableCheck {
+        table: t.name.clone(),
+        expected_rows: t.rows,
+        found_rows: sum.rows,
+        expected_checksum: t.checksum.clone(),
+        found_checksum: sum.hex(),
+    })
+}
+
+/// What the per-table load works on.
+struct TableWork {
+    tables: Vec<TableEntry>,
+    /// Data artifacts: path and (size, SHA-256) to check while reading.
+    chunks: Vec<(String, Option<(u64, String)>)>,
+    alters: Vec<Option<String>>,
+    store: Arc<Store>,
+    set_key: String,
+    progress: Progress,
+}
+
+/// When the last chunk, index build and check finished (None: there was none).
+#[derive(Debug, Default, Clone, Copy)]
+struct Marks {
+    chunks: Option<Instant>,
+    indexes: Option<Instant>,
+    checks: Option<Instant>,
+}
+
+struct Shared {
+    queue: LoadQueue,
+    failed: bool,
+    checks: Vec<Option<TableCheck>>,
+    marks: Marks,
+}
+
+/// Loads every table's chunks, builds its deferred indexes and checks it,
+/// each connection taking the next task [`LoadQueue`] has ready. The first
+/// failure stops every worker at its next task.
+async fn load_tables(
+    conns: Vec<Conn>,
+    work: TableWork,
+    order: Vec<(usize, usize)>,
+) -> Result<(Vec<Conn>, u64, Vec<TableCheck>, Marks), MysqlError> {
+    let work = Arc::new(work);
+    let shared = Arc::new(Mutex::new(Shared {
+        queue: LoadQueue::new(order, work.alters.iter().map(Option::is_some).collect()),
+        failed: false,
+        checks: vec![None; work.tables.len()],
+        marks: Marks::default(),
+    }));
+    let notify = Arc::new(Notify::new());
+    let poisoned = || MysqlError::Query {
+        doing: "loading tables".into(),
+        detail: "the load's shared state was poisoned by a panic".into(),
+    };
+    let mut handles = Workers::new();
+    for mut conn in conns {
+        let (work, shared, notify) = (work.clone(), shared.clone(), notify.clone());
+        handles.spawn(async move {
+            let mut statements = 0u64;
+            loop {
+                let task = loop {
+                    let notified = notify.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    {
+                        let mut s = shared.lock().map_err(|_| poisoned())?;
+                        if s.failed {
+                            return Ok((conn, statements));
+                        }
+                        if let Some(task) = s.queue.take() {
+                            break task;
+                        }
+                        if s.queue.done() {
+                            return Ok((conn, statements));
+                        }
+                    }
+                    notified.await;
+                };
+                let outcome = run_task(&mut conn, &work, &task).await;
+                {
+                    let mut s = shared.lock().map_err(|_| poisoned())?;
+                    match outcome {
+                        Ok(done) => {
+                            let now = Some(Instant::now());
+                            match (&task, done) {
+                                (LoadTask::Chunk { .. }, TaskDone::Statements(n)) => {
+                                    statements += n;
+                                    s.marks.chunks = now;
+                                }
+                                (LoadTask::Check { table }, TaskDone::Checked(check)) => {
+                                    s.checks[*table] = Some(check);
+                                    s.marks.checks = now;
+                                }
+                                _ => s.marks.indexes = now,
+                            }
+                            s.queue.finished(&task);
+                        }
+                        Err(e) => {
+                            s.failed = true;
+                            drop(s);
+                            notify.notify_waiters();
+                            return Err(e);
+                        }
+                    }
+                }
+                notify.notify_waiters();
+            }
+        });
+    }
+    let mut conns = Vec::new();
+    let mut total = 0;
+    let mut first_err = None;
+    for h in handles.join().await {
+        match h {
+            Ok(Ok((c, n))) => {
+                conns.push(c);
+                total += n;
+            }
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(MysqlError::Query {
+                    doing: "a load worker".into(),
+                    detail: e.to_string(),
+                });
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let s = shared.lock().map_err(|_| poisoned())?;
+    let checks = s
+        .checks
+        .iter()
+        .zip(&work.tables)
+        .map(|(c, t)| {
+            c.clone().ok_or_else(|| MysqlError::Query {
+                doing: format!("checking {}", t.name),
+                detail: "the load ended without checking this table".into(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((conns, total, checks, s.marks))
+}
+
+enum TaskDone {
+    Statements(u64),
+    Indexed,
+    Checked(TableCheck),
+}
+
+async fn run_task(
+    conn: &mut Conn,
+    work: &TableWork,
+    task: &LoadTask,
+) -> Result<TaskDone, MysqlError> {
+    match *task {
+        LoadTask::Chunk { chunk, .. } => {
+            let (path, expected) = &work.chunks[chunk];
+            let mut reader = StatementReader::open(
+                &work.store,
+                &format!("{}{path}", work.set_key),
+                path,
+                expected.clone(),
+            )
+            .await?;
+            let n = run_statements(conn, &mut reader, path, &work.progress, None).await?;
+            Ok(TaskDone::Statements(n))
+        }
+        LoadTask::Indexes { table } => {
+            if let Some(alter) = &work.alters[table] {
+                exec(conn, alter).await?;
+            }
+            Ok(TaskDone::Indexed)
+        }
+        LoadTask::Check { table } => Ok(TaskDone::Checked(
+            check_table(conn, &work.tables[table]).await?,
+        )),
+    }
 }
 
 /// Row count and content checksum of one table, as the dump computes them.
@@ -544,7 +771,12 @@ mod tests {
     #[test]
     fn defers_plain_secondary_keys_only() {
         let create = "CREATE TABLE `wp_postmeta` (\n  `meta_id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n  `meta_key` varchar(255) DEFAULT NULL,\n  PRIMARY KEY (`meta_id`),\n  UNIQUE KEY `u` (`meta_key`),\n  KEY `post_id` (`post_id`),\n  KEY `meta_key` (`meta_key`(191))\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
-        let (c, a) = defer_secondary_keys(create).unwrap();
+        let DeferredKeys {
+            create: c,
+            alter: a,
+            table,
+        } = defer_secondary_keys(create).unwrap();
+        assert_eq!(table, "`wp_postmeta`");
         assert_eq!(c, "CREATE TABLE `wp_postmeta` (\n  `meta_id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n  `meta_key` varchar(255) DEFAULT NULL,\n  PRIMARY KEY (`meta_id`),\n  UNIQUE KEY `u` (`meta_key`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4");
         assert_eq!(a, "ALTER TABLE `wp_postmeta` ADD KEY `post_id` (`post_id`), ADD KEY `meta_key` (`meta_key`(191))");
         assert!(defer_secondary_keys("CREATE TABLE `c` (\n  `a` int,\n  KEY `a` (`a`),\n  CONSTRAINT `f` FOREIGN KEY (`a`) REFERENCES `p` (`id`)\n) ENGINE=InnoDB").is_none());

@@ -6,6 +6,7 @@ pub mod checksum;
 pub mod dump;
 pub mod gtid;
 pub mod load;
+pub mod load_order;
 pub mod pipeline;
 pub mod seed;
 pub mod sql;
