@@ -200,32 +200,7 @@ async fn a_keyless_table_larger_than_a_page_is_rewritten_once_per_value() {
             ],
         )
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = svc.local_config(dir.path(), &db, "");
-    let target = format!(
-        "mysql://{}@127.0.0.1:{}/{db}",
-        svc.var("WPDR_TEST_DB_USER"),
-        svc.db_port()
-    );
-    let out = svc
-        .wpdr_cmd(
-            &cfg,
-            &[
-                "--output",
-                "json",
-                "rewrite-url",
-                "--target",
-                &target,
-                "--from",
-                old,
-                "--to",
-                new,
-            ],
-        )
-        .env("WPDR_TARGET_PASSWORD", svc.var("WPDR_TEST_DB_PASSWORD"))
-        .output()
-        .unwrap();
-    let report = json(&out);
+    let report = rewrite_url(&svc, &db, old, new);
     // Rows, not distinct values.
     assert_eq!(report["rows_changed"].as_u64(), Some(4000), "{report}");
     let mut c = svc.admin(Some(&db)).await;

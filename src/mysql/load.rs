@@ -172,6 +172,14 @@ async fn run_artifacts(
             Ok((conn, statements))
         });
     }
+    join_loaders(handles).await
+}
+
+/// Waits for every load worker: their connections and statement counts, or
+/// the first error (a worker that panicked is one).
+async fn join_loaders(
+    handles: Workers<Result<(Conn, u64), MysqlError>>,
+) -> Result<(Vec<Conn>, u64), MysqlError> {
     let mut conns = Vec::new();
     let mut total = 0;
     let mut first_err = None;
@@ -668,29 +676,7 @@ async fn load_tables(
             }
         });
     }
-    let mut conns = Vec::new();
-    let mut total = 0;
-    let mut first_err = None;
-    for h in handles.join().await {
-        match h {
-            Ok(Ok((c, n))) => {
-                conns.push(c);
-                total += n;
-            }
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(e) => {
-                first_err.get_or_insert(MysqlError::Query {
-                    doing: "a load worker".into(),
-                    detail: e.to_string(),
-                });
-            }
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
+    let (conns, total) = join_loaders(handles).await?;
     let s = shared.lock().map_err(|_| poisoned())?;
     let checks = s
         .checks
