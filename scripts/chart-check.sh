@@ -226,8 +226,9 @@ for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner", "trust",
     r = subprocess.run([os.environ.get("WPDR", "target/debug/wpdr"), "--config", f"{cfgdir}/wpdr.yaml", "check-config", "--schedules", f"{cfgdir}/schedules"], capture_output=True, text=True)
     check(r.returncode == 0, f"{variant}: wpdr rejects the rendered config: {r.stderr}")
 
-# The walkthrough's demo site too.
-r = subprocess.run(["kubernetes-validate", "-k", "1.32.0", "--strict", "--quiet", *core, "docs/kind/demo-site.yaml"], capture_output=True, text=True)
+# The walkthrough's demo site and the chart's CRD (helm template leaves crds/ out) too.
+r = subprocess.run(["kubernetes-validate", "-k", "1.32.0", "--strict", "--quiet", *core, "docs/kind/demo-site.yaml",
+                    "charts/wpdr/crds/sites.wpdr.io.yaml"], capture_output=True, text=True)
 check(r.returncode == 0, f"schema validation failed:\n{r.stdout}{r.stderr}")
 if failures:
     print("chart-check FAILED:\n  " + "\n  ".join(failures))

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod exit;
+pub mod fleet;
 pub mod jobs;
 pub mod media;
 pub mod mysql;

@@ -1,5 +1,6 @@
 //! Completions and the manual page, generated from the command tree itself
-//! so they never drift from what the binary accepts.
+//! so they never drift from what the binary accepts; the Site CRD, generated
+//! from its Rust types for the same reason.
 
 use anyhow::{Context, Result};
 use clap::CommandFactory;
@@ -50,4 +51,10 @@ fn write_stdout(bytes: &[u8]) -> Result<ExitCode> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::Ok),
         Err(e) => Err(e).context("cannot write to stdout"),
     }
+}
+
+/// The Site CustomResourceDefinition as YAML (`kubectl apply -f -` takes it).
+pub(crate) fn crd() -> Result<ExitCode> {
+    let yaml = wpdr::fleet::site::crd_yaml().context("cannot render the Site CRD")?;
+    write_stdout(yaml.as_bytes())
 }

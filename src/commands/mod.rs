@@ -16,7 +16,8 @@ mod site;
 use anyhow::Result;
 use std::sync::Arc;
 use wpdr::cli::{
-    BinlogCommand, Cli, Command, MediaCommand, RestoreArgs, RestoreCommand, SetsCommand,
+    BinlogCommand, Cli, Command, FleetCommand, MediaCommand, RestoreArgs, RestoreCommand,
+    SetsCommand,
 };
 use wpdr::config::{Config, ProcessEnv};
 use wpdr::exit::ExitCode;
@@ -83,5 +84,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Daemon(args) => daemon::run(&cli, args).await,
         Command::Completions { shell } => docs::completions(*shell),
         Command::Man { dir } => docs::man(dir.as_deref()),
+        Command::Fleet(FleetCommand::Crd) => docs::crd(),
     }
 }
