@@ -122,6 +122,13 @@ pub enum Command {
 pub enum FleetCommand {
     /// Print the Site CustomResourceDefinition (the chart ships it in crds/).
     Crd,
+    /// Check Site manifests as their Jobs will load them (no credential
+    /// inline, no identity, the configuration valid); nothing is contacted.
+    Check {
+        /// YAML files holding Site objects (several per file, `---` between).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -163,3 +163,50 @@ fn regex_lite_binlog(line: &str) -> bool {
         })
     })
 }
+
+/// `wpdr fleet check` reads Site manifests as a GitOps pipeline would check
+/// them: every Site reported, a password written into a Site refused by
+/// path (never echoed), exit 3; and `fleet crd` prints what the chart ships.
+#[test]
+fn fleet_check_names_each_bad_site_and_crd_matches_the_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sites.yaml");
+    std::fs::write(
+        &file,
+        r#"
+apiVersion: wpdr.io/v1alpha1
+kind: Site
+metadata: {name: shop, namespace: shop}
+spec:
+  config: {site: shop, store: {type: s3, bucket: backups}, database: {host: db, user: wpdr, name: wp}}
+  credentials: {databasePassword: {name: shop-db, key: password}}
+---
+apiVersion: wpdr.io/v1alpha1
+kind: Site
+metadata: {name: blog, namespace: blog}
+spec:
+  config: {site: blog, database: {host: db, user: wpdr, password: hunter2}}
+"#,
+    )
+    .unwrap();
+    let out = wpdr(&["-o", "json", "fleet", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report[0]["site"], "shop/shop");
+    assert_eq!(report[0]["ok"], true);
+    assert_eq!(report[1]["ok"], false);
+    let problem = report[1]["problem"].as_str().unwrap();
+    assert!(
+        problem.contains("blog/blog") && problem.contains("database.password"),
+        "{problem}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"));
+
+    let crd = wpdr(&["fleet", "crd"]);
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/wpdr/crds/sites.wpdr.io.yaml"
+    ))
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&crd.stdout), shipped);
+}

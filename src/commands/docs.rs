@@ -58,3 +58,51 @@ pub(crate) fn crd() -> Result<ExitCode> {
     let yaml = wpdr::fleet::site::crd_yaml().context("cannot render the Site CRD")?;
     write_stdout(yaml.as_bytes())
 }
+
+/// Checks every Site in `files`; all are reported, the first failure sets the exit code.
+pub(crate) fn check_sites(cli: &Cli, files: &[std::path::PathBuf]) -> Result<ExitCode> {
+    use serde::Deserialize;
+    use wpdr::exit::Classify;
+    let mut results = Vec::new();
+    let mut code = ExitCode::Ok;
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let site = wpdr::fleet::site::Site::deserialize(doc).with_context(|| {
+                format!(
+                    "{}: not a Site (apiVersion wpdr.io/v1alpha1, kind Site, metadata, spec)",
+                    file.display()
+                )
+            })?;
+            let name = format!(
+                "{}/{}",
+                site.metadata.namespace.as_deref().unwrap_or("default"),
+                site.metadata.name.as_deref().unwrap_or("?")
+            );
+            let problem = site.spec.check(&name).err();
+            if let Some(e) = &problem {
+                if code == ExitCode::Ok {
+                    code = e.exit_code();
+                }
+            }
+            results.push(serde_json::json!({
+                "site": name,
+                "file": file.display().to_string(),
+                "ok": problem.is_none(),
+                "problem": problem.map(|e| e.to_string()),
+            }));
+        }
+    }
+    if cli.output == wpdr::cli::OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for r in &results {
+            match r["problem"].as_str() {
+                None => println!("ok    {}", r["site"].as_str().unwrap_or("?")),
+                Some(p) => println!("FAIL  {p}"),
+            }
+        }
+    }
+    Ok(code)
+}

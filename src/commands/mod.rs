@@ -85,5 +85,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Completions { shell } => docs::completions(*shell),
         Command::Man { dir } => docs::man(dir.as_deref()),
         Command::Fleet(FleetCommand::Crd) => docs::crd(),
+        Command::Fleet(FleetCommand::Check { files }) => docs::check_sites(&cli, files),
     }
 }

@@ -5,10 +5,13 @@
 //! ([`crd_yaml`]); the chart ships the generated file and a test keeps the
 //! two equal.
 
+use crate::config::{Config, ConfigError};
+use crate::exit::{Classify, ExitCode};
 use kube::CustomResource;
 use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// A WordPress site wpdr protects. Namespaced: it lives next to the site,
 /// and its Secret references resolve in its namespace only.
@@ -116,6 +119,173 @@ pub struct DrillStatus {
     pub rpo_seconds: Option<i64>,
 }
 
+/// Why a Site cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    #[error("Site {site}: spec.config.{path} holds a credential inline, readable by anyone who can read Sites; put it in a Secret of the site's namespace and name it in spec.credentials.{instead}")]
+    InlineCredential {
+        site: String,
+        path: String,
+        instead: &'static str,
+    },
+    #[error("Site {site}: spec.config.{path} names a file, but a site's Job mounts none; give the value in spec.credentials (a Secret key) instead")]
+    File { site: String, path: String },
+    #[error("Site {site}: spec.config.{path}: the identity that opens the sets must never be in the cluster (see the README's Threat model); only the restore side holds it")]
+    Identity { site: String, path: String },
+    #[error("Site {site}: {source}")]
+    Config {
+        site: String,
+        #[source]
+        source: ConfigError,
+    },
+}
+
+impl Classify for SiteError {
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::Config
+    }
+    fn metric_label(&self) -> &'static str {
+        "site"
+    }
+}
+
+impl SiteCredentials {
+    /// Each credential given, with the environment variable wpdr reads it
+    /// from: a site's Job gets it as `env: valueFrom: secretKeyRef`.
+    pub fn env(&self) -> Vec<(&'static str, &SecretKeyRef)> {
+        [
+            ("WPDR_DB_PASSWORD", &self.database_password),
+            ("WPDR_S3_ACCESS_KEY_ID", &self.store_access_key_id),
+            ("WPDR_S3_SECRET_ACCESS_KEY", &self.store_secret_access_key),
+            (
+                "WPDR_MEDIA_SOURCE_ACCESS_KEY_ID",
+                &self.media_source_access_key_id,
+            ),
+            (
+                "WPDR_MEDIA_SOURCE_SECRET_ACCESS_KEY",
+                &self.media_source_secret_access_key,
+            ),
+            (
+                "WPDR_MEDIA_OFFSITE_ACCESS_KEY_ID",
+                &self.media_offsite_access_key_id,
+            ),
+            (
+                "WPDR_MEDIA_OFFSITE_SECRET_ACCESS_KEY",
+                &self.media_offsite_secret_access_key,
+            ),
+            ("WPDR_SIGNING_KEY", &self.signing_key),
+            ("WPDR_SECRETS_KEY", &self.secrets_key),
+        ]
+        .into_iter()
+        .filter_map(|(env, r)| r.as_ref().map(|r| (env, r)))
+        .collect()
+    }
+}
+
+/// Keys of the configuration that hold a credential, and where it goes instead.
+const INLINE_CREDENTIALS: &[(&str, &str)] = &[
+    ("password", "databasePassword"),
+    (
+        "secret_access_key",
+        "storeSecretAccessKey / mediaSourceSecretAccessKey / mediaOffsiteSecretAccessKey",
+    ),
+];
+
+/// File settings a Job can still use: public material mounted from a ConfigMap.
+const PUBLIC_FILES: &[&str] = &["ca_file", "recipients_file"];
+
+impl SiteSpec {
+    /// Checks the site as its Jobs will load it, before any Job is made: no
+    /// credential inline, no file a Job would not have, no identity, and
+    /// the configuration valid for wpdr with the referenced credentials
+    /// present (their values are not read: stand-ins take their place).
+    pub fn check(&self, site: &str) -> Result<Config, SiteError> {
+        walk(&self.config, "", &mut |path, key| {
+            let at = || path.trim_start_matches('.').to_string();
+            if key == "identity_file" {
+                return Err(SiteError::Identity {
+                    site: site.to_string(),
+                    path: at(),
+                });
+            }
+            if let Some((_, instead)) = INLINE_CREDENTIALS.iter().find(|(k, _)| *k == key) {
+                return Err(SiteError::InlineCredential {
+                    site: site.to_string(),
+                    path: at(),
+                    instead,
+                });
+            }
+            if key.ends_with("_file") && !PUBLIC_FILES.contains(&key) {
+                return Err(SiteError::File {
+                    site: site.to_string(),
+                    path: at(),
+                });
+            }
+            Ok(())
+        })?;
+        // Key material is parsed when loaded: its stand-in would not be a
+        // key, so only the plain credentials stand in for the check.
+        let env: HashMap<String, String> = self
+            .credentials
+            .env()
+            .into_iter()
+            .filter(|(name, _)| !matches!(*name, "WPDR_SIGNING_KEY" | "WPDR_SECRETS_KEY"))
+            .map(|(name, _)| (name.to_string(), "stand-in".to_string()))
+            .collect();
+        // Public files (a CA bundle) are mounted into the Job, not here:
+        // the Job's own load checks them.
+        let mut config = self.config.clone();
+        drop_keys(&mut config, PUBLIC_FILES);
+        let text = serde_yaml::to_string(&config).map_err(|e| SiteError::Config {
+            site: site.to_string(),
+            source: ConfigError::Parse {
+                path: "spec.config".into(),
+                message: e.to_string(),
+            },
+        })?;
+        Config::from_yaml(&text, &env).map_err(|source| SiteError::Config {
+            site: site.to_string(),
+            source,
+        })
+    }
+}
+
+/// Removes these keys from every object in `v`.
+fn drop_keys(v: &mut serde_json::Value, keys: &[&str]) {
+    match v {
+        serde_json::Value::Object(map) => {
+            map.retain(|k, _| !keys.contains(&k.as_str()));
+            map.values_mut().for_each(|c| drop_keys(c, keys));
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|c| drop_keys(c, keys)),
+        _ => {}
+    }
+}
+
+/// Calls `visit(path, key)` for every key of every object in `v`.
+fn walk(
+    v: &serde_json::Value,
+    path: &str,
+    visit: &mut dyn FnMut(&str, &str) -> Result<(), SiteError>,
+) -> Result<(), SiteError> {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map {
+                let here = format!("{path}.{k}");
+                visit(&here, k)?;
+                walk(child, &here, visit)?;
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                walk(child, &format!("{path}[{i}]"), visit)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Any JSON object: the configuration's own schema is wpdr's (checked when
 /// the site's jobs load it), kept whole by the API server.
 fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -167,6 +337,61 @@ spec:
         );
         assert!(!site.spec.suspend);
         assert_eq!(site.spec.schedules[0].cron, "0 H 2 * * *");
+    }
+
+    fn spec(config: &str) -> SiteSpec {
+        SiteSpec {
+            config: serde_yaml::from_str(config).unwrap(),
+            credentials: SiteCredentials {
+                database_password: Some(SecretKeyRef {
+                    name: "shop-db".into(),
+                    key: "password".into(),
+                }),
+                ..Default::default()
+            },
+            schedules: vec![],
+            suspend: false,
+        }
+    }
+
+    #[test]
+    fn a_site_is_checked_as_its_jobs_will_load_it() {
+        let ok = spec("site: shop\nstore: {type: s3, bucket: b, ca_file: /etc/ca/minio.pem}\ndatabase: {host: db, user: wpdr, name: wp}");
+        let cfg = ok.check("shop/shop").expect("a valid site");
+        assert_eq!(cfg.site, "shop");
+        assert_eq!(
+            ok.credentials.env(),
+            vec![(
+                "WPDR_DB_PASSWORD",
+                ok.credentials.database_password.as_ref().unwrap()
+            )]
+        );
+        for (config, want) in [
+            (
+                "database: {host: db, password: hunter2}",
+                "database.password holds a credential inline",
+            ),
+            (
+                "store: {type: s3, bucket: b, secret_access_key: x}",
+                "store.secret_access_key holds a credential inline",
+            ),
+            (
+                "media: {source: {bucket: a, secret_access_key_file: /s}}",
+                "media.source.secret_access_key_file names a file",
+            ),
+            (
+                "encryption: {identity_file: /k}",
+                "must never be in the cluster",
+            ),
+            ("store: {type: s3, bukket: b}", "bukket"),
+        ] {
+            let err = spec(config).check("shop/shop").unwrap_err().to_string();
+            assert!(
+                err.contains(want) && err.starts_with("Site shop/shop"),
+                "{config}: {err}"
+            );
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 
     #[test]
