@@ -90,7 +90,8 @@ else
   say "using the current context: $IMAGE must already be on its nodes (WPDR_LOAD_IMAGE=1 loads it with kind)"
 fi
 
-random() { head -c 24 /dev/urandom | base64 | tr -d '/+=' | head -c 24; }
+# (cut, not head: a reader that quits early could fail the pipe under pipefail)
+random() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n' | cut -c1-24; }
 secret() { # namespace name key=value...
   local ns=$1 name=$2; shift 2
   local args=()
@@ -106,8 +107,8 @@ for ns in wp wpdr-offsite; do
 done
 # Random credentials once; a rerun keeps them (the data was written with them).
 if ! kubectl -n wp get secret site-credentials >/dev/null 2>&1; then
-  ROOT_PW=$(random) MINIO_USER="wp$(random | head -c 8)" MINIO_PW=$(random)
-  OFF_USER="off$(random | head -c 8)" OFF_PW=$(random)
+  ROOT_PW=$(random) MINIO_USER="wp$(random | cut -c1-8)" MINIO_PW=$(random)
+  OFF_USER="off$(random | cut -c1-8)" OFF_PW=$(random)
   secret wp site-credentials "mariadb-root-password=$ROOT_PW" "wordpress-db-password=$(random)" \
     "minio-root-user=$MINIO_USER" "minio-root-password=$MINIO_PW"
   secret wpdr-offsite offsite-credentials "root-user=$OFF_USER" "root-password=$OFF_PW"
