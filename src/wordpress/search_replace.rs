@@ -333,11 +333,7 @@ impl Pass<'_> {
             .map(|m| format!("COALESCE(SUM({m}), 0)"))
             .collect::<Vec<_>>()
             .join(", ");
-        for range in key_ranges(conn, table, pk).await? {
-            let within = match (&range, pk) {
-                (Some((lo, hi)), [key]) => format!(" AND {k} >= {lo} AND {k} < {hi}", k = qi(key)),
-                _ => String::new(),
-            };
+        for within in key_ranges(conn, table, pk).await? {
             let counts: Option<Row> = conn
                 .query_first(format!("SELECT {sums} FROM {t} WHERE ({any}){within}"))
                 .await
@@ -437,15 +433,12 @@ impl Pass<'_> {
                                 col.changed += rows;
                                 updates.push(vec![Value::from(new), Value::from(stored.clone())]);
                             }
-                            Outcome::Unparseable(why) => {
-                                for _ in 0..rows {
-                                    note(
-                                        col,
-                                        String::from_utf8_lossy(&old[..old.len().min(60)]).into(),
-                                        why.clone(),
-                                    );
-                                }
-                            }
+                            Outcome::Unparseable(why) => note(
+                                col,
+                                rows,
+                                String::from_utf8_lossy(&old[..old.len().min(60)]).into(),
+                                why,
+                            ),
                             Outcome::Unchanged => {}
                         }
                     }
@@ -534,7 +527,7 @@ impl Pass<'_> {
                                 .map(|v| v.as_sql(false))
                                 .collect::<Vec<_>>()
                                 .join(",");
-                            note(col, key, why);
+                            note(col, 1, key, why);
                         }
                         Outcome::Unchanged => {}
                     }
@@ -636,22 +629,26 @@ fn multi_row_updates(
     statements
 }
 
-fn note(col: &mut ColumnReport, key: String, why: String) {
-    col.unparseable += 1;
+/// `rows` rows hold one value that could not be rewritten: counted by rows,
+/// listed once.
+fn note(col: &mut ColumnReport, rows: u64, key: String, why: String) {
+    col.unparseable += rows;
     if col.unparseable_rows.len() < LISTED {
         col.unparseable_rows.push(format!("{key}: {why}"));
     }
 }
 
 /// The ranges [lo, hi) of the table's one integer key, [`BULK_KEYS`] wide,
-/// from its smallest key to its largest; `[None]` (the whole table at once)
-/// for any other key.
+/// from its smallest key to its largest, as WHERE conditions to append
+/// (` AND k >= lo AND k < hi`); one empty condition (the whole table at
+/// once) for any other key.
 async fn key_ranges(
     conn: &mut Conn,
     table: &str,
     pk: &[String],
-) -> Result<Vec<Option<(i128, i128)>>, RewriteError> {
-    let [key] = pk else { return Ok(vec![None]) };
+) -> Result<Vec<String>, RewriteError> {
+    let whole = || Ok(vec![String::new()]);
+    let [key] = pk else { return whole() };
     let k = qi(key);
     let bounds: Option<Row> = conn
         .exec_first(format!("SELECT MIN({k}), MAX({k}) FROM {}", qi(table)), ())
@@ -666,7 +663,7 @@ async fn key_ranges(
         let v = row.unwrap();
         Some((int(v.first()?)?, int(v.get(1)?)?))
     }) else {
-        return Ok(vec![None]);
+        return whole();
     };
     // Sparse keys (random ids) would make most ranges empty: at most
     // MAX_RANGES, wider ones then.
@@ -674,7 +671,7 @@ async fn key_ranges(
     let mut ranges = Vec::new();
     let mut at = lo;
     while at <= hi {
-        ranges.push(Some((at, at + step)));
+        ranges.push(format!(" AND {k} >= {at} AND {k} < {}", at + step));
         at += step;
     }
     Ok(ranges)
