@@ -95,7 +95,7 @@ pub(crate) fn check_sites(cli: &Cli, files: &[std::path::PathBuf]) -> Result<Exi
         }
     }
     if cli.output == wpdr::cli::OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        super::output::print_json(&results)?;
     } else {
         for r in &results {
             match r["problem"].as_str() {
