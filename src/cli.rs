@@ -116,10 +116,71 @@ pub enum Command {
     /// Many sites per cluster: the Site custom resource (sites.wpdr.io).
     #[command(subcommand)]
     Fleet(FleetCommand),
+    /// Run every Site's schedules as Kubernetes Jobs, within caps per
+    /// database server and S3 endpoint, and keep each Site's status (the
+    /// fleet controller; until SIGTERM).
+    Controller(ControllerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// The Jobs' image, service account, resources, node selector and
+    /// tolerations (YAML; the chart renders it from its values).
+    #[arg(long, env = "WPDR_JOB_TEMPLATE", value_name = "FILE")]
+    pub job_template: PathBuf,
+    /// Jobs at once across the fleet.
+    #[arg(long, default_value_t = 20, env = "WPDR_MAX_JOBS")]
+    pub max_jobs: usize,
+    /// Jobs at once against one database server (host:port).
+    #[arg(long, default_value_t = 2, env = "WPDR_PER_DATABASE")]
+    pub per_database: usize,
+    /// Jobs at once against one S3 endpoint.
+    #[arg(long, default_value_t = 8, env = "WPDR_PER_ENDPOINT")]
+    pub per_endpoint: usize,
+    /// Seconds between rounds.
+    #[arg(long, default_value_t = 30, env = "WPDR_ROUND_SECONDS")]
+    pub every_seconds: u64,
+    /// One round, print what it did, exit.
+    #[arg(long)]
+    pub once: bool,
+    /// One round that creates and writes nothing: print what would start.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Plan only while holding a coordination.k8s.io Lease (for several replicas).
+    #[arg(long, env = "WPDR_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Namespace of the Lease (in a pod: its own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease (in a pod: its name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
+    /// Every Site with its newest set's age, last drill and error, worst
+    /// first, and counts for a dashboard (sites failing, out of RPO, never
+    /// drilled). Reads the Sites' status only.
+    Status {
+        /// A site whose newest set is older than this many hours is out of RPO.
+        #[arg(long, default_value_t = 26)]
+        rpo_hours: i64,
+    },
+    /// Run one scheduled job of a site and write its outcome (and the site's
+    /// state) to a file: what each fleet Job runs, with the outcome going to
+    /// its termination message for the controller.
+    RunJob {
+        /// backup, media-sync, prune, verify-latest or drill.
+        #[arg(long)]
+        job: String,
+        /// The schedule's name (recorded in a backup's manifest).
+        #[arg(long)]
+        schedule: String,
+        /// Where to write the outcome JSON (a Job: /dev/termination-log).
+        #[arg(long)]
+        outcome_file: PathBuf,
+    },
     /// Print the Site CustomResourceDefinition (the chart ships it in crds/).
     Crd,
     /// Check Site manifests as their Jobs will load them (no credential

@@ -5,6 +5,7 @@ mod backup;
 mod binlog;
 mod daemon;
 mod docs;
+mod fleet;
 mod keys;
 mod maintenance;
 mod media;
@@ -86,5 +87,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Man { dir } => docs::man(dir.as_deref()),
         Command::Fleet(FleetCommand::Crd) => docs::crd(),
         Command::Fleet(FleetCommand::Check { files }) => docs::check_sites(&cli, files),
+        Command::Fleet(FleetCommand::Status { rpo_hours }) => fleet::status(&cli, *rpo_hours).await,
+        Command::Fleet(FleetCommand::RunJob {
+            job,
+            schedule,
+            outcome_file,
+        }) => fleet::run_job(&cli, job, schedule, outcome_file).await,
+        Command::Controller(args) => fleet::run_controller(&cli, args).await,
     }
 }

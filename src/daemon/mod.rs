@@ -17,7 +17,7 @@ use crate::catalog::Catalog;
 use crate::cluster::lease::LeaderElector;
 use crate::config::Config;
 use crate::exit::{Classify, ExitCode};
-use crate::jobs::{self, CancellationToken, JobContext, JobError, JobReport, Verdict};
+use crate::jobs::{self, CancellationToken, JobContext, JobError, Verdict};
 use crate::store::Store;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -213,18 +213,7 @@ impl Runner {
     async fn execute(&self, schedule: &Schedule) -> Verdict {
         let ctx = JobContext::new(self.cfg.clone(), self.store.clone())
             .with_cancel(self.abandon.child_token());
-        // Each job's future is boxed: together they would make this one
-        // future as large as the largest, on a worker thread's small stack.
         let result: Result<Verdict, JobError> = match schedule.job {
-            JobKind::Backup => Box::pin(jobs::backup::backup(&ctx, &schedule.name))
-                .await
-                .map(|m| m.verdict()),
-            JobKind::Prune => Box::pin(jobs::prune::prune(&ctx, false))
-                .await
-                .map(|r| r.verdict()),
-            JobKind::MediaSync => Box::pin(jobs::media_sync::sync(&ctx, Default::default()))
-                .await
-                .map(|r| r.verdict()),
             JobKind::BinlogArchive => {
                 // The archive runs until told to stop: on SIGTERM, and when
                 // another replica becomes the leader.
@@ -240,30 +229,11 @@ impl Runner {
                     }
                 };
                 tokio::select! {
-                    r = Box::pin(jobs::binlog_archive::archive(&ctx, Default::default())) => r.map(|r| r.verdict()),
+                    r = jobs::run_scheduled(&ctx, JobKind::BinlogArchive, &schedule.name, None) => r,
                     _ = watch => unreachable!("the watch loop never ends"),
                 }
             }
-            JobKind::Drill => {
-                match crate::restore::run::load_plan(schedule.plan.as_deref().unwrap_or("drill")) {
-                    Ok(plan) => jobs::restore::drill(
-                        &ctx,
-                        jobs::restore::DrillRequest {
-                            set: "latest",
-                            plan,
-                            site_url: None,
-                            keep: false,
-                            point: None,
-                        },
-                    )
-                    .await
-                    .map(|(report, _)| report.verdict()),
-                    Err(e) => Err(e.into()),
-                }
-            }
-            JobKind::VerifyLatest => Box::pin(jobs::verify::verify(&ctx, "latest", false))
-                .await
-                .map(|r| r.verdict()),
+            kind => jobs::run_scheduled(&ctx, kind, &schedule.name, schedule.plan.as_deref()).await,
         };
         result.unwrap_or_else(|e| Verdict::from(&e))
     }

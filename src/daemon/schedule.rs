@@ -15,35 +15,7 @@ use std::sync::Arc;
 
 use super::DaemonError;
 
-/// The jobs the daemon can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum JobKind {
-    Backup,
-    Prune,
-    VerifyLatest,
-    MediaSync,
-    /// `wpdr drill` with the built-in drill plan: restore the newest set into
-    /// a throw-away namespace, check it, report, tear down.
-    Drill,
-    /// `wpdr binlog archive`: follows the primary's binary log until the
-    /// daemon stops or loses leadership. Give it a frequent cron (every
-    /// minute): a tick restarts it if it ended, and is skipped while it runs.
-    BinlogArchive,
-}
-
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Backup => "backup",
-            JobKind::Prune => "prune",
-            JobKind::VerifyLatest => "verify-latest",
-            JobKind::MediaSync => "media-sync",
-            JobKind::Drill => "drill",
-            JobKind::BinlogArchive => "binlog-archive",
-        }
-    }
-}
+pub use crate::jobs::JobKind;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,7 +43,7 @@ fn yes() -> bool {
 }
 
 /// The next occurrence strictly after a time, in the schedule's zone.
-type NextFn =
+pub type NextFn =
     Arc<dyn Fn(&DateTime<chrono_tz::Tz>) -> Option<DateTime<chrono_tz::Tz>> + Send + Sync>;
 
 #[derive(Clone)]
@@ -102,8 +74,9 @@ impl std::fmt::Debug for Schedule {
 }
 
 /// Parses a cron expression with tokio-cron-scheduler (six fields, seconds
-/// first) and returns its next-occurrence function.
-fn parse_cron(expr: &str, timezone: chrono_tz::Tz) -> Result<NextFn, String> {
+/// first) and returns its next-occurrence function. The fleet's Site
+/// schedules go through the same parser once their `H` fields are expanded.
+pub fn parse_cron(expr: &str, timezone: chrono_tz::Tz) -> Result<NextFn, String> {
     let bad = |why: String| {
         format!("'{expr}' is not a cron expression with seconds (sec min hour dom month dow){why}")
     };

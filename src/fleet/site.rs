@@ -11,7 +11,9 @@ use kube::CustomResource;
 use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use super::plan::RunRecord;
+use super::schedule::SiteCron;
+use std::collections::{BTreeMap, HashMap};
 
 /// A WordPress site wpdr protects. Namespaced: it lives next to the site,
 /// and its Secret references resolve in its namespace only.
@@ -24,8 +26,9 @@ use std::collections::HashMap;
     shortname = "wps",
     namespaced,
     status = "SiteStatus",
-    printcolumn = r#"{"name":"Newest set","type":"string","jsonPath":".status.newestSet"}"#,
-    printcolumn = r#"{"name":"RPO","type":"integer","description":"Seconds since the newest complete set (or the archive's newest point)","jsonPath":".status.rpoSeconds"}"#,
+    printcolumn = r#"{"name":"Newest set","type":"string","priority":1,"jsonPath":".status.newestSet"}"#,
+    printcolumn = r#"{"name":"Set age","type":"date","description":"How old the newest complete set is: the RPO without the binlog archive","jsonPath":".status.newestSetTime"}"#,
+    printcolumn = r#"{"name":"PITR to","type":"date","description":"The newest second a point-in-time restore reaches","jsonPath":".status.recoverableTo"}"#,
     printcolumn = r#"{"name":"Drill","type":"string","jsonPath":".status.lastDrill.result"}"#,
     printcolumn = r#"{"name":"RTO","type":"integer","jsonPath":".status.lastDrill.rtoSeconds"}"#,
     printcolumn = r#"{"name":"Gaps","type":"integer","jsonPath":".status.openGaps"}"#,
@@ -79,7 +82,7 @@ pub struct SiteCredentials {
 #[serde(rename_all = "camelCase")]
 pub struct SiteSchedule {
     pub name: String,
-    /// backup, media-sync, binlog-archive, prune, verify-latest or drill.
+    /// backup, media-sync, prune, verify-latest or drill.
     pub job: String,
     /// Six fields, seconds first; `H` in a field: spread by the site's hash.
     pub cron: String,
@@ -93,11 +96,10 @@ pub struct SiteSchedule {
 pub struct SiteStatus {
     /// Id of the newest complete set.
     pub newest_set: Option<String>,
-    /// When it was taken (RFC 3339).
+    /// When its snapshot was taken (RFC 3339): a restore now loses what
+    /// came after (kubectl shows its age). No seconds count is stored: it
+    /// would be stale the moment it was written.
     pub newest_set_time: Option<String>,
-    /// Seconds of data a restore now would lose: since the newest set, or
-    /// since the binlog archive's newest point when it is current.
-    pub rpo_seconds: Option<i64>,
     /// Oldest and newest moment a point-in-time restore can reach (RFC 3339).
     pub recoverable_from: Option<String>,
     pub recoverable_to: Option<String>,
@@ -107,6 +109,10 @@ pub struct SiteStatus {
     pub last_error: Option<String>,
     /// The generation of the spec this status describes.
     pub observed_generation: Option<i64>,
+    /// Each schedule's runs, by schedule name: what a restarted controller
+    /// needs to know what already ran.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub runs: BTreeMap<String, RunRecord>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -132,6 +138,8 @@ pub enum SiteError {
     File { site: String, path: String },
     #[error("Site {site}: spec.config.{path}: the identity that opens the sets must never be in the cluster (see the README's Threat model); only the restore side holds it")]
     Identity { site: String, path: String },
+    #[error("Site {site}: spec.schedules: {problem}")]
+    Schedule { site: String, problem: String },
     #[error("Site {site}: {source}")]
     Config {
         site: String,
@@ -223,6 +231,7 @@ impl SiteSpec {
             }
             Ok(())
         })?;
+        self.crons(site)?;
         // Key material is parsed when loaded: its stand-in would not be a
         // key, so only the plain credentials stand in for the check.
         let env: HashMap<String, String> = self
@@ -247,6 +256,36 @@ impl SiteSpec {
             site: site.to_string(),
             source,
         })
+    }
+}
+
+impl SiteSpec {
+    /// The site's schedules with their `H` fields expanded for this site
+    /// (`namespace/name`); names must be unique.
+    pub fn crons(&self, site: &str) -> Result<Vec<SiteCron>, SiteError> {
+        let bad = |problem: String| SiteError::Schedule {
+            site: site.to_string(),
+            problem,
+        };
+        let mut out: Vec<SiteCron> = Vec::new();
+        for s in &self.schedules {
+            if !s.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                || s.name.is_empty()
+                || s.name.len() > 20
+            {
+                return Err(bad(format!(
+                    "name '{}' must be 1-20 lowercase letters, digits or '-' (it becomes part of Job names)",
+                    s.name
+                )));
+            }
+            if out.iter().any(|o| o.name == s.name) {
+                return Err(bad(format!("name '{}' is used twice", s.name)));
+            }
+            out.push(
+                SiteCron::parse(site, &s.name, &s.job, &s.cron, s.timezone.as_deref()).map_err(bad)?,
+            );
+        }
+        Ok(out)
     }
 }
 
@@ -413,7 +452,7 @@ spec:
             .collect();
         assert_eq!(
             columns,
-            ["Newest set", "RPO", "Drill", "RTO", "Gaps", "Error", "Age"]
+            ["Newest set", "Set age", "PITR to", "Drill", "RTO", "Gaps", "Error", "Age"]
         );
         let yaml = crd_yaml().unwrap();
         assert!(

@@ -27,8 +27,83 @@ use crate::restore::run::RunError;
 use crate::restore::RestoreError;
 use crate::store::{Store, StoreError};
 use std::future::Future;
+use serde::Deserialize;
 use std::sync::Arc;
 pub use tokio_util::sync::CancellationToken;
+
+/// The jobs a schedule can run (a daemon's schedule file, a Site's schedule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobKind {
+    Backup,
+    Prune,
+    VerifyLatest,
+    MediaSync,
+    /// `wpdr drill` with the built-in drill plan: restore the newest set into
+    /// a throw-away namespace, check it, report, tear down.
+    Drill,
+    /// `wpdr binlog archive`: follows the primary's binary log until the
+    /// daemon stops or loses leadership. Give it a frequent cron (every
+    /// minute): a tick restarts it if it ended, and is skipped while it runs.
+    BinlogArchive,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Backup => "backup",
+            JobKind::Prune => "prune",
+            JobKind::VerifyLatest => "verify-latest",
+            JobKind::MediaSync => "media-sync",
+            JobKind::Drill => "drill",
+            JobKind::BinlogArchive => "binlog-archive",
+        }
+    }
+}
+
+
+/// Runs one scheduled job that ends on its own (everything but the binlog
+/// archive, which follows the primary until it is cancelled): what the
+/// daemon's schedules and the fleet's Jobs both call.
+pub async fn run_scheduled(
+    ctx: &JobContext,
+    kind: JobKind,
+    schedule: &str,
+    plan: Option<&str>,
+) -> Result<Verdict, JobError> {
+    // Each job's future is boxed: together they would make this one
+    // future as large as the largest, on a worker thread's small stack.
+    match kind {
+        JobKind::Backup => Box::pin(backup::backup(ctx, schedule))
+            .await
+            .map(|m| m.verdict()),
+        JobKind::Prune => Box::pin(prune::prune(ctx, false)).await.map(|r| r.verdict()),
+        JobKind::MediaSync => Box::pin(media_sync::sync(ctx, Default::default()))
+            .await
+            .map(|r| r.verdict()),
+        JobKind::VerifyLatest => Box::pin(verify::verify(ctx, "latest", false))
+            .await
+            .map(|r| r.verdict()),
+        JobKind::Drill => {
+            let plan = crate::restore::run::load_plan(plan.unwrap_or("drill"))?;
+            Box::pin(restore::drill(
+                ctx,
+                restore::DrillRequest {
+                    set: "latest",
+                    plan,
+                    site_url: None,
+                    keep: false,
+                    point: None,
+                },
+            ))
+            .await
+            .map(|(report, _)| report.verdict())
+        }
+        JobKind::BinlogArchive => Box::pin(binlog_archive::archive(ctx, Default::default()))
+            .await
+            .map(|r| r.verdict()),
+    }
+}
 
 /// Everything a job needs from its caller.
 #[derive(Clone)]
