@@ -22,12 +22,11 @@ pub(crate) async fn run_controller(cli: &Cli, args: &ControllerArgs) -> Result<E
     let path = &args.job_template;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the Job template {}", path.display()))?;
-    let template: JobTemplate = serde_yaml::from_str(&text).map_err(|e| {
-        wpdr::fleet::controller::FleetError::Template {
+    let template: JobTemplate =
+        serde_yaml::from_str(&text).map_err(|e| wpdr::fleet::controller::FleetError::Template {
             path: path.display().to_string(),
             problem: e.to_string(),
-        }
-    })?;
+        })?;
     let limits = Limits {
         max_jobs: args.max_jobs.max(1),
         per_database: args.per_database.max(1),
@@ -48,7 +47,11 @@ pub(crate) async fn run_controller(cli: &Cli, args: &ControllerArgs) -> Result<E
                 "finished": round.finished.iter().map(|(s, ok)| serde_json::json!({"site": s, "ok": ok})).collect::<Vec<_>>(),
             }))?;
         } else {
-            let verb = if args.dry_run { "would start" } else { "started" };
+            let verb = if args.dry_run {
+                "would start"
+            } else {
+                "started"
+            };
             println!(
                 "{} sites, {} running, {} finished this round, {} waiting for a cap, {} invalid",
                 round.sites,
@@ -178,7 +181,9 @@ pub(crate) async fn status(cli: &Cli, rpo_hours: i64) -> Result<ExitCode> {
     for r in &rows {
         let age = r["newest_set_age_seconds"]
             .as_i64()
-            .map_or("never".to_string(), |s| format!("{}h{:02}m", s / 3600, s % 3600 / 60));
+            .map_or("never".to_string(), |s| {
+                format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+            });
         println!(
             "{:<40} {:>10} {:<8} {:>6} {:>5}  {}",
             r["site"].as_str().unwrap_or(""),

@@ -74,6 +74,25 @@ pub struct Controller {
     calls: AtomicU64,
     /// Plan and report, but create, change and write nothing.
     dry_run: bool,
+    /// Each Site's schedules as parsed for its spec's generation: checking
+    /// a spec and parsing its crons every round for 500 sites would be the
+    /// controller's largest cost.
+    parsed: std::sync::Mutex<HashMap<String, (String, Parsed)>>,
+}
+
+type Parsed = Result<Vec<PlannedSchedule>, String>;
+
+/// What a Site's spec is, for the cache: its generation where the API
+/// server keeps one, else its content.
+fn spec_version(site: &Site) -> String {
+    match site.metadata.generation {
+        Some(g) => format!("g{g}"),
+        None => {
+            use sha2::{Digest, Sha256};
+            let text = serde_json::to_string(&site.spec).unwrap_or_default();
+            format!("{:x}", Sha256::digest(text.as_bytes()))
+        }
+    }
 }
 
 fn is_status_code(e: &kube::Error, code: u16) -> bool {
@@ -111,6 +130,7 @@ impl Controller {
             limits,
             calls: AtomicU64::new(0),
             dry_run: false,
+            parsed: Default::default(),
         }
     }
 
@@ -163,6 +183,12 @@ impl Controller {
             })
             .collect();
 
+        // Sites gone since the last round leave the cache.
+        self.parsed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| statuses.contains_key(k));
+
         // 1. Jobs that finished since their Site last heard.
         let mut running = Vec::new();
         for j in &jobs {
@@ -200,6 +226,23 @@ impl Controller {
                     let ok = ok && outcome.ok;
                     record.finished(ok, at, &self.limits);
                     outcome.apply(status);
+                    // The Job's message names the variable; the person
+                    // reading the Site needs the Secret behind it.
+                    if let (Some(err), Some(site)) = (
+                        status.last_error.as_mut(),
+                        sites.iter().find(|s| {
+                            s.namespace().as_deref() == Some(ns.as_str()) && s.name_any() == *site
+                        }),
+                    ) {
+                        for (env, r) in site.spec.credentials.env() {
+                            if err.contains(env) {
+                                err.push_str(&format!(
+                                    " [{env} is key {} of Secret {ns}/{}]",
+                                    r.key, r.name
+                                ));
+                            }
+                        }
+                    }
                     *dirty = true;
                     round.finished.push((key.clone(), ok));
                     tracing::info!(site = %key, schedule = %schedule, job = %job_name, ok, reason = outcome.reason.as_deref().unwrap_or(""), "run finished");
@@ -221,15 +264,10 @@ impl Controller {
             let Some((status, dirty)) = statuses.get_mut(&key) else {
                 continue;
             };
-            let checked = s.spec.check(&key).and_then(|cfg| {
-                let crons = s.spec.crons(&key)?;
-                Ok((cfg, crons))
-            });
-            let (cfg, crons) = match checked {
+            let schedules = match self.schedules_of(&key, s) {
                 Ok(v) => v,
-                Err(e) => {
+                Err(msg) => {
                     round.invalid += 1;
-                    let msg = e.to_string();
                     if status.last_error.as_deref() != Some(msg.as_str())
                         || status.observed_generation != s.metadata.generation
                     {
@@ -242,13 +280,7 @@ impl Controller {
             };
             planned.push(PlannedSite {
                 key,
-                schedules: crons
-                    .into_iter()
-                    .map(|c| PlannedSchedule {
-                        uses: resources(&cfg, c.job),
-                        cron: c,
-                    })
-                    .collect(),
+                schedules,
                 suspend: s.spec.suspend,
                 created: s
                     .metadata
@@ -278,7 +310,10 @@ impl Controller {
             };
             let ns = site.namespace().unwrap_or_default();
             if self.dry_run {
-                round.started.push(format!("{} {} (due {})", start.site, start.schedule, start.due));
+                round.started.push(format!(
+                    "{} {} (due {})",
+                    start.site, start.schedule, start.due
+                ));
                 continue;
             }
             if status.observed_generation != site.metadata.generation
@@ -286,15 +321,16 @@ impl Controller {
             {
                 self.write_config(site).await?;
                 status.observed_generation = site.metadata.generation;
-                if status.last_error.as_deref().is_some_and(|e| e.contains("spec.")) {
+                if status
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("spec."))
+                {
                     status.last_error = None;
                 }
                 *dirty = true;
             }
-            let attempt = status
-                .runs
-                .get(&start.schedule)
-                .map_or(0, |r| r.failures);
+            let attempt = status.runs.get(&start.schedule).map_or(0, |r| r.failures);
             let manifest = job(
                 &JobRequest {
                     site,
@@ -332,12 +368,18 @@ impl Controller {
             if !dirty || self.dry_run {
                 continue;
             }
-            let Some(site) = by_key.get(&key) else { continue };
+            let Some(site) = by_key.get(&key) else {
+                continue;
+            };
             let ns = site.namespace().unwrap_or_default();
             self.call();
             let patch = serde_json::json!({ "status": status });
             match Api::<Site>::namespaced(self.client.clone(), &ns)
-                .patch_status(&site.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_status(
+                    &site.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
                 .await
             {
                 Ok(_) => {}
@@ -348,6 +390,35 @@ impl Controller {
         }
         round.api_calls = self.api_calls() - before;
         Ok(round)
+    }
+
+    /// The Site's schedules and what each holds, or why it cannot run;
+    /// parsed once per spec.
+    fn schedules_of(&self, key: &str, site: &Site) -> Parsed {
+        let version = spec_version(site);
+        let mut cache = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, parsed)) = cache.get(key) {
+            if *v == version {
+                return parsed.clone();
+            }
+        }
+        let parsed = site
+            .spec
+            .check(key)
+            .and_then(|cfg| {
+                Ok(site
+                    .spec
+                    .crons(key)?
+                    .into_iter()
+                    .map(|c| PlannedSchedule {
+                        uses: resources(&cfg, c.job),
+                        cron: c,
+                    })
+                    .collect())
+            })
+            .map_err(|e| e.to_string());
+        cache.insert(key.to_string(), (version, parsed.clone()));
+        parsed
     }
 
     /// The site's wpdr.yaml as its Jobs mount it.
@@ -420,7 +491,12 @@ fn uses_of(j: &Job) -> Resources {
         database: a.get(DATABASE_ANNOTATION).cloned(),
         endpoints: a
             .get(ENDPOINTS_ANNOTATION)
-            .map(|e| e.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
+            .map(|e| {
+                e.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default(),
     }
 }
@@ -444,13 +520,27 @@ pub fn by_severity(sites: &mut [Site], now: DateTime<Utc>) {
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map_or(i64::MAX, |t| (now - t.with_timezone(&Utc)).num_seconds());
         let drilled = st.last_drill.as_ref().is_some_and(|d| d.result == "Passed");
-        (std::cmp::Reverse((failing, age, !drilled)), s.namespace(), s.name_any())
+        (
+            std::cmp::Reverse((failing, age, !drilled)),
+            s.namespace(),
+            s.name_any(),
+        )
     });
 }
 
 /// Counts for a dashboard.
-pub fn summary(sites: &[Site], now: DateTime<Utc>, rpo_target: chrono::Duration) -> BTreeMap<&'static str, usize> {
-    let mut out = BTreeMap::from([("sites", sites.len()), ("failing", 0), ("out_of_rpo", 0), ("never_drilled", 0), ("never_backed_up", 0)]);
+pub fn summary(
+    sites: &[Site],
+    now: DateTime<Utc>,
+    rpo_target: chrono::Duration,
+) -> BTreeMap<&'static str, usize> {
+    let mut out = BTreeMap::from([
+        ("sites", sites.len()),
+        ("failing", 0),
+        ("out_of_rpo", 0),
+        ("never_drilled", 0),
+        ("never_backed_up", 0),
+    ]);
     for s in sites {
         let st = s.status.clone().unwrap_or_default();
         if st.last_error.is_some() {

@@ -155,7 +155,10 @@ fn owner(site: &Site) -> Option<OwnerReference> {
 
 fn labels(site: &Site) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (SITE_LABEL.to_string(), site.meta().name.clone().unwrap_or_default()),
+        (
+            SITE_LABEL.to_string(),
+            site.meta().name.clone().unwrap_or_default(),
+        ),
         (MANAGED_LABEL.to_string(), MANAGER.to_string()),
         // A set of the site must not record its own backup Jobs.
         (EXCLUDE_LABEL.to_string(), "true".to_string()),
@@ -165,7 +168,10 @@ fn labels(site: &Site) -> BTreeMap<String, String> {
 /// The ConfigMap holding the site's wpdr.yaml (no credential: the Site's
 /// check refuses any inline).
 pub fn config_map_name(site: &Site) -> String {
-    format!("wpdr-site-{}", site.meta().name.as_deref().unwrap_or("site"))
+    format!(
+        "wpdr-site-{}",
+        site.meta().name.as_deref().unwrap_or("site")
+    )
 }
 
 pub fn config_map(site: &Site) -> Result<ConfigMap, serde_yaml::Error> {
@@ -391,11 +397,17 @@ mod tests {
             &template,
         );
         let name = job.metadata.name.clone().unwrap();
-        assert!(name.len() <= 63 && name.starts_with("shop-nightly-11300217-0-"), "{name}");
+        assert!(
+            name.len() <= 63 && name.starts_with("shop-nightly-11300217-0-"),
+            "{name}"
+        );
         assert_eq!(name, job_name("shop", "nightly", due, 0));
         assert_ne!(name, job_name("shop", "nightly", due, 1));
         assert_eq!(job.metadata.namespace.as_deref(), Some("shop-ns"));
-        assert_eq!(job.metadata.owner_references.as_ref().unwrap()[0].uid, "uid-1");
+        assert_eq!(
+            job.metadata.owner_references.as_ref().unwrap()[0].uid,
+            "uid-1"
+        );
         let yaml = serde_yaml::to_string(&job).unwrap();
         for want in [
             "secretKeyRef",
@@ -416,6 +428,9 @@ mod tests {
         // A long site name still makes a valid name.
         let long = job_name(&"a".repeat(80), "media-sync-hourly", due, 12);
         assert!(long.len() <= 63, "{long}");
-        assert_eq!(server_of("mysql://restore@staging-db:3307/wp"), "staging-db:3307");
+        assert_eq!(
+            server_of("mysql://restore@staging-db:3307/wp"),
+            "staging-db:3307"
+        );
     }
 }

@@ -148,7 +148,10 @@ mod tests {
         assert!(back.message.unwrap().ends_with('…'));
         let mut status = SiteStatus::default();
         JobOutcome::parse(&text).unwrap().apply(&mut status);
-        assert!(status.last_error.unwrap().starts_with("nightly (mysql): éé"));
+        assert!(status
+            .last_error
+            .unwrap()
+            .starts_with("nightly (mysql): éé"));
         // A success clears the error and carries the site's state.
         let ok = JobOutcome::new(
             "backup",
@@ -164,7 +167,9 @@ mod tests {
             last_error: Some("old".into()),
             ..Default::default()
         };
-        JobOutcome::parse(&ok.to_message()).unwrap().apply(&mut status);
+        JobOutcome::parse(&ok.to_message())
+            .unwrap()
+            .apply(&mut status);
         assert_eq!(status.last_error, None);
         assert_eq!(status.newest_set.as_deref(), Some("20261130T020000Z"));
         assert_eq!(status.open_gaps, Some(1));

@@ -197,7 +197,12 @@ impl Usage {
 /// Decides which runs start at `now`: every due run of a site that has no
 /// Job running, oldest first, as long as no cap is exceeded. A run held by
 /// one cap never holds back a run that needs other resources.
-pub fn plan(now: DateTime<Utc>, sites: &[PlannedSite], running: &[RunningJob], limits: &Limits) -> Plan {
+pub fn plan(
+    now: DateTime<Utc>,
+    sites: &[PlannedSite],
+    running: &[RunningJob],
+    limits: &Limits,
+) -> Plan {
     let mut usage = Usage::default();
     for r in running {
         usage.take(&r.uses);
@@ -205,7 +210,10 @@ pub fn plan(now: DateTime<Utc>, sites: &[PlannedSite], running: &[RunningJob], l
     let busy: std::collections::HashSet<&str> = running.iter().map(|r| r.site.as_str()).collect();
     // (ready since, tie-break, start)
     let mut due: Vec<(DateTime<Utc>, u64, Start)> = Vec::new();
-    for site in sites.iter().filter(|s| !s.suspend && !busy.contains(s.key.as_str())) {
+    for site in sites
+        .iter()
+        .filter(|s| !s.suspend && !busy.contains(s.key.as_str()))
+    {
         // One Job per site at a time: a site's own jobs (backup, prune,
         // drill) share its database and store; the first due goes first.
         let mut best: Option<(DateTime<Utc>, u64, Start)> = None;
@@ -213,7 +221,11 @@ pub fn plan(now: DateTime<Utc>, sites: &[PlannedSite], running: &[RunningJob], l
             let record = site.runs.get(&sched.cron.name).cloned().unwrap_or_default();
             let since = record.last_due().unwrap_or(site.created);
             let next = sched.cron.latest_due(since, now);
-            let retry = match (record.last_result.as_deref(), record.retry_at(), record.last_due()) {
+            let retry = match (
+                record.last_result.as_deref(),
+                record.retry_at(),
+                record.last_due(),
+            ) {
                 (Some("Failed"), Some(at), Some(occurrence)) if at <= now => Some((at, occurrence)),
                 _ => None,
             };
@@ -225,7 +237,10 @@ pub fn plan(now: DateTime<Utc>, sites: &[PlannedSite], running: &[RunningJob], l
             };
             if let Some((ready, occurrence, retry)) = candidate {
                 let tie = tie_break(&site.key, &sched.cron.name);
-                if best.as_ref().is_none_or(|(r, t, _)| (ready, tie) < (*r, *t)) {
+                if best
+                    .as_ref()
+                    .is_none_or(|(r, t, _)| (ready, tie) < (*r, *t))
+                {
                     best = Some((
                         ready,
                         tie,
@@ -330,14 +345,26 @@ mod tests {
         assert_eq!(p.starts.len(), 1);
         let record = s.runs.entry("nightly".into()).or_default();
         record.started(p.starts[0].due, "job-1");
-        assert!(plan(now, std::slice::from_ref(&s), &[], &limits).starts.is_empty());
+        assert!(plan(now, std::slice::from_ref(&s), &[], &limits)
+            .starts
+            .is_empty());
         // It failed at 02:10: retried at 02:15, then 02:25 after a second failure.
         let record = s.runs.get_mut("nightly").unwrap();
         record.finished(false, at("2026-11-02T02:10:00Z"), &limits);
-        assert!(plan(at("2026-11-02T02:14:00Z"), std::slice::from_ref(&s), &[], &limits)
-            .starts
-            .is_empty());
-        let retry = plan(at("2026-11-02T02:15:00Z"), std::slice::from_ref(&s), &[], &limits);
+        assert!(plan(
+            at("2026-11-02T02:14:00Z"),
+            std::slice::from_ref(&s),
+            &[],
+            &limits
+        )
+        .starts
+        .is_empty());
+        let retry = plan(
+            at("2026-11-02T02:15:00Z"),
+            std::slice::from_ref(&s),
+            &[],
+            &limits,
+        );
         assert!(retry.starts[0].retry);
         assert_eq!(retry.starts[0].due, at("2026-11-02T02:00:00Z"));
         let record = s.runs.get_mut("nightly").unwrap();
@@ -348,7 +375,9 @@ mod tests {
         assert_eq!((record.failures, record.retry_at()), (0, None));
         // A suspended site starts nothing.
         s.suspend = true;
-        assert!(plan(at("2026-11-05T03:00:00Z"), &[s], &[], &limits).starts.is_empty());
+        assert!(plan(at("2026-11-05T03:00:00Z"), &[s], &[], &limits)
+            .starts
+            .is_empty());
     }
 
     proptest! {

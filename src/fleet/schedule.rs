@@ -72,8 +72,8 @@ impl SiteCron {
         let timezone: chrono_tz::Tz = zone.parse().map_err(|_| {
             format!("schedule {name}: timezone '{zone}' is not an IANA zone like Europe/Berlin")
         })?;
-        let expanded =
-            expand(cron, &format!("{site_key}/{name}")).map_err(|e| format!("schedule {name}: {e}"))?;
+        let expanded = expand(cron, &format!("{site_key}/{name}"))
+            .map_err(|e| format!("schedule {name}: {e}"))?;
         let next = parse_cron(&expanded, timezone).map_err(|e| format!("schedule {name}: {e}"))?;
         Ok(SiteCron {
             name: name.to_string(),
@@ -156,7 +156,11 @@ pub fn expand(cron: &str, key: &str) -> Result<String, String> {
             let (a, b) = inner
                 .split_once('-')
                 .ok_or_else(|| bad("a range is two numbers, H(a-b)"))?;
-            let parse = |s: &str| s.trim().parse::<u32>().map_err(|_| bad("a range is two numbers, H(a-b)"));
+            let parse = |s: &str| {
+                s.trim()
+                    .parse::<u32>()
+                    .map_err(|_| bad("a range is two numbers, H(a-b)"))
+            };
             (parse(a)?, parse(b)?)
         };
         if lo > hi || lo < min || hi > max {
@@ -205,7 +209,10 @@ mod tests {
             .map(|i| expand("0 H H(1-4) * * *", &format!("ns{i}/site/nightly")).unwrap())
             .collect();
         for hour in 1..=4 {
-            let n = all.iter().filter(|e| e.ends_with(&format!(" {hour} * * *"))).count();
+            let n = all
+                .iter()
+                .filter(|e| e.ends_with(&format!(" {hour} * * *")))
+                .count();
             assert!((70..=130).contains(&n), "hour {hour}: {n} of 400");
         }
         let distinct: std::collections::BTreeSet<&String> = all.iter().collect();
@@ -231,7 +238,8 @@ mod tests {
         assert!(e.contains("one archive per database server"), "{e}");
         let e = SiteCron::parse("a/b", "n", "bakup", "0 * * * * *", None).unwrap_err();
         assert!(e.contains("'bakup'"), "{e}");
-        let e = SiteCron::parse("a/b", "n", "backup", "0 0 2 * * *", Some("Mars/Base")).unwrap_err();
+        let e =
+            SiteCron::parse("a/b", "n", "backup", "0 0 2 * * *", Some("Mars/Base")).unwrap_err();
         assert!(e.contains("Mars/Base"), "{e}");
     }
 
@@ -241,7 +249,10 @@ mod tests {
         // Down from Monday noon to Thursday noon: three 02:00 runs missed, owed once (Thursday's).
         let due = c.latest_due(at("2026-11-23T12:00:00Z"), at("2026-11-26T12:00:00Z"));
         assert_eq!(due, Some(at("2026-11-26T02:00:00Z")));
-        assert_eq!(c.latest_due(at("2026-11-26T02:00:00Z"), at("2026-11-26T12:00:00Z")), None);
+        assert_eq!(
+            c.latest_due(at("2026-11-26T02:00:00Z"), at("2026-11-26T12:00:00Z")),
+            None
+        );
     }
 
     proptest! {

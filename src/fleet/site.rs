@@ -5,14 +5,14 @@
 //! ([`crd_yaml`]); the chart ships the generated file and a test keeps the
 //! two equal.
 
+use super::plan::RunRecord;
+use super::schedule::SiteCron;
 use crate::config::{Config, ConfigError};
 use crate::exit::{Classify, ExitCode};
 use kube::CustomResource;
 use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use super::plan::RunRecord;
-use super::schedule::SiteCron;
 use std::collections::{BTreeMap, HashMap};
 
 /// A WordPress site wpdr protects. Namespaced: it lives next to the site,
@@ -269,7 +269,10 @@ impl SiteSpec {
         };
         let mut out: Vec<SiteCron> = Vec::new();
         for s in &self.schedules {
-            if !s.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            if !s
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 || s.name.is_empty()
                 || s.name.len() > 20
             {
@@ -282,7 +285,8 @@ impl SiteSpec {
                 return Err(bad(format!("name '{}' is used twice", s.name)));
             }
             out.push(
-                SiteCron::parse(site, &s.name, &s.job, &s.cron, s.timezone.as_deref()).map_err(bad)?,
+                SiteCron::parse(site, &s.name, &s.job, &s.cron, s.timezone.as_deref())
+                    .map_err(bad)?,
             );
         }
         Ok(out)
@@ -452,7 +456,16 @@ spec:
             .collect();
         assert_eq!(
             columns,
-            ["Newest set", "Set age", "PITR to", "Drill", "RTO", "Gaps", "Error", "Age"]
+            [
+                "Newest set",
+                "Set age",
+                "PITR to",
+                "Drill",
+                "RTO",
+                "Gaps",
+                "Error",
+                "Age"
+            ]
         );
         let yaml = crd_yaml().unwrap();
         assert!(

@@ -26,8 +26,8 @@ use crate::restore::plan::PlanError;
 use crate::restore::run::RunError;
 use crate::restore::RestoreError;
 use crate::store::{Store, StoreError};
-use std::future::Future;
 use serde::Deserialize;
+use std::future::Future;
 use std::sync::Arc;
 pub use tokio_util::sync::CancellationToken;
 
@@ -61,7 +61,6 @@ impl JobKind {
     }
 }
 
-
 /// Runs one scheduled job that ends on its own (everything but the binlog
 /// archive, which follows the primary until it is cancelled): what the
 /// daemon's schedules and the fleet's Jobs both call.
@@ -77,7 +76,9 @@ pub async fn run_scheduled(
         JobKind::Backup => Box::pin(backup::backup(ctx, schedule))
             .await
             .map(|m| m.verdict()),
-        JobKind::Prune => Box::pin(prune::prune(ctx, false)).await.map(|r| r.verdict()),
+        JobKind::Prune => Box::pin(prune::prune(ctx, false))
+            .await
+            .map(|r| r.verdict()),
         JobKind::MediaSync => Box::pin(media_sync::sync(ctx, Default::default()))
             .await
             .map(|r| r.verdict()),
