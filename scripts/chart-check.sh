@@ -59,6 +59,11 @@ grep -q 'WPDR_S3_PRUNE_ACCESS_KEY_ID' "$OUT/pruner.yaml"
 # The kind walkthrough's values (scripts/kind-demo.sh): cronjobs, media, cluster
 # objects, restore targets and a drill, every credential a file of the Secret.
 "$HELM" template wpdr charts/wpdr --namespace wp -f docs/kind/values.yaml >"$OUT/kind.yaml"
+# The fleet controller, limited to two namespaces (RoleBindings, no
+# ClusterRoleBinding), with two replicas (leader election).
+"$HELM" template wpdr charts/wpdr --namespace wpdr --set controller.enabled=true --set controller.replicas=2 \
+  --set-json 'controller.namespaces=["shop","blog"]' --set controller.jobs.serviceAccountName=wpdr-site \
+  >"$OUT/fleet.yaml"
 # Trust: the signing key from the Secret, recipients in the config, and the
 # NOTES telling where the identity must (not) live.
 "$HELM" template wpdr charts/wpdr --namespace wp --set secretKeys.signingKey=signing-key \
@@ -137,7 +142,7 @@ def check(cond, msg):
 
 core = []
 EXCLUDE = "wpdr.io/exclude-from-backup"
-for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner", "trust", "monitoring", "kind"]:
+for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner", "trust", "monitoring", "kind", "fleet"]:
     docs = [d for d in yaml.safe_load_all(open(f"{out}/{variant}.yaml")) if d]
     kinds = [d["kind"] for d in docs]
     # ServiceMonitor and PrometheusRule are CRDs: not in the core schemas (promtool checks the rules).
@@ -201,7 +206,24 @@ for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner", "trust",
         check("drill" in args, f"drill: no drill CronJob: {args}")
         ns_rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"] if "namespaces" in r["resources"]]
         check(any("delete" in r["verbs"] for r in ns_rules), "drill: teardown cannot delete its namespace")
-    if variant in ("ha", "drill", "kind"):
+    if variant == "fleet":
+        ctl = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-controller")]
+        check(len(ctl) == 1, "fleet: no controller Deployment")
+        args = ctl[0]["spec"]["template"]["spec"]["containers"][0]["args"] if ctl else []
+        check("--leader-election" in args, f"fleet: two replicas without --leader-election: {args}")
+        check(not ctl or "volumes" not in ctl[0]["spec"]["template"]["spec"] or all("secret" not in v for v in ctl[0]["spec"]["template"]["spec"]["volumes"]),
+              "fleet: the controller must hold no site credential")
+        bindings = [d for d in docs if d["kind"] == "RoleBinding" and d["roleRef"]["kind"] == "ClusterRole"]
+        check(sorted(b["metadata"]["namespace"] for b in bindings) == ["blog", "shop"], f"fleet: RoleBindings {[b['metadata'].get('namespace') for b in bindings]}")
+        check("ClusterRoleBinding" not in kinds, "fleet: namespaces listed, yet a ClusterRoleBinding")
+        roles = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-controller")]
+        for r in roles[0]["rules"] if roles else []:
+            check("secrets" not in r["resources"] and "delete" not in r["verbs"], f"fleet: controller role too wide: {r}")
+        tmpl = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-job-template"))["data"]["job-template.yaml"])
+        known = {"image", "imagePullPolicy", "serviceAccountName", "resources", "nodeSelector", "tolerations", "ttlSecondsAfterFinished", "activeDeadlineSeconds"}
+        check(set(tmpl) <= known and tmpl.get("image"), f"fleet: job template keys {sorted(tmpl)} (src/fleet/job.rs JobTemplate knows {sorted(known)})")
+        check(tmpl.get("serviceAccountName") == "wpdr-site", "fleet: the Jobs' service account is not passed")
+    if variant in ("ha", "drill", "kind", "fleet"):
         check("ClusterRole" in kinds, f"{variant}: restore ClusterRole missing")
     else:
         check("ClusterRole" not in kinds, f"{variant}: the restore role must be off by default")
@@ -233,5 +255,5 @@ check(r.returncode == 0, f"schema validation failed:\n{r.stdout}{r.stderr}")
 if failures:
     print("chart-check FAILED:\n  " + "\n  ".join(failures))
     sys.exit(1)
-print("chart-check: lint, 9 variants rendered, schemas (k8s 1.32, strict), security posture and wpdr config: ok")
+print("chart-check: lint, 10 variants rendered, schemas (k8s 1.32, strict), security posture and wpdr config: ok")
 PY

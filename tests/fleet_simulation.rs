@@ -149,7 +149,7 @@ async fn five_hundred_sites_over_two_days_stay_inside_their_windows_and_caps() {
         start + Duration::hours(27),
     );
 
-    // job name -> (virtual start, site key, schedule, due)
+    // namespace/job name -> (virtual start, site key, schedule, due)
     let mut started: HashMap<String, (DateTime<Utc>, String, String, DateTime<Utc>)> =
         HashMap::new();
     let mut finished_at: HashMap<String, DateTime<Utc>> = HashMap::new();
@@ -173,8 +173,9 @@ async fn five_hundred_sites_over_two_days_stay_inside_their_windows_and_caps() {
             let ns = j.namespace().unwrap();
             let site_key = format!("{ns}/{}", j.labels()[SITE_LABEL]);
             let schedule = j.labels()[SCHEDULE_LABEL].clone();
+            let id = format!("{ns}/{name}");
             let entry = started
-                .entry(name.clone())
+                .entry(id.clone())
                 .or_insert_with(|| (t, site_key, schedule.clone(), due_of(j).unwrap()));
             let done = j
                 .status
@@ -264,7 +265,7 @@ async fn five_hundred_sites_over_two_days_stay_inside_their_windows_and_caps() {
                 )
                 .await
                 .unwrap();
-            finished_at.insert(name, t);
+            finished_at.insert(id, t);
         }
 
         // 2. A site is deleted while its backup runs (its Jobs go with it).
@@ -304,7 +305,8 @@ async fn five_hundred_sites_over_two_days_stay_inside_their_windows_and_caps() {
         let jobs = jobs_all.list(&ListParams::default()).await.unwrap().items;
         // Jobs the round created start now.
         for j in &jobs {
-            started.entry(j.name_any()).or_insert_with(|| {
+            let id = format!("{}/{}", j.namespace().unwrap(), j.name_any());
+            started.entry(id).or_insert_with(|| {
                 (
                     t,
                     format!("{}/{}", j.namespace().unwrap(), j.labels()[SITE_LABEL]),
