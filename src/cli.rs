@@ -140,6 +140,12 @@ pub struct ControllerArgs {
     /// Seconds between rounds.
     #[arg(long, default_value_t = 30, env = "WPDR_ROUND_SECONDS")]
     pub every_seconds: u64,
+    /// Address for /healthz, /readyz and /metrics (one series per Site).
+    #[arg(long, default_value = "0.0.0.0:9465", env = "WPDR_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// A site whose newest set is older than this many hours counts as out of RPO.
+    #[arg(long, default_value_t = 26)]
+    pub rpo_hours: i64,
     /// One round, print what it did, exit.
     #[arg(long)]
     pub once: bool,

@@ -280,6 +280,21 @@ async fn three_sites_get_real_sets_and_a_wrong_password_fails_alone() {
     assert_eq!(run_jobs(&client, work.path(), later).await, 1);
     controller.round(later).await.unwrap();
 
+    // /metrics: a series per site, the failing one marked.
+    let metrics = controller.metrics(later, Duration::hours(26));
+    assert!(
+        metrics.contains("wpdr_fleet_site_failing{namespace=\"gamma\",site=\"wp\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wpdr_fleet_site_failing{namespace=\"alpha\",site=\"wp\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wpdr_fleet_sites{state=\"failing\"} 1"),
+        "{metrics}"
+    );
+
     let sites = Api::<Site>::all(client.clone())
         .list(&ListParams::default())
         .await

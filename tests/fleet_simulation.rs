@@ -352,7 +352,9 @@ async fn five_hundred_sites_over_two_days_stay_inside_their_windows_and_caps() {
     }
 
     // Every healthy, undeleted site: one backup per night, inside its window.
-    let mut backups: HashMap<String, Vec<(DateTime<Utc>, DateTime<Utc>)>> = HashMap::new();
+    // site -> (due, started) of each backup
+    type Runs = Vec<(DateTime<Utc>, DateTime<Utc>)>;
+    let mut backups: HashMap<String, Runs> = HashMap::new();
     for (start_at, key, schedule, due) in started.values() {
         if schedule == "nightly" {
             backups

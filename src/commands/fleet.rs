@@ -81,6 +81,30 @@ pub(crate) async fn run_controller(cli: &Cli, args: &ControllerArgs) -> Result<E
     } else {
         None
     };
+    let c = std::sync::Arc::new(c);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let served = c.clone();
+    let rpo = chrono::Duration::hours(args.rpo_hours);
+    tokio::spawn(wpdr::daemon::http::serve(
+        listener,
+        std::sync::Arc::new(move |req: wpdr::daemon::http::Request| {
+            let c = served.clone();
+            async move {
+                use wpdr::daemon::http::Response;
+                match (req.method.as_str(), req.path.as_str()) {
+                    ("GET", "/healthz") | ("GET", "/readyz") => Response::text(200, "ok\n"),
+                    ("GET", "/metrics") => Response {
+                        status: 200,
+                        content_type: "text/plain; version=0.0.4",
+                        body: c.metrics(Utc::now(), rpo),
+                    },
+                    _ => Response::text(404, "not found\n"),
+                }
+            }
+        }),
+    ));
     controller::run_until(
         &c,
         RunOptions {

@@ -57,7 +57,7 @@ fn ts(t: &Option<DateTime<Utc>>) -> f64 {
 }
 
 /// Escapes a label value.
-fn label(v: &str) -> String {
+pub(crate) fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -9,7 +9,7 @@
 //! * SIGTERM stops new runs, lets running ones finish within the grace period,
 //!   then abandons them (an abandoned backup never commits a manifest) and exits 0.
 
-mod http;
+pub mod http;
 pub mod metrics;
 pub mod schedule;
 

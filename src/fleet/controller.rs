@@ -14,6 +14,7 @@ use super::job::{
     config_map, job, resources, JobRequest, JobTemplate, DATABASE_ANNOTATION, DUE_ANNOTATION,
     ENDPOINTS_ANNOTATION, MANAGED_LABEL, MANAGER, SCHEDULE_LABEL, SITE_LABEL,
 };
+use super::metrics::Snapshot;
 use super::outcome::JobOutcome;
 use super::plan::{plan, Limits, PlannedSchedule, PlannedSite, Resources, RunningJob};
 use super::site::{Site, SiteStatus};
@@ -78,6 +79,8 @@ pub struct Controller {
     /// a spec and parsing its crons every round for 500 sites would be the
     /// controller's largest cost.
     parsed: std::sync::Mutex<HashMap<String, (String, Parsed)>>,
+    /// What /metrics shows: the last round's Sites and counts.
+    snapshot: std::sync::Mutex<Snapshot>,
 }
 
 type Parsed = Result<Vec<PlannedSchedule>, String>;
@@ -131,6 +134,7 @@ impl Controller {
             calls: AtomicU64::new(0),
             dry_run: false,
             parsed: Default::default(),
+            snapshot: Default::default(),
         }
     }
 
@@ -364,8 +368,10 @@ impl Controller {
         }
 
         // 4. Write what changed.
+        let mut statuses_written = HashMap::new();
         for (key, (status, dirty)) in statuses {
             if !dirty || self.dry_run {
+                statuses_written.insert(key, status);
                 continue;
             }
             let Some(site) = by_key.get(&key) else {
@@ -387,9 +393,51 @@ impl Controller {
                 Err(e) if is_status_code(&e, 404) => {}
                 Err(e) => return Err(Self::api_err(format!("write the status of Site {key}"))(e)),
             }
+            statuses_written.insert(key, status);
         }
         round.api_calls = self.api_calls() - before;
+        self.remember(&round, sites, &statuses_written, now);
         Ok(round)
+    }
+
+    fn remember(
+        &self,
+        round: &Round,
+        mut sites: Vec<Site>,
+        statuses: &HashMap<String, SiteStatus>,
+        now: DateTime<Utc>,
+    ) {
+        for s in &mut sites {
+            let key = site_key(&s.namespace().unwrap_or_default(), &s.name_any());
+            if let Some(st) = statuses.get(&key) {
+                s.status = Some(st.clone());
+            }
+        }
+        let mut snap = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        snap.sites = sites;
+        snap.round = round.clone();
+        snap.rounds += 1;
+        snap.api_calls = self.api_calls();
+        snap.last_round = Some(now);
+    }
+
+    /// The Prometheus text of the last round.
+    pub fn metrics(&self, now: DateTime<Utc>, rpo: chrono::Duration) -> String {
+        let mut snap = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        snap.api_calls = self.api_calls();
+        super::metrics::render(&snap, now, rpo)
+    }
+
+    fn note(&self, leader: bool, failed: bool) {
+        let mut snap = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        snap.leader = leader;
+        if failed {
+            snap.round_failures += 1;
+        }
     }
 
     /// The Site's schedules and what each holds, or why it cannot run;
@@ -591,6 +639,7 @@ pub async fn run_until(
                 }
             },
         };
+        controller.note(leading, false);
         if leading {
             match controller.round(Utc::now()).await {
                 Ok(r) => tracing::info!(
@@ -603,7 +652,10 @@ pub async fn run_until(
                     api_calls = r.api_calls,
                     "round"
                 ),
-                Err(e) => tracing::error!(error = %e, "round failed; trying again next round"),
+                Err(e) => {
+                    controller.note(true, true);
+                    tracing::error!(error = %e, "round failed; trying again next round")
+                }
             }
         }
         tokio::select! {

@@ -12,6 +12,7 @@
 
 pub mod controller;
 pub mod job;
+pub mod metrics;
 pub mod outcome;
 pub mod plan;
 pub mod schedule;

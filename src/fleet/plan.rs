@@ -257,7 +257,7 @@ pub fn plan(
         }
         due.extend(best);
     }
-    due.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    due.sort_by_key(|d| (d.0, d.1));
     let mut out = Plan::default();
     for (_, _, start) in due {
         if usage.fits(&start.uses, limits) {
