@@ -11,8 +11,13 @@ bench_setup() {
   for pkg in "$@" time; do
     dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null; }
   done
-  cargo build --release --quiet
-  WPDR="$ROOT/target/release/wpdr"
+  # WPDR_BIN: a wpdr already built (counting requests needs no release build).
+  if [ -n "${WPDR_BIN:-}" ]; then
+    WPDR="$(realpath "$WPDR_BIN")"
+  else
+    cargo build --release --quiet
+    WPDR="$ROOT/target/release/wpdr"
+  fi
   G="$WPDR_TEST_GARAGE"
   KEY="$WPDR_TEST_S3_ACCESS_KEY_ID"
 }
