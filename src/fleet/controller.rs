@@ -121,6 +121,11 @@ fn finished(job: &Job) -> Option<bool> {
     })
 }
 
+/// Errors a Site's check writes (as opposed to a run's): `Site ns/name: …`.
+fn is_spec_error(e: &str) -> bool {
+    e.starts_with("Site ")
+}
+
 fn site_key(ns: &str, name: &str) -> String {
     format!("{ns}/{name}")
 }
@@ -282,6 +287,11 @@ impl Controller {
                     continue;
                 }
             };
+            // A spec that was refused and is now fixed: its error goes.
+            if status.last_error.as_deref().is_some_and(is_spec_error) {
+                status.last_error = None;
+                *dirty = true;
+            }
             planned.push(PlannedSite {
                 key,
                 schedules,
@@ -325,13 +335,6 @@ impl Controller {
             {
                 self.write_config(site).await?;
                 status.observed_generation = site.metadata.generation;
-                if status
-                    .last_error
-                    .as_deref()
-                    .is_some_and(|e| e.contains("spec."))
-                {
-                    status.last_error = None;
-                }
                 *dirty = true;
             }
             let attempt = status.runs.get(&start.schedule).map_or(0, |r| r.failures);
