@@ -281,7 +281,7 @@ async fn three_sites_get_real_sets_and_a_wrong_password_fails_alone() {
     controller.round(later).await.unwrap();
 
     // /metrics: a series per site, the failing one marked.
-    let metrics = controller.metrics(later, Duration::hours(26));
+    let metrics = wpdr::fleet::metrics::render(&controller.snapshot(), later, Duration::hours(26));
     assert!(
         metrics.contains("wpdr_fleet_site_failing{namespace=\"gamma\",site=\"wp\"} 1"),
         "{metrics}"

@@ -98,7 +98,7 @@ pub(crate) async fn run_controller(cli: &Cli, args: &ControllerArgs) -> Result<E
                     ("GET", "/metrics") => Response {
                         status: 200,
                         content_type: "text/plain; version=0.0.4",
-                        body: c.metrics(Utc::now(), rpo),
+                        body: wpdr::fleet::metrics::render(&c.snapshot(), Utc::now(), rpo),
                     },
                     _ => Response::text(404, "not found\n"),
                 }
@@ -170,8 +170,8 @@ pub(crate) async fn status(cli: &Cli, rpo_hours: i64) -> Result<ExitCode> {
         .context("cannot list Sites (is the CRD installed? `wpdr fleet crd | kubectl apply -f -`)")?
         .items;
     let now = Utc::now();
-    controller::by_severity(&mut sites, now);
-    let summary = controller::summary(&sites, now, chrono::Duration::hours(rpo_hours));
+    wpdr::fleet::metrics::by_severity(&mut sites, now);
+    let summary = wpdr::fleet::metrics::summary(&sites, now, chrono::Duration::hours(rpo_hours));
     let rows: Vec<serde_json::Value> = sites
         .iter()
         .map(|s| {

@@ -14,7 +14,6 @@ use super::job::{
     config_map, job, resources, JobRequest, JobTemplate, DATABASE_ANNOTATION, DUE_ANNOTATION,
     ENDPOINTS_ANNOTATION, MANAGED_LABEL, MANAGER, SCHEDULE_LABEL, SITE_LABEL,
 };
-use super::metrics::Snapshot;
 use super::outcome::JobOutcome;
 use super::plan::{plan, Limits, PlannedSchedule, PlannedSite, Resources, RunningJob};
 use super::site::{Site, SiteStatus};
@@ -24,7 +23,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +51,18 @@ impl Classify for FleetError {
             FleetError::Template { .. } => "config",
         }
     }
+}
+
+/// What the last round saw, for /metrics.
+#[derive(Default, Clone)]
+pub struct Snapshot {
+    pub sites: Vec<Site>,
+    pub round: Round,
+    pub rounds: u64,
+    pub round_failures: u64,
+    pub api_calls: u64,
+    pub leader: bool,
+    pub last_round: Option<DateTime<Utc>>,
 }
 
 /// What one round did, for logs, metrics and the simulation.
@@ -424,15 +435,15 @@ impl Controller {
         snap.last_round = Some(now);
     }
 
-    /// The Prometheus text of the last round.
-    pub fn metrics(&self, now: DateTime<Utc>, rpo: chrono::Duration) -> String {
+    /// What the last round saw (for /metrics), with the calls made since.
+    pub fn snapshot(&self) -> Snapshot {
         let mut snap = self
             .snapshot
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         snap.api_calls = self.api_calls();
-        super::metrics::render(&snap, now, rpo)
+        snap
     }
 
     fn note(&self, leader: bool, failed: bool) {
@@ -558,61 +569,6 @@ pub fn due_of(j: &Job) -> Option<DateTime<Utc>> {
         .get(DUE_ANNOTATION)
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc))
-}
-
-/// Sites in their order for `wpdr fleet status`: worst first.
-pub fn by_severity(sites: &mut [Site], now: DateTime<Utc>) {
-    sites.sort_by_key(|s| {
-        let st = s.status.clone().unwrap_or_default();
-        let failing = st.last_error.is_some();
-        let age = st
-            .newest_set_time
-            .as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map_or(i64::MAX, |t| (now - t.with_timezone(&Utc)).num_seconds());
-        let drilled = st.last_drill.as_ref().is_some_and(|d| d.result == "Passed");
-        (
-            std::cmp::Reverse((failing, age, !drilled)),
-            s.namespace(),
-            s.name_any(),
-        )
-    });
-}
-
-/// Counts for a dashboard.
-pub fn summary(
-    sites: &[Site],
-    now: DateTime<Utc>,
-    rpo_target: chrono::Duration,
-) -> BTreeMap<&'static str, usize> {
-    let mut out = BTreeMap::from([
-        ("sites", sites.len()),
-        ("failing", 0),
-        ("out_of_rpo", 0),
-        ("never_drilled", 0),
-        ("never_backed_up", 0),
-    ]);
-    for s in sites {
-        let st = s.status.clone().unwrap_or_default();
-        if st.last_error.is_some() {
-            *out.entry("failing").or_default() += 1;
-        }
-        match st
-            .newest_set_time
-            .as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        {
-            None => *out.entry("never_backed_up").or_default() += 1,
-            Some(t) if now - t.with_timezone(&Utc) > rpo_target => {
-                *out.entry("out_of_rpo").or_default() += 1
-            }
-            Some(_) => {}
-        }
-        if st.last_drill.is_none() {
-            *out.entry("never_drilled").or_default() += 1;
-        }
-    }
-    out
 }
 
 /// How the controller runs.

@@ -1,26 +1,17 @@
-//! The controller's /metrics: the fleet in numbers (sites, Jobs running and
+//! The fleet's views: `fleet status`'s order and counts, and the
+//! controller's /metrics: the fleet in numbers (sites, Jobs running and
 //! waiting, API calls) and one series per Site for what a dashboard sorts by
 //! (newest set, failing, last drill). Cardinality is the number of Sites
 //! times eight per-site families: 500 sites make 4,000 series, no label but
 //! namespace and site (no set ids, no error texts).
 
-use super::controller::Round;
+use super::controller::Snapshot;
 use super::site::Site;
 use crate::daemon::metrics::label;
 use chrono::{DateTime, Utc};
+use kube::ResourceExt;
+use std::collections::BTreeMap;
 use std::fmt::Write;
-
-/// What the last round saw.
-#[derive(Default, Clone)]
-pub struct Snapshot {
-    pub sites: Vec<Site>,
-    pub round: Round,
-    pub rounds: u64,
-    pub round_failures: u64,
-    pub api_calls: u64,
-    pub leader: bool,
-    pub last_round: Option<DateTime<Utc>>,
-}
 
 fn ts(s: &Option<String>) -> Option<f64> {
     s.as_deref()
@@ -91,7 +82,7 @@ pub fn render(snap: &Snapshot, now: DateTime<Utc>, rpo: chrono::Duration) -> Str
         "Sites whose spec cannot run (reason in their status).",
         one(snap.round.invalid as f64),
     );
-    let summary = super::controller::summary(&snap.sites, now, rpo);
+    let summary = summary(&snap.sites, now, rpo);
     family(
         "wpdr_fleet_sites",
         "gauge",
@@ -187,6 +178,61 @@ pub fn render(snap: &Snapshot, now: DateTime<Utc>, rpo: chrono::Duration) -> Str
                 .map(|v| v as f64)
         }),
     );
+    out
+}
+
+/// Sites in their order for `wpdr fleet status`: worst first.
+pub fn by_severity(sites: &mut [Site], now: DateTime<Utc>) {
+    sites.sort_by_key(|s| {
+        let st = s.status.clone().unwrap_or_default();
+        let failing = st.last_error.is_some();
+        let age = st
+            .newest_set_time
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or(i64::MAX, |t| (now - t.with_timezone(&Utc)).num_seconds());
+        let drilled = st.last_drill.as_ref().is_some_and(|d| d.result == "Passed");
+        (
+            std::cmp::Reverse((failing, age, !drilled)),
+            s.namespace(),
+            s.name_any(),
+        )
+    });
+}
+
+/// Counts for a dashboard.
+pub fn summary(
+    sites: &[Site],
+    now: DateTime<Utc>,
+    rpo_target: chrono::Duration,
+) -> BTreeMap<&'static str, usize> {
+    let mut out = BTreeMap::from([
+        ("sites", sites.len()),
+        ("failing", 0),
+        ("out_of_rpo", 0),
+        ("never_drilled", 0),
+        ("never_backed_up", 0),
+    ]);
+    for s in sites {
+        let st = s.status.clone().unwrap_or_default();
+        if st.last_error.is_some() {
+            *out.entry("failing").or_default() += 1;
+        }
+        match st
+            .newest_set_time
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        {
+            None => *out.entry("never_backed_up").or_default() += 1,
+            Some(t) if now - t.with_timezone(&Utc) > rpo_target => {
+                *out.entry("out_of_rpo").or_default() += 1
+            }
+            Some(_) => {}
+        }
+        if st.last_drill.is_none() {
+            *out.entry("never_drilled").or_default() += 1;
+        }
+    }
     out
 }
 
