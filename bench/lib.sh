@@ -42,3 +42,20 @@ bucket() {
 
 # elapsed START: seconds since START (a `date +%s.%N`), one decimal.
 elapsed() { awk -v a="$(date +%s.%N)" -v b="$1" 'BEGIN { printf "%.1f", a - b }'; }
+
+# make_uploads DIR N: N WordPress-shaped uploads under DIR/wp-content/uploads/
+# (random bytes: images do not compress; 5-200 KB, every hundredth 2-6 MB),
+# the same files for the same N.
+make_uploads() {
+  python3 - "$1" "$2" <<'PY'
+import os, random, sys
+root, n = sys.argv[1], int(sys.argv[2])
+random.seed(7)
+for i in range(n):
+    d = f"{root}/wp-content/uploads/{2016 + i % 10}/{1 + (i // 10) % 12:02d}"
+    os.makedirs(d, exist_ok=True)
+    size = random.randint(2 << 20, 6 << 20) if i % 100 == 0 else random.randint(5_000, 200_000)
+    with open(f"{d}/img-{i:06d}.jpg", "wb") as f:
+        f.write(os.urandom(size))
+PY
+}

@@ -57,17 +57,7 @@ have=$("${RCLONE[@]}" size --json "s3:$SRC" | python3 -c 'import json,sys; print
 if [ "$have" != "$OBJECTS" ]; then
   echo "== building $OBJECTS WordPress-shaped uploads in $SRC (cached for later runs)"
   rm -rf "$WORK/files"
-  python3 - "$WORK/files" "$OBJECTS" <<'PY'
-import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
-random.seed(7)
-for i in range(n):
-    d = f"{root}/wp-content/uploads/{2016 + i % 10}/{1 + (i // 10) % 12:02d}"
-    os.makedirs(d, exist_ok=True)
-    size = random.randint(2 << 20, 6 << 20) if i % 100 == 0 else random.randint(5_000, 200_000)
-    with open(f"{d}/img-{i:06d}.jpg", "wb") as f:
-        f.write(os.urandom(size))
-PY
+  make_uploads "$WORK/files" "$OBJECTS"
   "${RCLONE[@]}" sync "$WORK/files" "s3:$SRC"
 fi
 BYTES=$("${RCLONE[@]}" size --json "s3:$SRC" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')

@@ -62,16 +62,7 @@ python3 bench/post_text.py "$POSTS" "$WORK/bodies.txt"
 "${M[@]}" --local-infile=1 "$DB" -e "LOAD DATA LOCAL INFILE '$WORK/bodies.txt' INTO TABLE wp_posts (post_content) SET post_title = 'A post', post_date = NOW()"
 "${M[@]}" "$DB" -e "INSERT INTO wp_postmeta (post_id, meta_key, meta_value) SELECT ID, '_edit_lock', CONCAT(ID, ':1') FROM wp_posts"
 for b in "$SRC" "$OFF" "$STORE"; do bucket "$b"; done
-python3 - "$WORK/files" "$OBJECTS" <<'PY'
-import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
-random.seed(7)
-for i in range(n):
-    d = f"{root}/wp-content/uploads/{2016 + i % 10}/{1 + (i // 10) % 12:02d}"
-    os.makedirs(d, exist_ok=True)
-    with open(f"{d}/img-{i:06d}.jpg", "wb") as f:
-        f.write(os.urandom(random.randint(5_000, 200_000)))
-PY
+make_uploads "$WORK/files" "$OBJECTS"
 "${RCLONE[@]}" sync "$WORK/files" "s3:$SRC"
 ( umask 077; printf '%s' "$WPDR_TEST_S3_SECRET_ACCESS_KEY" >"$WORK/s3-secret"; printf '%s' "$WPDR_TEST_DB_PASSWORD" >"$WORK/db-password" )
 S3="endpoint: '$WPDR_TEST_S3_ENDPOINT', region: garage, access_key_id: $KEY, secret_access_key_file: $WORK/s3-secret"

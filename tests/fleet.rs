@@ -9,13 +9,11 @@ mod common;
 
 use chrono::{DateTime, Duration, Utc};
 use common::Services;
-use k8s_openapi::api::batch::v1::{Job, JobStatus};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodStatus, Secret,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 use kube_fake_client::ClientBuilder;
 use std::collections::BTreeMap;
@@ -101,50 +99,7 @@ async fn run_jobs(client: &kube::Client, work: &std::path::Path, now: DateTime<U
         let message = std::fs::read_to_string(&outcome).unwrap_or_default();
         assert!(!message.is_empty(), "no outcome: {}", common::stderr(&out));
         let code = out.status.code().unwrap_or(1);
-        let terminated = Pod {
-            metadata: ObjectMeta {
-                name: Some(format!("{name}-x1")),
-                namespace: Some(ns.clone()),
-                labels: Some(BTreeMap::from([("job-name".to_string(), name.clone())])),
-                ..Default::default()
-            },
-            status: Some(PodStatus {
-                container_statuses: Some(vec![ContainerStatus {
-                    name: "wpdr".into(),
-                    state: Some(ContainerState {
-                        terminated: Some(ContainerStateTerminated {
-                            exit_code: code,
-                            message: Some(message),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        Api::<Pod>::namespaced(client.clone(), &ns)
-            .create(&PostParams::default(), &terminated)
-            .await
-            .unwrap();
-        let status = JobStatus {
-            succeeded: (code == 0).then_some(1),
-            failed: (code != 0).then_some(1),
-            completion_time: Some(Time(
-                k8s_openapi::jiff::Timestamp::from_second(now.timestamp()).unwrap(),
-            )),
-            ..Default::default()
-        };
-        Api::<Job>::namespaced(client.clone(), &ns)
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({ "status": status })),
-            )
-            .await
-            .unwrap();
+        common::finish_job(client, j, code, message, now).await;
         ran += 1;
     }
     ran

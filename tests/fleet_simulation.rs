@@ -13,16 +13,16 @@
 //! newest set. Reported (not asserted): API calls per virtual minute, peak
 //! RSS of the process, Jobs started.
 
+mod common;
+
 use chrono::{DateTime, Duration, Timelike, Utc};
-use k8s_openapi::api::batch::v1::{Job, JobStatus};
-use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodStatus,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::ResourceExt;
 use kube_fake_client::ClientBuilder;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use wpdr::fleet::controller::{due_of, Controller};
 use wpdr::fleet::job::{JobTemplate, DATABASE_ANNOTATION, SCHEDULE_LABEL, SITE_LABEL};
 use wpdr::fleet::outcome::{JobOutcome, SiteSummary};
@@ -215,58 +215,14 @@ async fn five_hundred_sites_over_two_days_stay_inside_their_windows_and_caps() {
                 ..Default::default()
             };
             let outcome = JobOutcome::new("backup", &schedule, &verdict, Some(summary));
-            let pod = Pod {
-                metadata: ObjectMeta {
-                    name: Some(format!("{name}-pod")),
-                    namespace: Some(ns.clone()),
-                    labels: Some(BTreeMap::from([("job-name".to_string(), name.clone())])),
-                    // Owned by its Job, as the Job controller makes it: gone with it.
-                    owner_references: Some(vec![OwnerReference {
-                        api_version: "batch/v1".into(),
-                        kind: "Job".into(),
-                        name: name.clone(),
-                        uid: j.metadata.uid.clone().unwrap(),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                },
-                status: Some(PodStatus {
-                    container_statuses: Some(vec![ContainerStatus {
-                        name: "wpdr".into(),
-                        state: Some(ContainerState {
-                            terminated: Some(ContainerStateTerminated {
-                                exit_code: i32::from(verdict.exit.code()),
-                                message: Some(outcome.to_message()),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            Api::<Pod>::namespaced(client.clone(), &ns)
-                .create(&PostParams::default(), &pod)
-                .await
-                .unwrap();
-            let status = JobStatus {
-                succeeded: ok.then_some(1),
-                failed: (!ok).then_some(1),
-                completion_time: Some(Time(
-                    k8s_openapi::jiff::Timestamp::from_second(t.timestamp()).unwrap(),
-                )),
-                ..Default::default()
-            };
-            Api::<Job>::namespaced(client.clone(), &ns)
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(serde_json::json!({ "status": status })),
-                )
-                .await
-                .unwrap();
+            common::finish_job(
+                &client,
+                j,
+                i32::from(verdict.exit.code()),
+                outcome.to_message(),
+                t,
+            )
+            .await;
             finished_at.insert(id, t);
         }
 

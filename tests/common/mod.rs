@@ -857,3 +857,76 @@ pub fn assert_released(lock: &Path) {
         );
     }
 }
+
+/// What the kubelet and the Job controller leave when a fleet Job's
+/// container ends: a Pod (owned by the Job) whose container terminated with
+/// `exit` and `message`, and the Job's status (succeeded or failed at
+/// `at`). The fleet tests stand in for the cluster with it.
+pub async fn finish_job(
+    client: &kube::Client,
+    job: &k8s_openapi::api::batch::v1::Job,
+    exit: i32,
+    message: String,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    use k8s_openapi::api::batch::v1::{Job, JobStatus};
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    use kube::ResourceExt;
+    let (ns, name) = (job.namespace().unwrap(), job.name_any());
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-pod")),
+            namespace: Some(ns.clone()),
+            labels: Some([("job-name".to_string(), name.clone())].into()),
+            // Owned by its Job, as the Job controller makes it: gone with it.
+            owner_references: Some(vec![OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "Job".into(),
+                name: name.clone(),
+                uid: job.metadata.uid.clone().unwrap_or_default(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        status: Some(PodStatus {
+            container_statuses: Some(vec![ContainerStatus {
+                name: "wpdr".into(),
+                state: Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: exit,
+                        message: Some(message),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    let status = JobStatus {
+        succeeded: (exit == 0).then_some(1),
+        failed: (exit != 0).then_some(1),
+        completion_time: Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(at.timestamp()).unwrap(),
+        )),
+        ..Default::default()
+    };
+    Api::<Job>::namespaced(client.clone(), &ns)
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await
+        .unwrap();
+}
