@@ -248,6 +248,9 @@ for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner", "trust",
     r = subprocess.run([os.environ.get("WPDR", "target/debug/wpdr"), "--config", f"{cfgdir}/wpdr.yaml", "check-config", "--schedules", f"{cfgdir}/schedules"], capture_output=True, text=True)
     check(r.returncode == 0, f"{variant}: wpdr rejects the rendered config: {r.stderr}")
 
+# The walkthrough's Site, checked by wpdr as the controller will check it.
+r = subprocess.run([os.environ.get("WPDR", "target/debug/wpdr"), "fleet", "check", "docs/kind/site.yaml"], capture_output=True, text=True)
+check(r.returncode == 0, f"docs/kind/site.yaml: {r.stdout}{r.stderr}")
 # The walkthrough's demo site and the chart's CRD (helm template leaves crds/ out) too.
 r = subprocess.run(["kubernetes-validate", "-k", "1.32.0", "--strict", "--quiet", *core, "docs/kind/demo-site.yaml",
                     "charts/wpdr/crds/sites.wpdr.io.yaml"], capture_output=True, text=True)

@@ -12,6 +12,7 @@
 #   scripts/kind-demo.sh                        # create the kind cluster wpdr-demo
 #   scripts/kind-demo.sh --use-current-context  # any cluster kubectl reaches
 #   scripts/kind-demo.sh --keep-restored        # leave the drill's namespace
+#   scripts/kind-demo.sh --fleet                # the fleet controller backs up the site as a Site
 #   scripts/kind-demo.sh --delete [--use-current-context]   # remove what it made
 #
 # Needs kubectl, and kind plus docker or podman when it creates the cluster.
@@ -27,11 +28,13 @@ IMAGE="localhost/wpdr:0.1.0"
 USE_CURRENT=false
 KEEP_RESTORED=false
 DELETE=false
+FLEET=false
 for arg in "$@"; do
   case "$arg" in
     --use-current-context) USE_CURRENT=true ;;
     --keep-restored) KEEP_RESTORED=true ;;
     --delete) DELETE=true ;;
+    --fleet) FLEET=true ;;
     -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "kind-demo: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
@@ -128,7 +131,24 @@ for job in wp/wp-install wp/seed-uploads wpdr-offsite/offsite-buckets; do
 done
 
 say "installing wpdr (chart charts/wpdr, values docs/kind/values.yaml)"
-"$HELM" upgrade --install wpdr charts/wpdr -n wp -f docs/kind/values.yaml --wait >/dev/null
+fleet_args=()
+$FLEET && fleet_args=(--set controller.enabled=true --set-json 'controller.namespaces=["wp"]')
+"$HELM" upgrade --install wpdr charts/wpdr -n wp -f docs/kind/values.yaml "${fleet_args[@]}" --wait >/dev/null
+
+if $FLEET; then
+  say "fleet: the site as a Site object; the controller runs its backup as a Job"
+  kubectl apply -f charts/wpdr/crds/sites.wpdr.io.yaml >/dev/null
+  kubectl apply -f docs/kind/site.yaml >/dev/null
+  deadline=$((SECONDS + 600))
+  until [ -n "$(kubectl -n wp get site demo -o jsonpath='{.status.runs.nightly.lastResult}' 2>/dev/null)" ]; do
+    [ $SECONDS -lt $deadline ] || { kubectl -n wp get jobs,pods -l wpdr.io/site=demo >&2; echo "kind-demo: the Site's first run did not finish in 10 minutes" >&2; exit 1; }
+    sleep 5
+  done
+  kubectl -n wp get sites -o wide >&2
+  kubectl -n wp get site demo -o jsonpath='{.status}'
+  echo
+  exit 0
+fi
 
 # A one-off Job from a CronJob's template, with extra arguments; waits for it
 # and prints its log. Fails (with the log) when the Job fails.

@@ -205,3 +205,45 @@ async fn the_whole_site_restores_in_a_real_cluster() {
         "the walkthrough's summary did not say PASSED:\n{stderr}"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs a real cluster: set KUBECONFIG and run with --ignored"]
+async fn the_fleet_controller_backs_up_a_site_in_a_real_cluster() {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "set KUBECONFIG to run the e2e suite"
+    );
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script = format!("{root}/scripts/kind-demo.sh");
+    let mut demo = std::process::Command::new("bash");
+    demo.arg(&script)
+        .arg("--use-current-context")
+        .arg("--fleet");
+    if let Ok(cluster) = std::env::var("WPDR_E2E_KIND_CLUSTER") {
+        demo.env("KIND_CLUSTER", cluster)
+            .env("WPDR_LOAD_IMAGE", "1");
+    }
+    let out = demo.output().expect("bash runs scripts/kind-demo.sh");
+    let _ = std::process::Command::new("bash")
+        .args([script.as_str(), "--delete", "--use-current-context"])
+        .status();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the fleet walkthrough failed ({}):\n{stderr}",
+        out.status
+    );
+    // The Site's status, as the controller wrote it from the Job's outcome.
+    let status: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no Site status as the last line:\n{stdout}\n{stderr}"));
+    assert_eq!(
+        status["runs"]["nightly"]["lastResult"], "Succeeded",
+        "{status:#}"
+    );
+    assert!(status["newestSet"].is_string(), "{status:#}");
+    assert!(status["lastError"].is_null(), "{status:#}");
+}
