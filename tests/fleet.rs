@@ -287,3 +287,102 @@ async fn three_sites_get_real_sets_and_a_wrong_password_fails_alone() {
         }
     }
 }
+
+/// A Site whose spec cannot run says why in its status, starts nothing, and
+/// holds no other site back; once fixed, its error goes and it runs. A dry
+/// run says what it would start and creates and writes nothing.
+#[tokio::test]
+async fn a_refused_spec_is_reported_until_fixed_and_a_dry_run_writes_nothing() {
+    let mk = |name: &str, config: &str| {
+        let mut s = Site::new(
+            name,
+            SiteSpec {
+                config: serde_yaml::from_str(config).unwrap(),
+                credentials: SiteCredentials::default(),
+                schedules: vec![SiteSchedule {
+                    name: "nightly".into(),
+                    job: "backup".into(),
+                    cron: "0 0 2 * * *".into(),
+                    timezone: None,
+                }],
+                suspend: false,
+            },
+        );
+        s.metadata.namespace = Some(name.into());
+        s
+    };
+    let good = "site: ok\nstore: {type: s3, bucket: b}\ndatabase: {host: db, user: wpdr, name: wp}";
+    let client = ClientBuilder::new()
+        .with_resource::<Site>()
+        .with_objects(vec![
+            mk(
+                "bad",
+                "site: bad\nstore: {type: s3, bucket: b}\ndatabase: {host: db, password: hunter2}",
+            ),
+            mk("good", good),
+        ])
+        .build()
+        .await
+        .unwrap();
+    let template = JobTemplate::new("registry.example/wpdr@sha256:0");
+    let night = Utc::now() + Duration::days(2);
+    let jobs = || async {
+        Api::<Job>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    };
+    let status_of = |name: &'static str| {
+        let client = client.clone();
+        async move {
+            Api::<Site>::namespaced(client, name)
+                .get(name)
+                .await
+                .unwrap()
+                .status
+                .unwrap_or_default()
+        }
+    };
+
+    let dry = Controller::new(client.clone(), template.clone(), Limits::default()).dry_run();
+    let round = dry.round(night).await.unwrap();
+    assert_eq!(round.invalid, 1);
+    assert_eq!(round.started.len(), 1, "{round:?}");
+    assert!(
+        round.started[0].starts_with("good/good nightly"),
+        "{round:?}"
+    );
+    assert!(jobs().await.is_empty(), "a dry run created a Job");
+    assert_eq!(
+        status_of("bad").await.last_error,
+        None,
+        "a dry run wrote a status"
+    );
+
+    let controller = Controller::new(client.clone(), template, Limits::default());
+    let round = controller.round(night).await.unwrap();
+    assert_eq!((round.invalid, round.started.len()), (1, 1), "{round:?}");
+    let err = status_of("bad")
+        .await
+        .last_error
+        .expect("the reason is in the status");
+    assert!(
+        err.contains("spec.config.database.password") && !err.contains("hunter2"),
+        "{err}"
+    );
+    assert_eq!(jobs().await.len(), 1);
+
+    // Fixed: the error goes, and its owed run starts.
+    let api = Api::<Site>::namespaced(client.clone(), "bad");
+    let mut bad = api.get("bad").await.unwrap();
+    bad.spec.config = serde_yaml::from_str(good).unwrap();
+    api.replace("bad", &Default::default(), &bad).await.unwrap();
+    let round = controller.round(night).await.unwrap();
+    assert_eq!(
+        (round.invalid, round.started.clone()),
+        (0, vec!["bad/bad".to_string()])
+    );
+    assert_eq!(status_of("bad").await.last_error, None);
+    assert_eq!(jobs().await.len(), 2);
+}
