@@ -94,7 +94,9 @@ impl SiteCron {
     /// (a run missed several times is owed once: this is the one it owes).
     pub fn latest_due(&self, since: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut due = None;
-        let mut at = since;
+        // Owed once whatever the gap: a Site created months before the
+        // controller needs no walk over every minute since.
+        let mut at = since.max(now - chrono::Duration::days(35));
         // Bounded: a per-second cron over a long outage must not spin.
         for _ in 0..100_000 {
             match self.next_after(at) {
