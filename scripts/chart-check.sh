@@ -63,7 +63,13 @@ grep -q 'WPDR_S3_PRUNE_ACCESS_KEY_ID' "$OUT/pruner.yaml"
 # ClusterRoleBinding), with two replicas (leader election).
 "$HELM" template wpdr charts/wpdr --namespace wpdr --set controller.enabled=true --set controller.replicas=2 \
   --set-json 'controller.namespaces=["shop","blog"]' --set controller.jobs.serviceAccountName=wpdr-site \
+  --set-json 'controller.archives=[{"name":"db1","existingSecret":"db1-archive","config":{"store":{"type":"s3","bucket":"backups","endpoint":"http://minio.backups:9000"},"database":{"host":"mariadb.db1","user":"wpdr-repl"}}}]' \
+  --set pruner.enabled=true --set-json 'schedules=[{"name":"nightly-backup","job":"backup","cron":"0 15 2 * * *"}]' \
   >"$OUT/fleet.yaml"
+# An archive entry without its Secret is refused by the schema.
+if "$HELM" template wpdr charts/wpdr --set-json 'controller.archives=[{"name":"db1","config":{"store":{},"database":{}}}]' >/dev/null 2>&1; then
+  echo "chart-check: an archive without existingSecret was accepted"; exit 1
+fi
 # Trust: the signing key from the Secret, recipients in the config, and the
 # NOTES telling where the identity must (not) live.
 "$HELM" template wpdr charts/wpdr --namespace wp --set secretKeys.signingKey=signing-key \
@@ -223,6 +229,31 @@ for variant in ["daemon", "cronjobs", "ha", "media", "drill", "pruner", "trust",
         known = {"image", "imagePullPolicy", "serviceAccountName", "resources", "nodeSelector", "tolerations", "ttlSecondsAfterFinished", "activeDeadlineSeconds"}
         check(set(tmpl) <= known and tmpl.get("image"), f"fleet: job template keys {sorted(tmpl)} (src/fleet/job.rs JobTemplate knows {sorted(known)})")
         check(tmpl.get("serviceAccountName") == "wpdr-site", "fleet: the Jobs' service account is not passed")
+        # One shared binlog archive per server: a daemon following it, a CronJob pruning it by claims.
+        arch = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-archive-db1")]
+        check(len(arch) == 1, "fleet: no archive Deployment for db1")
+        if arch:
+            spec = arch[0]["spec"]["template"]["spec"]
+            check(spec["containers"][0]["args"][:2] == ["daemon", "--schedules=/etc/wpdr-schedules"], f"fleet: archive args {spec['containers'][0]['args']}")
+            check(spec.get("automountServiceAccountToken") is False, "fleet: the archive needs no API token")
+            check(arch[0]["spec"]["replicas"] == 1, "fleet: one archiver per server")
+        cm = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-archive-db1")), None)
+        check(cm is not None, "fleet: no archive ConfigMap")
+        if cm:
+            acfg = yaml.safe_load(cm["data"]["wpdr.yaml"])
+            check(acfg["database"]["binlog"]["archive"] == "db1", f"fleet: the archive config does not name its archive: {acfg}")
+            adir = f"{out}/fleet-archive"
+            os.makedirs(f"{adir}/schedules", exist_ok=True)
+            open(f"{adir}/wpdr.yaml", "w").write(cm["data"]["wpdr.yaml"])
+            open(f"{adir}/schedules/binlog-archive.yaml", "w").write(cm["data"]["binlog-archive.yaml"])
+            r = subprocess.run([os.environ.get("WPDR", "target/debug/wpdr"), "--config", f"{adir}/wpdr.yaml", "check-config", "--schedules", f"{adir}/schedules"], capture_output=True, text=True)
+            check(r.returncode == 0, f"fleet: wpdr rejects the archive's config: {r.stderr}")
+        prune = [d for d in docs if d["kind"] == "CronJob" and "-archive-db1" in d["metadata"]["name"]]
+        check(len(prune) == 1, "fleet: no archive prune CronJob")
+        if prune:
+            c = prune[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+            check(c["args"] == ["binlog", "prune"], f"fleet: archive prune args {c['args']}")
+            check(any(e["name"] == "WPDR_S3_PRUNE_ACCESS_KEY_ID" for e in c["env"]), "fleet: the archive prune does not use the pruner's keys")
     if variant in ("ha", "drill", "kind", "fleet"):
         check("ClusterRole" in kinds, f"{variant}: restore ClusterRole missing")
     else:

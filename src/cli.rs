@@ -289,6 +289,14 @@ pub enum BinlogCommand {
         #[arg(long = "for", value_name = "SECONDS")]
         run_for: Option<u64>,
     },
+    /// Delete the segments no kept restore can replay: a site's own archive
+    /// by its sets, a shared server archive (database.binlog.archive) by the
+    /// claims of the sites on it. (`wpdr prune` does the first on its own.)
+    Prune {
+        /// Report what would go; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

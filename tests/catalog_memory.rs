@@ -118,7 +118,15 @@ async fn scans_hold_one_manifest_at_a_time() {
         "a scan held {peak} bytes; one manifest takes {one_peak}, all {all}"
     );
 
-    let (window, peak) = peak_during(wpdr::binlog::window::load(&store, "big", "big")).await;
+    // What `window::load` does: the summaries, then the window over them.
+    let (window, peak) = peak_during(async {
+        let sets = catalog
+            .summaries()
+            .await
+            .map_err(wpdr::binlog::BinlogError::from)?;
+        wpdr::binlog::window::load_for(&store, "big", &sets).await
+    })
+    .await;
     assert_eq!(window.unwrap().ranges.len(), SETS);
     assert!(
         peak < 2 * one_peak,

@@ -147,7 +147,8 @@ enum Ended {
 struct Follower<'a> {
     cfg: &'a Config,
     store: &'a Store,
-    site_prefix: String,
+    /// Where the archive is written: the site's prefix, or a shared server archive's.
+    archive_prefix: String,
     opts: ArchiveOptions,
     position: GtidPos,
     report: ArchiveReport,
@@ -169,7 +170,9 @@ pub async fn archive(
     opts: ArchiveOptions,
     shutdown: watch::Receiver<bool>,
 ) -> Result<ArchiveReport, BinlogError> {
-    let catalog = Catalog::new(store, &cfg.site, &cfg.site_prefix());
+    // The lock (and, for a site's own archive, the sets it starts from) live
+    // where the archive does: a shared archive's lock is the server's.
+    let catalog = Catalog::new(store, &cfg.site, &cfg.binlog_prefix());
     let ttl = cfg.backup.lock_ttl_seconds;
     let mut lock = catalog.named_lock(LOCK_NAME, ttl, "binlog archive").await?;
     lock.keep_alive(store.clone(), ttl);
@@ -186,17 +189,22 @@ async fn archive_locked(
     mut shutdown: watch::Receiver<bool>,
     fence: Fence,
 ) -> Result<ArchiveReport, BinlogError> {
-    let site_prefix = cfg.site_prefix();
-    let archive = rollup::scan(store, &site_prefix, &mut rollup::ScanCache::default()).await?;
+    let archive_prefix = cfg.binlog_prefix();
+    let archive = rollup::scan(store, &archive_prefix, &mut rollup::ScanCache::default()).await?;
     let mut position = match archive.newest() {
         Some(s) => s.end.clone(),
-        None => start_without_archive(cfg, catalog).await?,
+        None => match read_head(store, &archive_prefix).await? {
+            // An earlier run was caught up before its first segment (a
+            // shared archive starts with no set to start from).
+            Some(head) => head.position,
+            None => start_without_archive(cfg, catalog).await?,
+        },
     };
     let name_floor = rollup::name_floor(archive.last_day());
     drop(archive);
     // A gap recorded at this position already moved the archive on (the run
     // that recorded it stopped before its first segment): do not record it twice.
-    if let Some(g) = list_gaps(store, &site_prefix)
+    if let Some(g) = list_gaps(store, &archive_prefix)
         .await?
         .into_iter()
         .rev()
@@ -220,7 +228,7 @@ async fn archive_locked(
     let mut f = Follower {
         cfg,
         store,
-        site_prefix,
+        archive_prefix,
         opts,
         position,
         report: ArchiveReport::default(),
@@ -333,8 +341,10 @@ async fn archive_locked(
     Ok(f.report)
 }
 
-/// With no segment yet: start at the newest set (so the window reaches back
-/// to it), or at the server's current position when there is no set.
+/// With no segment and no head yet: start at the newest set (so the window
+/// reaches back to it), or at the server's current position when there is
+/// no set (always, for a shared archive: its sites' windows start at their
+/// first set after it).
 async fn start_without_archive(
     cfg: &Config,
     catalog: &Catalog<'_>,
@@ -476,7 +486,15 @@ impl Follower<'_> {
                     // Sent only once the server has nothing newer: caught up.
                     caught_up_at = Some(Utc::now());
                     if self.opts.until_caught_up {
-                        if let Err(e) = self.close(&mut spool, &server, caught_up_at).await {
+                        // Nothing pending: the head alone records that the
+                        // archive is complete up to now (and where the next
+                        // run starts, before any segment exists).
+                        let ended = if spool.is_none() {
+                            self.write_head(&server, Utc::now()).await
+                        } else {
+                            self.close(&mut spool, &server, caught_up_at).await
+                        };
+                        if let Err(e) = ended {
                             break Err(e);
                         }
                         break Ok(Ended::Stopped);
@@ -611,7 +629,7 @@ impl Follower<'_> {
         if let Some(index) = s
             .upload(
                 self.store,
-                &self.site_prefix,
+                &self.archive_prefix,
                 server,
                 covered,
                 self.name_floor,
@@ -635,7 +653,14 @@ impl Follower<'_> {
             return Ok(());
         }
         self.last_roll_up = Some(Instant::now());
-        match rollup::roll_up(self.store, &self.site_prefix, Utc::now(), Some(&self.fence)).await {
+        match rollup::roll_up(
+            self.store,
+            &self.archive_prefix,
+            Utc::now(),
+            Some(&self.fence),
+        )
+        .await
+        {
             Ok(r) => {
                 self.name_floor = self.name_floor.max(rollup::name_floor(r.last_day));
                 if r.days > 0 {
@@ -693,7 +718,7 @@ impl Follower<'_> {
         let json = serde_json::to_vec_pretty(&head).unwrap_or_default();
         self.fence.check()?;
         self.store
-            .put_bytes(&head_key(&self.site_prefix), json.into())
+            .put_bytes(&head_key(&self.archive_prefix), json.into())
             .await?;
         self.last_head_write = Some(Instant::now());
         Ok(())
@@ -715,7 +740,7 @@ impl Follower<'_> {
             detail,
             rewound,
         };
-        let key = gap_key(&self.site_prefix, gap.detected_at);
+        let key = gap_key(&self.archive_prefix, gap.detected_at);
         let json = serde_json::to_vec_pretty(&gap).unwrap_or_default();
         self.fence.confirm(self.store).await?;
         self.store.put_bytes(&key, json.into()).await?;

@@ -11,6 +11,7 @@
 
 pub mod archive;
 pub mod chain;
+pub mod claim;
 pub mod event;
 /// GTIDs are the server's (`mysql::gtid`); the archive and replay speak them.
 pub use crate::mysql::gtid;

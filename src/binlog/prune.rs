@@ -54,9 +54,12 @@ pub fn replay_floor(
     }
 }
 
-/// `sets` are the sets that remain (after set retention ran). Reads the
-/// rolled-up days' summaries, the detail of only the days that may lose
-/// segments, and lists only the days not rolled up.
+/// A point some kept restore may replay from: its set's snapshot time and
+/// GTID position.
+pub type Floor = (DateTime<Utc>, super::gtid::GtidPos);
+
+/// `sets` are the sets that remain (after set retention ran): a site's own
+/// archive keeps what the oldest kept restore replays.
 pub async fn prune(
     store: &Store,
     site_prefix: &str,
@@ -65,21 +68,39 @@ pub async fn prune(
     pitr_days: Option<u64>,
     dry_run: bool,
 ) -> Result<BinlogPruneReport, BinlogError> {
+    let floors: Vec<Floor> = replay_floor(sets, Utc::now(), pitr_days)
+        .into_iter()
+        .collect();
+    prune_below(store, site_prefix, &floors, orphan_grace, dry_run).await
+}
+
+/// Deletes what no floor needs: a segment goes only when every floor is
+/// past its end (a shared archive has one floor per site claiming it).
+/// With no floor nothing goes: then the archive is all there is. Reads the
+/// rolled-up days' summaries, the detail of only the days that may lose
+/// segments, and lists only the days not rolled up.
+pub async fn prune_below(
+    store: &Store,
+    site_prefix: &str,
+    floors: &[Floor],
+    orphan_grace: chrono::Duration,
+    dry_run: bool,
+) -> Result<BinlogPruneReport, BinlogError> {
     let mut report = BinlogPruneReport::default();
     let archive = rollup::scan(store, site_prefix, &mut rollup::ScanCache::default()).await?;
-    // The oldest set a kept restore replays from bounds what is needed.
-    let oldest = replay_floor(sets, Utc::now(), pitr_days);
-    let Some((oldest_time, oldest_pos)) = oldest else {
+    let Some(oldest_time) = floors.iter().map(|(t, _)| *t).min() else {
         report.kept_segments = archive.segment_count();
         return Ok(report);
     };
+    let past_every_floor =
+        |p: &super::gtid::GtidPos| floors.iter().all(|(_, floor)| floor.includes(p));
     // Under Object Lock a segment is kept (and reported kept) until its
     // retention ends, even when no restore needs it any more.
     let lock_days = store
         .object_lock()
         .map(|l| chrono::Duration::days(i64::from(l.days)) + chrono::Duration::hours(1));
     let retained = |closed: DateTime<Utc>| lock_days.is_some_and(|d| closed + d > Utc::now());
-    let gone = |s: &SegmentIndex| oldest_pos.includes(&s.end) && !retained(s.closed_at);
+    let gone = |s: &SegmentIndex| past_every_floor(&s.end) && !retained(s.closed_at);
     let cutoff: DateTime<Utc> = Utc::now() - orphan_grace;
     // First what an interrupted prune or roll-up left.
     if !dry_run {
@@ -98,7 +119,7 @@ pub async fn prune(
         let orphans_due = !d.orphans.is_empty() && rollup::name_floor(Some(d.day)) < cutoff;
         let may_lose = d.day <= floor_day
             || d.segments == 0
-            || d.runs.iter().any(|r| oldest_pos.includes(&r.start));
+            || d.runs.iter().any(|r| past_every_floor(&r.start));
         if may_lose || orphans_due {
             let how = rollup::DayPruneOptions {
                 orphans_due,

@@ -78,10 +78,14 @@ pub fn compute(
     }
 }
 
-/// Reads the sets, segments, gaps and archive head of a site and computes its window.
-pub async fn load(store: &Store, site: &str, site_prefix: &str) -> Result<Window, BinlogError> {
-    let sets = Catalog::new(store, site, site_prefix).summaries().await?;
-    load_for(store, site_prefix, &sets).await
+/// Reads a site's sets and the segments, gaps and head of the archive it
+/// restores from (its own, or the shared one of its server), and computes
+/// its window.
+pub async fn load(cfg: &crate::config::Config, store: &Store) -> Result<Window, BinlogError> {
+    let sets = Catalog::new(store, &cfg.site, &cfg.site_prefix())
+        .summaries()
+        .await?;
+    load_for(store, &cfg.binlog_prefix(), &sets).await
 }
 
 /// The window over sets already read.

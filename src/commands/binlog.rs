@@ -53,6 +53,69 @@ pub(crate) async fn archive(
     Ok(report.verdict().exit)
 }
 
+pub(crate) async fn prune(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
+    let ctx = super::job_context(cli).await?;
+    let report = wpdr::jobs::binlog_prune::binlog_prune(&ctx, dry_run).await?;
+    if cli.output == OutputFormat::Json {
+        print_json(&report)?;
+        return Ok(report.verdict().exit);
+    }
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    if report.shared {
+        println!("shared archive {}", report.archive);
+        for c in &report.claims {
+            println!(
+                "  claim of {:<24} replays from {} ({}), holds until {}",
+                c.site,
+                c.floor_time.format("%Y-%m-%d %H:%M"),
+                c.floor_position,
+                c.holds_until.format("%Y-%m-%d")
+            );
+        }
+        for c in &report.lapsed {
+            println!(
+                "  LAPSED claim of {} (not renewed since {}): it holds nothing back{}",
+                c.site,
+                c.renewed_at.format("%Y-%m-%d %H:%M"),
+                if dry_run { "" } else { "; deleted" }
+            );
+        }
+        if report.claims.is_empty() {
+            println!("  no live claim: no site needs a segment yet, or none has run a backup with database.binlog.archive set; nothing is deleted");
+        }
+    }
+    print_binlog_prune(&report.pruned, verb);
+    Ok(report.verdict().exit)
+}
+
+pub(crate) fn print_binlog_prune(binlog: &wpdr::binlog::prune::BinlogPruneReport, verb: &str) {
+    println!(
+        "binlog archive: {} segment(s) no kept restore replays {verb}, {} orphan(s), {} old gap record(s); {} kept ({} freed)",
+        binlog.segments_deleted,
+        binlog.orphans_deleted,
+        binlog.gaps_deleted,
+        binlog.kept_segments,
+        human_bytes(binlog.bytes_freed)
+    );
+}
+
+pub(crate) fn print_claim(report: &wpdr::binlog::claim::ClaimReport, dry_run: bool) {
+    match &report.claim {
+        Some(c) => println!(
+            "shared binlog archive {}: claim {} from {} ({}), holds until {}; the archive's `wpdr binlog prune` deletes what no claim needs",
+            report.archive,
+            if dry_run { "would be renewed" } else { "renewed" },
+            c.floor_time.format("%Y-%m-%d %H:%M"),
+            c.floor_position,
+            c.holds_until.format("%Y-%m-%d")
+        ),
+        None => println!(
+            "shared binlog archive {}: no set with a binlog position yet, so no claim",
+            report.archive
+        ),
+    }
+}
+
 /// The media side of a point in time: which mirror runs left generations.
 #[derive(serde::Serialize)]
 struct MediaWindow {
@@ -72,7 +135,7 @@ struct Recoverable<'a> {
 
 pub(crate) async fn recoverable(cli: &Cli) -> Result<ExitCode> {
     let (cfg, store) = open(cli).await?;
-    let w = window::load(&store, &cfg.site, &cfg.site_prefix()).await?;
+    let w = window::load(&cfg, &store).await?;
     let media = match &cfg.media {
         Some(_) => {
             let gens = wpdr::media::point::list(&store, &cfg.site_prefix()).await?;

@@ -15,6 +15,7 @@ pub(crate) async fn prune(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
         return Ok(ExitCode::Ok);
     }
     let binlog = &report.binlog;
+    let claim = &report.archive_claim;
     let media = &report.media_retained;
     let report = &report.sets;
     let verb = if dry_run { "would delete" } else { "deleted" };
@@ -63,15 +64,11 @@ pub(crate) async fn prune(cli: &Cli, dry_run: bool) -> Result<ExitCode> {
             }
         );
     }
-    if binlog.segments_deleted + binlog.orphans_deleted + binlog.kept_segments > 0 {
-        println!(
-            "binlog archive: {} segment(s) older than the oldest set {verb}, {} orphan(s), {} old gap record(s); {} kept ({})",
-            binlog.segments_deleted,
-            binlog.orphans_deleted,
-            binlog.gaps_deleted,
-            binlog.kept_segments,
-            human_bytes(binlog.bytes_freed)
-        );
+    if let Some(binlog) = binlog {
+        super::binlog::print_binlog_prune(binlog, verb);
+    }
+    if let Some(c) = claim {
+        super::binlog::print_claim(c, dry_run);
     }
     Ok(ExitCode::Ok)
 }

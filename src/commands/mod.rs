@@ -58,6 +58,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             until_caught_up,
             run_for,
         }) => binlog::archive(&cli, *until_caught_up, *run_for).await,
+        Command::Binlog(BinlogCommand::Prune { dry_run }) => binlog::prune(&cli, *dry_run).await,
         Command::Verify { set, deep } => sets::verify(&cli, set, *deep).await,
         Command::Restore(RestoreArgs {
             part: Some(RestoreCommand::Db(args)),

@@ -96,6 +96,8 @@ struct RawBinlog {
     server_id: Option<u32>,
     segment_seconds: Option<u64>,
     segment_size: Option<ByteSize>,
+    archive: Option<String>,
+    claim_days: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +129,14 @@ pub struct BinlogArchiveConfig {
     pub segment_seconds: u64,
     /// ... or once it holds this many bytes of events.
     pub segment_bytes: u64,
+    /// The name of a server-wide archive this site shares with the other
+    /// sites on its database server (one replication stream per server, not
+    /// per site). `None`: the site's own archive under its prefix.
+    pub shared: Option<String>,
+    /// How long a site's claim on a shared archive's segments holds without
+    /// being renewed (each backup and prune renews it): a deleted site stops
+    /// holding segments back after this.
+    pub claim_days: u64,
 }
 
 impl Default for BinlogArchiveConfig {
@@ -135,6 +145,8 @@ impl Default for BinlogArchiveConfig {
             server_id: 4_031_000_001,
             segment_seconds: 30,
             segment_bytes: 16 << 20,
+            shared: None,
+            claim_days: 35,
         }
     }
 }
@@ -424,9 +436,25 @@ fn resolve_binlog(b: &RawBinlog, env: &dyn Env) -> Result<BinlogArchiveConfig, C
     let segment_bytes = size_key.check(segment_bytes, segment_bytes >= 64 << 10, |_| {
         "is below 64 KiB".into()
     })?;
+    let archive_key = s.key("archive", "ARCHIVE");
+    let shared = match archive_key.string(&b.archive)? {
+        Some(name) => Some(archive_key.check(name.clone(), super::is_safe_name(&name), |v| {
+            format!("'{v}' must be 1-63 characters of letters, digits, '-', '_' or '.', not starting with '.' (it names a path in the store)")
+        })?),
+        None => None,
+    };
+    let claim_key = s.key("claim_days", "CLAIM_DAYS");
+    let claim_days = claim_key.within(
+        claim_key
+            .number(&b.claim_days)?
+            .unwrap_or(defaults.claim_days),
+        1..=3650,
+    )?;
     Ok(BinlogArchiveConfig {
         server_id,
         segment_seconds,
         segment_bytes,
+        shared,
+        claim_days,
     })
 }

@@ -171,12 +171,7 @@ impl Config {
             .string(&raw.site)?
             .unwrap_or_else(|| "default".into());
         // A site name becomes a path segment in the store: keep it to safe characters.
-        let safe = !site.is_empty()
-            && site.len() <= 63
-            && site
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-            && !site.starts_with('.');
+        let safe = is_safe_name(&site);
         let site = site_key.check(site, safe, |v| {
             format!("'{v}' must be 1-63 characters of letters, digits, '-', '_' or '.'")
         })?;
@@ -219,13 +214,38 @@ impl Config {
 
     /// Where this site's sets live inside the store.
     pub fn site_prefix(&self) -> String {
-        let p = self.store.prefix();
-        if p.is_empty() {
-            self.site.clone()
-        } else {
-            format!("{p}/{}", self.site)
+        self.in_store(&self.site)
+    }
+
+    /// Where the binlog archive this site restores from lives: its own,
+    /// under the site prefix, or the server-wide one it shares
+    /// (`database.binlog.archive`), under `.archives/` — a path no site
+    /// can have, as site names never start with '.'.
+    pub fn binlog_prefix(&self) -> String {
+        match &self.database.binlog.shared {
+            Some(name) => self.in_store(&format!(".archives/{name}")),
+            None => self.site_prefix(),
         }
     }
+
+    fn in_store(&self, path: &str) -> String {
+        let p = self.store.prefix();
+        if p.is_empty() {
+            path.to_string()
+        } else {
+            format!("{p}/{path}")
+        }
+    }
+}
+
+/// A name that becomes one path segment in the store.
+pub(crate) fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with('.')
 }
 
 #[cfg(test)]

@@ -278,7 +278,7 @@ impl Runner {
                 let mut cache = self.segment_cache.lock().await;
                 match crate::binlog::window::load_cached(
                     &self.store,
-                    &self.cfg.site_prefix(),
+                    &self.cfg.binlog_prefix(),
                     &sets,
                     &mut cache,
                 )

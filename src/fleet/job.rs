@@ -97,7 +97,7 @@ pub fn resources(cfg: &Config, kind: JobKind) -> Resources {
             Some(format!("{}:{}", cfg.database.host, cfg.database.port))
         }
         JobKind::Drill => cfg.restore.database.as_deref().map(server_of),
-        JobKind::MediaSync | JobKind::Prune | JobKind::VerifyLatest => None,
+        JobKind::MediaSync | JobKind::Prune | JobKind::VerifyLatest | JobKind::BinlogPrune => None,
     };
     if matches!(kind, JobKind::MediaSync | JobKind::Backup | JobKind::Drill) {
         if let Some(m) = &cfg.media {

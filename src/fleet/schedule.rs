@@ -63,9 +63,10 @@ impl SiteCron {
                 "schedule {name}: job '{job}' is not one of backup, media-sync, prune, verify-latest, drill"
             )
         })?;
-        if job == JobKind::BinlogArchive {
+        if matches!(job, JobKind::BinlogArchive | JobKind::BinlogPrune) {
             return Err(format!(
-                "schedule {name}: binlog-archive is not a per-site job in a fleet (one archive per database server, not one replication stream per site); archive with `wpdr daemon` or a binlog-archive Deployment per server until the fleet runs it"
+                "schedule {name}: {} is not a per-site job in a fleet (one archive per database server, not one replication stream per site): name the server's shared archive in database.binlog.archive and run it once per server (the chart's `archives`)",
+                job.as_str()
             ));
         }
         let zone = timezone.unwrap_or("UTC");

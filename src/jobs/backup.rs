@@ -53,13 +53,24 @@ impl Classify for BackupError {
 
 /// The backup job: one set of the configured site; returns its committed manifest.
 pub async fn backup(ctx: &super::JobContext, schedule: &str) -> Result<Manifest, super::JobError> {
-    ctx.cancellable(run(
-        &ctx.cfg,
-        ctx.store.clone(),
-        schedule,
-        ctx.progress.dump_sink(),
-    ))
-    .await
+    let manifest = ctx
+        .cancellable(run(
+            &ctx.cfg,
+            ctx.store.clone(),
+            schedule,
+            ctx.progress.dump_sink(),
+        ))
+        .await?;
+    // A site on a shared server archive claims the transactions its sets may
+    // replay, before the archive's prune could take them.
+    if let Some(archive) = &ctx.cfg.database.binlog.shared {
+        let sets = ctx.catalog().summaries().await?;
+        if let Err(e) = super::binlog_prune::renew_claim(ctx, archive, &sets, false).await {
+            tracing::error!(set = %manifest.set_id, error = %e, "the set is committed, but its claim on the shared binlog archive was not written");
+            return Err(e);
+        }
+    }
+    Ok(manifest)
 }
 
 impl super::JobReport for Manifest {

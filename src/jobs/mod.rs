@@ -9,6 +9,7 @@
 
 pub mod backup;
 pub mod binlog_archive;
+pub mod binlog_prune;
 pub mod media_sync;
 pub mod prune;
 pub mod restore;
@@ -46,6 +47,9 @@ pub enum JobKind {
     /// daemon stops or loses leadership. Give it a frequent cron (every
     /// minute): a tick restarts it if it ended, and is skipped while it runs.
     BinlogArchive,
+    /// `wpdr binlog prune`: the archive's retention on its own; what a
+    /// shared server archive's workload runs (its sites only renew claims).
+    BinlogPrune,
 }
 
 impl JobKind {
@@ -57,6 +61,7 @@ impl JobKind {
             JobKind::MediaSync => "media-sync",
             JobKind::Drill => "drill",
             JobKind::BinlogArchive => "binlog-archive",
+            JobKind::BinlogPrune => "binlog-prune",
         }
     }
 }
@@ -101,6 +106,9 @@ pub async fn run_scheduled(
             .map(|(report, _)| report.verdict())
         }
         JobKind::BinlogArchive => Box::pin(binlog_archive::archive(ctx, Default::default()))
+            .await
+            .map(|r| r.verdict()),
+        JobKind::BinlogPrune => Box::pin(binlog_prune::binlog_prune(ctx, false))
             .await
             .map(|r| r.verdict()),
     }

@@ -3,6 +3,7 @@
 //! to, then the binlog segments no remaining set can replay.
 
 use super::{JobContext, JobError, JobReport, Verdict};
+use crate::binlog::claim::ClaimReport;
 use crate::binlog::prune::BinlogPruneReport;
 use crate::catalog::prune::PruneReport;
 use crate::config::ConfigError;
@@ -15,28 +16,40 @@ pub struct PruneJobReport {
     pub sets: PruneReport,
     /// `None` when no media is configured.
     pub media_retained: Option<RetainedReport>,
-    pub binlog: BinlogPruneReport,
+    /// The site's own binlog archive, pruned. `None` when the site shares a
+    /// server's archive: its claim is renewed instead, and the archive's own
+    /// `wpdr binlog prune` deletes what no site's claim needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binlog: Option<BinlogPruneReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_claim: Option<ClaimReport>,
 }
 
 /// Runs with `store.prune_credentials` when they are set: the only job
 /// that deletes, so the keys of every other job need not be able to.
 pub async fn prune(ctx: &JobContext, dry_run: bool) -> Result<PruneJobReport, JobError> {
-    let pruner = match &ctx.cfg.store {
+    let pruner = pruner(ctx).await?;
+    pruner.cancellable(prune_all(&pruner, dry_run)).await
+}
+
+/// The context a deleting job runs in: with `store.prune_credentials` when
+/// they are set, so the keys of every other job need not be able to delete.
+pub(crate) async fn pruner(ctx: &JobContext) -> Result<JobContext, JobError> {
+    match &ctx.cfg.store {
         crate::config::StoreConfig::S3(s3) if s3.prune_credentials.is_some() => {
             let store = crate::store::Store::open(&ctx.cfg.store.for_prune())
                 .await
                 .map_err(crate::catalog::CatalogError::from)?
                 .with_keys(ctx.store.keys().clone());
-            JobContext {
+            Ok(JobContext {
                 cfg: ctx.cfg.clone(),
                 store: std::sync::Arc::new(store),
                 cancel: ctx.cancel.clone(),
                 progress: ctx.progress.clone(),
-            }
+            })
         }
-        _ => ctx.clone(),
-    };
-    pruner.cancellable(prune_all(&pruner, dry_run)).await
+        _ => Ok(ctx.clone()),
+    }
 }
 
 async fn prune_all(ctx: &JobContext, dry_run: bool) -> Result<PruneJobReport, JobError> {
@@ -74,29 +87,31 @@ async fn prune_all(ctx: &JobContext, dry_run: bool) -> Result<PruneJobReport, Jo
         .into_iter()
         .filter(|m| !sets.deleted.contains(&m.id))
         .collect();
-    let binlog = crate::binlog::prune::prune(
-        &ctx.store,
-        &cfg.site_prefix(),
-        &remaining,
-        grace,
-        cfg.retention.pitr_days,
-        dry_run,
-    )
-    .await?;
+    let (binlog, archive_claim) = match &cfg.database.binlog.shared {
+        None => (
+            Some(super::binlog_prune::site_archive(ctx, &remaining, dry_run).await?),
+            None,
+        ),
+        Some(archive) => (
+            None,
+            Some(super::binlog_prune::renew_claim(ctx, archive, &remaining, dry_run).await?),
+        ),
+    };
     Ok(PruneJobReport {
         sets,
         media_retained,
         binlog,
+        archive_claim,
     })
 }
 
 impl JobReport for PruneJobReport {
     fn verdict(&self) -> Verdict {
         let media = self.media_retained.as_ref();
+        let binlog = self.binlog.clone().unwrap_or_default();
         Verdict::ok(
-            self.sets.bytes_freed + self.binlog.bytes_freed + media.map_or(0, |m| m.bytes_freed),
-            (self.sets.deleted.len() + self.binlog.segments_deleted + self.binlog.orphans_deleted)
-                as u64
+            self.sets.bytes_freed + binlog.bytes_freed + media.map_or(0, |m| m.bytes_freed),
+            (self.sets.deleted.len() + binlog.segments_deleted + binlog.orphans_deleted) as u64
                 + media.map_or(0, |m| m.deleted),
         )
     }

@@ -129,7 +129,7 @@ async fn choose(
     let (manifest, pitr) = pitr::choose(
         &catalog,
         &ctx.store,
-        &ctx.cfg.site_prefix(),
+        &ctx.cfg.binlog_prefix(),
         &req.set,
         req.point.as_ref(),
     )
@@ -189,7 +189,6 @@ async fn restore_database_inner(
 ) -> Result<DbRestoreReport, JobError> {
     let started = Instant::now();
     let catalog = ctx.catalog();
-    let prefix = ctx.cfg.site_prefix();
     let (manifest, pitr, database) = choose(ctx, req).await?;
     ctx.progress
         .emit(super::ProgressEvent::Total(manifest.total_bytes()));
@@ -218,7 +217,7 @@ async fn restore_database_inner(
         Some(plan) if matches => Some(
             pitr::replay(
                 &ctx.store,
-                &prefix,
+                &ctx.cfg.binlog_prefix(),
                 plan,
                 &section.database,
                 &req.target,

@@ -39,7 +39,8 @@ async fn gather(ctx: &JobContext) -> Result<Status, JobError> {
     let (sets, incomplete, unreadable) = (scan.complete, scan.incomplete, scan.unreadable);
     let lock = catalog.lock_holder().await?;
     let last_drill = crate::restore::drill::latest_report(&ctx.store, &prefix).await;
-    let window = crate::binlog::window::load_for(&ctx.store, &prefix, &sets).await?;
+    let window =
+        crate::binlog::window::load_for(&ctx.store, &ctx.cfg.binlog_prefix(), &sets).await?;
     let unfinished_restores = crate::restore::journal::list(&ctx.store, &prefix)
         .await
         .unwrap_or_default()

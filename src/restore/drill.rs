@@ -251,18 +251,17 @@ pub async fn drill(
         teardown(ctx, &outcome.journal).await
     };
     let mut report = DrillReport::from_journal(&outcome.journal, outcome.exit, teardown, keep);
-    report.recoverable =
-        crate::binlog::window::load(&ctx.store, &ctx.cfg.site, &ctx.cfg.site_prefix())
-            .await
-            .ok()
-            .map(|w| RecoverableAtDrill {
-                oldest: w.oldest,
-                newest: w.newest,
-                rpo_seconds: w
-                    .newest
-                    .map(|n| (report.started_at - n).num_milliseconds().max(0) as f64 / 1000.0),
-                open_gaps: w.open_gaps,
-            });
+    report.recoverable = crate::binlog::window::load(&ctx.cfg, &ctx.store)
+        .await
+        .ok()
+        .map(|w| RecoverableAtDrill {
+            oldest: w.oldest,
+            newest: w.newest,
+            rpo_seconds: w
+                .newest
+                .map(|n| (report.started_at - n).num_milliseconds().max(0) as f64 / 1000.0),
+            open_gaps: w.open_gaps,
+        });
     match store_report(ctx, &report).await {
         Ok(()) => {}
         // Drills should run with read-only store credentials: the report

@@ -20,7 +20,7 @@ use mysql_async::prelude::Queryable;
 pub async fn choose(
     catalog: &Catalog<'_>,
     store: &Store,
-    site_prefix: &str,
+    archive_prefix: &str,
     set: &str,
     point: Option<&Point>,
 ) -> Result<(Manifest, Option<PitrPlan>), RestoreError> {
@@ -33,7 +33,7 @@ pub async fn choose(
         Some(SetSummary::from(&catalog.resolve_readable(set).await?))
     };
     let sets = catalog.summaries().await?;
-    let plan = replay::plan(store, site_prefix, &sets, named.as_ref(), point).await?;
+    let plan = replay::plan(store, archive_prefix, &sets, named.as_ref(), point).await?;
     Ok((catalog.resolve_readable(&plan.set_id).await?, Some(plan)))
 }
 
@@ -41,7 +41,7 @@ pub async fn choose(
 /// `target`, which holds the plan's set, loaded and checked.
 pub async fn replay(
     store: &Store,
-    site_prefix: &str,
+    archive_prefix: &str,
     plan: &PitrPlan,
     source_db: &str,
     target: &Endpoint,
@@ -50,8 +50,15 @@ pub async fn replay(
     let started = std::time::Instant::now();
     let scratch = ScratchDir::new()?;
     let mut report = ReplayReport::default();
-    let files =
-        replay::select(store, site_prefix, plan, source_db, &scratch.0, &mut report).await?;
+    let files = replay::select(
+        store,
+        archive_prefix,
+        plan,
+        source_db,
+        &scratch.0,
+        &mut report,
+    )
+    .await?;
     // Applied without being logged where logging would rewind the server's
     // own GTID history (see `replay::logging_for`).
     let (log_bin, server_pos) = binlog_state(target).await?;

@@ -180,8 +180,8 @@ async fn resolve(
     point: Option<DateTime<Utc>>,
 ) -> Result<(Manifest, Option<PitrPlan>), RunError> {
     let point = point.map(crate::binlog::replay::Point::Time);
-    let prefix = ctx.cfg.site_prefix();
-    Ok(super::pitr::choose(catalog, &ctx.store, &prefix, set, point.as_ref()).await?)
+    let archive = ctx.cfg.binlog_prefix();
+    Ok(super::pitr::choose(catalog, &ctx.store, &archive, set, point.as_ref()).await?)
 }
 
 fn check_namespace(ns: &str) -> Result<(), RunError> {

@@ -141,3 +141,54 @@ capabilities:
   emptyDir:
     sizeLimit: {{ .Values.tmpSizeLimit | default "1Gi" }}
 {{- end -}}
+
+{{/* A shared binlog archive's environment (the archive entry is the context). */}}
+{{- define "wpdr.archiveEnv" -}}
+- name: WPDR_CONFIG
+  value: /etc/wpdr/wpdr.yaml
+- name: WPDR_DB_PASSWORD_FILE
+  value: /var/run/secrets/wpdr/{{ .dbPasswordKey | default "db-password" }}
+- name: WPDR_S3_SECRET_ACCESS_KEY_FILE
+  value: /var/run/secrets/wpdr/{{ .s3SecretAccessKeyKey | default "s3-secret-access-key" }}
+- name: WPDR_S3_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .s3AccessKeyIdKey | default "s3-access-key-id" }}
+      optional: true
+- name: WPDR_LOG_FORMAT
+  value: json
+{{- end -}}
+
+{{- define "wpdr.archiveMounts" -}}
+- name: config
+  mountPath: /etc/wpdr
+  readOnly: true
+- name: schedules
+  mountPath: /etc/wpdr-schedules
+  readOnly: true
+- name: credentials
+  mountPath: /var/run/secrets/wpdr
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+
+{{/* Context: dict name (the ConfigMap), secret, tmp (size limit). */}}
+{{- define "wpdr.archiveVolumes" -}}
+- name: config
+  configMap:
+    name: {{ .name }}
+    items: [{key: wpdr.yaml, path: wpdr.yaml}]
+- name: schedules
+  configMap:
+    name: {{ .name }}
+    items: [{key: binlog-archive.yaml, path: binlog-archive.yaml}]
+- name: credentials
+  secret:
+    secretName: {{ .secret }}
+    defaultMode: 0400
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .tmp | default "1Gi" }}
+{{- end -}}

@@ -54,7 +54,7 @@ pub(super) async fn run(env: &StepEnv<'_>) -> Result<serde_json::Value, StepErro
                 })?;
             let r = crate::restore::pitr::replay(
                 &env.ctx.store,
-                &env.ctx.cfg.site_prefix(),
+                &env.ctx.cfg.binlog_prefix(),
                 plan,
                 &section.database,
                 endpoint,
