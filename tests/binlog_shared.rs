@@ -85,6 +85,31 @@ async fn two_sites_share_one_archive_and_its_prune_keeps_what_either_needs() {
     let site_b = config(dir.path(), &db, "b", "shop_b", "");
     let catch_up = ["binlog", "archive", "--until-caught-up"];
 
+    // One stream per server, whoever asks: while the server's archiver runs,
+    // a site's own attempt to archive finds the shared archive's lock held.
+    let mut running = svc.wpdr_cmd(&server, &["binlog", "archive"]);
+    let mut running = running
+        .env("WPDR_DB_PASSWORD", TEST_PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let head = dir.path().join("store/wpdr/.archives/db1/binlog/head.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !head.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the archiver wrote no head"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = wpdr_env(&svc, &site_a, &catch_up, &[]);
+    assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
+    unsafe {
+        libc::kill(running.id() as i32, libc::SIGTERM);
+    }
+    assert!(running.wait().unwrap().success());
+
     run_ok(&svc, &server, &catch_up);
     insert(&mut c, "shop_a", 1..=10).await;
     insert(&mut c, "shop_b", 1..=10).await;

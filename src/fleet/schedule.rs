@@ -237,8 +237,11 @@ mod tests {
             let e = expand(cron, "k").unwrap_err();
             assert!(e.contains(want), "{cron}: {e}");
         }
-        let e = SiteCron::parse("a/b", "n", "binlog-archive", "0 * * * * *", None).unwrap_err();
-        assert!(e.contains("one archive per database server"), "{e}");
+        for job in ["binlog-archive", "binlog-prune"] {
+            let e = SiteCron::parse("a/b", "n", job, "0 * * * * *", None).unwrap_err();
+            assert!(e.contains("one archive per database server"), "{e}");
+            assert!(e.contains("database.binlog.archive"), "{e}");
+        }
         let e = SiteCron::parse("a/b", "n", "bakup", "0 * * * * *", None).unwrap_err();
         assert!(e.contains("'bakup'"), "{e}");
         let e =

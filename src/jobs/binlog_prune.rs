@@ -45,7 +45,7 @@ pub async fn binlog_prune(
     ctx: &JobContext,
     dry_run: bool,
 ) -> Result<BinlogPruneJobReport, JobError> {
-    let pruner = super::prune::pruner(ctx).await?;
+    let pruner = ctx.pruner().await?;
     pruner.cancellable(prune_archive(&pruner, dry_run)).await
 }
 

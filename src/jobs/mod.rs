@@ -127,6 +127,26 @@ pub struct JobContext {
 }
 
 impl JobContext {
+    /// The context a deleting job runs in: with `store.prune_credentials` when
+    /// they are set, so the keys of every other job need not be able to delete.
+    pub(crate) async fn pruner(&self) -> Result<JobContext, JobError> {
+        match &self.cfg.store {
+            crate::config::StoreConfig::S3(s3) if s3.prune_credentials.is_some() => {
+                let store = Store::open(&self.cfg.store.for_prune())
+                    .await
+                    .map_err(CatalogError::from)?
+                    .with_keys(self.store.keys().clone());
+                Ok(JobContext {
+                    cfg: self.cfg.clone(),
+                    store: Arc::new(store),
+                    cancel: self.cancel.clone(),
+                    progress: self.progress.clone(),
+                })
+            }
+            _ => Ok(self.clone()),
+        }
+    }
+
     pub fn new(cfg: Config, store: Arc<Store>) -> Self {
         JobContext {
             cfg,

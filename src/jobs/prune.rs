@@ -28,28 +28,8 @@ pub struct PruneJobReport {
 /// Runs with `store.prune_credentials` when they are set: the only job
 /// that deletes, so the keys of every other job need not be able to.
 pub async fn prune(ctx: &JobContext, dry_run: bool) -> Result<PruneJobReport, JobError> {
-    let pruner = pruner(ctx).await?;
+    let pruner = ctx.pruner().await?;
     pruner.cancellable(prune_all(&pruner, dry_run)).await
-}
-
-/// The context a deleting job runs in: with `store.prune_credentials` when
-/// they are set, so the keys of every other job need not be able to delete.
-pub(crate) async fn pruner(ctx: &JobContext) -> Result<JobContext, JobError> {
-    match &ctx.cfg.store {
-        crate::config::StoreConfig::S3(s3) if s3.prune_credentials.is_some() => {
-            let store = crate::store::Store::open(&ctx.cfg.store.for_prune())
-                .await
-                .map_err(crate::catalog::CatalogError::from)?
-                .with_keys(ctx.store.keys().clone());
-            Ok(JobContext {
-                cfg: ctx.cfg.clone(),
-                store: std::sync::Arc::new(store),
-                cancel: ctx.cancel.clone(),
-                progress: ctx.progress.clone(),
-            })
-        }
-        _ => Ok(ctx.clone()),
-    }
 }
 
 async fn prune_all(ctx: &JobContext, dry_run: bool) -> Result<PruneJobReport, JobError> {
