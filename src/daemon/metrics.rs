@@ -57,6 +57,26 @@ fn ts(t: &Option<DateTime<Utc>>) -> f64 {
 }
 
 /// Escapes a label value.
+/// One metric family in the text format: HELP, TYPE, then one sample per
+/// row (its labels without braces; empty: none). The daemon's and the fleet
+/// controller's /metrics both write through this.
+pub(crate) fn write_family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    rows: Vec<(String, f64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in rows {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
 pub(crate) fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -106,10 +126,7 @@ impl Metrics {
         let jobs = self.snapshot();
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in rows {
-                let _ = writeln!(out, "{name}{{{labels}}} {v}");
-            }
+            write_family(&mut out, name, kind, help, rows)
         };
         let per_job = |f: &dyn Fn(&JobStats) -> f64| -> Vec<(String, f64)> {
             jobs.iter()
@@ -358,10 +375,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("wpdr_job_failures_total{job=\"nightly\",kind=\"backup\",reason=\"db_unreachable\"} 1\n"));
-        assert!(text.contains("wpdr_newest_set_age_seconds{} 3600\n"));
+        assert!(text.contains("wpdr_newest_set_age_seconds 3600\n"));
         assert!(text.contains("# TYPE wpdr_job_runs_total counter"));
         assert!(text.contains("wpdr_store_requests_total{operation=\"list\"}"));
-        assert!(text.contains("wpdr_last_drill_success{} -1\n"), "{text}");
+        assert!(text.contains("wpdr_last_drill_success -1\n"), "{text}");
         m.set_last_drill(Some(LastDrill {
             finished_at: "2026-11-25T11:30:00Z".parse().unwrap(),
             ok: false,
@@ -369,13 +386,13 @@ mod tests {
             rpo_seconds: 7200.0,
         }));
         let text = m.render(now, false);
-        assert!(text.contains("wpdr_last_drill_success{} 0\n"), "{text}");
+        assert!(text.contains("wpdr_last_drill_success 0\n"), "{text}");
         assert!(
-            text.contains("wpdr_last_drill_age_seconds{} 1800\n"),
+            text.contains("wpdr_last_drill_age_seconds 1800\n"),
             "{text}"
         );
         assert!(
-            text.contains("wpdr_last_drill_rto_seconds{} 42.5\n"),
+            text.contains("wpdr_last_drill_rto_seconds 42.5\n"),
             "{text}"
         );
     }

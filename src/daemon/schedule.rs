@@ -76,6 +76,18 @@ impl std::fmt::Debug for Schedule {
 /// Parses a cron expression with tokio-cron-scheduler (six fields, seconds
 /// first) and returns its next-occurrence function. The fleet's Site
 /// schedules go through the same parser once their `H` fields are expanded.
+/// The first time `next` gives strictly after `after`, read in `timezone`
+/// (the daemon's schedules and the fleet's Site schedules both ask this).
+pub fn next_after(
+    next: &NextFn,
+    timezone: chrono_tz::Tz,
+    after: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    // Whole seconds: cron has no finer resolution.
+    let after = DateTime::from_timestamp(after.timestamp(), 0).unwrap_or(after);
+    next(&after.with_timezone(&timezone)).map(|t| t.with_timezone(&Utc))
+}
+
 pub fn parse_cron(expr: &str, timezone: chrono_tz::Tz) -> Result<NextFn, String> {
     let bad = |why: String| {
         format!("'{expr}' is not a cron expression with seconds (sec min hour dom month dow){why}")
@@ -182,9 +194,7 @@ impl Schedule {
 
     /// The first run time strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        // Whole seconds: cron has no finer resolution.
-        let after = DateTime::from_timestamp(after.timestamp(), 0).unwrap_or(after);
-        (self.next)(&after.with_timezone(&self.timezone)).map(|t| t.with_timezone(&Utc))
+        next_after(&self.next, self.timezone, after)
     }
 
     /// Whether a run was due between the last run and `now` and did not happen.

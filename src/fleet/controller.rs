@@ -195,12 +195,18 @@ impl Controller {
             sites: sites.len(),
             ..Round::default()
         };
-        let mut statuses: HashMap<String, (SiteStatus, bool)> = sites
+        let by_key: HashMap<String, &Site> = sites
             .iter()
             .map(|s| {
-                let key = site_key(&s.namespace().unwrap_or_default(), &s.name_any());
-                (key, (s.status.clone().unwrap_or_default(), false))
+                (
+                    site_key(&s.namespace().unwrap_or_default(), &s.name_any()),
+                    s,
+                )
             })
+            .collect();
+        let mut statuses: HashMap<String, (SiteStatus, bool)> = by_key
+            .iter()
+            .map(|(key, s)| (key.clone(), (s.status.clone().unwrap_or_default(), false)))
             .collect();
 
         // Sites gone since the last round leave the cache.
@@ -229,13 +235,17 @@ impl Controller {
                     let Some((status, dirty)) = statuses.get_mut(&key) else {
                         continue; // its Site is gone; Kubernetes removes the Job
                     };
-                    let record = status.runs.entry(schedule.clone()).or_default();
                     let job_name = j.name_any();
-                    if record.last_job.as_deref() != Some(job_name.as_str())
-                        || record.last_result.is_some()
-                    {
-                        continue; // recorded already, or an older attempt
-                    }
+                    // Only the attempt its Site started last, not yet recorded
+                    // (an older attempt, or one of a schedule since removed, is not).
+                    let Some(record) = status
+                        .runs
+                        .get_mut(schedule)
+                        .filter(|r| r.last_job.as_deref() == Some(job_name.as_str()))
+                        .filter(|r| r.last_result.is_none())
+                    else {
+                        continue;
+                    };
                     let outcome = self.outcome_of(&ns, &job_name, schedule, ok).await;
                     let at = j
                         .status
@@ -248,12 +258,8 @@ impl Controller {
                     outcome.apply(status);
                     // The Job's message names the variable; the person
                     // reading the Site needs the Secret behind it.
-                    if let (Some(err), Some(site)) = (
-                        status.last_error.as_mut(),
-                        sites.iter().find(|s| {
-                            s.namespace().as_deref() == Some(ns.as_str()) && s.name_any() == *site
-                        }),
-                    ) {
+                    if let (Some(err), Some(site)) = (status.last_error.as_mut(), by_key.get(&key))
+                    {
                         for (env, r) in site.spec.credentials.env() {
                             if err.contains(env) {
                                 err.push_str(&format!(
@@ -273,11 +279,9 @@ impl Controller {
 
         // 2. What each Site may run, and with what.
         let mut planned = Vec::new();
-        let mut by_key: HashMap<String, &Site> = HashMap::new();
+        // In list order: the planner's order among equals stays the API's.
         for s in &sites {
-            let ns = s.namespace().unwrap_or_default();
-            let key = site_key(&ns, &s.name_any());
-            by_key.insert(key.clone(), s);
+            let key = site_key(&s.namespace().unwrap_or_default(), &s.name_any());
             if s.metadata.deletion_timestamp.is_some() {
                 continue;
             }
@@ -320,15 +324,16 @@ impl Controller {
         // 3. Start what the planner says.
         let decided = plan(now, &planned, &running, &self.limits);
         round.waiting = decided.waiting.len();
+        let planned_by_key: HashMap<&str, &PlannedSite> =
+            planned.iter().map(|p| (p.key.as_str(), p)).collect();
         for start in decided.starts {
             let (Some(site), Some((status, dirty))) =
                 (by_key.get(&start.site), statuses.get_mut(&start.site))
             else {
                 continue;
             };
-            let Some(cron) = planned
-                .iter()
-                .find(|p| p.key == start.site)
+            let Some(cron) = planned_by_key
+                .get(start.site.as_str())
                 .and_then(|p| p.schedules.iter().find(|s| s.cron.name == start.schedule))
             else {
                 continue;

@@ -7,11 +7,10 @@
 
 use super::controller::Snapshot;
 use super::site::Site;
-use crate::daemon::metrics::label;
+use crate::daemon::metrics::{label, write_family};
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
 fn ts(s: &Option<String>) -> Option<f64> {
     s.as_deref()
@@ -22,14 +21,7 @@ fn ts(s: &Option<String>) -> Option<f64> {
 pub fn render(snap: &Snapshot, now: DateTime<Utc>, rpo: chrono::Duration) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in rows {
-            if labels.is_empty() {
-                let _ = writeln!(out, "{name} {v}");
-            } else {
-                let _ = writeln!(out, "{name}{{{labels}}} {v}");
-            }
-        }
+        write_family(&mut out, name, kind, help, rows)
     };
     let one = |v: f64| vec![(String::new(), v)];
     family(

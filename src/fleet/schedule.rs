@@ -87,8 +87,7 @@ impl SiteCron {
 
     /// The first run time strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let after = DateTime::from_timestamp(after.timestamp(), 0).unwrap_or(after);
-        (self.next)(&after.with_timezone(&self.timezone)).map(|t| t.with_timezone(&Utc))
+        crate::daemon::schedule::next_after(&self.next, self.timezone, after)
     }
 
     /// The newest run time at or before `now`, looking back from `since`
