@@ -156,6 +156,10 @@ async fn three_sites_get_real_sets_and_a_wrong_password_fails_alone() {
                     timezone: None,
                 }],
                 suspend: false,
+                // One site asks for more memory than the chart's template gives.
+                job: (ns == "beta").then(|| {
+                    serde_yaml::from_str("resources: {limits: {memory: 3Gi}}").unwrap()
+                }),
             },
         );
         site.metadata.namespace = Some(ns.into());
@@ -215,6 +219,12 @@ async fn three_sites_get_real_sets_and_a_wrong_password_fails_alone() {
             );
             // Credentials travel as references only.
             let text = serde_json::to_string(j).unwrap();
+            // The site's own change to the template, and only on its Jobs.
+            assert_eq!(
+                text.contains("\"3Gi\""),
+                j.namespace().as_deref() == Some("beta"),
+                "{text}"
+            );
             assert!(!text.contains(&svc.var("WPDR_TEST_DB_PASSWORD")));
             assert!(!text.contains(&svc.var("WPDR_TEST_S3_SECRET_ACCESS_KEY")));
         }
@@ -306,6 +316,7 @@ async fn a_refused_spec_is_reported_until_fixed_and_a_dry_run_writes_nothing() {
                     timezone: None,
                 }],
                 suspend: false,
+                job: None,
             },
         );
         s.metadata.namespace = Some(name.into());

@@ -79,6 +79,7 @@ media:
                 },
             ],
             suspend: false,
+            job: None,
         },
     );
     s.metadata.namespace = Some(format!("site-{i:03}"));

@@ -80,7 +80,14 @@ pub(crate) fn check_sites(cli: &Cli, files: &[std::path::PathBuf]) -> Result<Exi
                 site.metadata.namespace.as_deref().unwrap_or("default"),
                 site.metadata.name.as_deref().unwrap_or("?")
             );
-            let problem = site.spec.check(&name).err();
+            // As the controller checks it: the config, then the Job changes.
+            let problem = site
+                .spec
+                .check(&name)
+                .and_then(|_| {
+                    wpdr::fleet::job::JobTemplate::new("check").for_site(&name, &site.spec)
+                })
+                .err();
             if let Some(e) = &problem {
                 if code == ExitCode::Ok {
                     code = e.exit_code();

@@ -94,7 +94,15 @@ pub struct Controller {
     snapshot: std::sync::Mutex<Snapshot>,
 }
 
-type Parsed = Result<Vec<PlannedSchedule>, String>;
+type Parsed = Result<SiteParsed, String>;
+
+/// A Site's spec as the controller uses it, parsed once per generation.
+#[derive(Clone)]
+struct SiteParsed {
+    schedules: Vec<PlannedSchedule>,
+    /// The chart's Job template with the site's changes (`spec.job`).
+    template: std::sync::Arc<JobTemplate>,
+}
 
 /// What a Site's spec is, for the cache: its generation where the API
 /// server keeps one, else its content.
@@ -279,6 +287,7 @@ impl Controller {
 
         // 2. What each Site may run, and with what.
         let mut planned = Vec::new();
+        let mut templates: HashMap<String, std::sync::Arc<JobTemplate>> = HashMap::new();
         // In list order: the planner's order among equals stays the API's.
         for s in &sites {
             let key = site_key(&s.namespace().unwrap_or_default(), &s.name_any());
@@ -289,7 +298,10 @@ impl Controller {
                 continue;
             };
             let schedules = match self.schedules_of(&key, s) {
-                Ok(v) => v,
+                Ok(parsed) => {
+                    templates.insert(key.clone(), parsed.template);
+                    parsed.schedules
+                }
                 Err(msg) => {
                     round.invalid += 1;
                     if status.last_error.as_deref() != Some(msg.as_str())
@@ -332,6 +344,9 @@ impl Controller {
             else {
                 continue;
             };
+            let Some(template) = templates.get(&start.site) else {
+                continue;
+            };
             let Some(cron) = planned_by_key
                 .get(start.site.as_str())
                 .and_then(|p| p.schedules.iter().find(|s| s.cron.name == start.schedule))
@@ -363,7 +378,7 @@ impl Controller {
                     attempt,
                     uses: &start.uses,
                 },
-                &self.template,
+                template,
             );
             let name = manifest.metadata.name.clone().unwrap_or_default();
             self.call();
@@ -473,7 +488,7 @@ impl Controller {
             .spec
             .check(key)
             .and_then(|cfg| {
-                Ok(site
+                let schedules = site
                     .spec
                     .crons(key)?
                     .into_iter()
@@ -481,7 +496,12 @@ impl Controller {
                         uses: resources(&cfg, c.job),
                         cron: c,
                     })
-                    .collect())
+                    .collect();
+                let template = std::sync::Arc::new(self.template.for_site(key, &site.spec)?);
+                Ok(SiteParsed {
+                    schedules,
+                    template,
+                })
             })
             .map_err(|e| e.to_string());
         cache.insert(key.to_string(), (version, parsed.clone()));

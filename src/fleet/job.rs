@@ -5,7 +5,7 @@
 //! controller never reads or copies one.
 
 use super::plan::Resources;
-use super::site::Site;
+use super::site::{Site, SiteError, SiteSpec};
 use crate::cluster::inventory::EXCLUDE_LABEL;
 use crate::config::{Config, StoreConfig};
 use crate::jobs::JobKind;
@@ -70,6 +70,52 @@ fn six_hours() -> i64 {
 }
 
 impl JobTemplate {
+    /// The chart's Job template with this site's changes.
+    pub fn for_site(&self, site: &str, spec: &SiteSpec) -> Result<JobTemplate, SiteError> {
+        let mut t = self.clone();
+        let Some(job) = &spec.job else {
+            return Ok(t);
+        };
+        let bad = |field: &'static str, problem: String| SiteError::Job {
+            site: site.to_string(),
+            field,
+            problem,
+        };
+        if let Some(sa) = &job.service_account_name {
+            let ok = !sa.is_empty()
+                && sa.len() <= 253
+                && sa
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+            if !ok {
+                return Err(bad(
+                    "serviceAccountName",
+                    format!("'{sa}' is not a service account name (lowercase letters, digits, '-' and '.')"),
+                ));
+            }
+            t.service_account_name = Some(sa.clone());
+        }
+        if let Some(r) = &job.resources {
+            t.resources = Some(serde_json::from_value(r.clone()).map_err(|e| {
+                bad(
+                    "resources",
+                    format!("{e} (give requests and limits as in a container's resources)"),
+                )
+            })?);
+        }
+        t.node_selector.extend(job.node_selector.clone());
+        for tol in &job.tolerations {
+            t.tolerations
+                .push(serde_json::from_value(tol.clone()).map_err(|e| {
+                    bad(
+                        "tolerations",
+                        format!("{e} (give Kubernetes tolerations: key, operator, value, effect)"),
+                    )
+                })?);
+        }
+        Ok(t)
+    }
+
     pub fn new(image: &str) -> Self {
         JobTemplate {
             image: image.to_string(),
@@ -369,11 +415,85 @@ mod tests {
                 },
                 schedules: vec![],
                 suspend: false,
+                job: None,
             },
         );
         s.metadata.namespace = Some("shop-ns".into());
         s.metadata.uid = Some("uid-1".into());
         s
+    }
+
+    #[test]
+    fn a_site_changes_its_jobs_resources_placement_and_account_but_not_the_rest() {
+        let mut base = JobTemplate::new("registry.example/wpdr@sha256:abc");
+        base.node_selector.insert("pool".into(), "backup".into());
+        base.node_selector.insert("zone".into(), "a".into());
+        let mut site = site();
+        site.spec.job = Some(
+            serde_yaml::from_str(
+                "serviceAccountName: shop-backup\nresources: {requests: {memory: 1Gi}, limits: {memory: 2Gi}}\nnodeSelector: {zone: b}\ntolerations: [{key: dedicated, operator: Equal, value: db, effect: NoSchedule}]",
+            )
+            .unwrap(),
+        );
+        let t = base.for_site("shop-ns/shop", &site.spec).unwrap();
+        assert_eq!(t.image, base.image, "the image stays the chart's");
+        assert_eq!(t.active_deadline_seconds, base.active_deadline_seconds);
+        assert_eq!(t.service_account_name.as_deref(), Some("shop-backup"));
+        let mem = |r: &Option<
+            BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >| {
+            r.as_ref()
+                .and_then(|m| m.get("memory"))
+                .map(|q| q.0.clone())
+        };
+        let res = t.resources.clone().unwrap();
+        assert_eq!(mem(&res.limits).as_deref(), Some("2Gi"));
+        assert_eq!(t.node_selector["pool"], "backup");
+        assert_eq!(t.node_selector["zone"], "b", "the site's key wins");
+        assert_eq!(t.tolerations[0].key.as_deref(), Some("dedicated"));
+        // In the Job: the site's account, its token mounted (it was asked for).
+        let cfg = site.spec.check("shop-ns/shop").unwrap();
+        let uses = resources(&cfg, JobKind::Backup);
+        let due: DateTime<Utc> = "2026-11-30T02:17:00Z".parse().unwrap();
+        let j = job(
+            &JobRequest {
+                site: &site,
+                schedule: "nightly",
+                kind: JobKind::Backup,
+                due,
+                attempt: 0,
+                uses: &uses,
+            },
+            &t,
+        );
+        let yaml = serde_yaml::to_string(&j).unwrap();
+        for want in [
+            "serviceAccountName: shop-backup",
+            "memory: 2Gi",
+            "zone: b",
+            "key: dedicated",
+        ] {
+            assert!(yaml.contains(want), "{want} missing in\n{yaml}");
+        }
+        // What is not a Kubernetes value is refused, naming the field.
+        for (bad, field) in [
+            ("resources: {limits: {memory: [1]}}", "spec.job.resources"),
+            (
+                "tolerations: [{key: 1, operator: [x]}]",
+                "spec.job.tolerations",
+            ),
+            (
+                "serviceAccountName: Shop_Backup",
+                "spec.job.serviceAccountName",
+            ),
+        ] {
+            site.spec.job = Some(serde_yaml::from_str(bad).unwrap());
+            let e = base
+                .for_site("shop-ns/shop", &site.spec)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -243,6 +243,7 @@ mod tests {
                     credentials: Default::default(),
                     schedules: vec![],
                     suspend: false,
+                    job: None,
                 },
             );
             s.metadata.namespace = Some(format!("ns-{name}"));

@@ -53,6 +53,33 @@ pub struct SiteSpec {
     /// Stop starting new runs for this site (running ones finish).
     #[serde(default)]
     pub suspend: bool,
+    /// What this site's Jobs change in the chart's Job template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<SiteJob>,
+}
+
+/// A site's changes to its Jobs' pods (a large site needs more memory, a
+/// site's database is reached from some nodes only). The image, the
+/// deadline and the security context stay the chart's.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteJob {
+    /// Run as this service account of the site's namespace. Whoever may
+    /// create Sites in a namespace chooses it: grant that as you would
+    /// grant creating Jobs there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Requests and limits (a Kubernetes ResourceRequirements), in place of the chart's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form")]
+    pub resources: Option<serde_json::Value>,
+    /// Added to the chart's node selector (a key given here wins).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Added to the chart's tolerations (Kubernetes Tolerations).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "free_form_list")]
+    pub tolerations: Vec<serde_json::Value>,
 }
 
 /// A key of a Secret in the Site's namespace.
@@ -140,6 +167,12 @@ pub enum SiteError {
     Identity { site: String, path: String },
     #[error("Site {site}: spec.schedules: {problem}")]
     Schedule { site: String, problem: String },
+    #[error("Site {site}: spec.job.{field}: {problem}")]
+    Job {
+        site: String,
+        field: &'static str,
+        problem: String,
+    },
     #[error("Site {site}: {source}")]
     Config {
         site: String,
@@ -338,6 +371,13 @@ fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+fn free_form_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
+}
+
 /// The CustomResourceDefinition, as the chart ships it.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     let crd = Site::crd();
@@ -394,6 +434,7 @@ spec:
             },
             schedules: vec![],
             suspend: false,
+            job: None,
         }
     }
 
