@@ -157,9 +157,8 @@ async fn three_sites_get_real_sets_and_a_wrong_password_fails_alone() {
                 }],
                 suspend: false,
                 // One site asks for more memory than the chart's template gives.
-                job: (ns == "beta").then(|| {
-                    serde_yaml::from_str("resources: {limits: {memory: 3Gi}}").unwrap()
-                }),
+                job: (ns == "beta")
+                    .then(|| serde_yaml::from_str("resources: {limits: {memory: 3Gi}}").unwrap()),
             },
         );
         site.metadata.namespace = Some(ns.into());

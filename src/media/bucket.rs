@@ -134,33 +134,38 @@ impl Bucket {
         skip: Option<&str>,
         tx: &mpsc::Sender<Result<Listed, MediaError>>,
     ) -> Result<(), MediaError> {
-        let mut token: Option<String> = None;
+        // Listed in parallel, delivered in order (see `listing`); checked here.
+        let (inner_tx, mut inner_rx) = mpsc::channel(1000);
+        let s3 = self.s3.clone();
+        let under = prefix.to_string();
+        let lister = tokio::spawn(async move {
+            if let Err(e) = super::listing::list_ordered(&s3, &under, &inner_tx).await {
+                let _ = inner_tx.send(Err(e)).await;
+            }
+        });
         let mut last: Option<String> = None;
-        loop {
-            let page = self.s3.list_page(prefix, None, None, token.take()).await?;
-            for listed in page.objects {
-                if let Some(l) = &last {
-                    if l.as_bytes() >= listed.key.as_bytes() {
-                        return Err(MediaError::ListingOrder {
-                            bucket: self.describe(),
-                            after: l.clone(),
-                            key: listed.key,
-                        });
-                    }
-                }
-                last = Some(listed.key.clone());
-                if skip.is_some_and(|s| listed.key.starts_with(s)) {
-                    continue;
-                }
-                if tx.send(Ok(listed)).await.is_err() {
-                    return Ok(());
+        while let Some(listed) = inner_rx.recv().await {
+            let listed = listed?;
+            if let Some(l) = &last {
+                if l.as_bytes() >= listed.key.as_bytes() {
+                    return Err(MediaError::ListingOrder {
+                        bucket: self.describe(),
+                        after: l.clone(),
+                        key: listed.key,
+                    });
                 }
             }
-            match page.next {
-                Some(t) => token = Some(t),
-                None => return Ok(()),
+            last = Some(listed.key.clone());
+            if skip.is_some_and(|s| listed.key.starts_with(s)) {
+                continue;
+            }
+            if tx.send(Ok(listed)).await.is_err() {
+                lister.abort();
+                return Ok(());
             }
         }
+        let _ = lister.await;
+        Ok(())
     }
 
     /// Empties the bucket and deletes it: for a drill's own throw-away

@@ -13,6 +13,7 @@
 pub mod attachments;
 pub mod bucket;
 pub mod copy;
+pub mod listing;
 pub mod mirror;
 pub mod plan;
 pub mod point;
