@@ -38,14 +38,21 @@ async fn a_parallel_listing_is_the_plain_listing_in_order() {
         put_objects(
             &s3,
             &bucket,
-            chunk.iter().map(|k| (k.clone(), k.as_bytes().to_vec())).collect(),
+            chunk
+                .iter()
+                .map(|k| (k.clone(), k.as_bytes().to_vec()))
+                .collect(),
         )
         .await;
     }
     keys.sort();
 
     let dir = tempfile::tempdir().unwrap();
-    let cfg = svc.local_config(dir.path(), "unused", &svc.media_yaml(&bucket, "listing-offsite-unused", ""));
+    let cfg = svc.local_config(
+        dir.path(),
+        "unused",
+        &svc.media_yaml(&bucket, "listing-offsite-unused", ""),
+    );
     let (cfg, _) = svc.open_store(&cfg).await;
     let source = wpdr::media::bucket::Bucket::open(&cfg.media.unwrap().source)
         .await
@@ -67,6 +74,9 @@ async fn a_parallel_listing_is_the_plain_listing_in_order() {
             .cloned()
             .collect();
         assert_eq!(got.len(), want.len(), "prefix '{prefix}' skip {skip:?}");
-        assert!(got == want, "prefix '{prefix}': not the plain listing in order");
+        assert!(
+            got == want,
+            "prefix '{prefix}': not the plain listing in order"
+        );
     }
 }

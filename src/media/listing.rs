@@ -313,7 +313,7 @@ mod tests {
     #[test]
     fn objects_and_subtrees_of_a_level_sort_by_where_their_keys_fall() {
         // 'b.jpg' < 'b/' (.' < '/') < 'b0.jpg' ('/' < '0').
-        let mut level = vec![
+        let mut level = [
             (
                 "u/b0.jpg".to_string(),
                 Piece::Objects(vec![obj("u/b0.jpg")]),
