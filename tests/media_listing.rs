@@ -54,10 +54,19 @@ async fn a_parallel_listing_is_the_plain_listing_in_order() {
         &svc.media_yaml(&bucket, "listing-offsite-unused", ""),
     );
     let (cfg, _) = svc.open_store(&cfg).await;
-    let source = wpdr::media::bucket::Bucket::open(&cfg.media.unwrap().source)
+    // Near the server a listing is paged through; here both ways are checked.
+    let paged = wpdr::media::bucket::Bucket::open(&cfg.media.unwrap().source)
         .await
         .unwrap();
-    for (prefix, skip) in [("", None), ("wp-content/", None), ("", Some("flat/"))] {
+    let parallel = paged
+        .clone()
+        .with_parallel_listing_after(std::time::Duration::ZERO);
+    for (source, prefix, skip) in [
+        (&parallel, "", None),
+        (&parallel, "wp-content/", None),
+        (&parallel, "", Some("flat/")),
+        (&paged, "", None),
+    ] {
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let lister = {
             let source = source.clone();

@@ -51,6 +51,8 @@ pub struct Bucket {
     s3: S3Client,
     /// Object Lock for what is written here (the offsite bucket's, if set).
     lock: Option<crate::config::ObjectLock>,
+    /// A first listing page slower than this makes the rest parallel.
+    cut_after: std::time::Duration,
 }
 
 impl Bucket {
@@ -59,6 +61,7 @@ impl Bucket {
         Ok(Bucket {
             s3: S3Client::open(cfg, Checksums::Caller).await?,
             lock: cfg.object_lock,
+            cut_after: super::listing::CUT_AFTER,
         })
     }
 
@@ -68,7 +71,15 @@ impl Bucket {
         Ok(Bucket {
             s3: S3Client::open_or_create(cfg, Checksums::Caller).await?,
             lock: cfg.object_lock,
+            cut_after: super::listing::CUT_AFTER,
         })
+    }
+
+    /// Lists in parallel when a first page takes longer than `d` (zero:
+    /// always, past one page). For tests and benchmarks near the server.
+    pub fn with_parallel_listing_after(mut self, d: std::time::Duration) -> Self {
+        self.cut_after = d;
+        self
     }
 
     /// The retention a write made now carries (none without Object Lock).
@@ -138,8 +149,9 @@ impl Bucket {
         let (inner_tx, mut inner_rx) = mpsc::channel(1000);
         let s3 = self.s3.clone();
         let under = prefix.to_string();
+        let cut_after = self.cut_after;
         let lister = tokio::spawn(async move {
-            if let Err(e) = super::listing::list_ordered(&s3, &under, &inner_tx).await {
+            if let Err(e) = super::listing::list_ordered(&s3, &under, cut_after, &inner_tx).await {
                 let _ = inner_tx.send(Err(e)).await;
             }
         });

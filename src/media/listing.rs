@@ -8,7 +8,8 @@
 //! on strictly in key order, which the mirror's merge depends on; subtrees
 //! ahead of the one being read wait with at most a few pages each, so
 //! memory stays bounded however large the bucket. A bucket whose first page
-//! is its whole listing costs that one request, as before.
+//! is its whole listing costs that one request, as before, and a server
+//! that answers a page quickly is paged through (see `CUT_AFTER`).
 
 use super::plan::Listed;
 use super::MediaError;
@@ -24,6 +25,11 @@ const MAX_DEPTH: usize = 5;
 const LISTERS: usize = 8;
 /// Pages a subtree's lister may hold ahead of the reader.
 const PAGES_AHEAD: usize = 2;
+/// A first page slower than this (a server across a network) makes the
+/// rest of the listing parallel. Against a Garage on the same host a page
+/// takes about 20 ms and the parallel listing of 20,000 keys was 2x slower
+/// than paging (docs/BENCHMARKS.md, "Media listings").
+pub(super) const CUT_AFTER: std::time::Duration = std::time::Duration::from_millis(40);
 
 /// A stretch of the key space, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,9 +67,12 @@ fn by_position(a: &(String, Piece), b: &(String, Piece)) -> Ordering {
 pub(super) async fn list_ordered(
     s3: &S3Client,
     prefix: &str,
+    cut_after: std::time::Duration,
     tx: &mpsc::Sender<Result<Listed, MediaError>>,
 ) -> Result<(), MediaError> {
+    let asked = std::time::Instant::now();
     let first = s3.list_page(prefix, None, None, None).await?;
+    let round_trip = asked.elapsed();
     let Some(token) = first.next else {
         for o in first.objects {
             if tx.send(Ok(o)).await.is_err() {
@@ -80,6 +89,12 @@ pub(super) async fn list_ordered(
         if tx.send(Ok(o)).await.is_err() {
             return Ok(());
         }
+    }
+    // Near the server, pages come back faster than extra requests pay
+    // for: the cut's delimiter listings and smaller pieces are more work
+    // for the server than the round trips they save.
+    if round_trip < cut_after {
+        return list_tree(s3, prefix, None, Some(token), tx).await;
     }
     let pieces = after(cut(s3, prefix).await?, &last);
     deliver(s3, pieces, tx).await
