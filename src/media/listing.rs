@@ -17,8 +17,10 @@ use crate::store::s3::S3Client;
 use std::cmp::Ordering;
 use tokio::sync::mpsc;
 
-/// Stop cutting once there are this many subtrees...
-const PARTITIONS: usize = 32;
+/// Stop cutting once there are as many subtrees as listers: pieces as
+/// large as they can be (a piece of 170 keys costs a round trip as one of
+/// 1,000 does; cut to 120 months, 20,000 keys listed no faster than paged).
+const PARTITIONS: usize = LISTERS;
 /// ... or this many levels below the prefix.
 const MAX_DEPTH: usize = 5;
 /// Subtrees listed at once (and, during the cut, delimiter listings at once).
