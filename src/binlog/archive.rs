@@ -114,20 +114,7 @@ pub fn head_key(site_prefix: &str) -> String {
 }
 
 pub async fn list_gaps(store: &Store, site_prefix: &str) -> Result<Vec<GapRecord>, BinlogError> {
-    let mut out = Vec::new();
-    for o in store.list(&gaps_prefix(site_prefix)).await? {
-        if !o.key.ends_with(".json") {
-            continue;
-        }
-        let bytes = store.get_bytes(&o.key).await?;
-        out.push(
-            serde_json::from_slice(&bytes).map_err(|e| BinlogError::Damaged {
-                key: o.key.clone(),
-                detail: e.to_string(),
-            })?,
-        );
-    }
-    Ok(out)
+    super::read_all_json(store, &gaps_prefix(site_prefix), "").await
 }
 
 pub async fn read_head(store: &Store, site_prefix: &str) -> Result<Option<Head>, BinlogError> {

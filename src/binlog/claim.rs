@@ -94,22 +94,14 @@ pub async fn renew(
 
 /// Every claim on the archive, live or lapsed.
 pub async fn list(store: &Store, archive_prefix: &str) -> Result<Vec<Claim>, BinlogError> {
-    let mut out = Vec::new();
-    for o in store.list(&claims_prefix(archive_prefix)).await? {
-        if !o.key.ends_with(".json") {
-            continue;
-        }
-        let bytes = store.get_bytes(&o.key).await?;
-        // A claim that cannot be read cannot be honoured either: stop, so a
-        // damaged claim never lets the segments it protects go.
-        out.push(
-            serde_json::from_slice(&bytes).map_err(|e| BinlogError::Damaged {
-                key: o.key.clone(),
-                detail: format!("{e} (a claim on the shared archive; rewrite it by running `wpdr prune` for that site, or delete it if the site is gone)"),
-            })?,
-        );
-    }
-    Ok(out)
+    // A claim that cannot be read cannot be honoured either: stop, so a
+    // damaged claim never lets the segments it protects go.
+    super::read_all_json(
+        store,
+        &claims_prefix(archive_prefix),
+        " (a claim on the shared archive; rewrite it by running `wpdr prune` for that site, or delete it if the site is gone)",
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -61,6 +61,29 @@ pub enum BinlogError {
     Replay { target: String, detail: String },
 }
 
+/// Every `.json` object under `prefix`, parsed; one that does not parse is
+/// `Damaged` (with `hint`: what to do about it), never skipped.
+pub(crate) async fn read_all_json<T: serde::de::DeserializeOwned>(
+    store: &crate::store::Store,
+    prefix: &str,
+    hint: &str,
+) -> Result<Vec<T>, BinlogError> {
+    let mut out = Vec::new();
+    for o in store.list(prefix).await? {
+        if !o.key.ends_with(".json") {
+            continue;
+        }
+        let bytes = store.get_bytes(&o.key).await?;
+        out.push(
+            serde_json::from_slice(&bytes).map_err(|e| BinlogError::Damaged {
+                key: o.key.clone(),
+                detail: format!("{e}{hint}"),
+            })?,
+        );
+    }
+    Ok(out)
+}
+
 impl Classify for BinlogError {
     fn exit_code(&self) -> ExitCode {
         match self {

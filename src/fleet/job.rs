@@ -423,6 +423,25 @@ mod tests {
         s
     }
 
+    fn nightly_due() -> DateTime<Utc> {
+        "2026-11-30T02:17:00Z".parse().unwrap()
+    }
+
+    /// The first attempt of the site's nightly backup due at [`nightly_due`].
+    fn nightly_backup(site: &Site, uses: &Resources, template: &JobTemplate) -> Job {
+        job(
+            &JobRequest {
+                site,
+                schedule: "nightly",
+                kind: JobKind::Backup,
+                due: nightly_due(),
+                attempt: 0,
+                uses,
+            },
+            template,
+        )
+    }
+
     #[test]
     fn a_site_changes_its_jobs_resources_placement_and_account_but_not_the_rest() {
         let mut base = JobTemplate::new("registry.example/wpdr@sha256:abc");
@@ -454,18 +473,7 @@ mod tests {
         // In the Job: the site's account, its token mounted (it was asked for).
         let cfg = site.spec.check("shop-ns/shop").unwrap();
         let uses = resources(&cfg, JobKind::Backup);
-        let due: DateTime<Utc> = "2026-11-30T02:17:00Z".parse().unwrap();
-        let j = job(
-            &JobRequest {
-                site: &site,
-                schedule: "nightly",
-                kind: JobKind::Backup,
-                due,
-                attempt: 0,
-                uses: &uses,
-            },
-            &t,
-        );
+        let j = nightly_backup(&site, &uses, &t);
         let yaml = serde_yaml::to_string(&j).unwrap();
         for want in [
             "serviceAccountName: shop-backup",
@@ -503,19 +511,9 @@ mod tests {
         let uses = resources(&cfg, JobKind::Backup);
         assert_eq!(uses.database.as_deref(), Some("db1:3306"));
         assert_eq!(uses.endpoints, ["http://minio:9000"]);
-        let due: DateTime<Utc> = "2026-11-30T02:17:00Z".parse().unwrap();
+        let due = nightly_due();
         let template = JobTemplate::new("registry.example/wpdr@sha256:abc");
-        let job = job(
-            &JobRequest {
-                site: &site,
-                schedule: "nightly",
-                kind: JobKind::Backup,
-                due,
-                attempt: 0,
-                uses: &uses,
-            },
-            &template,
-        );
+        let job = nightly_backup(&site, &uses, &template);
         let name = job.metadata.name.clone().unwrap();
         assert!(
             name.len() <= 63 && name.starts_with("shop-nightly-11300217-0-"),
