@@ -110,9 +110,10 @@ async fn inventory_and_restore_against_a_real_cluster() {
     result
 }
 
-#[tokio::test]
-#[ignore = "needs a real cluster: set KUBECONFIG and run with --ignored"]
-async fn the_whole_site_restores_in_a_real_cluster() {
+/// Runs scripts/kind-demo.sh against the current context with `flag`
+/// (`WPDR_E2E_KIND_CLUSTER`: load the image into that kind cluster);
+/// returns its output and the script's path, for the `--delete` after.
+fn walkthrough(flag: &str) -> (std::process::Output, String) {
     assert!(
         std::env::var_os("KUBECONFIG").is_some(),
         "set KUBECONFIG to run the e2e suite"
@@ -120,14 +121,19 @@ async fn the_whole_site_restores_in_a_real_cluster() {
     let root = env!("CARGO_MANIFEST_DIR");
     let script = format!("{root}/scripts/kind-demo.sh");
     let mut demo = std::process::Command::new("bash");
-    demo.arg(&script)
-        .arg("--use-current-context")
-        .arg("--keep-restored");
+    demo.arg(&script).arg("--use-current-context").arg(flag);
     if let Ok(cluster) = std::env::var("WPDR_E2E_KIND_CLUSTER") {
         demo.env("KIND_CLUSTER", cluster)
             .env("WPDR_LOAD_IMAGE", "1");
     }
     let out = demo.output().expect("bash runs scripts/kind-demo.sh");
+    (out, script)
+}
+
+#[tokio::test]
+#[ignore = "needs a real cluster: set KUBECONFIG and run with --ignored"]
+async fn the_whole_site_restores_in_a_real_cluster() {
+    let (out, script) = walkthrough("--keep-restored");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let cleanup = || {
@@ -209,21 +215,7 @@ async fn the_whole_site_restores_in_a_real_cluster() {
 #[tokio::test]
 #[ignore = "needs a real cluster: set KUBECONFIG and run with --ignored"]
 async fn the_fleet_controller_backs_up_a_site_in_a_real_cluster() {
-    assert!(
-        std::env::var_os("KUBECONFIG").is_some(),
-        "set KUBECONFIG to run the e2e suite"
-    );
-    let root = env!("CARGO_MANIFEST_DIR");
-    let script = format!("{root}/scripts/kind-demo.sh");
-    let mut demo = std::process::Command::new("bash");
-    demo.arg(&script)
-        .arg("--use-current-context")
-        .arg("--fleet");
-    if let Ok(cluster) = std::env::var("WPDR_E2E_KIND_CLUSTER") {
-        demo.env("KIND_CLUSTER", cluster)
-            .env("WPDR_LOAD_IMAGE", "1");
-    }
-    let out = demo.output().expect("bash runs scripts/kind-demo.sh");
+    let (out, script) = walkthrough("--fleet");
     let _ = std::process::Command::new("bash")
         .args([script.as_str(), "--delete", "--use-current-context"])
         .status();
