@@ -256,6 +256,12 @@ async fn a_wordpress_site_is_restored_whole_answers_as_at_backup_and_starts_with
             .unwrap()
             > 10
     );
+    // Rewritten as the rows were loaded, every table checked with the changes.
+    assert_eq!(steps["url-rewrite"]["summary"]["in_load"], true, "{steps}");
+    assert_eq!(
+        steps["database"]["summary"]["url_rewrite"]["not_read"],
+        serde_json::json!([])
+    );
     // A serialised option holding the URL was rewritten with its lengths fixed.
     let mut c = svc.admin(Some(&ns)).await;
     use mysql_async::prelude::Queryable;

@@ -314,6 +314,9 @@ async fn each_value_ends_as_the_rewriter_alone_would_leave_it() {
          DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_unicode_ci"
             .to_string(),
         "CREATE TABLE k (txt TEXT) DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_unicode_ci".to_string(),
+        // Where a restore finds the site's own address.
+        "CREATE TABLE wp_options (option_id BIGINT PRIMARY KEY AUTO_INCREMENT, option_name VARCHAR(191) UNIQUE, option_value LONGTEXT)".to_string(),
+        format!("INSERT INTO wp_options (option_name, option_value) VALUES ('siteurl', '{old}/'), ('home', '{old}')"),
     ];
     let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"));
     for (i, b) in bodies.iter().enumerate() {
@@ -379,7 +382,77 @@ async fn each_value_ends_as_the_rewriter_alone_would_leave_it() {
         .collect();
     keyless_expected.sort();
 
+    // A restore under the new address rewrites the rows as it loads them:
+    // the same values, every table still checked against the set.
+    let dir = tempfile::tempdir().unwrap();
+    let namespace = format!("rwl{:06x}", rand::random::<u32>() & 0xffffff);
+    let cfg = svc.local_config(
+        dir.path(),
+        &db,
+        &format!(
+            "backup:\n  chunk_size: 1MiB\nrestore:\n  database: mysql://{}@127.0.0.1:{}/{{namespace}}\n",
+            svc.var("WPDR_TEST_DB_USER"),
+            svc.db_port()
+        ),
+    );
+    let set = svc.backup(&cfg);
+    let out = svc.wpdr(
+        &cfg,
+        &[
+            "--output",
+            "json",
+            "restore",
+            &set,
+            "--namespace",
+            &namespace,
+            "--plan",
+            "db-only",
+            "--site-url",
+            new,
+        ],
+    );
+    let r = json(&out);
+    assert_eq!(r["ok"], true, "{r:#}\n{}", stderr(&out));
+    let steps = &r["journal"]["steps"];
+    let in_load = &steps["database"]["summary"]["url_rewrite"];
+    assert_eq!(in_load["from"], serde_json::json!([old]), "{in_load}");
+    assert_eq!(in_load["not_read"], serde_json::json!([]), "{in_load}");
+    assert_eq!(steps["url-rewrite"]["summary"]["in_load"], true);
+    assert_eq!(
+        in_load["rows_unparseable"].as_u64(),
+        Some(unparseable),
+        "{in_load:#}"
+    );
+    let mut restored = svc.admin(Some(&namespace)).await;
+    let loaded = read(
+        restored
+            .exec("SELECT id, txt, bin, lat FROM t ORDER BY id", ())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(loaded, expected, "table t as loaded under the new address");
+    let mut keyless_loaded: Vec<Option<Vec<u8>>> =
+        restored.exec("SELECT txt FROM k", ()).await.unwrap();
+    keyless_loaded.sort();
+    assert_eq!(keyless_loaded, keyless_expected, "table k as loaded");
+    let home: Option<String> = restored
+        .query_first("SELECT option_value FROM wp_options WHERE option_name = 'home'")
+        .await
+        .unwrap();
+    assert_eq!(home.as_deref(), Some(new));
+    drop(restored);
+    svc.admin(None)
+        .await
+        .query_drop(format!("DROP DATABASE `{namespace}`"))
+        .await
+        .unwrap();
+
     let report = rewrite_url(&svc, &db, old, new);
+    assert_eq!(
+        report["rows_changed"].as_u64(),
+        in_load["rows_changed"].as_u64(),
+        "rows changed after a load and in the load: {report:#}"
+    );
     let after = read(
         c.exec("SELECT id, txt, bin, lat FROM t ORDER BY id", ())
             .await

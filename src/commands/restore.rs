@@ -64,6 +64,7 @@ pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<Exi
                 .clamp(1, 32),
             force: args.force,
             defer_indexes: !args.no_defer_indexes,
+            rewrite: None,
         },
         replica_timeout: std::time::Duration::from_secs(args.replica_timeout_seconds),
     };
@@ -246,6 +247,7 @@ pub(crate) async fn rewrite_url(cli: &Cli, args: &wpdr::cli::RewriteUrlArgs) -> 
         args.from.trim_end_matches('/'),
         args.to.trim_end_matches('/'),
         args.dry_run,
+        None,
     )
     .await?;
     if cli.output == OutputFormat::Json {

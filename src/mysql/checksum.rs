@@ -16,19 +16,8 @@ pub struct TableChecksum {
 
 impl TableChecksum {
     pub fn add_row<'a>(&mut self, values: impl IntoIterator<Item = Option<&'a [u8]>>) {
-        let mut h = Xxh3::new();
-        for v in values {
-            match v {
-                None => h.update(&[0]),
-                Some(b) => {
-                    h.update(&[1]);
-                    h.update(&(b.len() as u64).to_le_bytes());
-                    h.update(b);
-                }
-            }
-        }
         self.rows += 1;
-        self.sum = self.sum.wrapping_add(h.digest128());
+        self.sum = self.sum.wrapping_add(row_hash(values));
     }
 
     pub fn merge(&mut self, other: TableChecksum) {
@@ -39,6 +28,23 @@ impl TableChecksum {
     pub fn hex(&self) -> String {
         format!("{:032x}", self.sum)
     }
+}
+
+/// One row's share of its table's sum: what a change to the row moves the
+/// sum by (a load that rewrites rows adjusts the expected sum with it).
+pub fn row_hash<'a>(values: impl IntoIterator<Item = Option<&'a [u8]>>) -> u128 {
+    let mut h = Xxh3::new();
+    for v in values {
+        match v {
+            None => h.update(&[0]),
+            Some(b) => {
+                h.update(&[1]);
+                h.update(&(b.len() as u64).to_le_bytes());
+                h.update(b);
+            }
+        }
+    }
+    h.digest128()
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use super::checksum::TableChecksum;
 use super::load_order::{LoadQueue, LoadTask};
 use super::pipeline::StatementReader;
 use super::sql::{quote_ident, select_stored};
+use super::stream_rewrite::{self, StreamRewrite, TableTally, ValueRewrite};
 use super::workers::Workers;
 use super::{exec, query_err, Endpoint, MysqlError};
 use crate::catalog::{Artifact, DatabaseSection, TableEntry};
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::Notify;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LoadOptions {
     pub connections: usize,
     /// Drop and recreate a target database that already holds objects.
@@ -32,6 +33,20 @@ pub struct LoadOptions {
     /// Create plain secondary indexes after the data (a sorted bulk build)
     /// instead of maintaining them row by row during the load.
     pub defer_indexes: bool,
+    /// Values changed as they are loaded ([`super::stream_rewrite`]); each
+    /// table's check then expects the set's rows with those changes.
+    pub rewrite: Option<Arc<dyn ValueRewrite>>,
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("connections", &self.connections)
+            .field("force", &self.force)
+            .field("defer_indexes", &self.defer_indexes)
+            .field("rewrite", &self.rewrite.is_some())
+            .finish()
+    }
 }
 
 /// Called with compressed bytes of artifacts as they are loaded.
@@ -42,8 +57,12 @@ pub struct TableCheck {
     pub table: String,
     pub expected_rows: u64,
     pub found_rows: u64,
+    /// The set's checksum, moved by the rows the load's rewrite changed.
     pub expected_checksum: String,
     pub found_checksum: String,
+    /// Rows the load's rewrite changed (none without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewritten_rows: Option<u64>,
 }
 
 impl TableCheck {
@@ -60,6 +79,9 @@ pub struct LoadReport {
     pub objects_created: usize,
     /// Wall time of each phase, in order: where a restore spends its time.
     pub phases: Vec<Phase>,
+    /// What the load's rewrite did, per table it changed or could not read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rewritten: Vec<TableTally>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,8 +149,9 @@ pub async fn describe_contents(conn: &mut Conn, db: &str) -> Result<Option<Strin
     })
 }
 
-/// May rewrite a statement before it runs (used to defer secondary indexes).
-type StatementHook = Arc<dyn Fn(Vec<u8>) -> Vec<u8> + Send + Sync>;
+/// The statements to run instead of one read from an artifact (secondary
+/// indexes deferred, values rewritten).
+type StatementHook = Arc<dyn Fn(Vec<u8>) -> Vec<Vec<u8>> + Send + Sync>;
 
 /// Runs the artifacts in `paths` over the connections, each artifact on one connection.
 async fn run_artifacts(
@@ -216,20 +239,22 @@ async fn run_statements(
     let mut n = 0u64;
     let mut reported = 0u64;
     while let Some(stmt) = reader.next().await? {
-        let stmt = match hook {
+        let statements = match hook {
             Some(h) => h(stmt),
-            None => stmt,
+            None => vec![stmt],
         };
-        if let Err(e) = conn.query_drop(stmt.as_slice()).await {
-            reader.check_rest().await?;
-            let preview: String =
-                String::from_utf8_lossy(&stmt[..stmt.len().min(120)]).into_owned();
-            return Err(query_err(
-                format!("loading {path} (statement {}: {preview}…)", n + 1),
-                e,
-            ));
+        for stmt in statements {
+            if let Err(e) = conn.query_drop(stmt.as_slice()).await {
+                reader.check_rest().await?;
+                let preview: String =
+                    String::from_utf8_lossy(&stmt[..stmt.len().min(120)]).into_owned();
+                return Err(query_err(
+                    format!("loading {path} (statement {}: {preview}…)", n + 1),
+                    e,
+                ));
+            }
+            n += 1;
         }
-        n += 1;
         if reader.compressed_read > reported {
             progress(reader.compressed_read - reported);
             reported = reader.compressed_read;
@@ -325,22 +350,22 @@ pub async fn load(
         let deferred = deferred.clone();
         Some(Arc::new(move |stmt: Vec<u8>| {
             let Ok(text) = std::str::from_utf8(&stmt) else {
-                return stmt;
+                return vec![stmt];
             };
             match defer_secondary_keys(text) {
                 Some(d) => {
                     if let Ok(mut all) = deferred.lock() {
                         all.push((d.table, d.alter));
                     }
-                    d.create.into_bytes()
+                    vec![d.create.into_bytes()]
                 }
-                None => stmt,
+                None => vec![stmt],
             }
         }))
     } else {
         None
     };
-    let (conns, s1) = run_artifacts(
+    let (mut conns, s1) = run_artifacts(
         conns,
         schema,
         store.clone(),
@@ -349,6 +374,17 @@ pub async fn load(
         hook,
     )
     .await?;
+    // The rewrite's columns are the target's, now that its tables exist.
+    let rewrite = match (&opts.rewrite, conns.first_mut()) {
+        (Some(rewrite), Some(conn)) => {
+            let text = stream_rewrite::text_columns(conn, target_db)
+                .await
+                .map_err(|e| query_err("reading the target's text columns", e))?;
+            let names: Vec<String> = section.tables.iter().map(|t| t.name.clone()).collect();
+            Some(Arc::new(StreamRewrite::new(rewrite.clone(), &names, &text)))
+        }
+        _ => None,
+    };
 
     // Each table's chunks (largest tables first, so the tail is short), then
     // its deferred index build and its check, overlapped across tables.
@@ -378,6 +414,7 @@ pub async fn load(
         store: store.clone(),
         set_key: set_key.to_string(),
         progress: progress.clone(),
+        rewrite: rewrite.clone(),
     };
     let order = data
         .iter()
@@ -409,13 +446,55 @@ pub async fn load(
         let _ = c.disconnect().await;
     }
     phases.done("objects");
+    let rewritten = match &rewrite {
+        Some(r) => (0..section.tables.len())
+            .map(|i| r.tally(i))
+            .filter(|t| t.rows_changed > 0 || t.not_read.is_some() || !t.columns.is_empty())
+            .collect(),
+        None => Vec::new(),
+    };
     Ok(LoadReport {
         database: target_db.to_string(),
         statements: s1 + s2 + s3,
         tables,
         objects_created: section.objects.len(),
         phases: phases.list,
+        rewritten,
     })
+}
+
+/// Reads the rows of one table straight from the set's artifacts, without
+/// a server: `each` gets every row's values by the manifest's column names
+/// (NULL as `None`). For small tables a restore must know about before it
+/// loads (the site's own address, in its options).
+pub async fn set_rows(
+    store: &Store,
+    set_key: &str,
+    table: &TableEntry,
+    artifacts: &[Artifact],
+    mut each: impl FnMut(&[String], &[Option<&[u8]>]),
+) -> Result<(), MysqlError> {
+    for path in &table.data_artifacts {
+        let expected = artifacts
+            .iter()
+            .find(|a| &a.path == path)
+            .map(|a| (a.size, a.sha256.clone()));
+        let mut reader =
+            StatementReader::open(store, &format!("{set_key}{path}"), path, expected).await?;
+        while let Some(stmt) = reader.next().await? {
+            let ins = super::insert::parse(&stmt).map_err(|e| MysqlError::Artifact {
+                path: path.clone(),
+                detail: format!("a data statement wpdr cannot read back: {e}"),
+            })?;
+            let Some(ins) = ins else { continue };
+            for row in &ins.rows {
+                let values: Vec<_> = row.iter().map(|l| l.value(&stmt)).collect();
+                let refs: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
+                each(&ins.columns, &refs);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs independent statements over the connections in parallel.
@@ -537,7 +616,7 @@ pub async fn verify_tables(
             loop {
                 let next = queue.lock().ok().and_then(|mut q| q.pop_front());
                 let Some((i, t)) = next else { break };
-                out.push((i, check_table(&mut conn, &t).await?));
+                out.push((i, check_table(&mut conn, &t, None).await?));
             }
             let _ = conn.disconnect().await;
             Ok::<_, MysqlError>(out)
@@ -559,19 +638,34 @@ pub async fn verify_tables(
     Ok(all.into_iter().map(|x| x.1).collect())
 }
 
-/// Re-reads one table and compares it with its manifest entry.
-async fn check_table(conn: &mut Conn, t: &TableEntry) -> Result<TableCheck, MysqlError> {
+/// Re-reads one table and compares it with its manifest entry (moved by
+/// what a rewrite during the load changed, when there was one).
+async fn check_table(
+    conn: &mut Conn,
+    t: &TableEntry,
+    rewritten: Option<&TableTally>,
+) -> Result<TableCheck, MysqlError> {
     // Rows kept elsewhere (FEDERATED, ...) are not the set's to check.
     let sum = match t.rows_not_stored {
         Some(_) => TableChecksum::default(),
         None => table_checksum(conn, t).await?,
     };
+    let mut expected_checksum = t.checksum.clone();
+    let mut rewritten_rows = None;
+    if let Some(tally) = rewritten.filter(|r| r.rows_changed > 0) {
+        // A checksum that is not hex cannot equal the table's anyway.
+        if let Ok(set_sum) = u128::from_str_radix(&t.checksum, 16) {
+            expected_checksum = format!("{:032x}", tally.expected_sum(set_sum));
+        }
+        rewritten_rows = Some(tally.rows_changed);
+    }
     Ok(TableCheck {
         table: t.name.clone(),
         expected_rows: t.rows,
         found_rows: sum.rows,
-        expected_checksum: t.checksum.clone(),
+        expected_checksum,
         found_checksum: sum.hex(),
+        rewritten_rows,
     })
 }
 
@@ -584,6 +678,7 @@ struct TableWork {
     store: Arc<Store>,
     set_key: String,
     progress: Progress,
+    rewrite: Option<Arc<StreamRewrite>>,
 }
 
 /// When the last chunk, index build and check finished (None: there was none).
@@ -704,7 +799,7 @@ async fn run_task(
     task: &LoadTask,
 ) -> Result<TaskDone, MysqlError> {
     match *task {
-        LoadTask::Chunk { chunk, .. } => {
+        LoadTask::Chunk { chunk, table } => {
             let (path, expected) = &work.chunks[chunk];
             let mut reader = StatementReader::open(
                 &work.store,
@@ -713,7 +808,11 @@ async fn run_task(
                 expected.clone(),
             )
             .await?;
-            let n = run_statements(conn, &mut reader, path, &work.progress, None).await?;
+            let hook: Option<StatementHook> = work.rewrite.clone().map(|r| {
+                let path = path.clone();
+                Arc::new(move |stmt: Vec<u8>| r.statement(table, stmt, &path)) as StatementHook
+            });
+            let n = run_statements(conn, &mut reader, path, &work.progress, hook.as_ref()).await?;
             Ok(TaskDone::Statements(n))
         }
         LoadTask::Indexes { table } => {
@@ -722,9 +821,12 @@ async fn run_task(
             }
             Ok(TaskDone::Indexed)
         }
-        LoadTask::Check { table } => Ok(TaskDone::Checked(
-            check_table(conn, &work.tables[table]).await?,
-        )),
+        LoadTask::Check { table } => {
+            let tally = work.rewrite.as_ref().map(|r| r.tally(table));
+            Ok(TaskDone::Checked(
+                check_table(conn, &work.tables[table], tally.as_ref()).await?,
+            ))
+        }
     }
 }
 

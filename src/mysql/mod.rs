@@ -5,11 +5,13 @@
 pub mod checksum;
 pub mod dump;
 pub mod gtid;
+pub mod insert;
 pub mod load;
 pub mod load_order;
 pub mod pipeline;
 pub mod seed;
 pub mod sql;
+pub mod stream_rewrite;
 pub mod topology;
 mod workers;
 

@@ -7,15 +7,8 @@
 //! looks serialised but does not parse is reported and left as it is.
 
 use super::php::{self, Value};
-
-/// The result for one stored value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Unchanged,
-    Changed(Vec<u8>),
-    /// Holds the URL but could not be rewritten safely: left untouched.
-    Unparseable(String),
-}
+pub use crate::mysql::stream_rewrite::Outcome;
+use crate::mysql::stream_rewrite::ValueRewrite;
 
 #[derive(Debug, Clone)]
 pub struct Rewriter {
@@ -98,6 +91,55 @@ impl Rewriter {
             out = replace_all(&out, from, to);
         }
         out
+    }
+}
+
+/// Several addresses replaced by one, one after the other (a site's `home`
+/// and `siteurl` may differ): what the rewrite after a load does with one
+/// pass per address, applied to each value as it is loaded.
+#[derive(Debug, Clone)]
+pub struct UrlRewrites {
+    rewriters: Vec<Rewriter>,
+}
+
+impl UrlRewrites {
+    /// `None` when there is nothing to rewrite (no old address differs from `to`).
+    pub fn new(from: &[String], to: &str) -> Option<Self> {
+        let rewriters: Vec<Rewriter> = from
+            .iter()
+            .filter(|f| !f.is_empty() && f.as_str() != to)
+            .map(|f| Rewriter::new(f, to))
+            .collect();
+        (!rewriters.is_empty()).then_some(UrlRewrites { rewriters })
+    }
+}
+
+impl ValueRewrite for UrlRewrites {
+    fn needles(&self) -> Vec<Vec<u8>> {
+        self.rewriters
+            .iter()
+            .flat_map(|r| r.pairs().iter().map(|(from, _)| from.clone()))
+            .collect()
+    }
+
+    /// Each address's rewrite on the previous one's result, as the passes
+    /// after a load run: a value one of them cannot rewrite keeps what the
+    /// others changed (and is reported only when none did).
+    fn rewrite(&self, value: &[u8]) -> Outcome {
+        let mut current: Option<Vec<u8>> = None;
+        let mut unreadable = None;
+        for r in &self.rewriters {
+            match r.rewrite(current.as_deref().unwrap_or(value)) {
+                Outcome::Changed(v) => current = Some(v),
+                Outcome::Unparseable(why) => unreadable = Some(why),
+                Outcome::Unchanged => {}
+            }
+        }
+        match (current, unreadable) {
+            (Some(v), _) => Outcome::Changed(v),
+            (None, Some(why)) => Outcome::Unparseable(why),
+            (None, None) => Outcome::Unchanged,
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use crate::mysql::{Endpoint, MysqlError};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 const PAGE: usize = 500;
 /// Bytes of new values one multi-row UPDATE carries at most (well under the
@@ -141,41 +141,22 @@ fn serialised_sql(column: &str) -> String {
     )
 }
 
-/// Rewrites `from` to `to` in every text column of `database`.
+/// Rewrites `from` to `to` in every text column of `database` (of the
+/// tables in `only_tables`, when given).
 pub async fn rewrite_database(
     endpoint: &Endpoint,
     database: &str,
     from: &str,
     to: &str,
     dry_run: bool,
+    only_tables: Option<&BTreeSet<String>>,
 ) -> Result<RewriteReport, RewriteError> {
     let rewriter = Rewriter::new(from, to);
     let mut reader = endpoint.connect(Some(database)).await?;
     let mut writer = endpoint.connect(Some(database)).await?;
-    let columns: Vec<(String, String)> = reader
-        .exec(
-            "SELECT c.TABLE_NAME, c.COLUMN_NAME FROM information_schema.COLUMNS c \
-             JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME \
-             WHERE c.TABLE_SCHEMA = ? AND t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') \
-             AND c.DATA_TYPE IN ('char','varchar','tinytext','text','mediumtext','longtext','json','tinyblob','blob','mediumblob','longblob','binary','varbinary') \
-             AND COALESCE(c.IS_GENERATED, 'NEVER') = 'NEVER' \
-             ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
-            (database,),
-        )
+    let tables = crate::mysql::stream_rewrite::text_columns(&mut reader, database)
         .await
         .map_err(|e| fail("information_schema", "COLUMNS", e))?;
-    let keys: Vec<(String, String)> = reader
-        .exec(
-            "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
-             WHERE TABLE_SCHEMA = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY TABLE_NAME, ORDINAL_POSITION",
-            (database,),
-        )
-        .await
-        .map_err(|e| fail("information_schema", "KEY_COLUMN_USAGE", e))?;
-    let mut primary: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (t, c) in keys {
-        primary.entry(t).or_default().push(c);
-    }
     let mut report = RewriteReport {
         from: from.to_string(),
         to: to.to_string(),
@@ -188,19 +169,13 @@ pub async fn rewrite_database(
         .iter()
         .map(|n| hex_literal(&like_anywhere(n)))
         .collect();
-    // Columns grouped by table, in the schema's order.
-    let mut tables: Vec<(String, Vec<String>)> = Vec::new();
-    for (table, column) in columns {
-        match tables.last_mut() {
-            Some((t, cols)) if *t == table => cols.push(column),
-            _ => tables.push((table, vec![column])),
-        }
-    }
-    for (table, columns) in tables {
-        let pk = primary.get(&table).cloned().unwrap_or_default();
-        // Never rewrite a key column: rows are found again by it.
-        let columns: Vec<String> = columns.into_iter().filter(|c| !pk.contains(c)).collect();
-        if columns.is_empty() {
+    for crate::mysql::stream_rewrite::TextColumns {
+        table,
+        columns,
+        primary_key: pk,
+    } in tables
+    {
+        if only_tables.is_some_and(|only| !only.contains(&table)) {
             continue;
         }
         let mut cols: Vec<ColumnReport> = columns
