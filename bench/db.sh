@@ -5,6 +5,7 @@
 #   bench/db.sh                 build the data sets once (cached), then time everything
 #   BENCH_SCALE=0.1 bench/db.sh a tenth of the data, for a quick look
 #   BENCH_DATA=realistic bench/db.sh   one data set only
+#   BENCH_ROUNDS=1 bench/db.sh  one round (default 3: every figure a median of 3, order alternating)
 #
 # Two data sets, the same tables and row counts: `realistic` post bodies are
 # varied words (bench/post_text.py; the dump compresses about 3x with zstd -1,
@@ -91,21 +92,30 @@ SQL
 fi
 "${M[@]}" -N -e "SELECT CONCAT('data set: ', ROUND(SUM(DATA_LENGTH)/1048576), ' MiB data + ', ROUND(SUM(INDEX_LENGTH)/1048576), ' MiB indexes in ', COUNT(*), ' tables') FROM information_schema.TABLES WHERE TABLE_SCHEMA='$DB'"
 
-# run NAME CMD... : times a command, records seconds and peak RSS (KiB) of the process tree's largest member.
+# run NAME CMD... : times a command; appends its seconds, client CPU and the
+# peak RSS (KiB) of the process tree's largest member to NAME's list (one
+# entry per round).
 declare -A SECS RSS CPU
 run() {
   local name="$1"; shift
   sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-  local start end
+  local start end secs cpu
   start=$(date +%s.%N)
   /usr/bin/time -f "%M %U %S" -o "$WORK/out/$name.rss" bash -c "$*" >"$WORK/out/$name.log" 2>&1 || { echo "$name failed:"; tail -20 "$WORK/out/$name.log"; exit 1; }
   end=$(date +%s.%N)
-  SECS[$name]=$(python3 -c "print(round($end - $start, 2))")
+  secs=$(python3 -c "print(round($end - $start, 2))")
   read -r rss user sys < <(tail -1 "$WORK/out/$name.rss")
-  RSS[$name]=$rss
   # Client CPU (user + system of the command's processes): steadier than wall time.
-  CPU[$name]=$(python3 -c "print(round($user + $sys, 2))")
-  printf '  %-28s %8.2f s   client CPU %7.2f s   peak RSS %6d MiB\n' "$name" "${SECS[$name]}" "${CPU[$name]}" $(( RSS[$name] / 1024 ))
+  cpu=$(python3 -c "print(round($user + $sys, 2))")
+  SECS[$name]+="$secs "
+  CPU[$name]+="$cpu "
+  RSS[$name]+="$rss "
+  printf '  %-28s %8.2f s   client CPU %7.2f s   peak RSS %6d MiB\n' "$name" "$secs" "$cpu" $(( rss / 1024 ))
+}
+# median NAME [SECS|CPU|RSS]: the median of NAME's rounds.
+median() {
+  local -n list="${2:-SECS}"
+  python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" ${list[$1]}
 }
 
 cat >"$WORK/out/wpdr.yaml" <<YAML
@@ -128,26 +138,53 @@ RECIPIENT=$("$WPDR" -q -c "$WORK/out/wpdr.yaml" --output json keys age --out "$W
 sed "s|site: bench|site: bench-sealed|" "$WORK/out/wpdr.yaml" >"$WORK/out/sealed.yaml"
 printf 'encryption:\n  recipients: [%s]\n' "$RECIPIENT" >>"$WORK/out/sealed.yaml"
 
-echo "== backup"
-run wpdr_backup "$WPDR -q -c $WORK/out/wpdr.yaml backup"
-run wpdr_backup_sealed "$WPDR -q -c $WORK/out/sealed.yaml backup"
-run mariadb_dump_zstd "mariadb-dump --no-defaults ${CONN[*]} --single-transaction --quick --routines --triggers --events $DB | zstd -1 -q -o $WORK/out/dump.sql.zst"
-run mydumper_t2 "mydumper -h 127.0.0.1 -P $WPDR_TEST_DB_PORT -u $WPDR_TEST_DB_USER -p $WPDR_TEST_DB_PASSWORD -B $DB -t 2 -o $WORK/out/mydumper"
-du -sh "$WORK/out/store" "$WORK/out/dump.sql.zst" "$WORK/out/mydumper" | sed 's/^/  size /'
+ROUNDS="${BENCH_ROUNDS:-3}"
+for round in $(seq 1 "$ROUNDS"); do
+  # Each round alternates which tool goes first, so neither always gets the
+  # warmer server.
+  echo "== round $round of $ROUNDS: backup"
+  rm -rf "$WORK/out/mydumper"
+  backups=(wpdr mariadb_dump mydumper)
+  [ $((round % 2)) = 0 ] && backups=(mydumper mariadb_dump wpdr)
+  for b in "${backups[@]}"; do
+    case $b in
+      wpdr)
+        run wpdr_backup "$WPDR -q -c $WORK/out/wpdr.yaml backup"
+        run wpdr_backup_sealed "$WPDR -q -c $WORK/out/sealed.yaml backup" ;;
+      mariadb_dump)
+        run mariadb_dump_zstd "mariadb-dump --no-defaults ${CONN[*]} --single-transaction --quick --routines --triggers --events $DB | zstd -1 -q -f -o $WORK/out/dump.sql.zst" ;;
+      mydumper)
+        run mydumper_t2 "mydumper -h 127.0.0.1 -P $WPDR_TEST_DB_PORT -u $WPDR_TEST_DB_USER -p $WPDR_TEST_DB_PASSWORD -B $DB -t 2 -o $WORK/out/mydumper" ;;
+    esac
+  done
+  echo "== round $round of $ROUNDS: restore"
+  restores=(wpdr client myloader)
+  [ $((round % 2)) = 0 ] && restores=(myloader client wpdr)
+  for d in r_wpdr r_sealed r_client r_myloader; do "${M[@]}" -e "DROP DATABASE IF EXISTS $d"; done
+  for r in "${restores[@]}"; do
+    case $r in
+      wpdr)
+        run wpdr_restore_sealed "$WPDR -q -c $WORK/out/sealed.yaml --identity $WORK/out/age.key restore db latest --target mysql://$WPDR_TEST_DB_USER@127.0.0.1:$WPDR_TEST_DB_PORT --database r_sealed"
+        run wpdr_restore "$WPDR -q -c $WORK/out/wpdr.yaml restore db latest --target mysql://$WPDR_TEST_DB_USER@127.0.0.1:$WPDR_TEST_DB_PORT --database r_wpdr" ;;
+      client)
+        run mariadb_client_restore "${M[*]} -e 'CREATE DATABASE r_client' && zstd -dc $WORK/out/dump.sql.zst | ${M[*]} r_client" ;;
+      myloader)
+        run myloader_t2 "myloader -h 127.0.0.1 -P $WPDR_TEST_DB_PORT -u $WPDR_TEST_DB_USER -p $WPDR_TEST_DB_PASSWORD -B r_myloader -t 2 -d $WORK/out/mydumper" ;;
+    esac
+  done
+  for d in r_wpdr r_sealed r_client r_myloader; do "${M[@]}" -e "DROP DATABASE IF EXISTS $d"; done
+done
+newest_set=$(ls -d "$WORK"/out/store/wpdr/bench/sets/*/ 2>/dev/null | tail -1 || true)
+du -sh "${newest_set:-$WORK/out/store}" "$WORK/out/dump.sql.zst" "$WORK/out/mydumper" | sed 's/^/  size /'
 echo "  data set $DATA: mariadb-dump output compresses $(python3 -c "print(round($(zstd -dc "$WORK/out/dump.sql.zst" | wc -c) / $(stat -c %s "$WORK/out/dump.sql.zst"), 2))")x with zstd -1"
 
-echo "== restore"
-for d in r_wpdr r_sealed r_client r_myloader; do "${M[@]}" -e "DROP DATABASE IF EXISTS $d"; done
-run wpdr_restore_sealed "$WPDR -q -c $WORK/out/sealed.yaml --identity $WORK/out/age.key restore db latest --target mysql://$WPDR_TEST_DB_USER@127.0.0.1:$WPDR_TEST_DB_PORT --database r_sealed"
-run wpdr_restore "$WPDR -q -c $WORK/out/wpdr.yaml restore db latest --target mysql://$WPDR_TEST_DB_USER@127.0.0.1:$WPDR_TEST_DB_PORT --database r_wpdr"
-run mariadb_client_restore "${M[*]} -e 'CREATE DATABASE r_client' && zstd -dc $WORK/out/dump.sql.zst | ${M[*]} r_client"
-run myloader_t2 "myloader -h 127.0.0.1 -P $WPDR_TEST_DB_PORT -u $WPDR_TEST_DB_USER -p $WPDR_TEST_DB_PASSWORD -B r_myloader -t 2 -d $WORK/out/mydumper"
-for d in r_wpdr r_sealed r_client r_myloader; do "${M[@]}" -e "DROP DATABASE IF EXISTS $d"; done
-
+echo "== medians of $ROUNDS rounds (wall s / client CPU s / peak RSS MiB)"
+for n in wpdr_backup wpdr_backup_sealed mariadb_dump_zstd mydumper_t2 wpdr_restore wpdr_restore_sealed mariadb_client_restore myloader_t2; do
+  printf '  %-28s %8.2f s   client CPU %7.2f s   peak RSS %6d MiB   (rounds: %s)\n' "$n" "$(median $n)" "$(median $n CPU)" "$(python3 -c "print(int($(median $n RSS) / 1024))")" "${SECS[$n]% }"
+done
 ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
-echo "== ratios (higher = wpdr faster)"
-echo "  backup:  vs mariadb-dump|zstd $(ratio "${SECS[mariadb_dump_zstd]}" "${SECS[wpdr_backup]}")   vs mydumper -t2 $(ratio "${SECS[mydumper_t2]}" "${SECS[wpdr_backup]}")"
-echo "  restore: vs zstd|mariadb      $(ratio "${SECS[mariadb_client_restore]}" "${SECS[wpdr_restore]}")   vs myloader -t2 $(ratio "${SECS[myloader_t2]}" "${SECS[wpdr_restore]}")"
+echo "== ratios of the medians (higher = wpdr faster)"
+echo "  backup:  vs mariadb-dump|zstd $(ratio "$(median mariadb_dump_zstd)" "$(median wpdr_backup)")   vs mydumper -t2 $(ratio "$(median mydumper_t2)" "$(median wpdr_backup)")"
+echo "  restore: vs zstd|mariadb      $(ratio "$(median mariadb_client_restore)" "$(median wpdr_restore)")   vs myloader -t2 $(ratio "$(median myloader_t2)" "$(median wpdr_restore)")"
 cost() { python3 -c "print(f'{($1/$2-1)*100:+.1f} %')"; }
-echo "  encryption (age, every artifact): backup wall $(cost "${SECS[wpdr_backup_sealed]}" "${SECS[wpdr_backup]}") CPU $(cost "${CPU[wpdr_backup_sealed]}" "${CPU[wpdr_backup]}"), restore wall $(cost "${SECS[wpdr_restore_sealed]}" "${SECS[wpdr_restore]}") CPU $(cost "${CPU[wpdr_restore_sealed]}" "${CPU[wpdr_restore]}")"
-echo "  wpdr peak RSS: backup $(( ${RSS[wpdr_backup]} / 1024 )) MiB, restore $(( ${RSS[wpdr_restore]} / 1024 )) MiB"
+echo "  encryption (age, every artifact): backup wall $(cost "$(median wpdr_backup_sealed)" "$(median wpdr_backup)") CPU $(cost "$(median wpdr_backup_sealed CPU)" "$(median wpdr_backup CPU)"), restore wall $(cost "$(median wpdr_restore_sealed)" "$(median wpdr_restore)") CPU $(cost "$(median wpdr_restore_sealed CPU)" "$(median wpdr_restore CPU)")"

@@ -8,7 +8,8 @@
 # `rclone copy` of the offsite media, in parallel, with no checks at all.
 # Prints wall times, the ratio, wpdr's time per step and its peak RSS.
 #
-#   bench/rto.sh                          ~1 GB database, 5,000 uploads (both cached)
+#   bench/rto.sh                          ~1 GB database, 5,000 uploads (both cached), 3 rounds
+#   BENCH_ROUNDS=1 bench/rto.sh           one round (default 3: medians, order alternating)
 #   BENCH_POSTS=20000 BENCH_OBJECTS=500 bench/rto.sh   a quick look
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -64,15 +65,19 @@ BYTES=$("${RCLONE[@]}" size --json "s3:$SRC" | python3 -c 'import json,sys; prin
 echo "== uploads: $OBJECTS objects, $((BYTES / 1048576)) MiB"
 
 RUN=$(date +%s)
-NS="rto$RUN"
+ROUNDS="${BENCH_ROUNDS:-3}"
 OFF="bench-rto-off-$RUN"
-ALT_BUCKET="bench-rto-alt-$RUN"
 bucket "$OFF"
 PIDS=()
+# One round's targets: a fresh database and bucket for each side.
+drop_round() {
+  "${M[@]}" -e "DROP DATABASE IF EXISTS rto_rto${RUN}r$1; DROP DATABASE IF EXISTS alt_${RUN}r$1" || true
+  for b in "bench-rto-rto${RUN}r$1" "bench-rto-alt-${RUN}r$1"; do drop_bucket "$b"; done
+}
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  "${M[@]}" -e "DROP DATABASE IF EXISTS rto_$NS; DROP DATABASE IF EXISTS alt_$RUN" || true
-  for b in "$OFF" "bench-rto-$NS" "$ALT_BUCKET"; do drop_bucket "$b"; done
+  for r in $(seq 1 "$ROUNDS"); do drop_round "$r"; done
+  drop_bucket "$OFF"
 }
 trap cleanup EXIT
 ( umask 077; printf '%s' "$WPDR_TEST_S3_SECRET_ACCESS_KEY" >"$WORK/s3-secret"; printf '%s' "$WPDR_TEST_DB_PASSWORD" >"$WORK/db-password" )
@@ -104,16 +109,19 @@ mariadb-dump --no-defaults -h127.0.0.1 -P"$WPDR_TEST_DB_PORT" -u"$WPDR_TEST_DB_U
   --single-transaction --quick "$DB" | zstd -1 -q -f -o "$WORK/dump.sql.zst"
 
 rm -rf "$WORK/restored-site"; cp -r "$WORK/site" "$WORK/restored-site"
-scripts/wp-site.sh config "$WORK/restored-site" "127.0.0.1:$WPDR_TEST_DB_PORT" "rto_$NS" "$WPDR_TEST_DB_USER" "$WPDR_TEST_DB_PASSWORD"
 PIDS+=("$(scripts/wp-site.sh serve "$WORK/restored-site" 127.0.0.1:8092)")
 
-echo "== wpdr restore latest --namespace $NS --plan site (RTO)"
-t0=$(date +%s.%N)
-/usr/bin/time -v -o "$WORK/wpdr.time" "$WPDR" -c "$WORK/wpdr.yaml" -q --output json \
-  restore latest --namespace "$NS" --plan site --site-url "$RESTORED" >"$WORK/restore.json"
-WPDR_S=$(elapsed "$t0")
-RSS=$(awk -F: '/Maximum resident/ {print int($2/1024)}' "$WORK/wpdr.time")
-python3 - "$WORK/restore.json" <<'PY'
+# wpdr restore NS: the RTO of `wpdr restore --plan site` into namespace NS.
+wpdr_restore() {
+  local ns="$1" t0
+  scripts/wp-site.sh config "$WORK/restored-site" "127.0.0.1:$WPDR_TEST_DB_PORT" "rto_$ns" "$WPDR_TEST_DB_USER" "$WPDR_TEST_DB_PASSWORD"
+  echo "== wpdr restore latest --namespace $ns --plan site (RTO)"
+  t0=$(date +%s.%N)
+  /usr/bin/time -v -o "$WORK/wpdr.time" "$WPDR" -c "$WORK/wpdr.yaml" -q --output json \
+    restore latest --namespace "$ns" --plan site --site-url "$RESTORED" >"$WORK/restore-$ns.json"
+  WPDR_S+="$(elapsed "$t0") "
+  RSS=$(awk -F: '/Maximum resident/ {print int($2/1024)}' "$WORK/wpdr.time")
+  python3 - "$WORK/restore-$ns.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 j = r["journal"]
@@ -126,19 +134,36 @@ print(f"   checked: {c.get('tables', {}).get('verified_at_load')} tables at load
       f"{c.get('media', {}).get('present')}/{c.get('media', {}).get('objects')} media objects, "
       f"{len(c.get('site', {}).get('compared', []))} site answers ({len(c.get('site', {}).get('differences', []))} differ)")
 PY
-
-echo "== the alternative: zstd -dc | mariadb, and rclone copy of the offsite media, in parallel"
-"${M[@]}" -e "CREATE DATABASE alt_$RUN"
-bucket "$ALT_BUCKET"
-t0=$(date +%s.%N)
-( zstd -dc "$WORK/dump.sql.zst" | "${M[@]}" "alt_$RUN" ) &
-DBP=$!
-"${RCLONE[@]}" copy "s3:$OFF" "s3:$ALT_BUCKET" --exclude ".wpdr-retained/**"
-wait "$DBP"
-ALT_S=$(elapsed "$t0")
+}
+# alternative R: the hand-run restore of round R.
+alternative() {
+  local db="alt_${RUN}r$1" b="bench-rto-alt-${RUN}r$1" t0 dbp
+  echo "== the alternative: zstd -dc | mariadb, and rclone copy of the offsite media, in parallel"
+  "${M[@]}" -e "CREATE DATABASE $db"
+  bucket "$b"
+  t0=$(date +%s.%N)
+  ( zstd -dc "$WORK/dump.sql.zst" | "${M[@]}" "$db" ) &
+  dbp=$!
+  "${RCLONE[@]}" copy "s3:$OFF" "s3:$b" --exclude ".wpdr-retained/**"
+  wait "$dbp"
+  ALT_S+="$(elapsed "$t0") "
+}
+WPDR_S="" ALT_S=""
+for round in $(seq 1 "$ROUNDS"); do
+  echo "== round $round of $ROUNDS"
+  # Alternating which goes first.
+  if [ $((round % 2)) = 1 ]; then
+    wpdr_restore "rto${RUN}r$round"; alternative "$round"
+  else
+    alternative "$round"; wpdr_restore "rto${RUN}r$round"
+  fi
+  echo "   wpdr $(echo "$WPDR_S" | awk '{print $NF}') s, alternative $(echo "$ALT_S" | awk '{print $NF}') s"
+  drop_round "$round"
+done
+med() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" $1; }
 
 echo
-printf 'RTO, %s MiB database + %s uploads (%s MiB):\n' "$SIZE" "$OBJECTS" "$((BYTES / 1048576))"
-printf '  wpdr restore --plan site       %8.1f s  (peak RSS %s MiB; includes table checks, URL rewrite, site answers)\n' "$WPDR_S" "$RSS"
-printf '  mariadb client + rclone copy   %8.1f s  (no checks, no URL rewrite)\n' "$ALT_S"
-printf '  ratio (alternative / wpdr)     %8.2fx\n' "$(awk -v a="$ALT_S" -v b="$WPDR_S" 'BEGIN { print a / b }')"
+printf 'RTO, %s MiB database + %s uploads (%s MiB), median of %s rounds:\n' "$SIZE" "$OBJECTS" "$((BYTES / 1048576))" "$ROUNDS"
+printf '  wpdr restore --plan site       %8.1f s  (rounds: %s; peak RSS %s MiB; includes table checks, URL rewrite, site answers)\n' "$(med "$WPDR_S")" "${WPDR_S% }" "$RSS"
+printf '  mariadb client + rclone copy   %8.1f s  (rounds: %s; no checks, no URL rewrite)\n' "$(med "$ALT_S")" "${ALT_S% }"
+printf '  ratio (alternative / wpdr)     %8.2fx\n' "$(awk -v a="$(med "$ALT_S")" -v b="$(med "$WPDR_S")" 'BEGIN { print a / b }')"

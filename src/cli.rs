@@ -483,6 +483,10 @@ pub struct RestoreDbArgs {
     /// by default they are built by sorting after the data is in).
     #[arg(long)]
     pub no_defer_indexes: bool,
+    /// Send the set's INSERT statements as they are instead of their rows as
+    /// LOAD DATA LOCAL (slower; automatic when the server disables local_infile).
+    #[arg(long)]
+    pub sql_inserts: bool,
     /// Point in time: restore the newest set before it and replay the
     /// archived binary log up to it (2026-11-25T10:00:00Z; whole seconds,
     /// server clock). Every transaction committed before it, none after.

@@ -64,6 +64,7 @@ pub(crate) async fn db(cli: &Cli, args: &wpdr::cli::RestoreDbArgs) -> Result<Exi
                 .clamp(1, 32),
             force: args.force,
             defer_indexes: !args.no_defer_indexes,
+            load_data: !args.sql_inserts,
             rewrite: None,
         },
         replica_timeout: std::time::Duration::from_secs(args.replica_timeout_seconds),

@@ -36,6 +36,7 @@ pub struct Literal {
 pub struct Insert {
     /// `INSERT INTO … VALUES ` (the bytes before the first row).
     pub head: Range<usize>,
+    pub table: String,
     pub columns: Vec<String>,
     pub rows: Vec<Vec<Literal>>,
 }
@@ -73,7 +74,7 @@ pub fn parse(stmt: &[u8]) -> Result<Option<Insert>, InsertSyntax> {
         s: stmt,
         at: start + b"INSERT INTO ".len(),
     };
-    p.ident()?;
+    let table = p.ident()?;
     p.expect(b" (")?;
     let mut columns = vec![p.ident()?];
     while p.eat(b",") {
@@ -104,6 +105,7 @@ pub fn parse(stmt: &[u8]) -> Result<Option<Insert>, InsertSyntax> {
     }
     Ok(Some(Insert {
         head,
+        table,
         columns,
         rows,
     }))
@@ -348,6 +350,7 @@ mod tests {
     fn reads_each_literal_kind() {
         let s = b"INSERT INTO `wp_x` (`a`,`b``c`,`d`,`e`,`f`) VALUES (NULL,-1.5e-7,b'00000101','it\\'s\\n',_binary'\\0\\Z'),(1,2,b'0','',_binary'')";
         let ins = parse(s).unwrap().unwrap();
+        assert_eq!(ins.table, "wp_x");
         assert_eq!(ins.columns, ["a", "b`c", "d", "e", "f"]);
         assert_eq!(
             &s[ins.head.clone()],

@@ -15,7 +15,7 @@ use super::sql::{quote_ident, select_stored};
 use super::stream_rewrite::{self, StreamRewrite, TableTally, ValueRewrite};
 use super::workers::Workers;
 use super::{exec, query_err, Endpoint, MysqlError};
-use crate::catalog::{Artifact, DatabaseSection, TableEntry};
+use crate::catalog::{Artifact, DatabaseSection, TableEntry, TableKind};
 use crate::store::Store;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
@@ -33,6 +33,9 @@ pub struct LoadOptions {
     /// Create plain secondary indexes after the data (a sorted bulk build)
     /// instead of maintaining them row by row during the load.
     pub defer_indexes: bool,
+    /// Send data statements' rows as LOAD DATA LOCAL ([`super::load_data`])
+    /// where the server allows it.
+    pub load_data: bool,
     /// Values changed as they are loaded ([`super::stream_rewrite`]); each
     /// table's check then expects the set's rows with those changes.
     pub rewrite: Option<Arc<dyn ValueRewrite>>,
@@ -44,6 +47,7 @@ impl std::fmt::Debug for LoadOptions {
             .field("connections", &self.connections)
             .field("force", &self.force)
             .field("defer_indexes", &self.defer_indexes)
+            .field("load_data", &self.load_data)
             .field("rewrite", &self.rewrite.is_some())
             .finish()
     }
@@ -179,7 +183,15 @@ async fn run_artifacts(
                     let mut reader =
                         StatementReader::open(&store, &format!("{set_key}{path}"), &path, expected)
                             .await?;
-                    run_statements(&mut conn, &mut reader, &path, &progress, hook.as_ref()).await
+                    run_statements(
+                        &mut conn,
+                        &mut reader,
+                        &path,
+                        &progress,
+                        hook.as_ref(),
+                        false,
+                    )
+                    .await
                 }
                 .await;
                 match res {
@@ -235,6 +247,7 @@ async fn run_statements(
     path: &str,
     progress: &Progress,
     hook: Option<&StatementHook>,
+    load_data: bool,
 ) -> Result<u64, MysqlError> {
     let mut n = 0u64;
     let mut reported = 0u64;
@@ -244,7 +257,7 @@ async fn run_statements(
             None => vec![stmt],
         };
         for stmt in statements {
-            if let Err(e) = conn.query_drop(stmt.as_slice()).await {
+            if let Err(e) = run_one(conn, &stmt, load_data).await {
                 reader.check_rest().await?;
                 let preview: String =
                     String::from_utf8_lossy(&stmt[..stmt.len().min(120)]).into_owned();
@@ -261,6 +274,29 @@ async fn run_statements(
         }
     }
     Ok(n)
+}
+
+/// Runs one statement: a data statement's rows as LOAD DATA LOCAL when
+/// `load_data` (and the statement is one the dump writes), else the SQL.
+async fn run_one(conn: &mut Conn, stmt: &[u8], load_data: bool) -> Result<(), mysql_async::Error> {
+    if load_data {
+        if let Some(ld) = super::insert::parse(stmt)
+            .ok()
+            .flatten()
+            .and_then(|ins| super::load_data::from_insert(stmt, &ins))
+        {
+            let rows = bytes::Bytes::from(ld.rows);
+            // Our rows only, whatever file name the server asks for; no
+            // other LOCAL INFILE request finds a handler.
+            conn.set_infile_handler(async move {
+                let stream: mysql_async::InfileData =
+                    Box::pin(futures::stream::once(async move { Ok(rows) }));
+                Ok(stream)
+            });
+            return conn.query_drop(ld.sql).await;
+        }
+    }
+    conn.query_drop(stmt).await
 }
 
 async fn open_loaders(endpoint: &Endpoint, db: &str, n: usize) -> Result<Vec<Conn>, MysqlError> {
@@ -305,6 +341,15 @@ pub async fn load(
                 need_rounded: need.div_ceil(1 << 20) << 20,
             });
         }
+    }
+    // LOAD DATA LOCAL only where the server takes it.
+    let local_infile: Option<i64> = control
+        .query_first("SELECT @@global.local_infile")
+        .await
+        .unwrap_or(None);
+    let load_data = opts.load_data && local_infile == Some(1);
+    if opts.load_data && !load_data {
+        tracing::info!("the server disables local_infile: rows go as INSERT statements");
     }
     if let Some(what) = describe_contents(&mut control, target_db).await? {
         if !opts.force {
@@ -415,6 +460,7 @@ pub async fn load(
         set_key: set_key.to_string(),
         progress: progress.clone(),
         rewrite: rewrite.clone(),
+        load_data,
     };
     let order = data
         .iter()
@@ -679,6 +725,8 @@ struct TableWork {
     set_key: String,
     progress: Progress,
     rewrite: Option<Arc<StreamRewrite>>,
+    /// Rows of plain tables go as LOAD DATA LOCAL.
+    load_data: bool,
 }
 
 /// When the last chunk, index build and check finished (None: there was none).
@@ -812,7 +860,18 @@ async fn run_task(
                 let path = path.clone();
                 Arc::new(move |stmt: Vec<u8>| r.statement(table, stmt, &path)) as StatementHook
             });
-            let n = run_statements(conn, &mut reader, path, &work.progress, hook.as_ref()).await?;
+            // System-versioned history rows go as SQL (their periods are
+            // written with system_versioning_insert_history).
+            let load_data = work.load_data && work.tables[table].kind == TableKind::Table;
+            let n = run_statements(
+                conn,
+                &mut reader,
+                path,
+                &work.progress,
+                hook.as_ref(),
+                load_data,
+            )
+            .await?;
             Ok(TaskDone::Statements(n))
         }
         LoadTask::Indexes { table } => {

@@ -7,6 +7,7 @@ pub mod dump;
 pub mod gtid;
 pub mod insert;
 pub mod load;
+pub mod load_data;
 pub mod load_order;
 pub mod pipeline;
 pub mod seed;

@@ -161,10 +161,10 @@ pub fn is_serialised(v: &[u8]) -> bool {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || needle.len() > hay.len() {
+    if needle.is_empty() {
         return None;
     }
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
@@ -237,6 +237,31 @@ mod tests {
         assert!(matches!(r.rewrite(bad), Outcome::Unparseable(_)));
         let custom = br#"C:11:"ArrayObject":33:{x:i:0;a:0:{};http://shop.example.com}"#;
         assert!(matches!(r.rewrite(custom), Outcome::Unparseable(_)));
+    }
+
+    #[test]
+    fn several_old_addresses_are_rewritten_one_after_the_other() {
+        let from = vec![
+            FROM.to_string(),
+            "http://www.shop.example.com".to_string(),
+            TO.to_string(),
+        ];
+        let r = UrlRewrites::new(&from, TO).unwrap();
+        // The new address itself is no needle: a value holding only it is left alone.
+        assert_eq!(r.needles().len(), 4);
+        let v =
+            br#"a:2:{i:0;s:23:"http://shop.example.com";i:1;s:27:"http://www.shop.example.com";}"#;
+        let Outcome::Changed(out) = r.rewrite(v) else {
+            panic!()
+        };
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(r#"a:2:{{i:0;s:32:"{TO}";i:1;s:32:"{TO}";}}"#)
+        );
+        assert_eq!(r.rewrite(TO.as_bytes()), Outcome::Unchanged);
+        let broken = br#"a:1:{s:3:"url";s:99:"http://shop.example.com";}"#;
+        assert!(matches!(r.rewrite(broken), Outcome::Unparseable(_)));
+        assert!(UrlRewrites::new(&[TO.to_string()], TO).is_none());
     }
 
     /// A PHP value whose strings sometimes contain the URL.

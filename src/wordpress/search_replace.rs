@@ -189,7 +189,6 @@ pub async fn rewrite_database(
         let ctx = Pass {
             rewriter: &rewriter,
             patterns: &patterns,
-            needles: &needles,
             dry_run,
         };
         if pk.is_empty() {
@@ -226,19 +225,13 @@ struct Pass<'a> {
     rewriter: &'a Rewriter,
     /// LIKE patterns (hex literals), one per form of the old URL.
     patterns: &'a [String],
-    /// The same forms as bytes, to tell which column of a row matched.
-    needles: &'a [Vec<u8>],
     dry_run: bool,
 }
 
 impl Pass<'_> {
     /// A value the client pass rewrites: it holds the URL and is serialised.
     fn holds(&self, value: &[u8]) -> bool {
-        is_serialised(value)
-            && self
-                .needles
-                .iter()
-                .any(|n| !n.is_empty() && value.windows(n.len()).any(|w| w == n.as_slice()))
+        is_serialised(value) && self.rewriter.matches(value)
     }
 
     /// SQL: the column holds the URL in some form (byte for byte).

@@ -36,6 +36,7 @@ pub(super) async fn run(env: &StepEnv<'_>) -> Result<serde_json::Value, StepErro
         // A database this restore started loading before is its own to replace.
         force: env.resumed,
         defer_indexes: true,
+        load_data: true,
         rewrite: rewrite.clone(),
     };
     if env.resumed {
@@ -152,6 +153,14 @@ pub(super) async fn run(env: &StepEnv<'_>) -> Result<serde_json::Value, StepErro
         "statements": report.statements,
         "objects": report.objects_created,
         "url_rewrite": url_rewrite,
+        // What the tables the rewrite changed were verified as (the checks
+        // compare with this, not with the set).
+        "checksums_at_load": report
+            .tables
+            .iter()
+            .filter(|t| t.rewritten_rows.is_some())
+            .map(|t| (t.table.clone(), t.found_checksum.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>(),
         "point_in_time": env.pitr.map(|p| json!({
             "point": p.point,
             "replayed": replayed,
