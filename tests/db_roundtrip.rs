@@ -43,6 +43,12 @@ async fn create_edge_cases(c: &mut Conn) {
            3.14159, 2.718281828459045, 'b c', 'x,z', 'Ça va déjà', -128, 18446744073709551615),
           ('', '', '', '', 0, '1970-01-01 00:00:01', NULL, NULL, NULL, NULL, NULL, b'0', b'0', 0, -0.0, 'd''e', '', '', 0, 0),
           (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+        // The same values in a table without an auto-increment column: a
+        // restore sends its rows as LOAD DATA (`types` goes as INSERTs).
+        "CREATE TABLE types_plain LIKE types",
+        "ALTER TABLE types_plain MODIFY id BIGINT UNSIGNED NOT NULL",
+        "INSERT INTO types_plain (id,s,t,b,vb,d,dt,ts,dd,tm,y,j,bits,bit1,f,dbl,e,st,l1,neg,big) \
+         SELECT id,s,t,b,vb,d,dt,ts,dd,tm,y,j,bits,bit1,f,dbl,e,st,l1,neg,big FROM types",
         // A BLOB with all 256 byte values, twice, in both orders.
         "CREATE TABLE blobs (id INT PRIMARY KEY, data BLOB, tiny TINYBLOB)",
         // No primary key, with duplicate rows.

@@ -189,7 +189,7 @@ async fn run_artifacts(
                         &path,
                         &progress,
                         hook.as_ref(),
-                        false,
+                        RowsAs::Insert,
                     )
                     .await
                 }
@@ -247,56 +247,158 @@ async fn run_statements(
     path: &str,
     progress: &Progress,
     hook: Option<&StatementHook>,
-    load_data: bool,
+    rows_as: RowsAs,
 ) -> Result<u64, MysqlError> {
+    let mut source = Statements {
+        reader,
+        hook,
+        queued: VecDeque::new(),
+        progress,
+        reported: 0,
+    };
     let mut n = 0u64;
-    let mut reported = 0u64;
-    while let Some(stmt) = reader.next().await? {
-        let statements = match hook {
-            Some(h) => h(stmt),
-            None => vec![stmt],
+    while let Some(stmt) = source.next().await? {
+        let streamed = match rows_as {
+            RowsAs::Insert => Ok(None),
+            RowsAs::LoadData => stream_rows(conn, &mut source, &stmt, &mut n).await,
         };
-        for stmt in statements {
-            if let Err(e) = run_one(conn, &stmt, load_data).await {
-                reader.check_rest().await?;
-                let preview: String =
-                    String::from_utf8_lossy(&stmt[..stmt.len().min(120)]).into_owned();
-                return Err(query_err(
-                    format!("loading {path} (statement {}: {preview}…)", n + 1),
-                    e,
-                ));
+        let failed = match streamed {
+            Ok(Some(())) => {
+                n += 1;
+                continue;
             }
-            n += 1;
+            Ok(None) => conn.query_drop(stmt.as_slice()).await.err(),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = failed {
+            source.reader.check_rest().await?;
+            let preview: String =
+                String::from_utf8_lossy(&stmt[..stmt.len().min(120)]).into_owned();
+            return Err(query_err(
+                format!("loading {path} (statement {}: {preview}…)", n + 1),
+                e,
+            ));
         }
-        if reader.compressed_read > reported {
-            progress(reader.compressed_read - reported);
-            reported = reader.compressed_read;
-        }
+        n += 1;
     }
     Ok(n)
 }
 
-/// Runs one statement: a data statement's rows as LOAD DATA LOCAL when
-/// `load_data` (and the statement is one the dump writes), else the SQL.
-async fn run_one(conn: &mut Conn, stmt: &[u8], load_data: bool) -> Result<(), mysql_async::Error> {
-    if load_data {
-        if let Some(ld) = super::insert::parse(stmt)
-            .ok()
-            .flatten()
-            .and_then(|ins| super::load_data::from_insert(stmt, &ins))
-        {
-            let rows = bytes::Bytes::from(ld.rows);
-            // Our rows only, whatever file name the server asks for; no
-            // other LOCAL INFILE request finds a handler.
-            conn.set_infile_handler(async move {
-                let stream: mysql_async::InfileData =
-                    Box::pin(futures::stream::once(async move { Ok(rows) }));
-                Ok(stream)
-            });
-            return conn.query_drop(ld.sql).await;
+/// How a table's rows reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowsAs {
+    /// The artifact's INSERT statements as they are.
+    Insert,
+    /// As LOAD DATA LOCAL, one for each run of statements that fit one
+    /// layout.
+    LoadData,
+}
+
+/// An artifact's statements as they are to run: read, passed through the
+/// hook, with progress reported as the compressed bytes go by.
+struct Statements<'a> {
+    reader: &'a mut StatementReader,
+    hook: Option<&'a StatementHook>,
+    queued: VecDeque<Vec<u8>>,
+    progress: &'a Progress,
+    reported: u64,
+}
+
+impl Statements<'_> {
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, MysqlError> {
+        loop {
+            if let Some(s) = self.queued.pop_front() {
+                return Ok(Some(s));
+            }
+            let Some(stmt) = self.reader.next().await? else {
+                return Ok(None);
+            };
+            match self.hook {
+                Some(h) => self.queued.extend(h(stmt)),
+                None => self.queued.push_back(stmt),
+            }
+            if self.reader.compressed_read > self.reported {
+                (self.progress)(self.reader.compressed_read - self.reported);
+                self.reported = self.reader.compressed_read;
+            }
         }
     }
-    conn.query_drop(stmt).await
+}
+
+/// Data statements sent as one `LOAD DATA LOCAL` per run of them that fits
+/// one layout ([`super::load_data`]): `first` and the statements after it
+/// stream through it while the server loads, until one does not fit (put
+/// back for the caller). `Ok(None)`: `first` is no data statement the dump
+/// writes, to run as SQL. `n` counts the statements streamed after `first`.
+async fn stream_rows(
+    conn: &mut Conn,
+    source: &mut Statements<'_>,
+    first: &[u8],
+    n: &mut u64,
+) -> Result<Option<()>, mysql_async::Error> {
+    use super::load_data::{rows, Layout};
+    let Some((layout, first_rows)) = super::insert::parse(first)
+        .ok()
+        .flatten()
+        .and_then(|ins| Layout::of(&ins).map(|l| (l, rows(first, &ins))))
+    else {
+        return Ok(None);
+    };
+    // A few statements' rows in flight: bounded memory, and the next
+    // statement is read and converted while the server loads this one.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(2);
+    // Our rows only, whatever file name the server asks for; no other
+    // LOCAL INFILE request finds a handler.
+    conn.set_infile_handler(async move {
+        let stream: mysql_async::InfileData =
+            Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            }));
+        Ok(stream)
+    });
+    let feed = async {
+        let fed: Result<(), MysqlError> = async {
+            if tx.send(Ok(bytes::Bytes::from(first_rows))).await.is_err() {
+                return Ok(());
+            }
+            loop {
+                let Some(stmt) = source.next().await? else {
+                    return Ok(());
+                };
+                let fitting = super::insert::parse(&stmt)
+                    .ok()
+                    .flatten()
+                    .filter(|ins| layout.fits(ins))
+                    .map(|ins| rows(&stmt, &ins));
+                let Some(data) = fitting else {
+                    source.queued.push_front(stmt);
+                    return Ok(());
+                };
+                if tx.send(Ok(bytes::Bytes::from(data))).await.is_err() {
+                    // The server stopped reading: its error is the query's.
+                    return Ok(());
+                }
+                *n += 1;
+            }
+        }
+        .await;
+        if let Err(e) = &fed {
+            // An artifact that fails to read ends the server's read as an
+            // error, never as a short but complete-looking load.
+            let _ = tx
+                .send(Err(std::io::Error::other(format!(
+                    "reading the artifact: {e}"
+                ))))
+                .await;
+        }
+        drop(tx);
+        fed
+    };
+    let (loaded, fed) = tokio::join!(conn.query_drop(layout.sql()), feed);
+    if let Err(e) = fed {
+        return Err(mysql_async::Error::Other(Box::new(e)));
+    }
+    loaded.map(Some)
 }
 
 async fn open_loaders(endpoint: &Endpoint, db: &str, n: usize) -> Result<Vec<Conn>, MysqlError> {
@@ -419,6 +521,10 @@ pub async fn load(
         hook,
     )
     .await?;
+    let rows_as = match conns.first_mut() {
+        Some(conn) if load_data => rows_as(conn, target_db, &section.tables).await?,
+        _ => vec![RowsAs::Insert; section.tables.len()],
+    };
     // The rewrite's columns are the target's, now that its tables exist.
     let rewrite = match (&opts.rewrite, conns.first_mut()) {
         (Some(rewrite), Some(conn)) => {
@@ -460,7 +566,7 @@ pub async fn load(
         set_key: set_key.to_string(),
         progress: progress.clone(),
         rewrite: rewrite.clone(),
-        load_data,
+        rows_as,
     };
     let order = data
         .iter()
@@ -507,6 +613,40 @@ pub async fn load(
         phases: phases.list,
         rewritten,
     })
+}
+
+/// How each table's rows go, by what the target's tables are. As LOAD DATA
+/// where it is faster: not into a table with an auto-increment column while
+/// the server holds a table lock for each bulk insert into one
+/// (innodb_autoinc_lock_mode 1, the default: the table's other connections
+/// would wait, measured slower than INSERTs with 4 connections in
+/// docs/BENCHMARKS.md), and not the history rows of system-versioned tables
+/// (their periods are written with system_versioning_insert_history).
+async fn rows_as(
+    conn: &mut Conn,
+    db: &str,
+    tables: &[TableEntry],
+) -> Result<Vec<RowsAs>, MysqlError> {
+    let interleaved: Option<i64> = conn
+        .query_first("SELECT @@global.innodb_autoinc_lock_mode")
+        .await
+        .unwrap_or(None);
+    let auto_increment: Vec<String> = conn
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND EXTRA LIKE '%auto_increment%'",
+            (db,),
+        )
+        .await
+        .map_err(|e| query_err("reading the target's auto-increment columns", e))?;
+    Ok(tables
+        .iter()
+        .map(|t| match t.kind {
+            TableKind::Table if interleaved == Some(2) || !auto_increment.contains(&t.name) => {
+                RowsAs::LoadData
+            }
+            _ => RowsAs::Insert,
+        })
+        .collect())
 }
 
 /// Reads the rows of one table straight from the set's artifacts, without
@@ -725,8 +865,8 @@ struct TableWork {
     set_key: String,
     progress: Progress,
     rewrite: Option<Arc<StreamRewrite>>,
-    /// Rows of plain tables go as LOAD DATA LOCAL.
-    load_data: bool,
+    /// How each table's rows go.
+    rows_as: Vec<RowsAs>,
 }
 
 /// When the last chunk, index build and check finished (None: there was none).
@@ -860,16 +1000,13 @@ async fn run_task(
                 let path = path.clone();
                 Arc::new(move |stmt: Vec<u8>| r.statement(table, stmt, &path)) as StatementHook
             });
-            // System-versioned history rows go as SQL (their periods are
-            // written with system_versioning_insert_history).
-            let load_data = work.load_data && work.tables[table].kind == TableKind::Table;
             let n = run_statements(
                 conn,
                 &mut reader,
                 path,
                 &work.progress,
                 hook.as_ref(),
-                load_data,
+                work.rows_as[table],
             )
             .await?;
             Ok(TaskDone::Statements(n))

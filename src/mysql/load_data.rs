@@ -2,7 +2,8 @@
 //! INFILE` instead: the same rows, but the server reads tab-separated
 //! fields rather than parsing SQL (1.6x faster for the rows on this
 //! machine: docs/BENCHMARKS.md). The artifacts stay plain SQL; only the
-//! load changes what it sends.
+//! load changes what it sends, and only where it pays (not into tables the
+//! server locks whole for a bulk insert: `RowsAs` in load.rs).
 //!
 //! Each value keeps the bytes the dump's literal stands for: text fields
 //! are the literal's body (its SQL escapes are also LOAD DATA escapes) with
@@ -24,7 +25,7 @@ pub struct LoadData {
 /// How a column's values travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {
-    /// NULLs only, numbers or text: the field itself.
+    /// Numbers or text: the field itself.
     Plain,
     /// Bytes: hex, `UNHEX()` on the server.
     Hex,
@@ -32,52 +33,98 @@ enum Field {
     Bits,
 }
 
-/// `stmt` (read as `ins`) as LOAD DATA; `None` when a column mixes literal
-/// kinds the dump never mixes (the statement then goes as SQL).
-pub fn from_insert(stmt: &[u8], ins: &Insert) -> Option<LoadData> {
-    let width = ins.columns.len();
-    let mut fields: Vec<Option<Field>> = vec![None; width];
-    for row in &ins.rows {
-        for (i, lit) in row.iter().enumerate() {
-            let f = match lit.kind {
-                LiteralKind::Null => continue,
-                LiteralKind::Number | LiteralKind::Text => Field::Plain,
-                LiteralKind::Binary => Field::Hex,
-                LiteralKind::Bits => Field::Bits,
-            };
-            match fields[i] {
-                None => fields[i] = Some(f),
-                Some(seen) if seen == f => {}
-                Some(_) => return None,
+fn field_of(kind: LiteralKind) -> Option<Field> {
+    match kind {
+        LiteralKind::Null => None,
+        LiteralKind::Number | LiteralKind::Text => Some(Field::Plain),
+        LiteralKind::Binary => Some(Field::Hex),
+        LiteralKind::Bits => Some(Field::Bits),
+    }
+}
+
+/// What one `LOAD DATA` statement reads: a table, its columns, and how
+/// each column's fields travel. Consecutive statements of a chunk that fit
+/// the same layout stream through one `LOAD DATA`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    table: String,
+    columns: Vec<String>,
+    /// `None`: only NULLs seen (the column goes plain).
+    fields: Vec<Option<Field>>,
+}
+
+impl Layout {
+    /// The layout of `ins`; `None` when a column mixes literal kinds the
+    /// dump never mixes (the statement then goes as SQL).
+    pub fn of(ins: &Insert) -> Option<Layout> {
+        let mut fields: Vec<Option<Field>> = vec![None; ins.columns.len()];
+        for row in &ins.rows {
+            for (i, lit) in row.iter().enumerate() {
+                let Some(f) = field_of(lit.kind) else {
+                    continue;
+                };
+                match fields[i] {
+                    None => fields[i] = Some(f),
+                    Some(seen) if seen == f => {}
+                    Some(_) => return None,
+                }
             }
         }
+        Some(Layout {
+            table: ins.table.clone(),
+            columns: ins.columns.clone(),
+            fields,
+        })
     }
-    let mut targets = Vec::with_capacity(width);
-    let mut sets = Vec::new();
-    for (i, (column, field)) in ins.columns.iter().zip(&fields).enumerate() {
-        let c = quote_ident(column);
-        match field.unwrap_or(Field::Plain) {
-            Field::Plain => targets.push(c),
-            Field::Hex => {
-                targets.push(format!("@v{i}"));
-                sets.push(format!("{c} = UNHEX(@v{i})"));
-            }
-            Field::Bits => {
-                targets.push(format!("@v{i}"));
-                sets.push(format!("{c} = CAST(CONV(@v{i}, 2, 10) AS UNSIGNED)"));
+
+    /// Whether `ins`'s rows can go through this layout's statement.
+    pub fn fits(&self, ins: &Insert) -> bool {
+        ins.table == self.table
+            && ins.columns == self.columns
+            && ins.rows.iter().all(|row| {
+                row.iter()
+                    .zip(&self.fields)
+                    .all(|(lit, f)| match field_of(lit.kind) {
+                        None => true,
+                        Some(k) => k == f.unwrap_or(Field::Plain),
+                    })
+            })
+    }
+
+    /// The `LOAD DATA LOCAL INFILE` statement reading this layout's rows.
+    pub fn sql(&self) -> String {
+        let mut targets = Vec::with_capacity(self.columns.len());
+        let mut sets = Vec::new();
+        for (i, (column, field)) in self.columns.iter().zip(&self.fields).enumerate() {
+            let c = quote_ident(column);
+            match field.unwrap_or(Field::Plain) {
+                Field::Plain => targets.push(c),
+                Field::Hex => {
+                    targets.push(format!("@v{i}"));
+                    sets.push(format!("{c} = UNHEX(@v{i})"));
+                }
+                Field::Bits => {
+                    targets.push(format!("@v{i}"));
+                    sets.push(format!("{c} = CAST(CONV(@v{i}, 2, 10) AS UNSIGNED)"));
+                }
             }
         }
+        let mut sql = format!(
+            "LOAD DATA LOCAL INFILE 'wpdr-rows' INTO TABLE {} CHARACTER SET utf8mb4 \
+             FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({})",
+            quote_ident(&self.table),
+            targets.join(", ")
+        );
+        if !sets.is_empty() {
+            sql.push_str(" SET ");
+            sql.push_str(&sets.join(", "));
+        }
+        sql
     }
-    let mut sql = format!(
-        "LOAD DATA LOCAL INFILE 'wpdr-rows' INTO TABLE {} CHARACTER SET utf8mb4 \
-         FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({})",
-        quote_ident(&ins.table),
-        targets.join(", ")
-    );
-    if !sets.is_empty() {
-        sql.push_str(" SET ");
-        sql.push_str(&sets.join(", "));
-    }
+}
+
+/// `ins`'s rows (read from `stmt`) as LOAD DATA input lines.
+pub fn rows(stmt: &[u8], ins: &Insert) -> Vec<u8> {
     let mut rows = Vec::with_capacity(stmt.len());
     for row in &ins.rows {
         for (i, lit) in row.iter().enumerate() {
@@ -102,7 +149,16 @@ pub fn from_insert(stmt: &[u8], ins: &Insert) -> Option<LoadData> {
         }
         rows.push(b'\n');
     }
-    Some(LoadData { sql, rows })
+    rows
+}
+
+/// `stmt` (read as `ins`) as one LOAD DATA; `None` as for [`Layout::of`].
+pub fn from_insert(stmt: &[u8], ins: &Insert) -> Option<LoadData> {
+    let layout = Layout::of(ins)?;
+    Some(LoadData {
+        sql: layout.sql(),
+        rows: rows(stmt, ins),
+    })
 }
 
 /// A string literal's body as a LOAD DATA field: the dump's escapes
@@ -166,6 +222,21 @@ mod tests {
         );
         let mixed = b"INSERT INTO `t` (`a`) VALUES ('x'),(_binary'y')";
         assert!(from_insert(mixed, &parse(mixed).unwrap().unwrap()).is_none());
+    }
+
+    #[test]
+    fn later_statements_stream_through_a_layout_only_when_they_fit() {
+        let read = |s: &'static [u8]| parse(s).unwrap().unwrap();
+        let first = read(b"INSERT INTO `t` (`a`,`b`) VALUES (1,NULL),(2,NULL)");
+        let layout = Layout::of(&first).unwrap();
+        assert!(layout.fits(&read(b"INSERT INTO `t` (`a`,`b`) VALUES (3,'x'),(4,NULL)")));
+        // b went plain: bytes there need another statement.
+        assert!(!layout.fits(&read(b"INSERT INTO `t` (`a`,`b`) VALUES (5,_binary'x')")));
+        assert!(!layout.fits(&read(b"INSERT INTO `u` (`a`,`b`) VALUES (1,2)")));
+        assert!(!layout.fits(&read(b"INSERT INTO `t` (`a`,`c`) VALUES (1,2)")));
+        let bytes = Layout::of(&read(b"INSERT INTO `t` (`a`,`b`) VALUES (1,_binary'x')")).unwrap();
+        assert!(bytes.fits(&read(b"INSERT INTO `t` (`a`,`b`) VALUES (1,NULL)")));
+        assert!(!bytes.fits(&read(b"INSERT INTO `t` (`a`,`b`) VALUES (1,'x')")));
     }
 
     proptest! {

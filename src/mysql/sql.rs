@@ -279,19 +279,36 @@ impl Splitter {
                     }
                 }
                 State::Quote(q) => {
-                    if b == b'\\' && q != b'`' {
+                    // Straight to the next byte that matters: most of a data
+                    // statement is inside quotes (a third of a restore's
+                    // client CPU went here byte by byte).
+                    let rest = &self.buf[self.pos..n];
+                    let hit = if q == b'`' {
+                        memchr::memchr(q, rest)
+                    } else {
+                        memchr::memchr2(b'\\', q, rest)
+                    };
+                    let Some(j) = hit else {
+                        self.pos = n;
+                        return None;
+                    };
+                    self.pos += j;
+                    if self.buf[self.pos] == b'\\' && q != b'`' {
                         if self.pos + 1 >= n {
                             return None;
                         }
                         self.pos += 1;
-                    } else if b == q {
+                    } else {
                         self.state = State::Normal;
                     }
                 }
                 State::LineComment => {
-                    if b == b'\n' {
-                        self.state = State::Normal;
-                    }
+                    let Some(j) = memchr::memchr(b'\n', &self.buf[self.pos..n]) else {
+                        self.pos = n;
+                        return None;
+                    };
+                    self.pos += j;
+                    self.state = State::Normal;
                 }
                 State::BlockComment => {
                     if b == b'*' {
