@@ -23,15 +23,7 @@ async fn a_load_past_its_timeout_leaves_no_worker_writing() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let namespace = format!("tmo-{:06x}", rand::random::<u32>() & 0xffffff);
-    let cfg = svc.local_config(
-        dir.path(),
-        &db,
-        &format!(
-            "backup:\n  chunk_size: 1MiB\nrestore:\n  database: mysql://{}@127.0.0.1:{}/{{namespace}}\n",
-            svc.var("WPDR_TEST_DB_USER"),
-            svc.db_port()
-        ),
-    );
+    let cfg = svc.local_restore_config(dir.path(), &db);
     let set = svc.backup(&cfg);
     let plan = dir.path().join("tight.yaml");
     std::fs::write(

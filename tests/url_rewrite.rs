@@ -386,15 +386,7 @@ async fn each_value_ends_as_the_rewriter_alone_would_leave_it() {
     // the same values, every table still checked against the set.
     let dir = tempfile::tempdir().unwrap();
     let namespace = format!("rwl{:06x}", rand::random::<u32>() & 0xffffff);
-    let cfg = svc.local_config(
-        dir.path(),
-        &db,
-        &format!(
-            "backup:\n  chunk_size: 1MiB\nrestore:\n  database: mysql://{}@127.0.0.1:{}/{{namespace}}\n",
-            svc.var("WPDR_TEST_DB_USER"),
-            svc.db_port()
-        ),
-    );
+    let cfg = svc.local_restore_config(dir.path(), &db);
     let set = svc.backup(&cfg);
     let out = svc.wpdr(
         &cfg,

@@ -201,6 +201,20 @@ impl Services {
         p
     }
 
+    /// [`Services::local_config`] with 1 MiB chunks and plan restores into
+    /// a `{namespace}` database on the test server.
+    pub fn local_restore_config(&self, dir: &Path, database: &str) -> PathBuf {
+        self.local_config(
+            dir,
+            database,
+            &format!(
+                "backup:\n  chunk_size: 1MiB\nrestore:\n  database: mysql://{}@127.0.0.1:{}/{{namespace}}\n",
+                self.var("WPDR_TEST_DB_USER"),
+                self.db_port()
+            ),
+        )
+    }
+
     /// Environment for the wpdr binary: secrets as env, never in files or args.
     pub fn secret_env(&self) -> Vec<(String, String)> {
         vec![

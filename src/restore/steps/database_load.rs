@@ -123,40 +123,7 @@ pub(super) async fn run(env: &StepEnv<'_>) -> Result<serde_json::Value, StepErro
             ExitCode::RestoreMismatch,
         ));
     }
-    let url_rewrite = rewrite.map(|_| {
-        let mut tables = Vec::new();
-        let mut not_read = Vec::new();
-        let (mut changed, mut unparseable) = (0u64, 0u64);
-        for t in &report.rewritten {
-            if t.rows_changed > 0 {
-                tables.push(t.table.clone());
-            }
-            for c in &t.columns {
-                // Counted per column, as the rewrite after a load counts.
-                changed += c.changed;
-                unparseable += c.unparseable;
-                for row in &c.unparseable_rows {
-                    env.log
-                        .line(format!("UNPARSEABLE {}.{} {row}", t.table, c.column));
-                }
-            }
-            if let Some(why) = &t.not_read {
-                env.log.line(format!(
-                    "table {}: a statement the load could not read ({why}); the url-rewrite step covers the table",
-                    t.table
-                ));
-                not_read.push(t.table.clone());
-            }
-        }
-        json!({
-            "from": addresses,
-            "to": env.targets.site_url,
-            "rows_changed": changed,
-            "rows_unparseable": unparseable,
-            "tables": tables,
-            "not_read": not_read,
-        })
-    });
+    let url_rewrite = rewrite.map(|_| rewrite_summary(env, &report, &addresses));
     Ok(json!({
         "database": database,
         "tables": report.tables.len(),
@@ -177,4 +144,45 @@ pub(super) async fn run(env: &StepEnv<'_>) -> Result<serde_json::Value, StepErro
             "replayed": replayed,
         })),
     }))
+}
+
+/// What the load's rewrite did, for the journal and the url-rewrite step
+/// (counted per column, as the rewrite after a load counts), with every
+/// value it could not rewrite and every table it could not read logged.
+fn rewrite_summary(
+    env: &StepEnv<'_>,
+    report: &crate::mysql::load::LoadReport,
+    addresses: &[String],
+) -> serde_json::Value {
+    let mut tables = Vec::new();
+    let mut not_read = Vec::new();
+    let (mut changed, mut unparseable) = (0u64, 0u64);
+    for t in &report.rewritten {
+        if t.rows_changed > 0 {
+            tables.push(t.table.clone());
+        }
+        for c in &t.columns {
+            changed += c.changed;
+            unparseable += c.unparseable;
+            for row in &c.unparseable_rows {
+                env.log
+                    .line(format!("UNPARSEABLE {}.{} {row}", t.table, c.column));
+            }
+        }
+        if let Some(why) = &t.not_read {
+            env.log.line(format!(
+                "table {}: a statement the load could not read ({why}); the url-rewrite step covers the table",
+                t.table
+            ));
+            not_read.push(t.table.clone());
+        }
+    }
+    json!({
+        "from": addresses,
+        "to": env.targets.site_url,
+        "rows_changed": changed,
+        "rows_unparseable": unparseable,
+        "tables": tables,
+        "not_read": not_read,
+    })
 }
