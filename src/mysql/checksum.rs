@@ -26,8 +26,13 @@ impl TableChecksum {
     }
 
     pub fn hex(&self) -> String {
-        format!("{:032x}", self.sum)
+        sum_hex(self.sum)
     }
+}
+
+/// A table sum as the manifest writes it.
+pub fn sum_hex(sum: u128) -> String {
+    format!("{sum:032x}")
 }
 
 /// One row's share of its table's sum: what a change to the row moves the

@@ -8,7 +8,7 @@
 //! tables still load ([`super::load_order`]). Last, routines, views,
 //! triggers and events.
 
-use super::checksum::TableChecksum;
+use super::checksum::{sum_hex, TableChecksum};
 use super::load_order::{LoadQueue, LoadTask};
 use super::pipeline::StatementReader;
 use super::sql::{quote_ident, select_stored};
@@ -841,7 +841,7 @@ async fn check_table(
     if let Some(tally) = rewritten.filter(|r| r.rows_changed > 0) {
         // A checksum that is not hex cannot equal the table's anyway.
         if let Ok(set_sum) = u128::from_str_radix(&t.checksum, 16) {
-            expected_checksum = format!("{:032x}", tally.expected_sum(set_sum));
+            expected_checksum = sum_hex(tally.expected_sum(set_sum));
         }
         rewritten_rows = Some(tally.rows_changed);
     }

@@ -15,13 +15,6 @@
 use super::insert::{Insert, LiteralKind};
 use super::sql::quote_ident;
 
-/// One `INSERT`'s rows as `LOAD DATA` input, and the statement reading them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadData {
-    pub sql: String,
-    pub rows: Vec<u8>,
-}
-
 /// How a column's values travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {
@@ -152,15 +145,6 @@ pub fn rows(stmt: &[u8], ins: &Insert) -> Vec<u8> {
     rows
 }
 
-/// `stmt` (read as `ins`) as one LOAD DATA; `None` as for [`Layout::of`].
-pub fn from_insert(stmt: &[u8], ins: &Insert) -> Option<LoadData> {
-    let layout = Layout::of(ins)?;
-    Some(LoadData {
-        sql: layout.sql(),
-        rows: rows(stmt, ins),
-    })
-}
-
 /// A string literal's body as a LOAD DATA field: the dump's escapes
 /// (`\0 \' \" \\ \n \r \Z`) mean the same to LOAD DATA; a tab, which the
 /// dump leaves raw, would end the field and is escaped.
@@ -177,34 +161,18 @@ fn text_field(out: &mut Vec<u8>, body: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mysql::insert::parse;
+    use crate::mysql::insert::{parse, unescape};
     use proptest::prelude::*;
 
-    /// How LOAD DATA reads one field back (ESCAPED BY '\\').
+    /// How LOAD DATA reads one field back (ESCAPED BY '\\'): the SQL
+    /// parser's escapes, and `\N` for NULL.
     fn read_field(f: &[u8]) -> Option<Vec<u8>> {
-        if f == b"\\N" {
-            return None;
-        }
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < f.len() {
-            if f[i] == b'\\' && i + 1 < f.len() {
-                out.push(match f[i + 1] {
-                    b'0' => 0,
-                    b'b' => 8,
-                    b'n' => b'\n',
-                    b'r' => b'\r',
-                    b't' => b'\t',
-                    b'Z' => 0x1a,
-                    c => c,
-                });
-                i += 2;
-            } else {
-                out.push(f[i]);
-                i += 1;
-            }
-        }
-        Some(out)
+        (f != b"\\N").then(|| unescape(f).into_owned())
+    }
+
+    /// `stmt` (read as `ins`) as one LOAD DATA, as the load sends it.
+    fn from_insert(stmt: &[u8], ins: &Insert) -> Option<(String, Vec<u8>)> {
+        Layout::of(ins).map(|l| (l.sql(), rows(stmt, ins)))
     }
 
     #[test]
@@ -213,11 +181,11 @@ mod tests {
         let ins = parse(s).unwrap().unwrap();
         let ld = from_insert(s, &ins).unwrap();
         assert_eq!(
-            ld.sql,
+            ld.0,
             "LOAD DATA LOCAL INFILE 'wpdr-rows' INTO TABLE `t` CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' (`n`, `s`, @v2, @v3, `z`) SET `b` = UNHEX(@v2), `x` = CAST(CONV(@v3, 2, 10) AS UNSIGNED)"
         );
         assert_eq!(
-            String::from_utf8_lossy(&ld.rows),
+            String::from_utf8_lossy(&ld.1),
             "-1.5\ta\\tb\\'c\\n\t00ff\t00000101\t\\N\n2\t\t\t0\t\\N\n"
         );
         let mixed = b"INSERT INTO `t` (`a`) VALUES ('x'),(_binary'y')";
@@ -260,7 +228,7 @@ mod tests {
             }
             let ins = parse(&s).unwrap().unwrap();
             let ld = from_insert(&s, &ins).unwrap();
-            let lines: Vec<&[u8]> = ld.rows.split(|&b| b == b'\n').collect();
+            let lines: Vec<&[u8]> = ld.1.split(|&b| b == b'\n').collect();
             prop_assert_eq!(lines.len(), values.len() + 1);
             for (line, v) in lines.iter().zip(&values) {
                 let fields: Vec<&[u8]> = line.split(|&b| b == b'\t').collect();

@@ -53,6 +53,15 @@ pub fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&bytes[start..]);
 }
 
+/// `bytes` as the string literal the dump writes: `'…'`, or `_binary'…'`
+/// for a binary column (no character-set conversion on the way back in).
+/// [`super::insert`] reads exactly this form back.
+pub fn quoted_into(out: &mut Vec<u8>, bytes: &[u8], binary: bool) {
+    out.extend_from_slice(if binary { b"_binary'" } else { b"'" });
+    escape_into(out, bytes);
+    out.push(b'\'');
+}
+
 /// `text` as the body of a single-quoted string literal (see [`escape_into`]).
 pub fn string_literal(text: &str) -> String {
     let mut out = Vec::with_capacity(text.len());
@@ -464,35 +473,13 @@ mod tests {
         assert_eq!(v, b"b'0000010111111111'");
     }
 
-    /// Unescapes what `escape_into` wrote, as the server's parser would.
-    fn unescape(s: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < s.len() {
-            if s[i] == b'\\' {
-                i += 1;
-                out.push(match s[i] {
-                    b'0' => 0,
-                    b'n' => b'\n',
-                    b'r' => b'\r',
-                    b'Z' => 0x1a,
-                    c => c,
-                });
-            } else {
-                out.push(s[i]);
-            }
-            i += 1;
-        }
-        out
-    }
-
     proptest! {
         #[test]
         fn escape_round_trips_and_has_no_raw_newline_or_bare_quote(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let mut out = Vec::new();
             escape_into(&mut out, &bytes);
             prop_assert!(!out.contains(&b'\n'));
-            prop_assert_eq!(unescape(&out), bytes);
+            prop_assert_eq!(crate::mysql::insert::unescape(&out).into_owned(), bytes);
         }
 
         #[test]

@@ -16,7 +16,7 @@
 
 use super::checksum::row_hash;
 use super::insert::{self, LiteralKind};
-use super::sql::escape_into;
+use super::sql::{escape_into, quoted_into};
 use memchr::memmem::Finder;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
@@ -29,8 +29,9 @@ use std::sync::{Arc, Mutex};
 /// before the rest of its rows go into another (a longer URL makes rows
 /// longer; the server's packet limit was checked against the set's sizes).
 const STATEMENT_LIMIT: usize = 1 << 20;
-/// Unreadable values listed per column; the count covers the rest.
-const LISTED: usize = 20;
+/// Unreadable values listed per column (here and by `rewrite-url`); the
+/// count covers the rest.
+pub const LISTED: usize = 20;
 
 /// What one value's rewrite gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,18 +293,9 @@ impl StreamRewrite {
                 if i > 0 {
                     current.push(b',');
                 }
-                match (&new[i], lit.kind) {
-                    (Some(v), LiteralKind::Binary) => {
-                        current.extend_from_slice(b"_binary'");
-                        escape_into(&mut current, v);
-                        current.push(b'\'');
-                    }
-                    (Some(v), _) => {
-                        current.push(b'\'');
-                        escape_into(&mut current, v);
-                        current.push(b'\'');
-                    }
-                    (None, _) => current.extend_from_slice(&stmt[lit.span.clone()]),
+                match &new[i] {
+                    Some(v) => quoted_into(&mut current, v, lit.kind == LiteralKind::Binary),
+                    None => current.extend_from_slice(&stmt[lit.span.clone()]),
                 }
             }
             current.push(b')');

@@ -19,6 +19,7 @@
 
 use super::rewrite::{is_serialised, Outcome, Rewriter};
 use crate::exit::{Classify, ExitCode};
+use crate::mysql::stream_rewrite::LISTED;
 use crate::mysql::{Endpoint, MysqlError};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
@@ -36,8 +37,6 @@ const BULK_KEYS: i128 = 10_000;
 const MAX_RANGES: i128 = 1_000;
 /// Distinct values of a keyless column read at once (each may be large).
 const VALUE_PAGE: usize = 100;
-/// Unparseable values listed by key per column; the count covers the rest.
-const LISTED: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RewriteError {

@@ -8,7 +8,7 @@ use super::{table_read_err, DumpProgress, Progress, TaskResult, DATA_HEADER, STA
 use crate::catalog::TableKind;
 use crate::mysql::checksum::TableChecksum;
 use crate::mysql::pipeline::{ArtifactWriter, BLOCK_BYTES};
-use crate::mysql::sql::{bits_into, escape_into, quote_ident};
+use crate::mysql::sql::{bits_into, quote_ident, quoted_into};
 use crate::mysql::MysqlError;
 use crate::store::Store;
 use mysql_async::consts::ColumnType;
@@ -59,16 +59,8 @@ fn push_value(out: &mut Vec<u8>, kind: Literal, v: Option<&Value>) {
         Some(Value::Bytes(b)) => match kind {
             Literal::Number => out.extend_from_slice(b),
             Literal::Bits => bits_into(out, b),
-            Literal::Text => {
-                out.push(b'\'');
-                escape_into(out, b);
-                out.push(b'\'');
-            }
-            Literal::Binary => {
-                out.extend_from_slice(b"_binary'");
-                escape_into(out, b);
-                out.push(b'\'');
-            }
+            Literal::Text => quoted_into(out, b, false),
+            Literal::Binary => quoted_into(out, b, true),
         },
         // The text protocol returns only bytes or NULL; other variants are
         // rendered through their SQL form for completeness.
