@@ -14,6 +14,7 @@ pub mod seed;
 pub mod sql;
 pub mod stream_rewrite;
 pub mod topology;
+pub mod wire;
 mod workers;
 
 use crate::config::TlsMode;
@@ -162,6 +163,14 @@ impl Endpoint {
             TlsMode::VerifyCa => o.with_danger_skip_domain_validation(true),
             _ => o.with_danger_accept_invalid_certs(true),
         })
+    }
+
+    /// Whether [`Endpoint::connect`] would connect without TLS: TLS
+    /// disabled, a Unix socket, or `preferred` to a server seen to offer none.
+    pub(crate) fn connects_plain(&self) -> bool {
+        self.tls.mode == TlsMode::Disabled
+            || self.socket.is_some()
+            || (self.tls.mode == TlsMode::Preferred && known_without_tls(&self.display()))
     }
 
     pub async fn connect(&self, database: Option<&str>) -> Result<Conn, MysqlError> {

@@ -4,10 +4,9 @@
 
 use super::discovery::TableInfo;
 use super::table_read_err;
+use super::worker::Worker;
 use crate::mysql::sql::quote_ident;
 use crate::mysql::MysqlError;
-use mysql_async::prelude::Queryable;
-use mysql_async::Conn;
 
 pub(super) struct Task {
     pub(super) table: usize,
@@ -21,7 +20,7 @@ pub(super) struct Task {
 /// are split into about `data_length / chunk_bytes` ranges, other tables are
 /// one chunk.
 pub(super) async fn plan(
-    conn: &mut Conn,
+    conn: &mut Worker,
     tables: &[TableInfo],
     only: &[usize],
     chunk_bytes: u64,
@@ -32,16 +31,20 @@ pub(super) async fn plan(
         let chunks = (t.data_length / chunk_bytes.max(1)).clamp(1, 10_000);
         match (&t.int_key, chunks > 1) {
             (Some(key), true) => {
-                let bounds: Option<(Option<String>, Option<String>)> = conn
-                    .query_first(format!(
+                let rows = conn
+                    .text_rows(&format!(
                         "SELECT CAST(MIN({k}) AS CHAR), CAST(MAX({k}) AS CHAR) FROM {t}",
                         k = quote_ident(key),
                         t = t.table_ref()
                     ))
                     .await
                     .map_err(|e| table_read_err(&t.name, "reading the key range", e))?;
-                let (lo, hi) = match bounds {
-                    Some((Some(lo), Some(hi))) => (
+                let bounds = rows.into_iter().next().unwrap_or_default();
+                let (lo, hi) = match (
+                    bounds.first().cloned().flatten(),
+                    bounds.get(1).cloned().flatten(),
+                ) {
+                    (Some(lo), Some(hi)) => (
                         lo.parse::<i128>().unwrap_or(0),
                         hi.parse::<i128>().unwrap_or(0),
                     ),

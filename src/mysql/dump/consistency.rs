@@ -2,6 +2,7 @@
 //! CONSISTENT SNAPSHOT` opened while commits are held still, and the binlog
 //! position, GTID and server time of that point read while they are.
 
+use super::worker::Worker;
 use crate::catalog::BinlogPosition;
 use crate::mysql::{exec, query_err, MysqlError};
 use mysql_async::prelude::Queryable;
@@ -23,26 +24,27 @@ pub(super) struct Snapshot {
 }
 
 /// The server's clock, the one binary log timestamps are taken from.
-async fn server_now(conn: &mut Conn) -> Result<chrono::DateTime<chrono::Utc>, MysqlError> {
-    let micros: Option<i64> = conn
-        .query_first("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)")
+async fn server_now(conn: &mut Worker) -> Result<chrono::DateTime<chrono::Utc>, MysqlError> {
+    let doing = "reading the server's clock";
+    let rows = conn
+        .text_rows("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)")
         .await
-        .map_err(|e| query_err("reading the server's clock", e))?;
-    micros
+        .map_err(|e| query_err(doing, e))?;
+    rows.first()
+        .and_then(|r| r.first().cloned().flatten())
+        .and_then(|micros| micros.parse::<i64>().ok())
         .and_then(chrono::DateTime::from_timestamp_micros)
         .ok_or_else(|| MysqlError::Query {
-            doing: "reading the server's clock".into(),
+            doing: doing.into(),
             detail: "no answer".into(),
         })
 }
 
-async fn start_snapshot(conn: &mut Conn) -> Result<(), MysqlError> {
-    exec(
-        conn,
-        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-    )
-    .await?;
-    exec(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT").await
+async fn start_snapshot(conn: &mut Worker) -> Result<(), MysqlError> {
+    conn.exec("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    conn.exec("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await
 }
 
 async fn master_status(conn: &mut Conn) -> Result<Option<BinlogPosition>, MysqlError> {
@@ -68,24 +70,28 @@ async fn master_status(conn: &mut Conn) -> Result<Option<BinlogPosition>, MysqlE
 /// caller reads the non-transactional tables first.
 pub(super) async fn open_snapshots(
     control: &mut Conn,
-    workers: &mut [Conn],
+    workers: &mut [Worker],
     mariadb: bool,
 ) -> Result<Snapshot, MysqlError> {
     if workers.len() == 1 {
         let w = &mut workers[0];
         start_snapshot(w).await?;
-        let rows: Vec<(String, String)> = w
-            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        let rows = w
+            .text_rows("SHOW STATUS LIKE 'binlog_snapshot_%'")
             .await
             .map_err(|e| query_err("reading the snapshot's binlog position", e))?;
-        let file = rows
-            .iter()
-            .find(|r| r.0.eq_ignore_ascii_case("Binlog_snapshot_file"))
-            .map(|r| r.1.clone());
-        let pos = rows
-            .iter()
-            .find(|r| r.0.eq_ignore_ascii_case("Binlog_snapshot_position"))
-            .and_then(|r| r.1.parse::<u64>().ok());
+        let status = |name: &str| {
+            rows.iter()
+                .find(|r| {
+                    r.first()
+                        .cloned()
+                        .flatten()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })
+                .and_then(|r| r.get(1).cloned().flatten())
+        };
+        let file = status("Binlog_snapshot_file");
+        let pos = status("Binlog_snapshot_position").and_then(|p| p.parse::<u64>().ok());
         let binlog = match (file, pos) {
             (Some(file), Some(position)) if !file.is_empty() => {
                 Some(BinlogPosition { file, position })
@@ -164,7 +170,8 @@ pub(super) async fn open_snapshots(
         } else {
             None
         };
-        let at = server_now(control).await?;
+        // Any connection's clock is the server's; commits are still held.
+        let at = server_now(&mut workers[0]).await?;
         Ok::<_, MysqlError>((
             binlog,
             gtid.filter(|g| !g.is_empty()),

@@ -21,6 +21,7 @@ mod consistency;
 mod discovery;
 mod objects;
 mod render;
+mod worker;
 
 use super::checksum::TableChecksum;
 use super::sql::{quote_ident, select_stored};
@@ -38,6 +39,7 @@ use objects::dump_objects;
 use render::dump_chunk;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use worker::Worker;
 
 /// A data statement grows to about this size before it is closed.
 const STATEMENT_BYTES: usize = 1 << 20;
@@ -160,14 +162,18 @@ async fn snapshot_once(
 
     let mut workers = Vec::with_capacity(opts.connections);
     for _ in 0..opts.connections {
-        workers.push(endpoint.connect(Some(database)).await?);
+        workers.push(Worker::connect(endpoint, database).await?);
     }
+    tracing::debug!(
+        reader = workers.first().map(Worker::reader),
+        "dump workers connected"
+    );
     let mut snap = match open_snapshots(control, &mut workers, mariadb).await {
         Ok(s) => s,
         Err(MysqlError::Privilege { detail, .. }) if workers.len() > 1 => {
             tracing::warn!(%detail, "cannot hold commits for a shared snapshot (needs the RELOAD privilege); falling back to one connection");
             for w in workers.drain(1..) {
-                let _ = w.disconnect().await;
+                w.disconnect().await;
             }
             open_snapshots(control, &mut workers, mariadb).await?
         }
@@ -254,7 +260,7 @@ async fn snapshot_once(
     let changed = after.changed_since(&before);
     if !changed.is_empty() {
         for w in workers {
-            let _ = w.disconnect().await;
+            w.disconnect().await;
         }
         return Err(MysqlError::SchemaChanged {
             tables: changed.join(", "),
@@ -267,8 +273,8 @@ async fn snapshot_once(
     let (workers, rest) = pool.run(workers, tasks).await?;
     results.extend(rest);
     for mut w in workers {
-        let _ = w.query_drop("COMMIT").await;
-        let _ = w.disconnect().await;
+        let _ = w.exec("COMMIT").await;
+        w.disconnect().await;
     }
 
     // Schema objects, created after the data on restore.
@@ -473,9 +479,9 @@ impl Pool {
     /// error stops the others early.
     async fn run(
         &self,
-        workers: Vec<Conn>,
+        workers: Vec<Worker>,
         mut tasks: Vec<chunks::Task>,
-    ) -> Result<(Vec<Conn>, Vec<TaskResult>), MysqlError> {
+    ) -> Result<(Vec<Worker>, Vec<TaskResult>), MysqlError> {
         tasks.sort_by_key(|t| std::cmp::Reverse(t.weight));
         let queue = Arc::new(Mutex::new(VecDeque::from(tasks)));
         let mut handles = Workers::new();
@@ -524,7 +530,7 @@ impl Pool {
                             if let Ok(mut q) = queue.lock() {
                                 q.clear();
                             }
-                            let _ = conn.disconnect().await;
+                            conn.disconnect().await;
                             return Err(e);
                         }
                     }
@@ -554,7 +560,7 @@ impl Pool {
         }
         if let Some(e) = first_err {
             for c in conns {
-                let _ = c.disconnect().await;
+                c.disconnect().await;
             }
             return Err(e);
         }

@@ -4,6 +4,7 @@
 
 use super::chunks::Task;
 use super::discovery::{slug, TableInfo};
+use super::worker::Worker;
 use super::{table_read_err, DumpProgress, Progress, TaskResult, DATA_HEADER, STATEMENT_BYTES};
 use crate::catalog::TableKind;
 use crate::mysql::checksum::TableChecksum;
@@ -13,7 +14,7 @@ use crate::mysql::MysqlError;
 use crate::store::Store;
 use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Value};
+use mysql_async::Value;
 use std::sync::Arc;
 
 /// How a column's text-protocol value is written as a SQL literal.
@@ -53,30 +54,109 @@ fn literal_kind(t: ColumnType, charset: u16) -> Literal {
     }
 }
 
-fn push_value(out: &mut Vec<u8>, kind: Literal, v: Option<&Value>) {
+fn push_value(out: &mut Vec<u8>, kind: Literal, v: Option<&[u8]>) {
     match v {
-        None | Some(Value::NULL) => out.extend_from_slice(b"NULL"),
-        Some(Value::Bytes(b)) => match kind {
+        None => out.extend_from_slice(b"NULL"),
+        Some(b) => match kind {
             Literal::Number => out.extend_from_slice(b),
             Literal::Bits => bits_into(out, b),
             Literal::Text => quoted_into(out, b, false),
             Literal::Binary => quoted_into(out, b, true),
         },
-        // The text protocol returns only bytes or NULL; other variants are
-        // rendered through their SQL form for completeness.
-        Some(other) => out.extend_from_slice(other.as_sql(false).as_bytes()),
     }
 }
 
-fn value_bytes(v: Option<&Value>) -> Option<&[u8]> {
-    match v {
+/// A driver row's values as the text protocol sent them (bytes or NULL;
+/// the text protocol has no other kind).
+fn driver_values(row: &mysql_async::Row, n: usize) -> impl Iterator<Item = Option<&[u8]>> + Clone {
+    (0..n).map(move |i| match row.as_ref(i) {
         Some(Value::Bytes(b)) => Some(b.as_slice()),
         _ => None,
+    })
+}
+
+/// Rows into extended INSERT statements, cut at [`STATEMENT_BYTES`], handed
+/// out in blocks of about [`BLOCK_BYTES`]; the table's checksum on the way.
+struct Statements {
+    block: Vec<u8>,
+    insert_prefix: String,
+    kinds: Vec<Literal>,
+    statement_start: Option<usize>,
+    max_statement: usize,
+    sum: TableChecksum,
+}
+
+impl Statements {
+    /// Adds a row; a full block is handed back to be written.
+    fn push_row<'v>(
+        &mut self,
+        table: &str,
+        values: impl Iterator<Item = Option<&'v [u8]>> + Clone,
+    ) -> Result<Option<Vec<u8>>, MysqlError> {
+        self.sum.add_row(values.clone());
+        let block = &mut self.block;
+        match self.statement_start {
+            None => {
+                self.statement_start = Some(block.len());
+                block.extend_from_slice(self.insert_prefix.as_bytes());
+            }
+            Some(_) => block.push(b','),
+        }
+        block.push(b'(');
+        let mut n = 0;
+        for (kind, v) in self.kinds.iter().zip(values) {
+            if n > 0 {
+                block.push(b',');
+            }
+            push_value(block, *kind, v);
+            n += 1;
+        }
+        if n != self.kinds.len() {
+            return Err(MysqlError::Query {
+                doing: format!("reading ({table})"),
+                detail: format!("a row of {n} values for {} columns", self.kinds.len()),
+            });
+        }
+        block.push(b')');
+        if let Some(start) = self.statement_start {
+            if block.len() - start >= STATEMENT_BYTES {
+                self.max_statement = self.max_statement.max(block.len() - start);
+                block.extend_from_slice(b";\n");
+                self.statement_start = None;
+                if block.len() >= BLOCK_BYTES {
+                    return Ok(Some(std::mem::replace(
+                        block,
+                        Vec::with_capacity(BLOCK_BYTES + STATEMENT_BYTES),
+                    )));
+                }
+            }
+        }
+        Ok(None)
     }
+
+    /// The last block and the chunk's checksum and longest statement.
+    fn finish(mut self) -> (Vec<u8>, TableChecksum, usize) {
+        if let Some(start) = self.statement_start {
+            self.max_statement = self.max_statement.max(self.block.len() - start);
+            self.block.extend_from_slice(b";\n");
+        }
+        (self.block, self.sum, self.max_statement)
+    }
+}
+
+async fn write_block(
+    writer: &mut ArtifactWriter,
+    block: Vec<u8>,
+    progress: &Progress,
+) -> Result<(), MysqlError> {
+    let n = block.len() as u64;
+    writer.write(block).await?;
+    progress(DumpProgress::Written(n));
+    Ok(())
 }
 
 pub(super) async fn dump_chunk(
-    conn: &mut Conn,
+    conn: &mut Worker,
     table: &TableInfo,
     task: &Task,
     store: &Arc<Store>,
@@ -118,7 +198,7 @@ pub(super) async fn dump_chunk(
 }
 
 async fn write_chunk(
-    conn: &mut Conn,
+    conn: &mut Worker,
     table: &TableInfo,
     task: &Task,
     writer: &mut ArtifactWriter,
@@ -137,17 +217,10 @@ async fn write_chunk(
         // History rows keep their own period (MariaDB 10.11+).
         block.extend_from_slice(b"SET SESSION system_versioning_insert_history=1;\n");
     }
-    let mut sum = TableChecksum::default();
-    let mut max_statement = 0usize;
     if table.columns.is_empty() {
         writer.write(block).await?;
-        return Ok((sum, 0));
+        return Ok((TableChecksum::default(), 0));
     }
-    let insert_prefix = format!(
-        "INSERT INTO {} ({}) VALUES ",
-        quote_ident(&table.name),
-        table.select_list()
-    );
     let query = format!(
         "SELECT {} FROM {}{}{}",
         table.select_list(),
@@ -155,65 +228,53 @@ async fn write_chunk(
         task.range,
         table.order_by()
     );
-    let mut result = conn
-        .query_iter(query.as_str())
-        .await
-        .map_err(|e| table_read_err(&table.name, "reading", e))?;
-    let kinds: Vec<Literal> = result
-        .columns()
-        .map(|cols| {
-            cols.iter()
+    let mut out = Statements {
+        block,
+        insert_prefix: format!(
+            "INSERT INTO {} ({}) VALUES ",
+            quote_ident(&table.name),
+            table.select_list()
+        ),
+        kinds: Vec::new(),
+        statement_start: None,
+        max_statement: 0,
+        sum: TableChecksum::default(),
+    };
+    let read_err = |e: mysql_async::Error| table_read_err(&table.name, "reading", e);
+    match conn {
+        Worker::Wire(conn) => {
+            let mut rows = conn.query(&query).await.map_err(|e| read_err(e.into()))?;
+            out.kinds = rows
+                .columns()
+                .iter()
                 .map(|c| literal_kind(c.column_type(), c.character_set()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut statement_start: Option<usize> = None;
-    while let Some(row) = result
-        .next()
-        .await
-        .map_err(|e| table_read_err(&table.name, "reading", e))?
-    {
-        sum.add_row((0..kinds.len()).map(|i| value_bytes(row.as_ref(i))));
-        match statement_start {
-            None => {
-                statement_start = Some(block.len());
-                block.extend_from_slice(insert_prefix.as_bytes());
+                .collect();
+            while let Some(row) = rows.next().await.map_err(|e| read_err(e.into()))? {
+                if let Some(full) = out.push_row(&table.name, row.values())? {
+                    write_block(writer, full, progress).await?;
+                }
             }
-            Some(_) => block.push(b','),
         }
-        block.push(b'(');
-        for (i, kind) in kinds.iter().enumerate() {
-            if i > 0 {
-                block.push(b',');
-            }
-            push_value(&mut block, *kind, row.as_ref(i));
-        }
-        block.push(b')');
-        if let Some(start) = statement_start {
-            if block.len() - start >= STATEMENT_BYTES {
-                max_statement = max_statement.max(block.len() - start);
-                block.extend_from_slice(b";\n");
-                statement_start = None;
-                if block.len() >= BLOCK_BYTES {
-                    let n = block.len() as u64;
-                    writer
-                        .write(std::mem::replace(
-                            &mut block,
-                            Vec::with_capacity(BLOCK_BYTES + STATEMENT_BYTES),
-                        ))
-                        .await?;
-                    progress(DumpProgress::Written(n));
+        Worker::Driver(conn) => {
+            let mut result = conn.query_iter(query.as_str()).await.map_err(read_err)?;
+            out.kinds = result
+                .columns()
+                .map(|cols| {
+                    cols.iter()
+                        .map(|c| literal_kind(c.column_type(), c.character_set()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let n = out.kinds.len();
+            while let Some(row) = result.next().await.map_err(read_err)? {
+                if let Some(full) = out.push_row(&table.name, driver_values(&row, n))? {
+                    write_block(writer, full, progress).await?;
                 }
             }
         }
     }
-    if let Some(start) = statement_start {
-        max_statement = max_statement.max(block.len() - start);
-        block.extend_from_slice(b";\n");
-    }
-    let n = block.len() as u64;
-    writer.write(block).await?;
-    progress(DumpProgress::Written(n));
+    let (block, sum, max_statement) = out.finish();
+    write_block(writer, block, progress).await?;
     Ok((sum, max_statement))
 }
 
@@ -224,18 +285,10 @@ mod tests {
     #[test]
     fn literals_by_column_type() {
         let mut out = Vec::new();
-        push_value(
-            &mut out,
-            Literal::Binary,
-            Some(&Value::Bytes(vec![0, b'\'', 200])),
-        );
+        push_value(&mut out, Literal::Binary, Some(&[0, b'\'', 200]));
         assert_eq!(out, b"_binary'\\0\\'\xc8'");
         out.clear();
-        push_value(
-            &mut out,
-            Literal::Number,
-            Some(&Value::Bytes(b"-1.50".to_vec())),
-        );
+        push_value(&mut out, Literal::Number, Some(b"-1.50"));
         push_value(&mut out, Literal::Text, None);
         assert_eq!(out, b"-1.50NULL");
         assert_eq!(
