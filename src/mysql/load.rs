@@ -11,14 +11,15 @@
 use super::checksum::{sum_hex, TableChecksum};
 use super::load_order::{LoadQueue, LoadTask};
 use super::pipeline::StatementReader;
-use super::sql::{quote_ident, select_stored};
+use super::row_conn::RowConn;
+use super::sql::quote_ident;
 use super::stream_rewrite::{self, StreamRewrite, TableTally, ValueRewrite};
 use super::workers::Workers;
 use super::{exec, query_err, Endpoint, MysqlError};
 use crate::catalog::{Artifact, DatabaseSection, TableEntry, TableKind};
 use crate::store::Store;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Value};
+use mysql_async::Conn;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -567,6 +568,7 @@ pub async fn load(
         progress: progress.clone(),
         rewrite: rewrite.clone(),
         rows_as,
+        check_at: (endpoint.clone(), target_db.to_string()),
     };
     let order = data
         .iter()
@@ -788,9 +790,15 @@ pub fn defer_secondary_keys(create: &str) -> Option<DeferredKeys> {
 
 /// Re-reads every table and computes the same row count and checksum as the dump.
 pub async fn verify_tables(
-    conns: Vec<Conn>,
+    endpoint: &Endpoint,
+    database: &str,
+    connections: usize,
     tables: &[TableEntry],
 ) -> Result<Vec<TableCheck>, MysqlError> {
+    let mut conns = Vec::new();
+    for _ in 0..connections.max(1) {
+        conns.push(RowConn::connect(endpoint, database).await?);
+    }
     let queue = Arc::new(Mutex::new(
         tables.iter().cloned().enumerate().collect::<VecDeque<_>>(),
     ));
@@ -804,7 +812,7 @@ pub async fn verify_tables(
                 let Some((i, t)) = next else { break };
                 out.push((i, check_table(&mut conn, &t, None).await?));
             }
-            let _ = conn.disconnect().await;
+            conn.disconnect().await;
             Ok::<_, MysqlError>(out)
         });
     }
@@ -827,14 +835,14 @@ pub async fn verify_tables(
 /// Re-reads one table and compares it with its manifest entry (moved by
 /// what a rewrite during the load changed, when there was one).
 async fn check_table(
-    conn: &mut Conn,
+    conn: &mut RowConn,
     t: &TableEntry,
     rewritten: Option<&TableTally>,
 ) -> Result<TableCheck, MysqlError> {
     // Rows kept elsewhere (FEDERATED, ...) are not the set's to check.
     let sum = match t.rows_not_stored {
         Some(_) => TableChecksum::default(),
-        None => table_checksum(conn, t).await?,
+        None => conn.table_checksum(t).await?,
     };
     let mut expected_checksum = t.checksum.clone();
     let mut rewritten_rows = None;
@@ -867,6 +875,9 @@ struct TableWork {
     rewrite: Option<Arc<StreamRewrite>>,
     /// How each table's rows go.
     rows_as: Vec<RowsAs>,
+    /// Where a worker's checks connect (their own connection, the lean
+    /// row reader where it can).
+    check_at: (Endpoint, String),
 }
 
 /// When the last chunk, index build and check finished (None: there was none).
@@ -909,26 +920,28 @@ async fn load_tables(
         let (work, shared, notify) = (work.clone(), shared.clone(), notify.clone());
         handles.spawn(async move {
             let mut statements = 0u64;
+            let mut checker: Option<RowConn> = None;
             loop {
                 let task = loop {
                     let notified = notify.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
-                    {
+                    let finished = {
                         let mut s = shared.lock().map_err(|_| poisoned())?;
-                        if s.failed {
-                            return Ok((conn, statements));
-                        }
-                        if let Some(task) = s.queue.take() {
+                        if let Some(task) = s.queue.take().filter(|_| !s.failed) {
                             break task;
                         }
-                        if s.queue.done() {
-                            return Ok((conn, statements));
+                        s.failed || s.queue.done()
+                    };
+                    if finished {
+                        if let Some(c) = checker.take() {
+                            c.disconnect().await;
                         }
+                        return Ok((conn, statements));
                     }
                     notified.await;
                 };
-                let outcome = run_task(&mut conn, &work, &task).await;
+                let outcome = run_task(&mut conn, &mut checker, &work, &task).await;
                 {
                     let mut s = shared.lock().map_err(|_| poisoned())?;
                     match outcome {
@@ -983,6 +996,7 @@ enum TaskDone {
 
 async fn run_task(
     conn: &mut Conn,
+    checker: &mut Option<RowConn>,
     work: &TableWork,
     task: &LoadTask,
 ) -> Result<TaskDone, MysqlError> {
@@ -1019,33 +1033,18 @@ async fn run_task(
         }
         LoadTask::Check { table } => {
             let tally = work.rewrite.as_ref().map(|r| r.tally(table));
+            let checker = match checker {
+                Some(c) => c,
+                None => {
+                    let (endpoint, database) = &work.check_at;
+                    checker.insert(RowConn::connect(endpoint, database).await?)
+                }
+            };
             Ok(TaskDone::Checked(
-                check_table(conn, &work.tables[table], tally.as_ref()).await?,
+                check_table(checker, &work.tables[table], tally.as_ref()).await?,
             ))
         }
     }
-}
-
-/// Row count and content checksum of one table, as the dump computes them.
-pub async fn table_checksum(conn: &mut Conn, t: &TableEntry) -> Result<TableChecksum, MysqlError> {
-    let mut sum = TableChecksum::default();
-    let query = select_stored(&t.name, t.kind, &t.columns);
-    let mut result = conn
-        .query_iter(query.as_str())
-        .await
-        .map_err(|e| query_err(format!("re-reading {}", t.name), e))?;
-    let width = t.columns.len();
-    while let Some(row) = result
-        .next()
-        .await
-        .map_err(|e| query_err(format!("re-reading {}", t.name), e))?
-    {
-        sum.add_row((0..width).map(|i| match row.as_ref(i) {
-            Some(Value::Bytes(b)) => Some(b.as_slice()),
-            _ => None,
-        }));
-    }
-    Ok(sum)
 }
 
 #[cfg(test)]

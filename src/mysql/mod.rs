@@ -10,6 +10,7 @@ pub mod load;
 pub mod load_data;
 pub mod load_order;
 pub mod pipeline;
+pub(crate) mod row_conn;
 pub mod seed;
 pub mod sql;
 pub mod stream_rewrite;

@@ -4,7 +4,7 @@
 
 use super::discovery::TableInfo;
 use super::table_read_err;
-use super::worker::Worker;
+use crate::mysql::row_conn::RowConn;
 use crate::mysql::sql::quote_ident;
 use crate::mysql::MysqlError;
 
@@ -20,7 +20,7 @@ pub(super) struct Task {
 /// are split into about `data_length / chunk_bytes` ranges, other tables are
 /// one chunk.
 pub(super) async fn plan(
-    conn: &mut Worker,
+    conn: &mut RowConn,
     tables: &[TableInfo],
     only: &[usize],
     chunk_bytes: u64,

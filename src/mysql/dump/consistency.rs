@@ -2,8 +2,8 @@
 //! CONSISTENT SNAPSHOT` opened while commits are held still, and the binlog
 //! position, GTID and server time of that point read while they are.
 
-use super::worker::Worker;
 use crate::catalog::BinlogPosition;
+use crate::mysql::row_conn::RowConn;
 use crate::mysql::{exec, query_err, MysqlError};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
@@ -24,7 +24,7 @@ pub(super) struct Snapshot {
 }
 
 /// The server's clock, the one binary log timestamps are taken from.
-async fn server_now(conn: &mut Worker) -> Result<chrono::DateTime<chrono::Utc>, MysqlError> {
+async fn server_now(conn: &mut RowConn) -> Result<chrono::DateTime<chrono::Utc>, MysqlError> {
     let doing = "reading the server's clock";
     let rows = conn
         .text_rows("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)")
@@ -40,7 +40,7 @@ async fn server_now(conn: &mut Worker) -> Result<chrono::DateTime<chrono::Utc>, 
         })
 }
 
-async fn start_snapshot(conn: &mut Worker) -> Result<(), MysqlError> {
+async fn start_snapshot(conn: &mut RowConn) -> Result<(), MysqlError> {
     conn.exec("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .await?;
     conn.exec("START TRANSACTION WITH CONSISTENT SNAPSHOT")
@@ -70,7 +70,7 @@ async fn master_status(conn: &mut Conn) -> Result<Option<BinlogPosition>, MysqlE
 /// caller reads the non-transactional tables first.
 pub(super) async fn open_snapshots(
     control: &mut Conn,
-    workers: &mut [Worker],
+    workers: &mut [RowConn],
     mariadb: bool,
 ) -> Result<Snapshot, MysqlError> {
     if workers.len() == 1 {

@@ -21,13 +21,13 @@ mod consistency;
 mod discovery;
 mod objects;
 mod render;
-mod worker;
 
 use super::checksum::TableChecksum;
 use super::sql::{quote_ident, select_stored};
 use super::workers::Workers;
 use super::{query_err, server_version, Endpoint, MysqlError};
 use crate::catalog::{Artifact, Consistency, DatabaseSection, TableEntry, TableKind};
+use crate::mysql::row_conn::RowConn;
 use crate::store::{Store, Written};
 use bytes::Bytes;
 use consistency::{open_snapshots, release};
@@ -39,7 +39,6 @@ use objects::dump_objects;
 use render::dump_chunk;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use worker::Worker;
 
 /// A data statement grows to about this size before it is closed.
 const STATEMENT_BYTES: usize = 1 << 20;
@@ -162,10 +161,10 @@ async fn snapshot_once(
 
     let mut workers = Vec::with_capacity(opts.connections);
     for _ in 0..opts.connections {
-        workers.push(Worker::connect(endpoint, database).await?);
+        workers.push(RowConn::connect(endpoint, database).await?);
     }
     tracing::debug!(
-        reader = workers.first().map(Worker::reader),
+        reader = workers.first().map(RowConn::reader),
         "dump workers connected"
     );
     let mut snap = match open_snapshots(control, &mut workers, mariadb).await {
@@ -479,9 +478,9 @@ impl Pool {
     /// error stops the others early.
     async fn run(
         &self,
-        workers: Vec<Worker>,
+        workers: Vec<RowConn>,
         mut tasks: Vec<chunks::Task>,
-    ) -> Result<(Vec<Worker>, Vec<TaskResult>), MysqlError> {
+    ) -> Result<(Vec<RowConn>, Vec<TaskResult>), MysqlError> {
         tasks.sort_by_key(|t| std::cmp::Reverse(t.weight));
         let queue = Arc::new(Mutex::new(VecDeque::from(tasks)));
         let mut handles = Workers::new();

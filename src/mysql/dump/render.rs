@@ -4,17 +4,16 @@
 
 use super::chunks::Task;
 use super::discovery::{slug, TableInfo};
-use super::worker::Worker;
 use super::{table_read_err, DumpProgress, Progress, TaskResult, DATA_HEADER, STATEMENT_BYTES};
 use crate::catalog::TableKind;
 use crate::mysql::checksum::TableChecksum;
 use crate::mysql::pipeline::{ArtifactWriter, BLOCK_BYTES};
+use crate::mysql::row_conn::{driver_values, RowConn};
 use crate::mysql::sql::{bits_into, quote_ident, quoted_into};
 use crate::mysql::MysqlError;
 use crate::store::Store;
 use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable;
-use mysql_async::Value;
 use std::sync::Arc;
 
 /// How a column's text-protocol value is written as a SQL literal.
@@ -64,15 +63,6 @@ fn push_value(out: &mut Vec<u8>, kind: Literal, v: Option<&[u8]>) {
             Literal::Binary => quoted_into(out, b, true),
         },
     }
-}
-
-/// A driver row's values as the text protocol sent them (bytes or NULL;
-/// the text protocol has no other kind).
-fn driver_values(row: &mysql_async::Row, n: usize) -> impl Iterator<Item = Option<&[u8]>> + Clone {
-    (0..n).map(move |i| match row.as_ref(i) {
-        Some(Value::Bytes(b)) => Some(b.as_slice()),
-        _ => None,
-    })
 }
 
 /// Rows into extended INSERT statements, cut at [`STATEMENT_BYTES`], handed
@@ -156,7 +146,7 @@ async fn write_block(
 }
 
 pub(super) async fn dump_chunk(
-    conn: &mut Worker,
+    conn: &mut RowConn,
     table: &TableInfo,
     task: &Task,
     store: &Arc<Store>,
@@ -198,7 +188,7 @@ pub(super) async fn dump_chunk(
 }
 
 async fn write_chunk(
-    conn: &mut Worker,
+    conn: &mut RowConn,
     table: &TableInfo,
     task: &Task,
     writer: &mut ArtifactWriter,
@@ -242,7 +232,7 @@ async fn write_chunk(
     };
     let read_err = |e: mysql_async::Error| table_read_err(&table.name, "reading", e);
     match conn {
-        Worker::Wire(conn) => {
+        RowConn::Wire(conn) => {
             let mut rows = conn.query(&query).await.map_err(|e| read_err(e.into()))?;
             out.kinds = rows
                 .columns()
@@ -255,7 +245,7 @@ async fn write_chunk(
                 }
             }
         }
-        Worker::Driver(conn) => {
+        RowConn::Driver(conn) => {
             let mut result = conn.query_iter(query.as_str()).await.map_err(read_err)?;
             out.kinds = result
                 .columns()

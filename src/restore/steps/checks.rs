@@ -64,18 +64,14 @@ async fn check_tables(env: &StepEnv<'_>) -> Result<Checked, StepError> {
             .iter()
             .filter_map(|t| t.as_str().map(str::to_string))
             .collect();
-        let mut conns = Vec::new();
-        for _ in 0..env.ctx.cfg.database.connections.max(1) {
-            conns.push(
-                endpoint
-                    .connect(Some(database))
-                    .await
-                    .map_err(StepError::from)?,
-            );
-        }
-        let found = crate::mysql::load::verify_tables(conns, &section.tables)
-            .await
-            .map_err(StepError::from)?;
+        let found = crate::mysql::load::verify_tables(
+            endpoint,
+            database,
+            env.ctx.cfg.database.connections,
+            &section.tables,
+        )
+        .await
+        .map_err(StepError::from)?;
         // Tables the load rewrote were verified as the set with the
         // rewrite's changes: that is what "unchanged since" means for them.
         let at_load: BTreeMap<String, String> = summary_of(StepKind::DatabaseLoad)
