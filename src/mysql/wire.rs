@@ -26,6 +26,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const MAX_PAYLOAD: usize = 0xFF_FFFF;
 /// What the socket is read into: large enough for many rows a read.
 const READ_BUFFER: usize = 512 * 1024;
+/// The least room a read is given.
+const MIN_READ: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
@@ -260,20 +262,20 @@ impl WireConn {
         }
     }
 
-    /// Reads until at least `n` unconsumed bytes are buffered.
+    /// Reads until at least `n` unconsumed bytes are buffered. Each read
+    /// has room for at least [`MIN_READ`] bytes (what is left unconsumed
+    /// moves to the front first), so rows never arrive a few bytes a call.
     async fn fill(&mut self, n: usize) -> Result<(), WireError> {
         while self.inbuf.len() - self.start < n {
-            // Move what is left to the front before the buffer grows.
-            if self.start > 0
-                && (self.start >= self.inbuf.len() / 2
-                    || self.inbuf.capacity() - self.inbuf.len() < n)
-            {
-                self.inbuf.drain(..self.start);
-                self.start = 0;
-            }
-            let want = n - (self.inbuf.len() - self.start);
-            if self.inbuf.capacity() - self.inbuf.len() < want {
-                self.inbuf.reserve(want.max(READ_BUFFER));
+            let room = (n - (self.inbuf.len() - self.start)).max(MIN_READ);
+            if self.inbuf.capacity() - self.inbuf.len() < room {
+                if self.start > 0 {
+                    self.inbuf.drain(..self.start);
+                    self.start = 0;
+                }
+                if self.inbuf.capacity() - self.inbuf.len() < room {
+                    self.inbuf.reserve(room.max(READ_BUFFER));
+                }
             }
             let read = self.stream.read_buf(&mut self.inbuf).await?;
             if read == 0 {
