@@ -99,6 +99,7 @@ declare -A SECS RSS CPU
 run() {
   local name="$1"; shift
   sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+  settle
   local start end secs cpu
   start=$(date +%s.%N)
   /usr/bin/time -f "%M %U %S" -o "$WORK/out/$name.rss" bash -c "$*" >"$WORK/out/$name.log" 2>&1 || { echo "$name failed:"; tail -20 "$WORK/out/$name.log"; exit 1; }

@@ -116,6 +116,7 @@ wpdr_restore() {
   local ns="$1" t0
   scripts/wp-site.sh config "$WORK/restored-site" "127.0.0.1:$WPDR_TEST_DB_PORT" "rto_$ns" "$WPDR_TEST_DB_USER" "$WPDR_TEST_DB_PASSWORD"
   echo "== wpdr restore latest --namespace $ns --plan site (RTO)"
+  settle
   t0=$(date +%s.%N)
   /usr/bin/time -v -o "$WORK/wpdr.time" "$WPDR" -c "$WORK/wpdr.yaml" -q --output json \
     restore latest --namespace "$ns" --plan site --site-url "$RESTORED" >"$WORK/restore-$ns.json"
@@ -141,6 +142,7 @@ alternative() {
   echo "== the alternative: zstd -dc | mariadb, and rclone copy of the offsite media, in parallel"
   "${M[@]}" -e "CREATE DATABASE $db"
   bucket "$b"
+  settle
   t0=$(date +%s.%N)
   ( zstd -dc "$WORK/dump.sql.zst" | "${M[@]}" "$db" ) &
   dbp=$!
