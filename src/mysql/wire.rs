@@ -200,7 +200,6 @@ impl WireConn {
         );
         let mut out = Vec::new();
         response.serialize(&mut out);
-        // The handshake response may carry CONNECT_WITH_DB on top.
         self.write_packet(&out).await?;
         let mut switched = false;
         loop {
