@@ -8,8 +8,8 @@
 # `rclone copy` of the offsite media, in parallel, with no checks at all.
 # Prints wall times, the ratio, wpdr's time per step and its peak RSS.
 #
-#   bench/rto.sh                          ~1 GB database, 5,000 uploads (both cached), 3 rounds
-#   BENCH_ROUNDS=1 bench/rto.sh           one round (default 3: medians, order alternating)
+#   bench/rto.sh                          ~1 GB database, 5,000 uploads (both cached), 4 rounds
+#   BENCH_ROUNDS=1 bench/rto.sh           one round (default 4: medians; each side goes first in half the rounds)
 #   BENCH_POSTS=20000 BENCH_OBJECTS=500 bench/rto.sh   a quick look
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -65,7 +65,7 @@ BYTES=$("${RCLONE[@]}" size --json "s3:$SRC" | python3 -c 'import json,sys; prin
 echo "== uploads: $OBJECTS objects, $((BYTES / 1048576)) MiB"
 
 RUN=$(date +%s)
-ROUNDS="${BENCH_ROUNDS:-3}"
+ROUNDS="${BENCH_ROUNDS:-4}"
 OFF="bench-rto-off-$RUN"
 bucket "$OFF"
 PIDS=()
@@ -153,7 +153,9 @@ alternative() {
 WPDR_S="" ALT_S=""
 for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round of $ROUNDS"
-  # Alternating which goes first.
+  # Alternating which goes first: the first run of a round was measured
+  # slower whichever it was, so with an even number of rounds (the default)
+  # each side goes first equally often.
   if [ $((round % 2)) = 1 ]; then
     wpdr_restore "rto${RUN}r$round"; alternative "$round"
   else

@@ -10,6 +10,9 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use wpdr::config::{Endpoint, TlsConfig, TlsMode};
+use wpdr::mysql::wire::WireConn;
+use wpdr::secret::Secret;
 
 struct Pki {
     ca: PathBuf,
@@ -94,6 +97,32 @@ fn pki(dir: &Path) -> Pki {
             "san.ext",
         ],
     );
+    // The same key, certified by the same CA for another name only.
+    std::fs::write(
+        dir.join("misnamed.ext"),
+        "subjectAltName=DNS:db.example\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "misnamed.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "misnamed.ext",
+        ],
+    );
     Pki {
         ca: dir.join("ca.pem"),
         other_ca: dir.join("other-ca.pem"),
@@ -136,6 +165,71 @@ fn config(dir: &Path, name: &str, server: &MariaDb, tls: &str) -> PathBuf {
     p
 }
 
+fn endpoint(server: &MariaDb, mode: TlsMode, ca: &Path) -> Endpoint {
+    Endpoint {
+        host: "127.0.0.1".into(),
+        port: server.port,
+        socket: None,
+        user: TEST_USER.into(),
+        password: Secret::new(TEST_PASSWORD),
+        tls: TlsConfig {
+            mode,
+            ca_file: Some(ca.to_path_buf()),
+            cert_file: None,
+            key_file: None,
+        },
+        credentials_from: Endpoint::FROM_DATABASE_CONFIG,
+    }
+}
+
+/// The row reader's own TLS: encrypted (the server says which cipher),
+/// a certificate from another CA refused where it is verified and taken
+/// where the mode does not verify, as the driver does.
+async fn reader_tls_checks(server: &MariaDb, pki: &Pki) {
+    for mode in [
+        TlsMode::VerifyIdentity,
+        TlsMode::VerifyCa,
+        TlsMode::Required,
+    ] {
+        let mut conn = WireConn::connect(&endpoint(server, mode, &pki.ca), None)
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        let rows = conn
+            .query_rows("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+            .await
+            .unwrap();
+        let cipher = rows[0][1].clone().unwrap_or_default();
+        assert!(!cipher.is_empty(), "{mode:?}: no TLS cipher in use");
+        conn.disconnect().await;
+    }
+    for mode in [TlsMode::VerifyIdentity, TlsMode::VerifyCa] {
+        let refused = WireConn::connect(&endpoint(server, mode, &pki.other_ca), None).await;
+        assert!(
+            refused.is_err(),
+            "{mode:?} took a certificate of another CA"
+        );
+    }
+    let unverified = WireConn::connect(&endpoint(server, TlsMode::Required, &pki.other_ca), None)
+        .await
+        .unwrap();
+    unverified.disconnect().await;
+
+    // The server now shows a certificate of the right CA for another name:
+    // verify-identity refuses it, verify-ca takes it.
+    std::fs::copy(pki.cert.with_file_name("misnamed.pem"), &pki.cert).unwrap();
+    sql(server, "mysql", "FLUSH SSL");
+    let misnamed =
+        WireConn::connect(&endpoint(server, TlsMode::VerifyIdentity, &pki.ca), None).await;
+    assert!(
+        misnamed.is_err(),
+        "verify-identity took a certificate for another name"
+    );
+    let chained = WireConn::connect(&endpoint(server, TlsMode::VerifyCa, &pki.ca), None)
+        .await
+        .unwrap();
+    chained.disconnect().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_archive_and_pitr_work_over_verified_tls_and_a_wrong_ca_is_refused() {
     let svc = Services::get();
@@ -163,9 +257,20 @@ async fn backup_archive_and_pitr_work_over_verified_tls_and_a_wrong_ca_is_refuse
         ),
     );
 
-    // Backup over TLS, the CA and the host name checked.
-    let out = wpdr_env(&svc, &verified, &["--output", "json", "backup"], &[]);
+    // Backup over TLS, the CA and the host name checked; the rows read by
+    // the lean reader over its own TLS.
+    let out = wpdr_env(
+        &svc,
+        &verified,
+        &["--output", "json", "backup"],
+        &[("WPDR_LOG", "wpdr=debug")],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains("dump workers connected") && log.contains("\"wire\""),
+        "{log}"
+    );
     let set = json(&out)["id"].as_str().unwrap().to_string();
 
     // The binlog archive follows the server over TLS.
@@ -256,6 +361,10 @@ async fn backup_archive_and_pitr_work_over_verified_tls_and_a_wrong_ca_is_refuse
         "{}",
         stderr(&out)
     );
+
+    // The lean reader checks the server as the driver does (last: it
+    // changes the server's certificate).
+    reader_tls_checks(&server, &pki).await;
 }
 
 /// An S3 endpoint over HTTPS whose certificate a private CA signed (an

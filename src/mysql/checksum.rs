@@ -16,8 +16,13 @@ pub struct TableChecksum {
 
 impl TableChecksum {
     pub fn add_row<'a>(&mut self, values: impl IntoIterator<Item = Option<&'a [u8]>>) {
+        self.add_hash(row_hash(values));
+    }
+
+    /// Adds a row hashed by [`RowHasher`].
+    pub fn add_hash(&mut self, row: u128) {
         self.rows += 1;
-        self.sum = self.sum.wrapping_add(row_hash(values));
+        self.sum = self.sum.wrapping_add(row);
     }
 
     pub fn merge(&mut self, other: TableChecksum) {
@@ -43,26 +48,55 @@ pub fn sum_hex(sum: u128) -> String {
 /// hashed in one call (XXH3 gives the same digest whole or streamed; the
 /// streaming state's set-up cost more than a narrow row's hashing).
 pub fn row_hash<'a>(values: impl IntoIterator<Item = Option<&'a [u8]>>) -> u128 {
-    let mut small = [0u8; ONE_SHOT];
-    let mut len = 0;
-    let mut stream: Option<Xxh3> = None;
+    let mut hasher = RowHasher::new();
     for v in values {
+        hasher.push(v);
+    }
+    hasher.finish()
+}
+
+/// [`row_hash`] fed one value at a time, so a reader that renders a row can
+/// hash it in the same pass over its values.
+pub struct RowHasher {
+    small: [u8; ONE_SHOT],
+    len: usize,
+    stream: Option<Xxh3>,
+}
+
+impl Default for RowHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RowHasher {
+    pub fn new() -> Self {
+        RowHasher {
+            small: [0; ONE_SHOT],
+            len: 0,
+            stream: None,
+        }
+    }
+
+    #[inline]
+    pub fn push(&mut self, v: Option<&[u8]>) {
         let (tag, bytes): (u8, &[u8]) = match v {
             None => (0, &[]),
             Some(b) => (1, b),
         };
         let framed = 1 + if tag == 1 { 8 + bytes.len() } else { 0 };
-        if stream.is_none() && len + framed <= ONE_SHOT {
-            small[len] = tag;
-            len += 1;
+        if self.stream.is_none() && self.len + framed <= ONE_SHOT {
+            let len = self.len;
+            self.small[len] = tag;
             if tag == 1 {
-                small[len..len + 8].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
-                small[len + 8..len + 8 + bytes.len()].copy_from_slice(bytes);
-                len += 8 + bytes.len();
+                self.small[len + 1..len + 9].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+                self.small[len + 9..len + 9 + bytes.len()].copy_from_slice(bytes);
             }
-            continue;
+            self.len += framed;
+            return;
         }
-        let h = stream.get_or_insert_with(|| {
+        let (small, len) = (&self.small, self.len);
+        let h = self.stream.get_or_insert_with(|| {
             let mut h = Xxh3::new();
             h.update(&small[..len]);
             h
@@ -73,9 +107,12 @@ pub fn row_hash<'a>(values: impl IntoIterator<Item = Option<&'a [u8]>>) -> u128 
             h.update(bytes);
         }
     }
-    match stream {
-        Some(h) => h.digest128(),
-        None => xxhash_rust::xxh3::xxh3_128(&small[..len]),
+
+    pub fn finish(self) -> u128 {
+        match self.stream {
+            Some(h) => h.digest128(),
+            None => xxhash_rust::xxh3::xxh3_128(&self.small[..self.len]),
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub(crate) mod row_conn;
 pub mod seed;
 pub mod sql;
 pub mod stream_rewrite;
+mod tls;
 pub mod topology;
 pub mod wire;
 mod workers;

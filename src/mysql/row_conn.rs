@@ -1,5 +1,6 @@
 //! A connection that reads rows: the lean reader (`mysql::wire`) where it
-//! serves the endpoint (a plain connection), the driver otherwise. Both run
+//! can connect (plain or TLS, the usual authentication plugins), the driver
+//! otherwise. Both run
 //! the same statements in the same session settings and read the same
 //! text-protocol bytes: a set, or a table's checksum, does not depend on
 //! which one read it. The dump's workers and the restore's checks use it.
@@ -24,7 +25,7 @@ pub(crate) enum RowConn {
 impl RowConn {
     pub(crate) async fn connect(endpoint: &Endpoint, database: &str) -> Result<Self, MysqlError> {
         let driver_only = std::env::var(ROW_READER_ENV).is_ok_and(|v| v == "driver");
-        if !driver_only && endpoint.connects_plain() {
+        if !driver_only {
             match WireConn::connect(endpoint, Some(database)).await {
                 Ok(c) => return Ok(RowConn::Wire(c)),
                 // The driver connects (or names the problem) instead.
@@ -49,8 +50,9 @@ impl RowConn {
             RowConn::Wire(c) => {
                 let mut rows = c.query(&query).await.map_err(|e| err(e.into()))?;
                 while let Some(row) = rows.next().await.map_err(|e| err(e.into()))? {
-                    row.check().map_err(|e| err(e.into()))?;
-                    sum.add_row(row.values());
+                    let mut values = row.values();
+                    sum.add_row(&mut values);
+                    values.finish().map_err(|e| err(e.into()))?;
                 }
             }
             RowConn::Driver(c) => {

@@ -7,16 +7,18 @@
 //! rows are rendered, escaped and hashed where they landed, with no copy and
 //! no allocation per value.
 //!
-//! Scope: a plain connection (TCP or a Unix socket) with `mysql_native_password`
-//! or `caching_sha2_password`'s fast path, `COM_QUERY` and text result sets.
-//! Anything else (TLS, other authentication plugins) is the driver's: the
-//! caller falls back to it when [`WireConn::connect`] refuses.
+//! Scope: TCP (with TLS as `database.tls` says, see `mysql::tls`) or a Unix
+//! socket, `mysql_native_password` or `caching_sha2_password`'s fast path,
+//! `COM_QUERY` and text result sets. Anything else (other authentication
+//! plugins) is the driver's: the caller falls back to it when
+//! [`WireConn::connect`] refuses.
 
-use crate::config::Endpoint;
+use crate::config::{Endpoint, TlsMode};
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{
     AuthPlugin, AuthSwitchRequest, Column, ErrPacket, HandshakePacket, HandshakeResponse,
+    SslRequest,
 };
 use mysql_common::proto::MySerialize;
 use std::time::Duration;
@@ -29,6 +31,8 @@ const READ_BUFFER: usize = 512 * 1024;
 /// The least room a read is given.
 const MIN_READ: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The collation the SSL request names (`SET NAMES utf8mb4` follows).
+const UTF8MB4_GENERAL_CI: u8 = 45;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -109,8 +113,9 @@ enum Payload {
 
 impl WireConn {
     /// Connects and authenticates as the driver's connections do (same
-    /// session settings). Refuses with [`WireError::Unsupported`] where the
-    /// endpoint needs TLS or the server asks for an unhandled plugin.
+    /// TLS checks, same session settings). Refuses with
+    /// [`WireError::Unsupported`] where TLS is required and the server offers
+    /// none, or the server asks for an unhandled plugin.
     pub async fn connect(endpoint: &Endpoint, database: Option<&str>) -> Result<Self, WireError> {
         match tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(endpoint, database)).await {
             Ok(r) => r,
@@ -170,12 +175,13 @@ impl WireConn {
             | CapabilityFlags::CLIENT_MULTI_RESULTS
             | CapabilityFlags::CLIENT_DEPRECATE_EOF
             | CapabilityFlags::CLIENT_PLUGIN_AUTH;
-        let capabilities = hs.capabilities() & wanted;
+        let mut capabilities = hs.capabilities() & wanted;
         if !capabilities.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
             return Err(WireError::Unsupported(
                 "the server does not speak protocol 4.1".into(),
             ));
         }
+        let offers_tls = hs.capabilities().contains(CapabilityFlags::CLIENT_SSL);
         let version = hs
             .maria_db_server_version_parsed()
             .or_else(|| hs.server_version_parsed())
@@ -184,6 +190,31 @@ impl WireConn {
             Some(AuthPlugin::CachingSha2Password) => AuthPlugin::CachingSha2Password,
             _ => AuthPlugin::MysqlNativePassword,
         };
+        let tls = if endpoint.connects_plain() {
+            None
+        } else {
+            super::tls::connector(endpoint).map_err(|e| WireError::Unsupported(e.to_string()))?
+        };
+        let tls = match tls {
+            Some(tls) if offers_tls => Some(tls),
+            // `preferred` goes on in the clear; a mode that requires TLS
+            // is the driver's to refuse with its message.
+            Some(_) if endpoint.tls.mode != TlsMode::Preferred => {
+                return Err(WireError::Unsupported(
+                    "TLS is required and the server offers none".into(),
+                ))
+            }
+            _ => None,
+        };
+        if let Some((connector, name)) = tls {
+            // The server keeps the SSL request's capabilities: they must be
+            // the handshake response's.
+            capabilities |= CapabilityFlags::CLIENT_SSL;
+            if database.is_some() {
+                capabilities |= CapabilityFlags::CLIENT_CONNECT_WITH_DB;
+            }
+            self.start_tls(capabilities, connector, name).await?;
+        }
         self.capabilities = capabilities;
         let password = endpoint.password.expose();
         let password = (!password.is_empty()).then_some(password);
@@ -235,8 +266,8 @@ impl WireConn {
                     self.write_packet(&out).await?;
                 }
                 // caching_sha2_password: 0x01 0x03 is the fast path's
-                // success (an OK follows); 0x04 asks for the full exchange,
-                // which needs TLS or the server's RSA key: the driver's.
+                // success (an OK follows); 0x04 asks for the full exchange
+                // (MySQL only, first login after a restart): the driver's.
                 Some(0x01) if plugin == AuthPlugin::CachingSha2Password => {
                     if bytes.get(1) != Some(&0x03) {
                         return Err(WireError::Unsupported(
@@ -252,6 +283,26 @@ impl WireConn {
                 }
             }
         }
+    }
+
+    /// Asks for TLS (the SSL request in place of the handshake response)
+    /// and goes on over it; the handshake response follows encrypted.
+    async fn start_tls(
+        &mut self,
+        capabilities: CapabilityFlags,
+        connector: tokio_rustls::TlsConnector,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> Result<(), WireError> {
+        if self.inbuf.len() != self.start {
+            return Err(WireError::Protocol("bytes after the handshake".into()));
+        }
+        let mut out = Vec::new();
+        SslRequest::new(capabilities, 1 << 30, UTF8MB4_GENERAL_CI).serialize(&mut out);
+        self.write_packet(&out).await?;
+        let plain = std::mem::replace(&mut self.stream, Box::new(tokio::io::duplex(1).0));
+        let secured = connector.connect(name, plain).await?;
+        self.stream = Box::new(secured);
+        Ok(())
     }
 
     fn payload(&self, p: Payload) -> &[u8] {
@@ -412,7 +463,9 @@ impl WireConn {
         let mut stream = self.query(sql).await?;
         let mut rows = Vec::new();
         while let Some(row) = stream.next().await? {
-            rows.push(row.values().map(|v| v.map(<[u8]>::to_vec)).collect());
+            let mut values = row.values();
+            rows.push(values.by_ref().map(|v| v.map(<[u8]>::to_vec)).collect());
+            values.finish()?;
         }
         Ok(rows)
     }
@@ -515,7 +568,7 @@ pub struct RawRow<'a> {
 
 impl<'a> RawRow<'a> {
     /// The values in column order (`None` for NULL). A malformed row yields
-    /// fewer values than columns: [`RawRow::check`] says so.
+    /// fewer values than columns: [`Values::finish`] says so.
     pub fn values(&self) -> Values<'a> {
         Values {
             bytes: self.bytes,
@@ -523,22 +576,10 @@ impl<'a> RawRow<'a> {
             left: self.columns,
         }
     }
-
-    /// Whether the row holds exactly its columns' values.
-    pub fn check(&self) -> Result<(), WireError> {
-        let mut v = self.values();
-        for _ in 0..self.columns {
-            if v.next().is_none() {
-                return Err(WireError::Protocol("a row shorter than its columns".into()));
-            }
-        }
-        if v.at != self.bytes.len() {
-            return Err(WireError::Protocol("a row longer than its columns".into()));
-        }
-        Ok(())
-    }
 }
 
+/// A row's values, walked once: by whoever renders or hashes them, who then
+/// asks [`Values::finish`] whether the row was whole.
 #[derive(Clone)]
 pub struct Values<'a> {
     bytes: &'a [u8],
@@ -546,22 +587,40 @@ pub struct Values<'a> {
     left: usize,
 }
 
+impl Values<'_> {
+    /// After the values were read: whether there were exactly the columns'
+    /// values and nothing after them.
+    pub fn finish(&self) -> Result<(), WireError> {
+        if self.left != 0 {
+            return Err(WireError::Protocol("a row shorter than its columns".into()));
+        }
+        if self.at != self.bytes.len() {
+            return Err(WireError::Protocol("a row longer than its columns".into()));
+        }
+        Ok(())
+    }
+}
+
 impl<'a> Iterator for Values<'a> {
     type Item = Option<&'a [u8]>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 {
             return None;
         }
-        self.left -= 1;
-        if self.bytes.get(self.at) == Some(&0xFB) {
+        let value = if self.bytes.get(self.at) == Some(&0xFB) {
             self.at += 1;
-            return Some(None);
-        }
-        let len = lenenc(self.bytes, &mut self.at)? as usize;
-        let v = self.bytes.get(self.at..self.at.checked_add(len)?)?;
-        self.at += len;
-        Some(Some(v))
+            None
+        } else {
+            let len = lenenc(self.bytes, &mut self.at)? as usize;
+            let v = self.bytes.get(self.at..self.at.checked_add(len)?)?;
+            self.at += len;
+            Some(v)
+        };
+        // Counted only once read: a cut row leaves `left` above zero.
+        self.left -= 1;
+        Some(value)
     }
 }
 
@@ -648,8 +707,9 @@ mod tests {
         ) {
             let bytes = encode(&values);
             let row = RawRow { bytes: &bytes, columns: values.len() };
-            prop_assert!(row.check().is_ok());
-            let read: Vec<Option<Vec<u8>>> = row.values().map(|v| v.map(<[u8]>::to_vec)).collect();
+            let mut walk = row.values();
+            let read: Vec<Option<Vec<u8>>> = walk.by_ref().map(|v| v.map(<[u8]>::to_vec)).collect();
+            prop_assert!(walk.finish().is_ok());
             prop_assert_eq!(read, values);
         }
 
@@ -665,7 +725,16 @@ mod tests {
             let cut = cut.min(bytes.len());
             let short = &bytes[..bytes.len() - cut];
             let row = RawRow { bytes: short, columns: values.len() };
-            prop_assert!(row.check().is_err());
+            let mut walk = row.values();
+            walk.by_ref().for_each(drop);
+            prop_assert!(walk.finish().is_err());
+            // Bytes after the last column's value: a row longer than its columns.
+            let mut long = bytes.clone();
+            long.extend_from_slice(&bytes[..cut]);
+            let row = RawRow { bytes: &long, columns: values.len() };
+            let mut walk = row.values();
+            walk.by_ref().for_each(drop);
+            prop_assert!(walk.finish().is_err());
         }
     }
 

@@ -6,7 +6,7 @@ use super::chunks::Task;
 use super::discovery::{slug, TableInfo};
 use super::{table_read_err, DumpProgress, Progress, TaskResult, DATA_HEADER, STATEMENT_BYTES};
 use crate::catalog::TableKind;
-use crate::mysql::checksum::TableChecksum;
+use crate::mysql::checksum::{RowHasher, TableChecksum};
 use crate::mysql::pipeline::{ArtifactWriter, BLOCK_BYTES};
 use crate::mysql::row_conn::{driver_values, RowConn};
 use crate::mysql::sql::{bits_into, quote_ident, quoted_into};
@@ -81,9 +81,9 @@ impl Statements {
     fn push_row<'v>(
         &mut self,
         table: &str,
-        values: impl Iterator<Item = Option<&'v [u8]>> + Clone,
+        values: impl Iterator<Item = Option<&'v [u8]>>,
     ) -> Result<Option<Vec<u8>>, MysqlError> {
-        self.sum.add_row(values.clone());
+        let mut hash = RowHasher::new();
         let block = &mut self.block;
         match self.statement_start {
             None => {
@@ -98,9 +98,11 @@ impl Statements {
             if n > 0 {
                 block.push(b',');
             }
+            hash.push(v);
             push_value(block, *kind, v);
             n += 1;
         }
+        self.sum.add_hash(hash.finish());
         if n != self.kinds.len() {
             return Err(MysqlError::Query {
                 doing: format!("reading ({table})"),
@@ -240,7 +242,10 @@ async fn write_chunk(
                 .map(|c| literal_kind(c.column_type(), c.character_set()))
                 .collect();
             while let Some(row) = rows.next().await.map_err(|e| read_err(e.into()))? {
-                if let Some(full) = out.push_row(&table.name, row.values())? {
+                let mut values = row.values();
+                let full = out.push_row(&table.name, &mut values)?;
+                values.finish().map_err(|e| read_err(e.into()))?;
+                if let Some(full) = full {
                     write_block(writer, full, progress).await?;
                 }
             }
