@@ -7,7 +7,7 @@ use super::discovery::{slug, TableInfo};
 use super::{table_read_err, DumpProgress, Progress, TaskResult, DATA_HEADER, STATEMENT_BYTES};
 use crate::catalog::TableKind;
 use crate::mysql::checksum::{RowHasher, TableChecksum};
-use crate::mysql::pipeline::{ArtifactWriter, BLOCK_BYTES};
+use crate::mysql::pipeline::{new_block, ArtifactWriter, BLOCK_BYTES};
 use crate::mysql::row_conn::{driver_values, RowConn};
 use crate::mysql::sql::{bits_into, quote_ident, quoted_into};
 use crate::mysql::MysqlError;
@@ -118,7 +118,7 @@ impl Statements {
                 if block.len() >= BLOCK_BYTES {
                     return Ok(Some(std::mem::replace(
                         block,
-                        Vec::with_capacity(BLOCK_BYTES + STATEMENT_BYTES),
+                        new_block(BLOCK_BYTES + STATEMENT_BYTES),
                     )));
                 }
             }
@@ -196,7 +196,7 @@ async fn write_chunk(
     writer: &mut ArtifactWriter,
     progress: &Progress,
 ) -> Result<(TableChecksum, usize), MysqlError> {
-    let mut block: Vec<u8> = Vec::with_capacity(BLOCK_BYTES + STATEMENT_BYTES);
+    let mut block = new_block(BLOCK_BYTES + STATEMENT_BYTES);
     block.extend_from_slice(
         format!(
             "-- wpdr data: table {} chunk {}\n{DATA_HEADER}",
