@@ -34,6 +34,37 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `NAME.pem`: the server's key (server.csr) certified by the CA for `names`.
+fn sign_server_key(dir: &Path, name: &str, names: &str) {
+    let ext = format!("{name}.ext");
+    let pem = format!("{name}.pem");
+    std::fs::write(
+        dir.join(&ext),
+        format!("subjectAltName={names}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
+}
+
 /// A CA, a server certificate it signed for 127.0.0.1 and localhost, and a
 /// second CA that signed nothing.
 fn pki(dir: &Path) -> Pki {
@@ -72,57 +103,9 @@ fn pki(dir: &Path) -> Pki {
             "/CN=localhost",
         ],
     );
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
-    );
+    sign_server_key(dir, "server", "IP:127.0.0.1,DNS:localhost");
     // The same key, certified by the same CA for another name only.
-    std::fs::write(
-        dir.join("misnamed.ext"),
-        "subjectAltName=DNS:db.example\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "misnamed.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "misnamed.ext",
-        ],
-    );
+    sign_server_key(dir, "misnamed", "DNS:db.example");
     Pki {
         ca: dir.join("ca.pem"),
         other_ca: dir.join("other-ca.pem"),

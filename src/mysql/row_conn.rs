@@ -1,9 +1,9 @@
 //! A connection that reads rows: the lean reader (`mysql::wire`) where it
 //! can connect (plain or TLS, the usual authentication plugins), the driver
-//! otherwise. Both run
-//! the same statements in the same session settings and read the same
-//! text-protocol bytes: a set, or a table's checksum, does not depend on
-//! which one read it. The dump's workers and the restore's checks use it.
+//! otherwise. Both run the same statements in the same session settings and
+//! read the same text-protocol bytes: a set, or a table's checksum, does not
+//! depend on which one read it. The dump's workers and the restore's checks
+//! use it.
 
 use super::checksum::TableChecksum;
 use super::sql::select_stored;

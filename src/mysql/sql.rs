@@ -512,6 +512,17 @@ mod tests {
         assert_eq!(v, b"b'0000010111111111'");
     }
 
+    /// `bytes` escaped by words and byte by byte.
+    fn both_escapes(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let mut fast = Vec::new();
+        escape_into(&mut fast, bytes);
+        let mut slow = Vec::new();
+        let mut start = 0;
+        escape_bytes(&mut slow, bytes, &mut start, 0, bytes.len());
+        slow.extend_from_slice(&bytes[start..]);
+        (fast, slow)
+    }
+
     /// Every byte value, at every position of a word: the escape by words
     /// equals the one byte by byte.
     #[test]
@@ -520,12 +531,7 @@ mod tests {
             for pos in 0..19 {
                 let mut bytes = vec![b'a'; 19];
                 bytes[pos] = b;
-                let mut fast = Vec::new();
-                escape_into(&mut fast, &bytes);
-                let mut slow = Vec::new();
-                let mut start = 0;
-                escape_bytes(&mut slow, &bytes, &mut start, 0, bytes.len());
-                slow.extend_from_slice(&bytes[start..]);
+                let (fast, slow) = both_escapes(&bytes);
                 assert_eq!(fast, slow, "byte {b:#x} at {pos}");
             }
         }
@@ -534,12 +540,7 @@ mod tests {
     proptest! {
         #[test]
         fn escape_bytewise_and_by_words_agree(bytes in proptest::collection::vec(prop_oneof![any::<u8>(), Just(b'a'), Just(b'\'')], 0..100)) {
-            let mut fast = Vec::new();
-            escape_into(&mut fast, &bytes);
-            let mut slow = Vec::new();
-            let mut start = 0;
-            escape_bytes(&mut slow, &bytes, &mut start, 0, bytes.len());
-            slow.extend_from_slice(&bytes[start..]);
+            let (fast, slow) = both_escapes(&bytes);
             prop_assert_eq!(fast, slow);
         }
 
