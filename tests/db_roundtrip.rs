@@ -278,6 +278,35 @@ async fn every_value_round_trips_through_s3_into_a_fresh_server() {
     let report = json(&out);
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["mismatches"], 0);
+    // Each table's share of the load: every checked table timed, a table
+    // with deferred indexes (wp_postmeta's KEYs) with its index build, and
+    // no table checked before its own load, build and check took place.
+    let times = report["table_times"].as_array().unwrap();
+    let checked: Vec<&str> = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["table"].as_str().unwrap())
+        .collect();
+    let timed: Vec<&str> = times.iter().map(|t| t["table"].as_str().unwrap()).collect();
+    assert_eq!(timed, checked, "{report}");
+    for t in times {
+        let secs = |k: &str| t[k].as_f64().unwrap();
+        assert!(secs("check_seconds") > 0.0, "{t}");
+        assert!(
+            secs("checked_at") >= secs("check_seconds") + secs("index_seconds") - 1e-6,
+            "{t}"
+        );
+    }
+    let postmeta = times.iter().find(|t| t["table"] == "wp_postmeta").unwrap();
+    assert!(
+        postmeta["index_seconds"].as_f64().unwrap() > 0.0,
+        "{postmeta}"
+    );
+    assert!(
+        postmeta["load_seconds"].as_f64().unwrap() > 0.0,
+        "{postmeta}"
+    );
 
     let mut dst = target.conn(Some("restored")).await;
     assert_same_database(&mut src, &mut dst).await;

@@ -81,6 +81,7 @@ impl DbRestoreReport {
             "seconds": self.seconds,
             "statements": self.load.statements,
             "phases": self.load.phases,
+            "table_times": self.load.table_times,
             "tables": self.load.tables,
             "mismatches": bad.len(),
             "ok": bad.is_empty(),

@@ -84,9 +84,27 @@ pub struct LoadReport {
     pub objects_created: usize,
     /// Wall time of each phase, in order: where a restore spends its time.
     pub phases: Vec<Phase>,
+    /// Each table's share of the load (its phases overlap other tables').
+    pub table_times: Vec<TableTime>,
     /// What the load's rewrite did, per table it changed or could not read.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rewritten: Vec<TableTally>,
+}
+
+/// Where one table's restore time went. The phases of different tables
+/// overlap, so these say which table holds the restore up: the one whose
+/// `checked_at` is last, and what it spent on what.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableTime {
+    pub table: String,
+    /// Loading its rows: the sum over its chunks (which may run side by side).
+    pub load_seconds: f64,
+    /// Building its deferred secondary indexes.
+    pub index_seconds: f64,
+    /// Re-reading it and comparing it with the manifest.
+    pub check_seconds: f64,
+    /// When its check finished, counted from the start of the data phase.
+    pub checked_at: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -575,7 +593,7 @@ pub async fn load(
         .enumerate()
         .map(|(chunk, (table, _))| (*table, chunk))
         .collect();
-    let (conns, s2, tables, marks) = load_tables(conns, work, order).await?;
+    let (conns, s2, tables, marks, table_times) = load_tables(conns, work, order).await?;
     // Index builds whose table was not recognised still run, after all rows.
     let mut conns = run_sql(conns, unplaced).await?;
     phases.record("data", marks.chunks);
@@ -613,6 +631,7 @@ pub async fn load(
         tables,
         objects_created: section.objects.len(),
         phases: phases.list,
+        table_times,
         rewritten,
     })
 }
@@ -893,6 +912,7 @@ struct Shared {
     failed: bool,
     checks: Vec<Option<TableCheck>>,
     marks: Marks,
+    times: Vec<TableTime>,
 }
 
 /// Loads every table's chunks, builds its deferred indexes and checks it,
@@ -902,13 +922,22 @@ async fn load_tables(
     conns: Vec<Conn>,
     work: TableWork,
     order: Vec<(usize, usize)>,
-) -> Result<(Vec<Conn>, u64, Vec<TableCheck>, Marks), MysqlError> {
+) -> Result<(Vec<Conn>, u64, Vec<TableCheck>, Marks, Vec<TableTime>), MysqlError> {
     let work = Arc::new(work);
+    let began = Instant::now();
     let shared = Arc::new(Mutex::new(Shared {
         queue: LoadQueue::new(order, work.alters.iter().map(Option::is_some).collect()),
         failed: false,
         checks: vec![None; work.tables.len()],
         marks: Marks::default(),
+        times: work
+            .tables
+            .iter()
+            .map(|t| TableTime {
+                table: t.name.clone(),
+                ..TableTime::default()
+            })
+            .collect(),
     }));
     let notify = Arc::new(Notify::new());
     let poisoned = || MysqlError::Query {
@@ -941,22 +970,41 @@ async fn load_tables(
                     }
                     notified.await;
                 };
+                let started = Instant::now();
                 let outcome = run_task(&mut conn, &mut checker, &work, &task).await;
                 {
                     let mut s = shared.lock().map_err(|_| poisoned())?;
                     match outcome {
                         Ok(done) => {
-                            let now = Some(Instant::now());
+                            let now = Instant::now();
+                            let took = (now - started).as_secs_f64();
                             match (&task, done) {
-                                (LoadTask::Chunk { .. }, TaskDone::Statements(n)) => {
+                                (LoadTask::Chunk { table, .. }, TaskDone::Statements(n)) => {
                                     statements += n;
-                                    s.marks.chunks = now;
+                                    s.marks.chunks = Some(now);
+                                    s.times[*table].load_seconds += took;
                                 }
                                 (LoadTask::Check { table }, TaskDone::Checked(check)) => {
                                     s.checks[*table] = Some(check);
-                                    s.marks.checks = now;
+                                    s.marks.checks = Some(now);
+                                    let time = &mut s.times[*table];
+                                    time.check_seconds += took;
+                                    time.checked_at = (now - began).as_secs_f64();
+                                    tracing::debug!(
+                                        table = %time.table,
+                                        load_seconds = time.load_seconds,
+                                        index_seconds = time.index_seconds,
+                                        check_seconds = time.check_seconds,
+                                        checked_at = time.checked_at,
+                                        "table restored"
+                                    );
                                 }
-                                _ => s.marks.indexes = now,
+                                (LoadTask::Indexes { table }, _) => {
+                                    s.marks.indexes = Some(now);
+                                    s.times[*table].index_seconds += took;
+                                }
+                                // A task's answer is of its own kind.
+                                _ => {}
                             }
                             s.queue.finished(&task);
                         }
@@ -985,7 +1033,7 @@ async fn load_tables(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((conns, total, checks, s.marks))
+    Ok((conns, total, checks, s.marks, s.times.clone()))
 }
 
 enum TaskDone {
