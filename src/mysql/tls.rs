@@ -14,6 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
+use std::path::Path;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,20 +30,14 @@ enum Check {
 }
 
 /// The connector and the name the server's certificate is checked against,
-/// or `None` where the endpoint connects without TLS (disabled, a socket).
+/// for an endpoint that connects over TLS (`Endpoint::connects_plain` false).
 pub(crate) fn connector(
     endpoint: &Endpoint,
-) -> Result<Option<(tokio_rustls::TlsConnector, ServerName<'static>)>, TlsSetupError> {
-    if endpoint.tls.mode == TlsMode::Disabled || endpoint.socket.is_some() {
-        return Ok(None);
-    }
+) -> Result<(tokio_rustls::TlsConnector, ServerName<'static>), TlsSetupError> {
     let name = ServerName::try_from(endpoint.host.clone())
         .map_err(|e| TlsSetupError(format!("host {:?}: {e}", endpoint.host)))?;
     let config = client_config(&endpoint.tls)?;
-    Ok(Some((
-        tokio_rustls::TlsConnector::from(Arc::new(config)),
-        name,
-    )))
+    Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
 }
 
 fn client_config(tls: &TlsConfig) -> Result<ClientConfig, TlsSetupError> {
@@ -55,9 +50,7 @@ fn client_config(tls: &TlsConfig) -> Result<ClientConfig, TlsSetupError> {
     match &tls.ca_file {
         Some(path) => {
             for cert in read_certs(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| TlsSetupError(format!("{}: {e}", path.display())))?;
+                roots.add(cert).map_err(in_file(path))?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -74,10 +67,8 @@ fn client_config(tls: &TlsConfig) -> Result<ClientConfig, TlsSetupError> {
     match (&tls.cert_file, &tls.key_file) {
         (Some(cert), Some(key)) => {
             let chain = read_certs(cert)?;
-            let bytes =
-                std::fs::read(key).map_err(|e| TlsSetupError(format!("{}: {e}", key.display())))?;
-            let key_der = PrivateKeyDer::from_pem_slice(&bytes)
-                .map_err(|e| TlsSetupError(format!("{}: {e}", key.display())))?;
+            let bytes = std::fs::read(key).map_err(in_file(key))?;
+            let key_der = PrivateKeyDer::from_pem_slice(&bytes).map_err(in_file(key))?;
             builder
                 .with_client_auth_cert(chain, key_der)
                 .map_err(|e| TlsSetupError(e.to_string()))
@@ -86,12 +77,16 @@ fn client_config(tls: &TlsConfig) -> Result<ClientConfig, TlsSetupError> {
     }
 }
 
-fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| TlsSetupError(format!("{}: {e}", path.display())))?;
+/// An error about the file at `path`, naming it.
+fn in_file<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> TlsSetupError + '_ {
+    move |e| TlsSetupError(format!("{}: {e}", path.display()))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let bytes = std::fs::read(path).map_err(in_file(path))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsSetupError(format!("{}: {e}", path.display())))?;
+        .map_err(in_file(path))?;
     if certs.is_empty() {
         return Err(TlsSetupError(format!("{}: no certificate", path.display())));
     }

@@ -190,30 +190,24 @@ impl WireConn {
             Some(AuthPlugin::CachingSha2Password) => AuthPlugin::CachingSha2Password,
             _ => AuthPlugin::MysqlNativePassword,
         };
-        let tls = if endpoint.connects_plain() {
-            None
-        } else {
-            super::tls::connector(endpoint).map_err(|e| WireError::Unsupported(e.to_string()))?
-        };
-        let tls = match tls {
-            Some(tls) if offers_tls => Some(tls),
-            // `preferred` goes on in the clear; a mode that requires TLS
-            // is the driver's to refuse with its message.
-            Some(_) if endpoint.tls.mode != TlsMode::Preferred => {
+        if !endpoint.connects_plain() {
+            if offers_tls {
+                let (connector, name) = super::tls::connector(endpoint)
+                    .map_err(|e| WireError::Unsupported(e.to_string()))?;
+                // The server keeps the SSL request's capabilities: they must
+                // be the handshake response's.
+                capabilities |= CapabilityFlags::CLIENT_SSL;
+                if database.is_some() {
+                    capabilities |= CapabilityFlags::CLIENT_CONNECT_WITH_DB;
+                }
+                self.start_tls(capabilities, connector, name).await?;
+            } else if endpoint.tls.mode != TlsMode::Preferred {
+                // A mode that requires TLS is the driver's to refuse with its
+                // message; `preferred` goes on in the clear.
                 return Err(WireError::Unsupported(
                     "TLS is required and the server offers none".into(),
-                ))
+                ));
             }
-            _ => None,
-        };
-        if let Some((connector, name)) = tls {
-            // The server keeps the SSL request's capabilities: they must be
-            // the handshake response's.
-            capabilities |= CapabilityFlags::CLIENT_SSL;
-            if database.is_some() {
-                capabilities |= CapabilityFlags::CLIENT_CONNECT_WITH_DB;
-            }
-            self.start_tls(capabilities, connector, name).await?;
         }
         self.capabilities = capabilities;
         let password = endpoint.password.expose();

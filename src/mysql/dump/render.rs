@@ -77,12 +77,9 @@ struct Statements {
 }
 
 impl Statements {
-    /// Adds a row; a full block is handed back to be written.
-    fn push_row<'v>(
-        &mut self,
-        table: &str,
-        values: impl Iterator<Item = Option<&'v [u8]>>,
-    ) -> Result<Option<Vec<u8>>, MysqlError> {
+    /// Adds a row; a full block is handed back to be written. Whether the
+    /// row held its columns' values is the reader's to say (`Values::finish`).
+    fn push_row<'v>(&mut self, values: impl Iterator<Item = Option<&'v [u8]>>) -> Option<Vec<u8>> {
         let mut hash = RowHasher::new();
         let block = &mut self.block;
         match self.statement_start {
@@ -93,22 +90,14 @@ impl Statements {
             Some(_) => block.push(b','),
         }
         block.push(b'(');
-        let mut n = 0;
-        for (kind, v) in self.kinds.iter().zip(values) {
+        for (n, (kind, v)) in self.kinds.iter().zip(values).enumerate() {
             if n > 0 {
                 block.push(b',');
             }
             hash.push(v);
             push_value(block, *kind, v);
-            n += 1;
         }
         self.sum.add_hash(hash.finish());
-        if n != self.kinds.len() {
-            return Err(MysqlError::Query {
-                doing: format!("reading ({table})"),
-                detail: format!("a row of {n} values for {} columns", self.kinds.len()),
-            });
-        }
         block.push(b')');
         if let Some(start) = self.statement_start {
             if block.len() - start >= STATEMENT_BYTES {
@@ -116,14 +105,14 @@ impl Statements {
                 block.extend_from_slice(b";\n");
                 self.statement_start = None;
                 if block.len() >= BLOCK_BYTES {
-                    return Ok(Some(std::mem::replace(
+                    return Some(std::mem::replace(
                         block,
                         new_block(BLOCK_BYTES + STATEMENT_BYTES),
-                    )));
+                    ));
                 }
             }
         }
-        Ok(None)
+        None
     }
 
     /// The last block and the chunk's checksum and longest statement.
@@ -243,7 +232,7 @@ async fn write_chunk(
                 .collect();
             while let Some(row) = rows.next().await.map_err(|e| read_err(e.into()))? {
                 let mut values = row.values();
-                let full = out.push_row(&table.name, &mut values)?;
+                let full = out.push_row(&mut values);
                 values.finish().map_err(|e| read_err(e.into()))?;
                 if let Some(full) = full {
                     write_block(writer, full, progress).await?;
@@ -262,7 +251,7 @@ async fn write_chunk(
                 .unwrap_or_default();
             let n = out.kinds.len();
             while let Some(row) = result.next().await.map_err(read_err)? {
-                if let Some(full) = out.push_row(&table.name, driver_values(&row, n))? {
+                if let Some(full) = out.push_row(driver_values(&row, n)) {
                     write_block(writer, full, progress).await?;
                 }
             }
