@@ -53,6 +53,17 @@ pub enum TlsMode {
     VerifyIdentity,
 }
 
+/// How far a server's TLS certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateCheck {
+    /// Signed by a trusted CA and issued for the host connected to.
+    ChainAndName,
+    /// Signed by a trusted CA, whatever name it carries.
+    Chain,
+    /// Any certificate (the connection is encrypted, not authenticated).
+    Nothing,
+}
+
 impl TlsMode {
     pub fn parse(text: &str) -> Result<Self, String> {
         match text.to_ascii_lowercase().replace('_', "-").as_str() {
@@ -64,6 +75,16 @@ impl TlsMode {
             other => Err(format!(
                 "'{other}' is not one of disabled, preferred, required, verify-ca, verify-identity"
             )),
+        }
+    }
+
+    /// How far the server's certificate is checked in this mode; one
+    /// mapping for both TLS stacks (the driver's and the row reader's).
+    pub fn certificate_check(&self) -> CertificateCheck {
+        match self {
+            TlsMode::VerifyIdentity => CertificateCheck::ChainAndName,
+            TlsMode::VerifyCa => CertificateCheck::Chain,
+            TlsMode::Disabled | TlsMode::Preferred | TlsMode::Required => CertificateCheck::Nothing,
         }
     }
 

@@ -19,7 +19,9 @@ mod store;
 mod trust;
 
 pub use cluster::{ClusterConfig, CustomResourceKind, SealKey};
-pub use database::{BinlogArchiveConfig, DatabaseConfig, Endpoint, TlsConfig, TlsMode, Topology};
+pub use database::{
+    BinlogArchiveConfig, CertificateCheck, DatabaseConfig, Endpoint, TlsConfig, TlsMode, Topology,
+};
 pub use media::MediaConfig;
 pub use overlay::{as_http_url, ByteSize, Env, ProcessEnv};
 pub use restore::{CacheKind, CacheServer, ReplicationUser, RestoreTargets, NAMESPACE_PLACEHOLDER};

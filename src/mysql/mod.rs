@@ -19,7 +19,7 @@ pub mod topology;
 pub mod wire;
 mod workers;
 
-use crate::config::TlsMode;
+use crate::config::{CertificateCheck, TlsMode};
 use crate::exit::{Classify, ExitCode};
 use mysql_async::prelude::Queryable;
 use mysql_async::{ClientIdentity, Conn, OptsBuilder, SslOpts};
@@ -160,10 +160,10 @@ impl Endpoint {
                 key.clone().into(),
             )));
         }
-        Some(match tls.mode {
-            TlsMode::VerifyIdentity => o,
-            TlsMode::VerifyCa => o.with_danger_skip_domain_validation(true),
-            _ => o.with_danger_accept_invalid_certs(true),
+        Some(match tls.mode.certificate_check() {
+            CertificateCheck::ChainAndName => o,
+            CertificateCheck::Chain => o.with_danger_skip_domain_validation(true),
+            CertificateCheck::Nothing => o.with_danger_accept_invalid_certs(true),
         })
     }
 

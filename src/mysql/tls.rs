@@ -6,7 +6,7 @@
 //! when one is set. A connection this cannot set up goes to the driver,
 //! which names the problem.
 
-use crate::config::{Endpoint, TlsConfig, TlsMode};
+use crate::config::{CertificateCheck, Endpoint, TlsConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
@@ -21,14 +21,6 @@ use std::sync::Arc;
 #[error("TLS for the row reader: {0}")]
 pub struct TlsSetupError(String);
 
-/// How far the server's certificate is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Check {
-    ChainAndName,
-    Chain,
-    Nothing,
-}
-
 /// The connector and the name the server's certificate is checked against,
 /// for an endpoint that connects over TLS (`Endpoint::connects_plain` false).
 pub(crate) fn connector(
@@ -41,11 +33,7 @@ pub(crate) fn connector(
 }
 
 fn client_config(tls: &TlsConfig) -> Result<ClientConfig, TlsSetupError> {
-    let check = match tls.mode {
-        TlsMode::VerifyIdentity => Check::ChainAndName,
-        TlsMode::VerifyCa => Check::Chain,
-        _ => Check::Nothing,
-    };
+    let check = tls.mode.certificate_check();
     let mut roots = RootCertStore::empty();
     match &tls.ca_file {
         Some(path) => {
@@ -95,7 +83,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError
 
 #[derive(Debug)]
 struct Verifier {
-    check: Check,
+    check: CertificateCheck,
     webpki: Arc<WebPkiServerVerifier>,
 }
 
@@ -108,7 +96,7 @@ impl ServerCertVerifier for Verifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.check == Check::Nothing {
+        if self.check == CertificateCheck::Nothing {
             return Ok(ServerCertVerified::assertion());
         }
         match self
@@ -117,7 +105,7 @@ impl ServerCertVerifier for Verifier {
         {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if self.check == Check::Chain => Ok(ServerCertVerified::assertion()),
+            )) if self.check == CertificateCheck::Chain => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
