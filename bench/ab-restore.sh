@@ -28,20 +28,7 @@ have=$("${M[@]}" -N -e "SELECT COUNT(*) FROM information_schema.TABLES WHERE TAB
 SERVER_PID=$(cat "${WPDR_DEV_DIR:-/tmp/wpdr-dev}/mariadb/mariadb.pid")
 WORK="${BENCH_DIR:-/tmp/wpdr-bench}/ab"
 rm -rf "$WORK"; mkdir -p "$WORK"
-for side in a b; do
-  cat >"$WORK/$side.yaml" <<YAML
-site: ab-$side
-store:
-  type: local
-  path: $WORK/store-$side
-database:
-  host: 127.0.0.1
-  port: $WPDR_TEST_DB_PORT
-  user: $WPDR_TEST_DB_USER
-  name: $DB
-  connections: 2
-YAML
-done
+for side in a b; do db_config "ab-$side" "$WORK/store-$side" "$DB" >"$WORK/$side.yaml"; done
 "$A" -q -c "$WORK/a.yaml" backup
 "$B" -q -c "$WORK/b.yaml" backup
 

@@ -119,18 +119,7 @@ median() {
   python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" ${list[$1]}
 }
 
-cat >"$WORK/out/wpdr.yaml" <<YAML
-site: bench
-store:
-  type: local
-  path: $WORK/out/store
-database:
-  host: 127.0.0.1
-  port: $WPDR_TEST_DB_PORT
-  user: $WPDR_TEST_DB_USER
-  name: $DB
-  connections: 2
-YAML
+db_config bench "$WORK/out/store" "$DB" >"$WORK/out/wpdr.yaml"
 export WPDR_DB_PASSWORD="$WPDR_TEST_DB_PASSWORD" WPDR_TARGET_PASSWORD="$WPDR_TEST_DB_PASSWORD"
 
 # The same, every artifact sealed to an age recipient (what encryption costs).

@@ -76,3 +76,20 @@ settle() {
   done
   echo "  (the servers were still busy after 60 s)"
 }
+
+# db_config SITE STORE_DIR DATABASE: a wpdr config backing DATABASE on the dev
+# MariaDB up to a local store (two connections, the default), on stdout.
+db_config() {
+  cat <<YAML
+site: $1
+store:
+  type: local
+  path: $2
+database:
+  host: 127.0.0.1
+  port: $WPDR_TEST_DB_PORT
+  user: $WPDR_TEST_DB_USER
+  name: $3
+  connections: 2
+YAML
+}
