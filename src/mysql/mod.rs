@@ -141,13 +141,10 @@ impl Endpoint {
         b
     }
 
-    /// The driver's TLS options for this endpoint's `tls` (none over a socket
-    /// or when disabled).
-    fn ssl_opts(&self) -> Option<SslOpts> {
+    /// The driver's TLS options for this endpoint's `tls`, for a connection
+    /// that uses TLS ([`Endpoint::connects_plain`] decides which do).
+    fn ssl_opts(&self) -> SslOpts {
         let tls = &self.tls;
-        if tls.mode == TlsMode::Disabled || self.socket.is_some() {
-            return None;
-        }
         let mut o = SslOpts::default();
         if let Some(ca) = &tls.ca_file {
             o = o
@@ -160,11 +157,11 @@ impl Endpoint {
                 key.clone().into(),
             )));
         }
-        Some(match tls.mode.certificate_check() {
+        match tls.mode.certificate_check() {
             CertificateCheck::ChainAndName => o,
             CertificateCheck::Chain => o.with_danger_skip_domain_validation(true),
             CertificateCheck::Nothing => o.with_danger_accept_invalid_certs(true),
-        })
+        }
     }
 
     /// Whether [`Endpoint::connect`] would connect without TLS: TLS
@@ -177,9 +174,7 @@ impl Endpoint {
 
     pub async fn connect(&self, database: Option<&str>) -> Result<Conn, MysqlError> {
         let preferred = self.tls.mode == TlsMode::Preferred;
-        let ssl = self
-            .ssl_opts()
-            .filter(|_| !(preferred && known_without_tls(&self.display())));
+        let ssl = (!self.connects_plain()).then(|| self.ssl_opts());
         let tried_tls = ssl.is_some();
         match self.connect_with(database, ssl).await {
             // `preferred`: a server that offers no TLS gets a plain connection
