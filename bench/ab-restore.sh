@@ -36,7 +36,7 @@ server_ticks() { awk '{print $14+$15}' "/proc/$SERVER_PID/stat"; }
 declare -A WALL SERVER
 # restore SIDE BIN: one timed restore into r_ab_SIDE.
 restore() {
-  local side="$1" bin="$2" t0 t1 s0 s1 user sys
+  local side="$1" bin="$2" t0 t1 s0 s1 user sys line wall client server
   "${M[@]}" -e "DROP DATABASE IF EXISTS r_ab_$side"
   sync; settle
   s0=$(server_ticks); t0=$(date +%s.%N)
@@ -44,7 +44,6 @@ restore() {
     restore db latest --target "mysql://$WPDR_TEST_DB_USER@127.0.0.1:$WPDR_TEST_DB_PORT" --database "r_ab_$side" >"$WORK/$side.json"
   t1=$(date +%s.%N); s1=$(server_ticks)
   read -r user sys <"$WORK/$side.time"
-  local line
   line=$(python3 -c "print('%.2f %.2f %.2f' % ($t1 - $t0, $user + $sys, ($s1 - $s0) / $(getconf CLK_TCK)))")
   read -r wall client server <<<"$line"
   WALL[$side]+="$wall "; SERVER[$side]+="$server "
@@ -54,28 +53,16 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round of $ROUNDS"
   if [ $((round % 2)) = 1 ]; then restore a "$A"; restore b "$B"; else restore b "$B"; restore a "$A"; fi
 done
-median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 2))" $1; }
 echo "== medians of $ROUNDS rounds"
 for side in a b; do
-  echo "  $side  wall $(median "${WALL[$side]}") s   server CPU $(median "${SERVER[$side]}") s"
+  echo "  $side  wall $(median $side WALL) s   server CPU $(median $side SERVER) s"
 done
-echo "  b/a wall: $(python3 -c "print(round($(median "${WALL[b]}") / $(median "${WALL[a]}"), 3))")"
+echo "  b/a wall: $(python3 -c "print(round($(median b WALL) / $(median a WALL), 3))")"
 echo "== the last run's tables (seconds of one connection)"
 for side in a b; do
   python3 - "$WORK/$side.json" "$side" <<'PY'
 import json, sys
-def find(o):
-    if isinstance(o, dict):
-        if "table_times" in o:
-            return o["table_times"]
-        o = list(o.values())
-    if isinstance(o, list):
-        for v in o:
-            r = find(v)
-            if r:
-                return r
-    return None
-for t in find(json.load(open(sys.argv[1]))) or []:
+for t in json.load(open(sys.argv[1]))["table_times"]:
     print("  %s  %-14s load %6.2f  index %5.2f  check %5.2f  done at %6.2f" % (
         sys.argv[2], t["table"], t["load_seconds"], t["index_seconds"], t["check_seconds"], t["checked_at"]))
 PY

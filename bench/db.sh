@@ -113,11 +113,6 @@ run() {
   RSS[$name]+="$rss "
   printf '  %-28s %8.2f s   client CPU %7.2f s   peak RSS %6d MiB\n' "$name" "$secs" "$cpu" $(( rss / 1024 ))
 }
-# median NAME [SECS|CPU|RSS]: the median of NAME's rounds.
-median() {
-  local -n list="${2:-SECS}"
-  python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" ${list[$1]}
-}
 
 db_config bench "$WORK/out/store" "$DB" >"$WORK/out/wpdr.yaml"
 export WPDR_DB_PASSWORD="$WPDR_TEST_DB_PASSWORD" WPDR_TARGET_PASSWORD="$WPDR_TEST_DB_PASSWORD"

@@ -93,3 +93,10 @@ database:
   connections: 2
 YAML
 }
+
+# median KEY [ARRAY]: the median of the space-separated figures at KEY of the
+# associative array ARRAY (default SECS: one figure per round).
+median() {
+  local -n list="${2:-SECS}"
+  python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" ${list[$1]}
+}
